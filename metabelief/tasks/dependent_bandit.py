@@ -1,0 +1,181 @@
+"""Two arms with complementary probabilities (p, 1 - p): the Wang et al. (2016) dependent bandit.
+
+Every pull informs both arms: a success on arm 0 or a failure on arm 1 is evidence for p, the
+other two outcomes are evidence for 1 - p. The number of each kind of evidence is a sufficient
+statistic, so both beliefs below are exact functions of two counts.
+
+* ``support=None``: p ~ U[0, 1] = Beta(1, 1) and the posterior is a Beta over p.
+* ``support=(0.1, 0.9)`` or any tuple: p is uniform over those values and the posterior is a
+  categorical over the support, kept as normalised log-probabilities.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import struct
+
+from metabelief.tasks import validation
+from metabelief.tasks.bandit_base import BanditFamily, BetaBelief, beta_mean, beta_std
+
+
+@struct.dataclass
+class DependentTask:
+    """A hidden dependent-bandit task: arm 0 pays with probability p, arm 1 with 1 - p."""
+
+    p: jax.Array  # float32[]
+
+
+@struct.dataclass
+class SupportBelief:
+    """Posterior over a finite support of p."""
+
+    evidence: jax.Array  # float32[2]: outcomes that favour p, outcomes that favour 1 - p
+    log_posterior: jax.Array  # float32[S]: normalised log P(p = support[i] | history)
+
+
+def evidence_for_p(action: jax.Array, reward: jax.Array) -> jax.Array:
+    """1.0 when the outcome has likelihood p (arm 0 success, arm 1 failure), else 0.0."""
+    return jnp.where(action == 0, reward, 1.0 - reward)
+
+
+class _DependentBanditBase(BanditFamily):
+    """Dynamics shared by both priors over p."""
+
+    num_actions = 2
+
+    def arm_probs(self, task: DependentTask) -> jax.Array:
+        return jnp.stack([task.p, 1.0 - task.p])
+
+
+@dataclasses.dataclass(frozen=True)
+class DependentBandit(_DependentBanditBase):
+    """Dependent two-armed bandit with p ~ U[0, 1].
+
+    Belief: ``BetaBelief`` over p (scalar ``alpha``, ``beta``, prior Beta(1, 1)).
+    Belief features, ``float32[3]``: ``[E p, E (1 - p), std p]``. True features: ``[p, 1 - p]``.
+    """
+
+    horizon: int = 100
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "horizon", validation.integer_at_least("horizon", self.horizon, 1))
+
+    def sample_task(self, key: jax.Array) -> DependentTask:
+        """Draws p uniformly from [0, 1]."""
+        return DependentTask(p=jax.random.uniform(key, (), jnp.float32))
+
+    def belief_init(self, obs: jax.Array) -> BetaBelief:
+        """The uniform prior Beta(1, 1) over p."""
+        del obs
+        return BetaBelief(alpha=jnp.ones((), jnp.float32), beta=jnp.ones((), jnp.float32))
+
+    def belief_update(
+        self,
+        belief: BetaBelief,
+        obs: jax.Array,
+        action: jax.Array,
+        reward: jax.Array,
+        next_obs: jax.Array,
+    ) -> BetaBelief:
+        """Counts the outcome as evidence for p (alpha) or for 1 - p (beta)."""
+        del obs, next_obs
+        favours_p = evidence_for_p(action, reward)
+        return BetaBelief(alpha=belief.alpha + favours_p, beta=belief.beta + 1.0 - favours_p)
+
+    def belief_features(self, belief: BetaBelief) -> jax.Array:
+        """``[E p, 1 - E p, std p]``, float32[3]."""
+        mean = beta_mean(belief)
+        return jnp.stack([mean, 1.0 - mean, beta_std(belief)])
+
+
+@dataclasses.dataclass(frozen=True)
+class DiscreteDependentBandit(_DependentBanditBase):
+    """Dependent two-armed bandit with p uniform over a finite ``support``.
+
+    Belief: ``SupportBelief`` (evidence counts and the normalised log-posterior, ``float32[S]``).
+    Belief features, ``float32[2 + S]``: ``[E p, E (1 - p), P(p = support[i]) for each i]``.
+    True features: ``[p, 1 - p]``.
+    """
+
+    horizon: int = 100
+    support: tuple[float, ...] = (0.1, 0.9)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "horizon", validation.integer_at_least("horizon", self.horizon, 1))
+        if isinstance(self.support, (str, bytes)) or not np.iterable(self.support):
+            raise ValueError(f"support must be a tuple of probabilities, got {self.support!r}")
+        support = tuple(validation.probability("support", value) for value in self.support)
+        if not support:
+            raise ValueError("support must hold at least one probability, got an empty tuple")
+        object.__setattr__(self, "support", support)
+
+    def sample_task(self, key: jax.Array) -> DependentTask:
+        """Draws p uniformly from the support values."""
+        index = jax.random.randint(key, (), 0, len(self.support))
+        return DependentTask(p=jnp.asarray(self.support, jnp.float32)[index])
+
+    def belief_init(self, obs: jax.Array) -> SupportBelief:
+        """The uniform prior over the support."""
+        del obs
+        return self._belief_from_evidence(jnp.zeros((2,), jnp.float32))
+
+    def belief_update(
+        self,
+        belief: SupportBelief,
+        obs: jax.Array,
+        action: jax.Array,
+        reward: jax.Array,
+        next_obs: jax.Array,
+    ) -> SupportBelief:
+        """Adds the outcome to the evidence counts and recomputes the log-posterior from them."""
+        del obs, next_obs
+        favours_p = evidence_for_p(action, reward)
+        return self._belief_from_evidence(belief.evidence + jnp.stack([favours_p, 1.0 - favours_p]))
+
+    def belief_features(self, belief: SupportBelief) -> jax.Array:
+        """``[E p, 1 - E p, posterior over the support (S)]``, float32[2 + S]."""
+        posterior = jnp.exp(belief.log_posterior)
+        mean = posterior @ jnp.asarray(self.support, jnp.float32)
+        return jnp.concatenate([jnp.stack([mean, 1.0 - mean]), posterior])
+
+    def _belief_from_evidence(self, evidence: jax.Array) -> SupportBelief:
+        # Recomputing from exact integer counts (not accumulating per-step log-likelihoods) means
+        # no rounding drift however long the history. The log-likelihood tables are built in
+        # float64 and shifted so their best entry is 0, which keeps count * table products small
+        # exactly where posterior mass is shared between nearby support values.
+        log_p, log_not_p = (jnp.asarray(table, jnp.float32) for table in self._log_likelihood_tables())
+        log_weights = _count_times_log(evidence[0], log_p) + _count_times_log(evidence[1], log_not_p)
+        return SupportBelief(
+            evidence=evidence,
+            log_posterior=log_weights - jax.nn.logsumexp(log_weights),
+        )
+
+    def _log_likelihood_tables(self) -> tuple[np.ndarray, np.ndarray]:
+        """Shifted float64 ``log p_i`` and ``log (1 - p_i)`` over the support."""
+        support = np.asarray(self.support, np.float64)
+        with np.errstate(divide="ignore"):
+            tables = np.log(support), np.log1p(-support)
+        return tuple(table - _finite_max(table) for table in tables)
+
+
+def _finite_max(table: np.ndarray) -> float:
+    finite = table[np.isfinite(table)]
+    return float(finite.max()) if finite.size else 0.0
+
+
+def _count_times_log(count: jax.Array, log_likelihood: jax.Array) -> jax.Array:
+    """count * log_likelihood, with 0 * log(0) = 0 (an outcome never seen rules nothing out)."""
+    return jnp.where(count > 0, count * log_likelihood, 0.0)
+
+
+def dependent_bandit(
+    horizon: int = 100, support: tuple[float, ...] | None = None
+) -> DependentBandit | DiscreteDependentBandit:
+    """The dependent two-armed bandit: p ~ U[0, 1] (``support=None``) or uniform over ``support``."""
+    if support is None:
+        return DependentBandit(horizon=horizon)
+    return DiscreteDependentBandit(horizon=horizon, support=support)

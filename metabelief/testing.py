@@ -1,0 +1,358 @@
+"""Conformance checks for task families, including the ones users write.
+
+``check_family(family)`` runs a family through the contract of ``metabelief.tasks.base`` and
+raises ``FamilyCheckError`` naming the first check that fails:
+
+1. sizes: ``num_actions``, ``obs_size`` and ``horizon`` are positive Python ints;
+2. shapes and dtypes of every method's output, and ``step``/``belief_update`` keep the
+   structure, shapes and dtypes of the state and belief they are given;
+3. compile once: jitted ``step``, ``belief_update`` and ``belief_features`` fed their own outputs
+   are traced a single time (``chex.assert_max_traces``);
+4. vmap over tasks equals a Python loop of single-task calls;
+5. the same key gives bit-identical output;
+6. over 10 x horizon random steps: ``done`` exactly from the horizon on, beliefs finite, the
+   posterior means inside the range of the truth and summing like it when its sum is fixed;
+7. calibration: over many sampled tasks, the truth averaged within a group of steps equals the
+   belief averaged there, within Monte Carlo error. A group is a bin of one posterior mean
+   crossed with the last action and whether the last reward was high. Because an exact posterior
+   mean is E[truth | history], this holds for ANY history-measurable grouping; grouping by the
+   last transition is what exposes beliefs that skip or delay an update.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import statistics
+from typing import Any
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from metabelief.tasks.base import TaskFamily
+
+_check_ids = itertools.count()
+
+
+class FamilyCheckError(AssertionError):
+    """A task family breaks the contract; the message names the check and what was seen."""
+
+
+@chex.dataclass(frozen=True)
+class RandomRollout:
+    """Uniformly random actions on sampled tasks with the belief in lockstep.
+
+    Index 0 of ``features`` and ``truth`` is the start of the episode (``belief_init``), index
+    t + 1 follows the t-th transition.
+    """
+
+    features: jax.Array  # float32[T + 1, N, F]: belief_features
+    truth: jax.Array  # float32[T + 1, N, D]: true_features
+    actions: jax.Array  # int32[T, N]
+    rewards: jax.Array  # float32[T, N]
+    dones: jax.Array  # bool[T, N]
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckReport:
+    """What ``check_family`` measured on a family that passed."""
+
+    calibration_groups: int  # groups with enough tasks to be tested
+    calibration_max_z: float  # largest |mean(truth - belief)| / standard error over groups
+    z_threshold: float  # the bound it had to stay under
+
+
+def random_rollout(family: TaskFamily, key: jax.Array, num_tasks: int, num_steps: int) -> RandomRollout:
+    """Samples ``num_tasks`` tasks and steps them ``num_steps`` times with random actions.
+
+    One ``lax.scan`` over time of the family vmapped over tasks; jit it with the sizes static.
+
+    Returns:
+      A ``RandomRollout`` with arrays of shape ``[num_steps (+ 1), num_tasks, ...]``.
+    """
+    task_key, reset_key, scan_key = jax.random.split(key, 3)
+    tasks = jax.vmap(family.sample_task)(jax.random.split(task_key, num_tasks))
+    states, obs = jax.vmap(family.reset)(jax.random.split(reset_key, num_tasks), tasks)
+    beliefs = jax.vmap(family.belief_init)(obs)
+    features = jax.vmap(family.belief_features)
+    truth = jax.vmap(family.true_features)
+
+    def transition(carry, step_key):
+        states, obs, beliefs = carry
+        action_key, env_key = jax.random.split(step_key)
+        actions = jax.random.randint(action_key, (num_tasks,), 0, family.num_actions, jnp.int32)
+        env_keys = jax.random.split(env_key, num_tasks)
+        states, next_obs, rewards, dones = jax.vmap(family.step)(env_keys, tasks, states, actions)
+        beliefs = jax.vmap(family.belief_update)(beliefs, obs, actions, rewards, next_obs)
+        record = (features(beliefs), truth(tasks, states), actions, rewards, dones)
+        return (states, next_obs, beliefs), record
+
+    _, (step_features, step_truth, actions, rewards, dones) = jax.lax.scan(
+        transition, (states, obs, beliefs), jax.random.split(scan_key, num_steps)
+    )
+    return RandomRollout(
+        features=jnp.concatenate([features(beliefs)[None], step_features]),
+        truth=jnp.concatenate([truth(tasks, states)[None], step_truth]),
+        actions=actions,
+        rewards=rewards,
+        dones=dones,
+    )
+
+
+def _jitted_rollout(family: TaskFamily, num_tasks: int, num_steps: int):
+    return jax.jit(functools.partial(random_rollout, family, num_tasks=num_tasks, num_steps=num_steps))
+
+
+def check_family(
+    family: TaskFamily,
+    *,
+    key: jax.Array | None = None,
+    num_tasks: int = 2048,
+    num_steps: int | None = None,
+    false_alarm_rate: float = 1e-4,
+) -> CheckReport:
+    """Checks that ``family`` honours the task-family contract and that its belief is exact.
+
+    Args:
+      family: any object with the contract's attributes and methods.
+      key: PRNG key for every random draw (default ``jax.random.key(0)``).
+      num_tasks: tasks sampled for the calibration check.
+      num_steps: steps per task for the calibration check (default ``min(horizon, 100)``).
+      false_alarm_rate: probability that an exact belief fails the calibration check.
+
+    Returns:
+      A ``CheckReport`` with the calibration statistics.
+
+    Raises:
+      FamilyCheckError: naming the first check that failed.
+    """
+    key = jax.random.key(0) if key is None else key
+    _check_sizes(family)
+    shape_key, trace_key, vmap_key, rollout_key, calibration_key = jax.random.split(key, 5)
+    _check_shapes_and_dtypes(family, shape_key)
+    _check_compiles_once(family, trace_key)
+    _check_vmap_matches_loop(family, vmap_key)
+    _check_long_rollout(family, rollout_key)
+    steps = min(family.horizon, 100) if num_steps is None else num_steps
+    return _check_calibration(family, calibration_key, num_tasks, steps, false_alarm_rate)
+
+
+def _fail(family: TaskFamily, check: str, detail: str) -> FamilyCheckError:
+    return FamilyCheckError(f"check_family({family!r}) failed [{check}]: {detail}")
+
+
+def _check_sizes(family: TaskFamily) -> None:
+    for name, minimum in (("num_actions", 1), ("obs_size", 0), ("horizon", 1)):
+        value = getattr(family, name, None)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise _fail(family, "sizes", f"{name} must be a Python int >= {minimum}, got {value!r}")
+
+
+def _expect(family: TaskFamily, check: str, what: str, value: Any, shape: tuple, dtype: Any) -> None:
+    value = jnp.asarray(value)
+    if value.shape != shape or value.dtype != jnp.dtype(dtype):
+        raise _fail(
+            family, check, f"{what} must be {jnp.dtype(dtype).name}{list(shape)}, "
+            f"got {value.dtype.name}{list(value.shape)}"
+        )
+
+
+def _expect_same_layout(family: TaskFamily, what: str, before: Any, after: Any) -> None:
+    def layout(tree):
+        return jax.tree.map(lambda x: (jnp.shape(x), jnp.result_type(x), _is_weak(x)), tree)
+
+    if jax.tree.structure(before) != jax.tree.structure(after) or layout(before) != layout(after):
+        raise _fail(
+            family, "shapes", f"{what} changed structure, shape or dtype across a call: "
+            f"{layout(before)} -> {layout(after)}"
+        )
+
+
+def _is_weak(x: Any) -> bool:
+    return bool(getattr(jax.typeof(x), "weak_type", False))
+
+
+def _check_shapes_and_dtypes(family: TaskFamily, key: jax.Array) -> None:
+    task_key, reset_key, step_key = jax.random.split(key, 3)
+    task = family.sample_task(task_key)
+    state, obs = family.reset(reset_key, task)
+    _expect(family, "shapes", "reset's obs", obs, (family.obs_size,), jnp.float32)
+    belief = family.belief_init(obs)
+    action = jnp.asarray(family.num_actions - 1, jnp.int32)
+    next_state, next_obs, reward, done = family.step(step_key, task, state, action)
+    _expect(family, "shapes", "step's obs", next_obs, (family.obs_size,), jnp.float32)
+    _expect(family, "shapes", "step's reward", reward, (), jnp.float32)
+    _expect(family, "shapes", "step's done", done, (), jnp.bool_)
+    _expect_same_layout(family, "step's state", state, next_state)
+    next_belief = family.belief_update(belief, obs, action, reward, next_obs)
+    _expect_same_layout(family, "belief_update's belief", belief, next_belief)
+    features = jnp.asarray(family.belief_features(next_belief))
+    truth = jnp.asarray(family.true_features(task, next_state))
+    _expect(family, "shapes", "belief_features", features, features.shape[:1], jnp.float32)
+    _expect(family, "shapes", "true_features", truth, truth.shape[:1], jnp.float32)
+    if features.ndim != 1 or truth.ndim != 1 or truth.shape[0] > features.shape[0]:
+        raise _fail(
+            family, "shapes", "belief_features must be 1-D and at least as long as the 1-D "
+            f"true_features, got {features.shape} and {truth.shape}"
+        )
+
+
+def _check_compiles_once(family: TaskFamily, key: jax.Array) -> None:
+    check_id = next(_check_ids)
+
+    def traced_once(fn):
+        # chex counts traces by the function's name and source; a fresh name per call keeps
+        # checks of different families (and repeated checks) from sharing one counter.
+        fn.__name__ = f"{fn.__name__}_check{check_id}"
+        return jax.jit(chex.assert_max_traces(fn, n=1))
+
+    def step(key, task, state, action):
+        return family.step(key, task, state, action)
+
+    def belief_update(belief, obs, action, reward, next_obs):
+        return family.belief_update(belief, obs, action, reward, next_obs)
+
+    def belief_features(belief):
+        return family.belief_features(belief)
+
+    jit_step, jit_update, jit_features = map(traced_once, (step, belief_update, belief_features))
+    task_key, reset_key, key = jax.random.split(key, 3)
+    task = family.sample_task(task_key)
+    state, obs = family.reset(reset_key, task)
+    belief = family.belief_init(obs)
+    try:
+        for step_key, action in zip(jax.random.split(key, 4), itertools.cycle(range(family.num_actions))):
+            action = jnp.asarray(action, jnp.int32)
+            state, next_obs, reward, _ = jit_step(step_key, task, state, action)
+            belief = jit_update(belief, obs, action, reward, next_obs)
+            jit_features(belief)
+            obs = next_obs
+    except AssertionError as error:
+        raise _fail(family, "compile once", f"re-traced when fed its own outputs: {error}") from error
+
+
+def _check_vmap_matches_loop(family: TaskFamily, key: jax.Array, num_tasks: int = 4) -> None:
+    task_key, reset_key, step_key = (jax.random.split(k, num_tasks) for k in jax.random.split(key, 3))
+    actions = jnp.arange(num_tasks, dtype=jnp.int32) % family.num_actions
+
+    def one_transition(task_key, reset_key, step_key, action):
+        task = family.sample_task(task_key)
+        state, obs = family.reset(reset_key, task)
+        belief = family.belief_init(obs)
+        next_state, next_obs, reward, done = family.step(step_key, task, state, action)
+        next_belief = family.belief_update(belief, obs, action, reward, next_obs)
+        outputs = (task, state, obs, belief, next_state, next_obs, reward, done, next_belief)
+        return outputs + (family.belief_features(next_belief), family.true_features(task, next_state))
+
+    batched = jax.vmap(one_transition)(task_key, reset_key, step_key, actions)
+    for i in range(num_tasks):
+        single = one_transition(task_key[i], reset_key[i], step_key[i], actions[i])
+        looped = jax.tree.map(lambda x: x[i], batched)
+        try:
+            jax.tree.map(_assert_close, looped, single)
+        except AssertionError as error:
+            raise _fail(family, "vmap", f"task {i} differs from its single-task call: {error}") from error
+
+
+def _assert_close(batched: Any, single: Any) -> None:
+    np.testing.assert_allclose(_host(batched), _host(single), rtol=1e-5, atol=1e-6)
+
+
+def _host(x: Any) -> np.ndarray:
+    if jnp.issubdtype(jnp.result_type(x), jax.dtypes.prng_key):
+        x = jax.random.key_data(x)
+    return np.asarray(x)
+
+
+def _check_long_rollout(family: TaskFamily, key: jax.Array, num_tasks: int = 256) -> None:
+    num_steps = 10 * family.horizon
+    # Two separately compiled rollouts: identical output rules out hidden state and host RNG.
+    first = jax.device_get(_jitted_rollout(family, num_tasks, num_steps)(key))
+    again = jax.device_get(_jitted_rollout(family, num_tasks, num_steps)(key))
+    if not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(again))):
+        raise _fail(family, "determinism", "the same key gave different rollouts")
+
+    expected_done = np.arange(1, num_steps + 1)[:, None] >= family.horizon
+    if not np.array_equal(first.dones, np.broadcast_to(expected_done, first.dones.shape)):
+        raise _fail(family, "done", f"done must be true exactly from step horizon={family.horizon} on")
+    for name in ("features", "truth", "rewards"):
+        if not np.all(np.isfinite(getattr(first, name))):
+            raise _fail(family, "finite", f"{name} became non-finite within {num_steps} random steps")
+    _check_posterior_means_in_range(family, first)
+
+
+def _check_posterior_means_in_range(family: TaskFamily, rollout: RandomRollout) -> None:
+    truth = rollout.truth.reshape(-1, rollout.truth.shape[-1]).astype(np.float64)
+    means = rollout.features[..., : truth.shape[-1]].reshape(truth.shape).astype(np.float64)
+    low, high = truth.min(axis=0), truth.max(axis=0)
+    slack = 0.05 * (high - low) + 1e-5
+    outside = (means < low - slack) | (means > high + slack)
+    if outside.any():
+        dim = int(np.argwhere(outside)[0, 1])
+        raise _fail(
+            family, "normalised", f"posterior mean {dim} left the range of its truth "
+            f"[{low[dim]:.4g}, {high[dim]:.4g}]: {means[outside.any(axis=1)][0]}"
+        )
+    truth_sum = truth.sum(axis=1)
+    if np.ptp(truth_sum) <= 1e-5 * (1.0 + np.abs(truth_sum).max()):
+        error = np.abs(means.sum(axis=1) - truth_sum.mean()).max()
+        if error > 1e-4 * (1.0 + np.abs(truth_sum).max()):
+            raise _fail(
+                family, "normalised", f"the truth always sums to {truth_sum.mean():.6g} but the "
+                f"posterior means are off by up to {error:.3g}"
+            )
+
+
+def _check_calibration(
+    family: TaskFamily, key: jax.Array, num_tasks: int, num_steps: int, false_alarm_rate: float,
+    num_bins: int = 10, min_tasks_per_group: int = 50,
+) -> CheckReport:
+    data = jax.device_get(_jitted_rollout(family, num_tasks, num_steps)(key))
+    truth = data.truth.astype(np.float64)  # [T + 1, N, D]
+    means = data.features[..., : truth.shape[-1]].astype(np.float64)  # [T + 1, N, D]
+    transition = _last_transition_group(data.actions, data.rewards, family.num_actions)  # [T + 1, N]
+    num_transition_groups = 2 * family.num_actions + 1
+    task_index = np.broadcast_to(np.arange(num_tasks), transition.shape)
+
+    tested: list[tuple[int, float, float]] = []  # (dimension, mean residual, standard error)
+    for dim in range(truth.shape[-1]):
+        edges = np.unique(np.quantile(means[..., dim], np.linspace(0, 1, num_bins + 1)[1:-1]))
+        group = np.searchsorted(edges, means[..., dim], side="right") * num_transition_groups + transition
+        num_groups = (len(edges) + 1) * num_transition_groups
+        cell = (group * num_tasks + task_index).ravel()
+        size = num_groups * num_tasks
+        residual = (truth[..., dim] - means[..., dim]).ravel()
+        sums = np.bincount(cell, residual, size).reshape(num_groups, num_tasks)
+        counts = np.bincount(cell, None, size).reshape(num_groups, num_tasks)
+        for g in np.flatnonzero((counts > 0).sum(axis=1) >= min_tasks_per_group):
+            mean = sums[g].sum() / counts[g].sum()
+            # Steps of one task share its truth: the standard error clusters by task.
+            se = np.sqrt(((sums[g] - mean * counts[g]) ** 2).sum()) / counts[g].sum()
+            tested.append((dim, mean, se))
+
+    if not tested:
+        raise _fail(family, "calibration", f"no group reached {min_tasks_per_group} tasks; raise num_tasks")
+    z_threshold = statistics.NormalDist().inv_cdf(1.0 - false_alarm_rate / (2 * len(tested)))
+    z_scores = [abs(mean) / (se + 1e-12) if abs(mean) > 1e-5 else 0.0 for _, mean, se in tested]
+    worst = int(np.argmax(z_scores))
+    if z_scores[worst] > z_threshold:
+        dim, mean, se = tested[worst]
+        raise _fail(
+            family, "calibration", f"posterior mean {dim} is off its truth by {mean:+.4g} "
+            f"(standard error {se:.2g}, z = {z_scores[worst]:.1f} > {z_threshold:.1f}) in a group "
+            "of steps; the belief is not the exact posterior (wrong prior, a skipped or delayed "
+            "update?)"
+        )
+    return CheckReport(
+        calibration_groups=len(tested), calibration_max_z=float(z_scores[worst]), z_threshold=z_threshold
+    )
+
+
+def _last_transition_group(actions: np.ndarray, rewards: np.ndarray, num_actions: int) -> np.ndarray:
+    """0 before any step, else 1 + 2 * last action + (last reward above the midrange)."""
+    midrange = 0.5 * (rewards.min() + rewards.max())
+    groups = 1 + 2 * actions.astype(np.int64) + (rewards > midrange)
+    return np.concatenate([np.zeros((1,) + actions.shape[1:], np.int64), groups])
