@@ -27,7 +27,7 @@ def _parse_family_args(pairs: Sequence[str]) -> dict[str, object]:
 
 def _list(_: argparse.Namespace) -> None:
     for name in registry.families():
-        summary = (registry.factory(name).__doc__ or "").strip().splitlines()[0]
+        summary = (registry.lookup(name).__doc__ or "").strip().splitlines()[0]
         print(f"{name:20s} {summary}")
 
 

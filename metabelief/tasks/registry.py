@@ -34,7 +34,7 @@ def make(name: str, **kwargs: object) -> TaskFamily:
       ValueError: unknown ``name`` (the message lists the known ones), an argument the family
         does not take, or an invalid argument value (named in the message).
     """
-    build = factory(name)
+    build = lookup(name)
     accepted = _keyword_names(build)
     if accepted is not None:
         unknown = sorted(set(kwargs) - accepted)
@@ -46,7 +46,7 @@ def make(name: str, **kwargs: object) -> TaskFamily:
     return build(**kwargs)
 
 
-def factory(name: str) -> Callable[..., TaskFamily]:
+def lookup(name: str) -> Callable[..., TaskFamily]:
     """The factory registered as ``name``."""
     if name not in _FACTORIES:
         raise ValueError(f"unknown family name {name!r}; known families: {', '.join(families())}")
