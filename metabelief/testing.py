@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metabelief.tasks.base import TaskFamily
+from metabelief.tasks.base import PyTree, TaskFamily
 
 _check_ids = itertools.count()
 
@@ -151,52 +151,58 @@ def _check_sizes(family: TaskFamily) -> None:
             raise _fail(family, "sizes", f"{name} must be a Python int >= {minimum}, got {value!r}")
 
 
-def _expect(family: TaskFamily, check: str, what: str, value: Any, shape: tuple, dtype: Any) -> None:
-    value = jnp.asarray(value)
+def _expect(family: TaskFamily, what: str, value: jax.ShapeDtypeStruct, shape: tuple, dtype: Any) -> None:
     if value.shape != shape or value.dtype != jnp.dtype(dtype):
         raise _fail(
-            family, check, f"{what} must be {jnp.dtype(dtype).name}{list(shape)}, "
-            f"got {value.dtype.name}{list(value.shape)}"
+            family,
+            "shapes",
+            f"{what} must be {jnp.dtype(dtype).name}{list(shape)}, got {value.dtype.name}{list(value.shape)}",
         )
 
 
-def _expect_same_layout(family: TaskFamily, what: str, before: Any, after: Any) -> None:
+def _expect_same_layout(family: TaskFamily, what: str, before: PyTree, after: PyTree) -> None:
     def layout(tree):
-        return jax.tree.map(lambda x: (jnp.shape(x), jnp.result_type(x), _is_weak(x)), tree)
+        return jax.tree.map(lambda x: (x.shape, x.dtype, x.weak_type), tree)
 
     if jax.tree.structure(before) != jax.tree.structure(after) or layout(before) != layout(after):
         raise _fail(
-            family, "shapes", f"{what} changed structure, shape or dtype across a call: "
-            f"{layout(before)} -> {layout(after)}"
+            family,
+            "shapes",
+            f"{what} changed structure, shape or dtype across a call: {layout(before)} -> {layout(after)}",
         )
 
 
-def _is_weak(x: Any) -> bool:
-    return bool(getattr(jax.typeof(x), "weak_type", False))
-
-
 def _check_shapes_and_dtypes(family: TaskFamily, key: jax.Array) -> None:
-    task_key, reset_key, step_key = jax.random.split(key, 3)
-    task = family.sample_task(task_key)
-    state, obs = family.reset(reset_key, task)
-    _expect(family, "shapes", "reset's obs", obs, (family.obs_size,), jnp.float32)
-    belief = family.belief_init(obs)
-    action = jnp.asarray(family.num_actions - 1, jnp.int32)
-    next_state, next_obs, reward, done = family.step(step_key, task, state, action)
-    _expect(family, "shapes", "step's obs", next_obs, (family.obs_size,), jnp.float32)
-    _expect(family, "shapes", "step's reward", reward, (), jnp.float32)
-    _expect(family, "shapes", "step's done", done, (), jnp.bool_)
+    def one_transition(key):
+        task_key, reset_key, step_key = jax.random.split(key, 3)
+        task = family.sample_task(task_key)
+        state, obs = family.reset(reset_key, task)
+        belief = family.belief_init(obs)
+        action = jnp.asarray(family.num_actions - 1, jnp.int32)
+        next_state, next_obs, reward, done = family.step(step_key, task, state, action)
+        next_belief = family.belief_update(belief, obs, action, reward, next_obs)
+        features = family.belief_features(next_belief)
+        truth = family.true_features(task, next_state)
+        return state, obs, belief, next_state, next_obs, reward, done, next_belief, features, truth
+
+    # Abstract evaluation: shapes, dtypes and weak types without compiling anything.
+    state, obs, belief, next_state, next_obs, reward, done, next_belief, features, truth = jax.eval_shape(
+        one_transition, key
+    )
+    _expect(family, "reset's obs", obs, (family.obs_size,), jnp.float32)
+    _expect(family, "step's obs", next_obs, (family.obs_size,), jnp.float32)
+    _expect(family, "step's reward", reward, (), jnp.float32)
+    _expect(family, "step's done", done, (), jnp.bool_)
     _expect_same_layout(family, "step's state", state, next_state)
-    next_belief = family.belief_update(belief, obs, action, reward, next_obs)
     _expect_same_layout(family, "belief_update's belief", belief, next_belief)
-    features = jnp.asarray(family.belief_features(next_belief))
-    truth = jnp.asarray(family.true_features(task, next_state))
-    _expect(family, "shapes", "belief_features", features, features.shape[:1], jnp.float32)
-    _expect(family, "shapes", "true_features", truth, truth.shape[:1], jnp.float32)
+    _expect(family, "belief_features", features, features.shape[:1], jnp.float32)
+    _expect(family, "true_features", truth, truth.shape[:1], jnp.float32)
     if features.ndim != 1 or truth.ndim != 1 or truth.shape[0] > features.shape[0]:
         raise _fail(
-            family, "shapes", "belief_features must be 1-D and at least as long as the 1-D "
-            f"true_features, got {features.shape} and {truth.shape}"
+            family,
+            "shapes",
+            "belief_features must be 1-D and at least as long as the 1-D "
+            f"true_features, got {features.shape} and {truth.shape}",
         )
 
 
@@ -247,18 +253,30 @@ def _check_vmap_matches_loop(family: TaskFamily, key: jax.Array, num_tasks: int 
         outputs = (task, state, obs, belief, next_state, next_obs, reward, done, next_belief)
         return outputs + (family.belief_features(next_belief), family.true_features(task, next_state))
 
-    batched = jax.vmap(one_transition)(task_key, reset_key, step_key, actions)
+    inputs = (task_key, reset_key, step_key, actions)
+    batched = jax.device_get(jax.jit(jax.vmap(one_transition))(*inputs))
+    # A second, separately traced copy must agree to the bit: no hidden state, no host RNG.
+    retraced = jax.device_get(jax.jit(jax.vmap(one_transition))(*inputs))
+    if not _bitwise_equal(batched, retraced):
+        raise _fail(family, "determinism", "the same keys gave different outputs in two traces")
+    single_transition = jax.jit(one_transition)
     for i in range(num_tasks):
-        single = one_transition(task_key[i], reset_key[i], step_key[i], actions[i])
-        looped = jax.tree.map(lambda x: x[i], batched)
+        single = jax.device_get(single_transition(*(x[i] for x in inputs)))
         try:
-            jax.tree.map(_assert_close, looped, single)
+            jax.tree.map(_assert_close, jax.tree.map(lambda x, i=i: x[i], batched), single)
         except AssertionError as error:
             raise _fail(family, "vmap", f"task {i} differs from its single-task call: {error}") from error
 
 
 def _assert_close(batched: Any, single: Any) -> None:
     np.testing.assert_allclose(_host(batched), _host(single), rtol=1e-5, atol=1e-6)
+
+
+def _bitwise_equal(tree: PyTree, other: PyTree) -> bool:
+    leaves, other_leaves = jax.tree.leaves(tree), jax.tree.leaves(other)
+    return len(leaves) == len(other_leaves) and all(
+        np.array_equal(_host(a), _host(b)) for a, b in zip(leaves, other_leaves, strict=True)
+    )
 
 
 def _host(x: Any) -> np.ndarray:
@@ -269,10 +287,9 @@ def _host(x: Any) -> np.ndarray:
 
 def _check_long_rollout(family: TaskFamily, key: jax.Array, num_tasks: int = 256) -> None:
     num_steps = 10 * family.horizon
-    # Two separately compiled rollouts: identical output rules out hidden state and host RNG.
-    first = jax.device_get(_jitted_rollout(family, num_tasks, num_steps)(key))
-    again = jax.device_get(_jitted_rollout(family, num_tasks, num_steps)(key))
-    if not all(np.array_equal(a, b) for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(again))):
+    rollout = _jitted_rollout(family, num_tasks, num_steps)
+    first = jax.device_get(rollout(key))
+    if not _bitwise_equal(first, jax.device_get(rollout(key))):
         raise _fail(family, "determinism", "the same key gave different rollouts")
 
     expected_done = np.arange(1, num_steps + 1)[:, None] >= family.horizon
@@ -293,22 +310,31 @@ def _check_posterior_means_in_range(family: TaskFamily, rollout: RandomRollout) 
     if outside.any():
         dim = int(np.argwhere(outside)[0, 1])
         raise _fail(
-            family, "normalised", f"posterior mean {dim} left the range of its truth "
-            f"[{low[dim]:.4g}, {high[dim]:.4g}]: {means[outside.any(axis=1)][0]}"
+            family,
+            "normalised",
+            f"posterior mean {dim} left the range of its truth "
+            f"[{low[dim]:.4g}, {high[dim]:.4g}]: {means[outside.any(axis=1)][0]}",
         )
     truth_sum = truth.sum(axis=1)
     if np.ptp(truth_sum) <= 1e-5 * (1.0 + np.abs(truth_sum).max()):
         error = np.abs(means.sum(axis=1) - truth_sum.mean()).max()
         if error > 1e-4 * (1.0 + np.abs(truth_sum).max()):
             raise _fail(
-                family, "normalised", f"the truth always sums to {truth_sum.mean():.6g} but the "
-                f"posterior means are off by up to {error:.3g}"
+                family,
+                "normalised",
+                f"the truth always sums to {truth_sum.mean():.6g} but the "
+                f"posterior means are off by up to {error:.3g}",
             )
 
 
 def _check_calibration(
-    family: TaskFamily, key: jax.Array, num_tasks: int, num_steps: int, false_alarm_rate: float,
-    num_bins: int = 10, min_tasks_per_group: int = 50,
+    family: TaskFamily,
+    key: jax.Array,
+    num_tasks: int,
+    num_steps: int,
+    false_alarm_rate: float,
+    num_bins: int = 10,
+    min_tasks_per_group: int = 50,
 ) -> CheckReport:
     data = jax.device_get(_jitted_rollout(family, num_tasks, num_steps)(key))
     truth = data.truth.astype(np.float64)  # [T + 1, N, D]
@@ -341,10 +367,12 @@ def _check_calibration(
     if z_scores[worst] > z_threshold:
         dim, mean, se = tested[worst]
         raise _fail(
-            family, "calibration", f"posterior mean {dim} is off its truth by {mean:+.4g} "
+            family,
+            "calibration",
+            f"posterior mean {dim} is off its truth by {mean:+.4g} "
             f"(standard error {se:.2g}, z = {z_scores[worst]:.1f} > {z_threshold:.1f}) in a group "
             "of steps; the belief is not the exact posterior (wrong prior, a skipped or delayed "
-            "update?)"
+            "update?)",
         )
     return CheckReport(
         calibration_groups=len(tested), calibration_max_z=float(z_scores[worst]), z_threshold=z_threshold
