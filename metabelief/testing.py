@@ -353,16 +353,20 @@ def _check_calibration(
         residual = (truth[..., dim] - means[..., dim]).ravel()
         sums = np.bincount(cell, residual, size).reshape(num_groups, num_tasks)
         counts = np.bincount(cell, None, size).reshape(num_groups, num_tasks)
+        truth_range = np.ptp(truth[..., dim])
         for g in np.flatnonzero((counts > 0).sum(axis=1) >= min_tasks_per_group):
             mean = sums[g].sum() / counts[g].sum()
-            # Steps of one task share its truth: the standard error clusters by task.
-            se = np.sqrt(((sums[g] - mean * counts[g]) ** 2).sum()) / counts[g].sum()
-            tested.append((dim, mean, se))
+            # Steps of one task share its truth: the standard error clusters by task. Outcomes
+            # rarer than one in n tasks are unseen yet shift the mean by up to range / n, which
+            # the sample cannot show (a near-certain belief): that bound is added as a floor.
+            sampled_se = np.sqrt(((sums[g] - mean * counts[g]) ** 2).sum()) / counts[g].sum()
+            unseen_se = truth_range / (counts[g] > 0).sum()
+            tested.append((dim, mean, float(np.hypot(sampled_se, unseen_se)) + 1e-7))
 
     if not tested:
         raise _fail(family, "calibration", f"no group reached {min_tasks_per_group} tasks; raise num_tasks")
     z_threshold = statistics.NormalDist().inv_cdf(1.0 - false_alarm_rate / (2 * len(tested)))
-    z_scores = [abs(mean) / (se + 1e-12) if abs(mean) > 1e-5 else 0.0 for _, mean, se in tested]
+    z_scores = [abs(mean) / se for _, mean, se in tested]
     worst = int(np.argmax(z_scores))
     if z_scores[worst] > z_threshold:
         dim, mean, se = tested[worst]

@@ -1,0 +1,37 @@
+"""Every Python example in the README runs as written, in order, in one namespace."""
+
+import pathlib
+import re
+
+import pytest
+
+import metabelief
+from metabelief.tasks import registry
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.fixture
+def clean_registry():
+    before = dict(registry._FACTORIES)
+    yield
+    registry._FACTORIES.clear()
+    registry._FACTORIES.update(before)
+
+
+def test_readme_python_examples_run(clean_registry, capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    assert len(blocks) >= 2
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, str(README), "exec"), namespace)
+    assert namespace["features"].shape == (100, 4096, 4)
+    assert "ten_armed_bandit" in metabelief.families()
+    assert namespace["report"].calibration_max_z < namespace["report"].z_threshold
+    assert "(100, 4096, 4)" in capsys.readouterr().out
+
+
+def test_readme_lists_every_registered_family():
+    text = README.read_text()
+    for name in metabelief.families():
+        assert f"`{name}(" in text
