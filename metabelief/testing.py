@@ -275,7 +275,7 @@ def _assert_close(batched: Any, single: Any) -> None:
 def _bitwise_equal(tree: PyTree, other: PyTree) -> bool:
     leaves, other_leaves = jax.tree.leaves(tree), jax.tree.leaves(other)
     return len(leaves) == len(other_leaves) and all(
-        np.array_equal(_host(a), _host(b)) for a, b in zip(leaves, other_leaves, strict=True)
+        np.array_equal(_host(a), _host(b), equal_nan=True) for a, b in zip(leaves, other_leaves, strict=True)
     )
 
 

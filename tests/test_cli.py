@@ -16,7 +16,9 @@ def test_list_prints_every_family(capsys):
 
 
 def test_check_runs_the_conformance_checks(capsys):
-    assert cli.main(["check", "dependent_bandit", "support=(0.2, 0.8)", "horizon=20", "--num-tasks", "512"]) == 0
+    assert (
+        cli.main(["check", "dependent_bandit", "support=(0.2, 0.8)", "horizon=20", "--num-tasks", "512"]) == 0
+    )
     out = capsys.readouterr().out
     assert "DiscreteDependentBandit(horizon=20, support=(0.2, 0.8)): passed" in out
 

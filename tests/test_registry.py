@@ -22,7 +22,9 @@ def test_builtin_families_are_registered():
 
 
 def test_make_applies_defaults_and_overrides():
-    assert metabelief.make("bernoulli_bandit") == BernoulliBandit(num_arms=2, horizon=100, prior_a=1.0, prior_b=1.0)
+    assert metabelief.make("bernoulli_bandit") == BernoulliBandit(
+        num_arms=2, horizon=100, prior_a=1.0, prior_b=1.0
+    )
     family = metabelief.make("bernoulli_bandit", num_arms=4, prior_b=3)
     assert (family.num_arms, family.num_actions, family.horizon, family.prior_b) == (4, 4, 100, 3.0)
     assert isinstance(family.prior_b, float)
@@ -66,7 +68,9 @@ def test_register_refuses_duplicates_unless_asked(clean_registry):
     assert isinstance(metabelief.make("bernoulli_bandit"), DependentBandit)
 
 
-@pytest.mark.parametrize("name, factory", [("", BernoulliBandit), (3, BernoulliBandit), ("x", "not callable")])
+@pytest.mark.parametrize(
+    "name, factory", [("", BernoulliBandit), (3, BernoulliBandit), ("x", "not callable")]
+)
 def test_register_validates_its_arguments(clean_registry, name, factory):
     with pytest.raises(ValueError, match="name|factory"):
         metabelief.register(name, factory)

@@ -108,8 +108,12 @@ class OneStepLate(BernoulliBandit):
 
     def belief_update(self, belief, obs, action, reward, next_obs):
         pending_action, pending_reward = belief.pending
-        counted = super().belief_update(belief.counts, obs, pending_action.astype(jnp.int32), pending_reward, obs)
-        counts = jax.tree.map(lambda new, old: jnp.where(pending_action >= 0, new, old), counted, belief.counts)
+        counted = super().belief_update(
+            belief.counts, obs, pending_action.astype(jnp.int32), pending_reward, obs
+        )
+        counts = jax.tree.map(
+            lambda new, old: jnp.where(pending_action >= 0, new, old), counted, belief.counts
+        )
         return DelayedBelief(counts=counts, pending=jnp.stack([action.astype(jnp.float32), reward]))
 
     def belief_features(self, belief):

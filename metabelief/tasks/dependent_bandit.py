@@ -144,27 +144,45 @@ class DiscreteDependentBandit(_DependentBanditBase):
 
     def _belief_from_evidence(self, evidence: jax.Array) -> SupportBelief:
         # Recomputing from exact integer counts (not accumulating per-step log-likelihoods) means
-        # no rounding drift however long the history. The log-likelihood tables are built in
-        # float64 and shifted so their best entry is 0, which keeps count * table products small
-        # exactly where posterior mass is shared between nearby support values.
-        log_p, log_not_p = (jnp.asarray(table, jnp.float32) for table in self._log_likelihood_tables())
-        log_weights = _count_times_log(evidence[0], log_p) + _count_times_log(evidence[1], log_not_p)
-        return SupportBelief(
-            evidence=evidence,
-            log_posterior=log_weights - jax.nn.logsumexp(log_weights),
-        )
+        # no rounding drift however long the history. float32 products count * log-likelihood
+        # reach ~1e4, too coarse to split mass between nearby support values, so the weights are
+        # taken relative to the most probable value m with float64-built tables of
+        # log p_i - log p_m: entries near m, the only ones that carry mass, stay small and exact.
+        tables = self._relative_log_likelihoods()
+        coarse = _log_weights(evidence, tables, row=-1)
+        log_weights = _log_weights(evidence, tables, row=jnp.argmax(coarse))
+        return SupportBelief(evidence=evidence, log_posterior=log_weights - jax.nn.logsumexp(log_weights))
 
-    def _log_likelihood_tables(self) -> tuple[np.ndarray, np.ndarray]:
-        """Shifted float64 ``log p_i`` and ``log (1 - p_i)`` over the support."""
+    def _relative_log_likelihoods(self) -> tuple[np.ndarray, np.ndarray]:
+        """float64 ``[S + 1, S]`` tables of ``log p_i - log p_m`` and ``log(1 - p_i) - log(1 - p_m)``.
+
+        Row m < S is relative to support value m; the last row is shifted by the table's largest
+        finite entry, a reference that needs no current belief.
+        """
         support = np.asarray(self.support, np.float64)
-        with np.errstate(divide="ignore"):
-            tables = np.log(support), np.log1p(-support)
-        return tuple(table - _finite_max(table) for table in tables)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tables = []
+            for log_likelihood in (np.log(support), np.log1p(-support)):
+                pairwise = log_likelihood[None, :] - log_likelihood[:, None]
+                shifted = log_likelihood - _finite_max(log_likelihood)
+                # -inf - (-inf): both values are ruled out by the same outcome; any entry is fine.
+                tables.append(
+                    np.nan_to_num(np.vstack([pairwise, shifted]), nan=0.0, posinf=np.inf, neginf=-np.inf)
+                )
+        return tables[0], tables[1]
 
 
 def _finite_max(table: np.ndarray) -> float:
     finite = table[np.isfinite(table)]
     return float(finite.max()) if finite.size else 0.0
+
+
+def _log_weights(
+    evidence: jax.Array, tables: tuple[np.ndarray, np.ndarray], row: int | jax.Array
+) -> jax.Array:
+    """Log-likelihood of the evidence under each support value, relative to row's reference."""
+    log_p, log_not_p = (jnp.asarray(table, jnp.float32)[row] for table in tables)
+    return _count_times_log(evidence[0], log_p) + _count_times_log(evidence[1], log_not_p)
 
 
 def _count_times_log(count: jax.Array, log_likelihood: jax.Array) -> jax.Array:
