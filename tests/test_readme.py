@@ -3,20 +3,9 @@
 import pathlib
 import re
 
-import pytest
-
 import metabelief
-from metabelief.tasks import registry
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
-
-
-@pytest.fixture
-def clean_registry():
-    before = dict(registry._FACTORIES)
-    yield
-    registry._FACTORIES.clear()
-    registry._FACTORIES.update(before)
 
 
 def test_readme_python_examples_run(clean_registry, capsys):

@@ -5,15 +5,7 @@ import dataclasses
 import pytest
 
 import metabelief
-from metabelief.tasks import BernoulliBandit, DependentBandit, DiscreteDependentBandit, TaskFamily, registry
-
-
-@pytest.fixture
-def clean_registry():
-    before = dict(registry._FACTORIES)
-    yield
-    registry._FACTORIES.clear()
-    registry._FACTORIES.update(before)
+from metabelief.tasks import BernoulliBandit, DependentBandit, DiscreteDependentBandit, TaskFamily
 
 
 def test_builtin_families_are_registered():

@@ -8,8 +8,6 @@ brute-force Bayes over the support values when a support is given.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,9 +17,9 @@ from hypothesis import strategies as st
 
 import metabelief
 from metabelief.tasks.dependent_bandit import DependentTask
+from tests.tasks.bandit_helpers import assert_rewards_follow, random_rollout, run_beliefs, sample_tasks
 
 ATOL = 1e-5  # float32 features against a float64 reference
-NO_OBS = jnp.zeros((0,), jnp.float32)  # a bandit observes nothing
 LONG_HISTORY = 10_000
 HYPOTHESIS_STEPS = 24  # every hypothesis history is padded to this length: one compile per family
 SUPPORTS = (
@@ -32,41 +30,6 @@ SUPPORTS = (
     (0.0, 1.0),
     (0.5,),
 )
-
-
-@functools.partial(jax.jit, static_argnames="family")
-def belief_features_along(family, actions: jax.Array, rewards: jax.Array) -> jax.Array:
-    """Belief features at the start and after each transition of a batch of histories.
-
-    Args:
-      family: the task family (static: one compile per family and history shape).
-      actions: int32[B, T] pulled arms.
-      rewards: float32[B, T] rewards in {0, 1}.
-
-    Returns:
-      float32[B, T + 1, F]; row 0 is the feature vector of ``belief_init``.
-    """
-
-    def one_history(actions, rewards):
-        initial = family.belief_init(NO_OBS)
-
-        def update(belief, transition):
-            action, reward = transition
-            belief = family.belief_update(belief, NO_OBS, action, reward, NO_OBS)
-            return belief, family.belief_features(belief)
-
-        _, features = jax.lax.scan(update, initial, (actions, rewards))  # [T, F]
-        return jnp.concatenate([family.belief_features(initial)[None], features])
-
-    return jax.vmap(one_history)(actions, rewards)
-
-
-def run_beliefs(family, actions: np.ndarray, rewards: np.ndarray) -> np.ndarray:
-    features = belief_features_along(
-        family, jnp.asarray(actions, jnp.int32), jnp.asarray(rewards, jnp.float32)
-    )
-    assert features.dtype == jnp.float32
-    return np.asarray(features)
 
 
 def outcome_likelihoods(p: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> np.ndarray:
@@ -268,56 +231,6 @@ def test_support_belief_hand_computed_case():
 # Environment dynamics
 
 
-@functools.partial(jax.jit, static_argnames=("family", "num_steps"))
-def random_rollout(family, key: jax.Array, tasks, num_steps: int) -> dict[str, jax.Array]:
-    """Steps a batch of given tasks ``num_steps`` times with uniformly random arms.
-
-    Returns:
-      ``reset_time`` int32[N], ``reset_obs`` float32[N, 0], and per step (leading [T, N]):
-      ``actions``, ``rewards``, ``dones``, ``time``, ``obs`` [T, N, 0], ``truth`` [T, N, 2].
-    """
-    num_tasks = jax.tree.leaves(tasks)[0].shape[0]
-    reset_key, action_key, step_key = jax.random.split(key, 3)
-    states, reset_obs = jax.vmap(family.reset)(jax.random.split(reset_key, num_tasks), tasks)
-    actions = jax.random.randint(action_key, (num_steps, num_tasks), 0, family.num_actions, jnp.int32)
-    step_keys = jax.random.split(step_key, (num_steps, num_tasks))
-
-    def one_step(states, inputs):
-        keys, actions = inputs
-        states, obs, rewards, dones = jax.vmap(family.step)(keys, tasks, states, actions)
-        truth = jax.vmap(family.true_features)(tasks, states)
-        return states, dict(
-            actions=actions, rewards=rewards, dones=dones, time=states.time, obs=obs, truth=truth
-        )
-
-    _, per_step = jax.lax.scan(one_step, states, (step_keys, actions))
-    return dict(reset_time=states.time, reset_obs=reset_obs, **per_step)
-
-
-@functools.partial(jax.jit, static_argnames=("family", "num_tasks"))
-def sample_tasks(family, key: jax.Array, num_tasks: int) -> DependentTask:
-    return jax.vmap(family.sample_task)(jax.random.split(key, num_tasks))
-
-
-def assert_rewards_follow(p: np.ndarray, actions: np.ndarray, rewards: np.ndarray) -> None:
-    """Per (task, arm) success counts within 5 standard errors (plus one count) of n * prob.
-
-    Args:
-      p: float64 [N] true p; arm 0 pays with p, arm 1 with 1 - p.
-      actions, rewards: [T, N].
-    """
-    probs = np.stack([p, 1.0 - p], axis=1)  # [N, 2]
-    pulled = actions[..., None] == np.arange(2)  # [T, N, 2]
-    pulls = pulled.sum(axis=0)
-    successes = (pulled * rewards[..., None]).sum(axis=0)
-    expected = pulls * probs
-    variance = pulls * probs * (1.0 - probs)
-    # The extra count keeps a single success on a near-zero arm from looking like 5 sigma.
-    assert (np.abs(successes - expected) <= 5.0 * np.sqrt(variance) + 1.0).all()
-    pooled_z = (successes - expected).sum(axis=0) / np.sqrt(variance.sum(axis=0))
-    assert (np.abs(pooled_z) < 5.0).all(), pooled_z
-
-
 def test_uniform_prior_sample_task_is_uniform():
     num_tasks = 20_000
     tasks = sample_tasks(metabelief.make("dependent_bandit"), jax.random.key(21), num_tasks)
@@ -358,7 +271,9 @@ def test_step_rewards_follow_p_and_one_minus_p(support):
     rewards = np.asarray(out["rewards"], np.float64)
     assert out["rewards"].dtype == jnp.float32
     assert set(np.unique(rewards)) <= {0.0, 1.0}
-    assert_rewards_follow(np.asarray(tasks.p, np.float64), np.asarray(out["actions"]), rewards)
+    assert_rewards_follow(
+        np.stack([tasks.p, 1.0 - tasks.p], axis=1).astype(np.float64), np.asarray(out["actions"]), rewards
+    )
 
 
 @pytest.mark.parametrize("support", [None, (0.0, 0.5, 1.0)], ids=str)
