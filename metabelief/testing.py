@@ -135,9 +135,10 @@ def check_family(
     _check_shapes_and_dtypes(family, shape_key)
     _check_compiles_once(family, trace_key)
     _check_vmap_matches_loop(family, vmap_key)
-    _check_long_rollout(family, rollout_key)
     steps = min(family.horizon, 100) if num_steps is None else num_steps
-    return _check_calibration(family, calibration_key, num_tasks, steps, false_alarm_rate)
+    sampled = jax.device_get(_jitted_rollout(family, num_tasks, steps)(calibration_key))
+    _check_long_rollout(family, rollout_key, sampled.truth)
+    return _check_calibration(family, sampled, false_alarm_rate)
 
 
 def _fail(family: TaskFamily, check: str, detail: str) -> FamilyCheckError:
@@ -285,8 +286,14 @@ def _host(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
-def _check_long_rollout(family: TaskFamily, key: jax.Array, num_tasks: int = 256) -> None:
+def _check_long_rollout(
+    family: TaskFamily, key: jax.Array, sampled_truth: np.ndarray, max_tasks: int = 256
+) -> None:
     num_steps = 10 * family.horizon
+    # The whole trajectory is kept for the checks below: bound it to ~64 MB of float32.
+    one_task = jax.eval_shape(functools.partial(random_rollout, family, num_tasks=1, num_steps=1), key)
+    floats_per_step = one_task.features.shape[-1] + one_task.truth.shape[-1]
+    num_tasks = int(np.clip(2**24 // (num_steps * floats_per_step), 8, max_tasks))
     rollout = _jitted_rollout(family, num_tasks, num_steps)
     first = jax.device_get(rollout(key))
     if not _bitwise_equal(first, jax.device_get(rollout(key))):
@@ -298,13 +305,21 @@ def _check_long_rollout(family: TaskFamily, key: jax.Array, num_tasks: int = 256
     for name in ("features", "truth", "rewards"):
         if not np.all(np.isfinite(getattr(first, name))):
             raise _fail(family, "finite", f"{name} became non-finite within {num_steps} random steps")
-    _check_posterior_means_in_range(family, first)
+    _check_posterior_means_in_range(family, first, sampled_truth)
 
 
-def _check_posterior_means_in_range(family: TaskFamily, rollout: RandomRollout) -> None:
+def _check_posterior_means_in_range(
+    family: TaskFamily, rollout: RandomRollout, sampled_truth: np.ndarray
+) -> None:
+    """A posterior mean lies in the convex hull of the truth's values, so in their range.
+
+    The range is estimated from the truths of this rollout and of the many tasks ``sampled_truth``
+    [..., D] holds, with 5% slack for values the sample did not reach.
+    """
     truth = rollout.truth.reshape(-1, rollout.truth.shape[-1]).astype(np.float64)
     means = rollout.features[..., : truth.shape[-1]].reshape(truth.shape).astype(np.float64)
-    low, high = truth.min(axis=0), truth.max(axis=0)
+    every_truth = np.concatenate([truth, sampled_truth.reshape(-1, truth.shape[-1])])
+    low, high = every_truth.min(axis=0), every_truth.max(axis=0)
     slack = 0.05 * (high - low) + 1e-5
     outside = (means < low - slack) | (means > high + slack)
     if outside.any():
@@ -329,14 +344,12 @@ def _check_posterior_means_in_range(family: TaskFamily, rollout: RandomRollout) 
 
 def _check_calibration(
     family: TaskFamily,
-    key: jax.Array,
-    num_tasks: int,
-    num_steps: int,
+    data: RandomRollout,
     false_alarm_rate: float,
     num_bins: int = 10,
     min_tasks_per_group: int = 50,
 ) -> CheckReport:
-    data = jax.device_get(_jitted_rollout(family, num_tasks, num_steps)(key))
+    num_tasks = data.truth.shape[1]
     truth = data.truth.astype(np.float64)  # [T + 1, N, D]
     means = data.features[..., : truth.shape[-1]].astype(np.float64)  # [T + 1, N, D]
     transition = _last_transition_group(data.actions, data.rewards, family.num_actions)  # [T + 1, N]
