@@ -11,7 +11,7 @@ from flax import struct
 
 import metabelief
 from metabelief.tasks import BernoulliBandit, BetaBelief, DiscreteDependentBandit, SupportBelief
-from metabelief.testing import FamilyCheckError, check_family, random_rollout
+from metabelief.testing import FamilyCheckError, check_family, random_rollout, sample_tasks
 
 # --- A user's family, written without subclassing TaskFamily --------------------------------------
 
@@ -231,7 +231,7 @@ def test_exact_families_pass(family):
         (DoneOneLate(horizon=10), "done"),
         (IntegerReward(), "shapes"),
         (GrowingState(horizon=5), "shapes"),
-        (HostCounter(), "determinism"),
+        (HostCounter(), "vmap"),
         (FloatActions(), "sizes"),
     ],
     ids=lambda x: type(x).__name__ if not isinstance(x, str) else x,
@@ -257,7 +257,8 @@ def test_compile_once_catches_retracing():
     from metabelief.testing import _check_compiles_once
 
     with pytest.raises(FamilyCheckError, match=r"\[compile once\]"):
-        _check_compiles_once(GrowingState(horizon=5), jax.random.key(0))
+        family = GrowingState(horizon=5)
+        _check_compiles_once(family, jax.random.key(0), family.sample_task(jax.random.key(1)))
 
 
 def test_checking_twice_does_not_share_trace_counters():
@@ -268,7 +269,8 @@ def test_checking_twice_does_not_share_trace_counters():
 
 def test_random_rollout_layout_and_belief_in_lockstep():
     family = metabelief.make("bernoulli_bandit", num_arms=3, horizon=7, prior_a=2.0, prior_b=0.5)
-    rollout = jax.jit(lambda key: random_rollout(family, key, num_tasks=5, num_steps=9))(jax.random.key(3))
+    tasks = sample_tasks(family, jax.random.key(2), num_tasks=5)
+    rollout = jax.jit(lambda key: random_rollout(family, key, tasks, num_steps=9))(jax.random.key(3))
     assert rollout.features.shape == (10, 5, 6)
     assert rollout.truth.shape == (10, 5, 3)
     assert rollout.actions.shape == rollout.rewards.shape == rollout.dones.shape == (9, 5)
