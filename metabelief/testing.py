@@ -15,9 +15,10 @@ raises ``FamilyCheckError`` naming the first check that fails:
    posterior means inside the range of the truth and summing like it when its sum is fixed;
 7. calibration: over many sampled tasks, the truth averaged within a group of steps equals the
    belief averaged there, within Monte Carlo error. A group is a bin of one posterior mean
-   crossed with the last action and whether the last reward was high. Because an exact posterior
+   crossed with the last action, whether the last reward was high and which half of the
+   observations (split by a fixed random projection) came last. Because an exact posterior
    mean is E[truth | history], this holds for ANY history-measurable grouping; grouping by the
-   last transition is what exposes beliefs that skip or delay an update. Standard errors cluster
+   last step is what exposes beliefs that skip, delay or ignore part of an update. Standard errors cluster
    by task, the bound is Bonferroni over groups, and a near-certain belief gets slack for the
    rare tasks a finite sample misses (none of 1,000 tasks may hold a 1-in-200 outcome).
 """
@@ -52,6 +53,7 @@ class RandomRollout:
     t + 1 follows the t-th transition.
     """
 
+    obs: jax.Array  # float32[T + 1, N, obs_size]: what the belief has seen last
     features: jax.Array  # float32[T + 1, N, F]: belief_features
     truth: jax.Array  # float32[T + 1, N, D]: true_features
     actions: jax.Array  # int32[T, N]
@@ -101,13 +103,14 @@ def random_rollout(family: TaskFamily, key: jax.Array, tasks: PyTree, num_steps:
         env_keys = jax.random.split(env_key, num_tasks)
         states, next_obs, rewards, dones = jax.vmap(family.step)(env_keys, tasks, states, actions)
         beliefs = jax.vmap(family.belief_update)(beliefs, obs, actions, rewards, next_obs)
-        record = (features(beliefs), truth(tasks, states), actions, rewards, dones)
+        record = (next_obs, features(beliefs), truth(tasks, states), actions, rewards, dones)
         return (states, next_obs, beliefs), record
 
-    _, (step_features, step_truth, actions, rewards, dones) = jax.lax.scan(
+    _, (step_obs, step_features, step_truth, actions, rewards, dones) = jax.lax.scan(
         transition, (states, obs, beliefs), jax.random.split(scan_key, num_steps)
     )
     return RandomRollout(
+        obs=jnp.concatenate([obs[None], step_obs]),
         features=jnp.concatenate([features(beliefs)[None], step_features]),
         truth=jnp.concatenate([truth(tasks, states)[None], step_truth]),
         actions=actions,
@@ -309,7 +312,7 @@ def _check_long_rollout(
 ) -> None:
     num_steps = 10 * family.horizon
     # The whole trajectory is kept for the checks below: bound it to ~64 MB of float32.
-    floats_per_step = sampled.features.shape[-1] + sampled.truth.shape[-1]
+    floats_per_step = sampled.obs.shape[-1] + sampled.features.shape[-1] + sampled.truth.shape[-1]
     num_tasks = int(np.clip(2**24 // (num_steps * floats_per_step), 8, max_tasks))
     tasks = jax.tree.map(lambda x: x[:num_tasks], tasks)
     rollout = jax.jit(functools.partial(random_rollout, family, num_steps=num_steps))
@@ -370,15 +373,15 @@ def _check_calibration(
     num_tasks = data.truth.shape[1]
     truth = data.truth.astype(np.float64)  # [T + 1, N, D]
     means = data.features[..., : truth.shape[-1]].astype(np.float64)  # [T + 1, N, D]
-    transition = _last_transition_group(data.actions, data.rewards, family.num_actions)  # [T + 1, N]
-    num_transition_groups = 2 * family.num_actions + 1
-    task_index = np.broadcast_to(np.arange(num_tasks), transition.shape)
+    history_group = _last_step_group(data, family.num_actions)  # [T + 1, N]
+    num_history_groups = 2 * (2 * family.num_actions + 1)
+    task_index = np.broadcast_to(np.arange(num_tasks), history_group.shape)
 
     tested = []  # per group: (dimension, mean residual, standard error, slack for unseen outcomes)
     for dim in range(truth.shape[-1]):
         edges = np.unique(np.quantile(means[..., dim], np.linspace(0, 1, num_bins + 1)[1:-1]))
-        group = np.searchsorted(edges, means[..., dim], side="right") * num_transition_groups + transition
-        num_groups = (len(edges) + 1) * num_transition_groups
+        group = np.searchsorted(edges, means[..., dim], side="right") * num_history_groups + history_group
+        num_groups = (len(edges) + 1) * num_history_groups
         cell = (group * num_tasks + task_index).ravel()
         size = num_groups * num_tasks
         residual = (truth[..., dim] - means[..., dim]).ravel()
@@ -421,8 +424,17 @@ def _check_calibration(
     )
 
 
-def _last_transition_group(actions: np.ndarray, rewards: np.ndarray, num_actions: int) -> np.ndarray:
-    """0 before any step, else 1 + 2 * last action + (last reward above the midrange)."""
+def _last_step_group(data: RandomRollout, num_actions: int) -> np.ndarray:
+    """Groups steps by what the history shows last: action, reward and observation.
+
+    ``2 * transition + obs_half``: transition is 0 before any step, else 1 + 2 * last action +
+    (last reward above the midrange); obs_half splits the latest observation by a fixed random
+    projection at its median, so a belief that ignores observations is miscalibrated somewhere.
+    """
+    actions, rewards = data.actions.astype(np.int64), data.rewards
     midrange = 0.5 * (rewards.min() + rewards.max())
-    groups = 1 + 2 * actions.astype(np.int64) + (rewards > midrange)
-    return np.concatenate([np.zeros((1,) + actions.shape[1:], np.int64), groups])
+    transition = np.concatenate(
+        [np.zeros((1,) + actions.shape[1:], np.int64), 1 + 2 * actions + (rewards > midrange)]
+    )
+    projection = data.obs @ np.random.default_rng(0).standard_normal(data.obs.shape[-1])  # [T + 1, N]
+    return 2 * transition + (projection > np.median(projection))

@@ -71,6 +71,44 @@ class NoisyCue:
         return task[None]
 
 
+@struct.dataclass
+class SwitchState:
+    time: jax.Array  # int32[]
+    bit: jax.Array  # float32[]: the hidden bit now
+
+
+@dataclasses.dataclass(frozen=True)
+class SwitchingCue(NoisyCue):
+    """NoisyCue whose hidden bit flips with probability ``hazard`` after every step.
+
+    The task is the starting bit; the truth is the bit in the state ``step`` returned. The exact
+    belief weighs the reward on the bit acted on, predicts through the switch, then weighs the
+    new cue: the timing the contract fixes.
+    """
+
+    hazard: float = 0.1
+
+    def reset(self, key, task):
+        return SwitchState(time=jnp.zeros((), jnp.int32), bit=task), self._cue(key, task)
+
+    def step(self, key, task, state, action):
+        reward_key, switch_key, cue_key = jax.random.split(key, 3)
+        pays = jnp.where(action == state.bit, self.hit, 1.0 - self.hit)
+        reward = jax.random.bernoulli(reward_key, pays).astype(jnp.float32)
+        bit = jnp.where(jax.random.bernoulli(switch_key, self.hazard), 1.0 - state.bit, state.bit)
+        state = SwitchState(time=state.time + 1, bit=bit)
+        return state, self._cue(cue_key, bit), reward, state.time >= self.horizon
+
+    def belief_update(self, belief, obs, action, reward, next_obs):
+        toward_one = jnp.where(action == 1, 1.0, -1.0) * jnp.where(reward > 0.5, 1.0, -1.0)
+        acted_on = jax.nn.sigmoid(belief + toward_one * np.log(self.hit / (1 - self.hit)))
+        predicted = acted_on * (1 - self.hazard) + (1 - acted_on) * self.hazard
+        return jnp.log(predicted / (1 - predicted)) + self._cue_log_odds(next_obs)
+
+    def true_features(self, task, state):
+        return state.bit[None]
+
+
 # --- Broken families: each must fail a named check ----------------------------------------------
 
 
@@ -200,6 +238,20 @@ class FloatActions(BernoulliBandit):
         pass
 
 
+@dataclasses.dataclass(frozen=True)
+class IgnoresFirstCue(NoisyCue):
+    def belief_init(self, obs):
+        return jnp.asarray(np.log(self.prior / (1 - self.prior)), jnp.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class IgnoresSwitching(SwitchingCue):
+    """Off-by-one timing: describes the bit acted on, not the bit in the state step returned."""
+
+    def belief_update(self, belief, obs, action, reward, next_obs):
+        return NoisyCue.belief_update(self, belief, obs, action, reward, next_obs)
+
+
 # --- Tests ----------------------------------------------------------------------------------------
 
 FAMILIES = [
@@ -208,6 +260,7 @@ FAMILIES = [
     metabelief.make("dependent_bandit", support=(0.1, 0.9)),
     metabelief.make("dependent_bandit", horizon=50, support=(0.0, 0.25, 0.6, 1.0)),
     NoisyCue(),
+    SwitchingCue(),
 ]
 
 
@@ -221,11 +274,13 @@ def test_exact_families_pass(family):
 @pytest.mark.parametrize(
     "family, check",
     [
-        (WrongPrior(prior_a=1.5, prior_b=1.5), "calibration"),
+        (WrongPrior(prior_a=2.0, prior_b=2.0), "calibration"),  # same prior mean, other spread
         (IgnoresFailures(), "calibration"),
         (NeverUpdates(), "calibration"),
         (OneStepLate(), "calibration"),
         (SwappedEvidence(support=(0.2, 0.7)), "calibration"),
+        (IgnoresFirstCue(), "calibration"),
+        (IgnoresSwitching(), "calibration"),
         (LinearSpaceWeights(support=(0.3, 0.6)), "finite"),
         (UnnormalisedMeans(), "normalised"),
         (DoneOneLate(horizon=10), "done"),
