@@ -370,36 +370,17 @@ def _check_calibration(
     num_bins: int = 10,
     min_tasks_per_group: int = 50,
 ) -> CheckReport:
-    num_tasks = data.truth.shape[1]
     truth = data.truth.astype(np.float64)  # [T + 1, N, D]
     means = data.features[..., : truth.shape[-1]].astype(np.float64)  # [T + 1, N, D]
     history_group = _last_step_group(data, family.num_actions)  # [T + 1, N]
     num_history_groups = 2 * (2 * family.num_actions + 1)
-    task_index = np.broadcast_to(np.arange(num_tasks), history_group.shape)
 
-    tested = []  # per group: (dimension, mean residual, standard error, slack for unseen outcomes)
+    tested = []  # per group: (dimension, mean residual, standard error, slack per unseen task)
     for dim in range(truth.shape[-1]):
-        edges = np.unique(np.quantile(means[..., dim], np.linspace(0, 1, num_bins + 1)[1:-1]))
-        group = np.searchsorted(edges, means[..., dim], side="right") * num_history_groups + history_group
-        num_groups = (len(edges) + 1) * num_history_groups
-        cell = (group * num_tasks + task_index).ravel()
-        size = num_groups * num_tasks
-        residual = (truth[..., dim] - means[..., dim]).ravel()
-        sums = np.bincount(cell, residual, size).reshape(num_groups, num_tasks)
-        belief_sums = np.bincount(cell, means[..., dim].ravel(), size).reshape(num_groups, num_tasks)
-        counts = np.bincount(cell, None, size).reshape(num_groups, num_tasks)
-        low, high = truth[..., dim].min(), truth[..., dim].max()
-        for g in np.flatnonzero((counts > 0).sum(axis=1) >= min_tasks_per_group):
-            total = counts[g].sum()
-            mean = sums[g].sum() / total
-            # Steps of one task share its truth: the standard error clusters by task.
-            se = np.sqrt(((sums[g] - mean * counts[g]) ** 2).sum()) / total
-            # A near-certain belief (0.995, say) is right when 1 task in 200 has the other truth;
-            # with few such tasks expected, none may be sampled and the sample's spread cannot
-            # show it. Each unseen task would pull the mean toward 0 by up to gap / n.
-            belief = belief_sums[g].sum() / total
-            gap = high - belief if mean < 0 else belief - low
-            tested.append((dim, mean, se, gap / (counts[g] > 0).sum()))
+        for stats in _group_statistics(
+            truth[..., dim], means[..., dim], history_group, num_history_groups, num_bins, min_tasks_per_group
+        ):
+            tested.append((dim, *stats))
 
     if not tested:
         raise _fail(family, "calibration", f"no group reached {min_tasks_per_group} tasks; raise num_tasks")
@@ -422,6 +403,53 @@ def _check_calibration(
     return CheckReport(
         calibration_groups=len(tested), calibration_max_z=float(z_scores[worst]), z_threshold=z_threshold
     )
+
+
+def _group_statistics(
+    truth: np.ndarray,
+    means: np.ndarray,
+    history_group: np.ndarray,
+    num_history_groups: int,
+    num_bins: int,
+    min_tasks: int,
+) -> list[tuple[float, float, float]]:
+    """Mean residual, its standard error and slack per unseen task, for each tested group.
+
+    Args:
+      truth, means: float64[T + 1, N], one dimension of the truth and of the posterior mean.
+      history_group: int[T + 1, N] from ``_last_step_group``.
+      num_history_groups: the number of values ``history_group`` can take.
+      num_bins: posterior-mean bins (quantiles) crossed with the history groups.
+      min_tasks: groups seen in fewer tasks are not tested.
+    """
+    num_tasks = truth.shape[1]
+    edges = np.unique(np.quantile(means, np.linspace(0, 1, num_bins + 1)[1:-1]))
+    group = np.searchsorted(edges, means, side="right") * num_history_groups + history_group
+    num_groups = (len(edges) + 1) * num_history_groups
+    cell = (group * num_tasks + np.arange(num_tasks)).ravel()  # (group, task) pairs
+
+    def per_cell(weights):  # [groups, tasks]
+        return np.bincount(cell, weights, num_groups * num_tasks).reshape(num_groups, num_tasks)
+
+    residual_sums, belief_sums, counts = (
+        per_cell((truth - means).ravel()),
+        per_cell(means.ravel()),
+        per_cell(None),
+    )
+    low, high = truth.min(), truth.max()
+    tested = []
+    for g in np.flatnonzero((counts > 0).sum(axis=1) >= min_tasks):
+        total = counts[g].sum()
+        mean = residual_sums[g].sum() / total
+        # Steps of one task share its truth: the standard error clusters by task.
+        se = np.sqrt(((residual_sums[g] - mean * counts[g]) ** 2).sum()) / total
+        # A near-certain belief (0.995, say) is right when 1 task in 200 has the other truth;
+        # with few such tasks expected, none may be sampled and the sample's spread cannot show
+        # it. Each unseen task would pull the mean toward 0 by up to gap / n.
+        belief = belief_sums[g].sum() / total
+        gap = high - belief if mean < 0 else belief - low
+        tested.append((float(mean), float(se), float(gap / (counts[g] > 0).sum())))
+    return tested
 
 
 def _last_step_group(data: RandomRollout, num_actions: int) -> np.ndarray:
