@@ -309,11 +309,11 @@ def test_wrong_prior_in_a_user_family_is_caught():
 
 
 def test_compile_once_catches_retracing():
-    from metabelief.testing import _check_compiles_once
+    from metabelief.testing.structure import check_compiles_once
 
     with pytest.raises(FamilyCheckError, match=r"\[compile once\]"):
         family = GrowingState(horizon=5)
-        _check_compiles_once(family, jax.random.key(0), family.sample_task(jax.random.key(1)))
+        check_compiles_once(family, jax.random.key(0), family.sample_task(jax.random.key(1)))
 
 
 def test_checking_twice_does_not_share_trace_counters():

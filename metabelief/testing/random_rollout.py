@@ -1,0 +1,74 @@
+"""Random-action rollouts of a family with its belief in lockstep: the data the checks test."""
+
+from __future__ import annotations
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from metabelief.tasks.base import PyTree, TaskFamily
+
+
+@chex.dataclass(frozen=True)
+class RandomRollout:
+    """Uniformly random actions on sampled tasks with the belief in lockstep.
+
+    Index 0 of ``features`` and ``truth`` is the start of the episode (``belief_init``), index
+    t + 1 follows the t-th transition.
+    """
+
+    obs: jax.Array  # float32[T + 1, N, obs_size]: what the belief has seen last
+    features: jax.Array  # float32[T + 1, N, F]: belief_features
+    truth: jax.Array  # float32[T + 1, N, D]: true_features
+    actions: jax.Array  # int32[T, N]
+    rewards: jax.Array  # float32[T, N]
+    dones: jax.Array  # bool[T, N]
+
+
+def sample_tasks(family: TaskFamily, key: jax.Array, num_tasks: int) -> PyTree:
+    """``num_tasks`` tasks from the family's prior: its task pytree with a leading [num_tasks] axis."""
+    return jax.vmap(family.sample_task)(jax.random.split(key, num_tasks))
+
+
+def random_rollout(family: TaskFamily, key: jax.Array, tasks: PyTree, num_steps: int) -> RandomRollout:
+    """Steps a batch of ``tasks`` ``num_steps`` times with uniformly random actions.
+
+    One ``lax.scan`` over time of the family vmapped over tasks; jit it with ``num_steps`` static.
+
+    Args:
+      family: the task family.
+      key: PRNG key for resets, actions and environment noise.
+      tasks: task pytree with a leading [N] axis (e.g. from ``sample_tasks``).
+      num_steps: T, the number of transitions.
+
+    Returns:
+      A ``RandomRollout`` with arrays of shape ``[T (+ 1), N, ...]``.
+    """
+    num_tasks = jax.tree.leaves(tasks)[0].shape[0]
+    reset_key, scan_key = jax.random.split(key)
+    states, obs = jax.vmap(family.reset)(jax.random.split(reset_key, num_tasks), tasks)
+    beliefs = jax.vmap(family.belief_init)(obs)
+    features = jax.vmap(family.belief_features)
+    truth = jax.vmap(family.true_features)
+
+    def transition(carry, step_key):
+        states, obs, beliefs = carry
+        action_key, env_key = jax.random.split(step_key)
+        actions = jax.random.randint(action_key, (num_tasks,), 0, family.num_actions, jnp.int32)
+        env_keys = jax.random.split(env_key, num_tasks)
+        states, next_obs, rewards, dones = jax.vmap(family.step)(env_keys, tasks, states, actions)
+        beliefs = jax.vmap(family.belief_update)(beliefs, obs, actions, rewards, next_obs)
+        record = (next_obs, features(beliefs), truth(tasks, states), actions, rewards, dones)
+        return (states, next_obs, beliefs), record
+
+    _, (step_obs, step_features, step_truth, actions, rewards, dones) = jax.lax.scan(
+        transition, (states, obs, beliefs), jax.random.split(scan_key, num_steps)
+    )
+    return RandomRollout(
+        obs=jnp.concatenate([obs[None], step_obs]),
+        features=jnp.concatenate([features(beliefs)[None], step_features]),
+        truth=jnp.concatenate([truth(tasks, states)[None], step_truth]),
+        actions=actions,
+        rewards=rewards,
+        dones=dones,
+    )
