@@ -165,10 +165,9 @@ class DiscreteDependentBandit(_DependentBanditBase):
             for log_likelihood in (np.log(support), np.log1p(-support)):
                 pairwise = log_likelihood[None, :] - log_likelihood[:, None]
                 shifted = log_likelihood - _finite_max(log_likelihood)
+                table = np.vstack([pairwise, shifted])
                 # -inf - (-inf): both values are ruled out by the same outcome; any entry is fine.
-                tables.append(
-                    np.nan_to_num(np.vstack([pairwise, shifted]), nan=0.0, posinf=np.inf, neginf=-np.inf)
-                )
+                tables.append(np.where(np.isnan(table), 0.0, table))
         return tables[0], tables[1]
 
 

@@ -18,9 +18,10 @@ raises ``FamilyCheckError`` naming the first check that fails:
    crossed with the last action, whether the last reward was high and which half of the
    observations (split by a fixed random projection) came last. Because an exact posterior
    mean is E[truth | history], this holds for ANY history-measurable grouping; grouping by the
-   last step is what exposes beliefs that skip, delay or ignore part of an update. Standard errors cluster
-   by task, the bound is Bonferroni over groups, and a near-certain belief gets slack for the
-   rare tasks a finite sample misses (none of 1,000 tasks may hold a 1-in-200 outcome).
+   last step is what exposes beliefs that skip, delay or ignore part of an update. Standard
+   errors cluster by task, the bound is Bonferroni over groups, and a near-certain belief gets
+   slack for the rare tasks a finite sample misses (none of 1,000 tasks may hold a 1-in-200
+   outcome).
 """
 
 import functools
@@ -75,6 +76,6 @@ def check_family(
     structure.check_compiles_once(family, trace_key, jax.tree.map(lambda x: x[0], tasks))
     structure.check_vmap_matches_loop(family, vmap_key)
     steps = min(family.horizon, 100) if num_steps is None else num_steps
-    sampled = structure.run_rollout(family, calibration_key, tasks, steps)
+    sampled = jax.device_get(structure.jit_rollout(family, steps)(calibration_key, tasks))
     structure.check_long_rollout(family, rollout_key, tasks, sampled)
     return check_calibration(family, sampled, false_alarm_rate)

@@ -35,8 +35,7 @@ def check_calibration(
     """
     truth = data.truth.astype(np.float64)  # [T + 1, N, D]
     means = data.features[..., : truth.shape[-1]].astype(np.float64)  # [T + 1, N, D]
-    history_group = _last_step_group(data, family.num_actions)  # [T + 1, N]
-    num_history_groups = 2 * (2 * family.num_actions + 1)
+    history_group, num_history_groups = _last_step_group(data, family.num_actions)  # [T + 1, N], int
 
     tested = []  # per group: (dimension, mean residual, standard error, slack per unseen task)
     for dim in range(truth.shape[-1]):
@@ -115,10 +114,11 @@ def _group_statistics(
     return tested
 
 
-def _last_step_group(data: RandomRollout, num_actions: int) -> np.ndarray:
+def _last_step_group(data: RandomRollout, num_actions: int) -> tuple[np.ndarray, int]:
     """Groups steps by what the history shows last: action, reward and observation.
 
-    ``2 * transition + obs_half``: transition is 0 before any step, else 1 + 2 * last action +
+    Returns ``int[T + 1, N]`` group labels and how many labels there can be.
+    A label is ``2 * transition + obs_half``: transition is 0 before any step, else 1 + 2 * last action +
     (last reward above the midrange); obs_half splits the latest observation by a fixed random
     projection at its median, so a belief that ignores observations is miscalibrated somewhere.
     """
@@ -128,4 +128,5 @@ def _last_step_group(data: RandomRollout, num_actions: int) -> np.ndarray:
         [np.zeros((1,) + actions.shape[1:], np.int64), 1 + 2 * actions + (rewards > midrange)]
     )
     projection = data.obs @ np.random.default_rng(0).standard_normal(data.obs.shape[-1])  # [T + 1, N]
-    return 2 * transition + (projection > np.median(projection))
+    num_transitions = 2 * num_actions + 1
+    return 2 * transition + (projection > np.median(projection)), 2 * num_transitions

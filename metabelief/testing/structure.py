@@ -18,10 +18,9 @@ from metabelief.testing.random_rollout import RandomRollout, random_rollout
 _check_ids = itertools.count()
 
 
-def run_rollout(family: TaskFamily, key: jax.Array, tasks: PyTree, num_steps: int) -> RandomRollout:
-    """A freshly jitted ``random_rollout``, its result on the host."""
-    rollout = jax.jit(functools.partial(random_rollout, family, num_steps=num_steps))
-    return jax.device_get(rollout(key, tasks))
+def jit_rollout(family: TaskFamily, num_steps: int):
+    """``random_rollout`` of ``num_steps`` steps, jitted: ``(key, tasks) -> RandomRollout``."""
+    return jax.jit(functools.partial(random_rollout, family, num_steps=num_steps))
 
 
 def check_sizes(family: TaskFamily) -> None:
@@ -53,24 +52,24 @@ def _expect_same_layout(family: TaskFamily, what: str, before: PyTree, after: Py
         )
 
 
+def _one_transition(family: TaskFamily, task_key, reset_key, step_key, action) -> tuple:
+    """Every contract method once, for one task: sample, reset, init, step, update, features."""
+    task = family.sample_task(task_key)
+    state, obs = family.reset(reset_key, task)
+    belief = family.belief_init(obs)
+    next_state, next_obs, reward, done = family.step(step_key, task, state, action)
+    next_belief = family.belief_update(belief, obs, action, reward, next_obs)
+    features = family.belief_features(next_belief)
+    truth = family.true_features(task, next_state)
+    return task, state, obs, belief, next_state, next_obs, reward, done, next_belief, features, truth
+
+
 def check_shapes_and_dtypes(family: TaskFamily, key: jax.Array) -> None:
     """Every output has the contract's shape and dtype; state and belief keep their layout."""
-
-    def one_transition(key):
-        task_key, reset_key, step_key = jax.random.split(key, 3)
-        task = family.sample_task(task_key)
-        state, obs = family.reset(reset_key, task)
-        belief = family.belief_init(obs)
-        action = jnp.asarray(family.num_actions - 1, jnp.int32)
-        next_state, next_obs, reward, done = family.step(step_key, task, state, action)
-        next_belief = family.belief_update(belief, obs, action, reward, next_obs)
-        features = family.belief_features(next_belief)
-        truth = family.true_features(task, next_state)
-        return state, obs, belief, next_state, next_obs, reward, done, next_belief, features, truth
-
+    action = jnp.asarray(family.num_actions - 1, jnp.int32)
     # Abstract evaluation: shapes, dtypes and weak types without compiling anything.
-    state, obs, belief, next_state, next_obs, reward, done, next_belief, features, truth = jax.eval_shape(
-        one_transition, key
+    _, state, obs, belief, next_state, next_obs, reward, done, next_belief, features, truth = jax.eval_shape(
+        functools.partial(_one_transition, family), *jax.random.split(key, 3), action
     )
     _expect(family, "reset's obs", obs, (family.obs_size,), jnp.float32)
     _expect(family, "step's obs", next_obs, (family.obs_size,), jnp.float32)
@@ -127,16 +126,7 @@ def check_vmap_matches_loop(family: TaskFamily, key: jax.Array, num_tasks: int =
     """One transition vmapped over tasks equals a loop of single-task calls with the same keys."""
     task_key, reset_key, step_key = (jax.random.split(k, num_tasks) for k in jax.random.split(key, 3))
     actions = jnp.arange(num_tasks, dtype=jnp.int32) % family.num_actions
-
-    def one_transition(task_key, reset_key, step_key, action):
-        task = family.sample_task(task_key)
-        state, obs = family.reset(reset_key, task)
-        belief = family.belief_init(obs)
-        next_state, next_obs, reward, done = family.step(step_key, task, state, action)
-        next_belief = family.belief_update(belief, obs, action, reward, next_obs)
-        outputs = (task, state, obs, belief, next_state, next_obs, reward, done, next_belief)
-        return outputs + (family.belief_features(next_belief), family.true_features(task, next_state))
-
+    one_transition = functools.partial(_one_transition, family)
     inputs = (task_key, reset_key, step_key, actions)
     batched = jax.device_get(jax.jit(jax.vmap(one_transition))(*inputs))
     single_transition = jax.jit(one_transition)
@@ -179,7 +169,7 @@ def check_long_rollout(
     floats_per_step = sampled.obs.shape[-1] + sampled.features.shape[-1] + sampled.truth.shape[-1]
     num_tasks = int(np.clip(2**24 // (num_steps * floats_per_step), 8, max_tasks))
     tasks = jax.tree.map(lambda x: x[:num_tasks], tasks)
-    rollout = jax.jit(functools.partial(random_rollout, family, num_steps=num_steps))
+    rollout = jit_rollout(family, num_steps)
     first = jax.device_get(rollout(key, tasks))
     if not _bitwise_equal(first, jax.device_get(rollout(key, tasks))):
         raise fail(family, "determinism", "the same key gave different rollouts")
