@@ -1,14 +1,20 @@
-"""The ``metabelief`` command line: ``metabelief list`` and ``metabelief check NAME [ARG=VALUE ...]``."""
+"""The ``metabelief`` command line: ``run EXPERIMENT``, ``list``, ``check FAMILY [ARG=VALUE ...]``."""
 
 from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
+import pathlib
 import time
 from collections.abc import Sequence
 
-from metabelief import testing
+from metabelief import experiments, testing
+from metabelief.experiments import output
 from metabelief.tasks import registry
+
+# `metabelief run` flags -> TrainConfig fields they override.
+_TRAIN_FLAGS = {"num_tasks": "num_tasks", "updates": "num_updates", "seed": "seed", "hidden": "hidden_size"}
 
 
 def _parse_family_args(pairs: Sequence[str]) -> dict[str, object]:
@@ -26,9 +32,30 @@ def _parse_family_args(pairs: Sequence[str]) -> dict[str, object]:
 
 
 def _list(_: argparse.Namespace) -> None:
+    print("experiments (metabelief run NAME):")
+    for name, (module, _) in sorted(experiments.EXPERIMENTS.items()):
+        print(f"  {name:20s} {module.SUMMARY}")
+    print("task families (metabelief check NAME):")
     for name in registry.families():
         summary = (registry.lookup(name).__doc__ or "").strip().splitlines()[0]
-        print(f"{name:20s} {summary}")
+        print(f"  {name:20s} {summary}")
+
+
+def _run(args: argparse.Namespace) -> None:
+    module, config_type = experiments.lookup(args.experiment)
+    config = config_type.quick() if args.quick else config_type()
+    overrides = {
+        field: getattr(args, flag) for flag, field in _TRAIN_FLAGS.items() if getattr(args, flag) is not None
+    }
+    if overrides:
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, **overrides))
+    out_dir = pathlib.Path(args.out) if args.out else output.default_out_dir(args.experiment)
+    print(f"metabelief run {args.experiment}: {output.device_description()}; writing to {out_dir}")
+    start = time.perf_counter()
+    results = module.run(config, out_dir, progress=not args.no_progress)
+    print()
+    print(module.table(results))
+    print(f"\ndone in {time.perf_counter() - start:.0f} s; results.json and plots in {out_dir}")
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -45,7 +72,19 @@ def _check(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="metabelief", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("list", help="list the registered task families").set_defaults(handler=_list)
+    run = commands.add_parser(
+        "run", help="run an experiment: train, evaluate, probe; write results and plots"
+    )
+    run.add_argument("experiment", help="experiment name (see `metabelief list`)")
+    run.add_argument("--out", help="output folder (default: runs/<experiment>-<time>)")
+    run.add_argument("--num-tasks", type=int, help="tasks per training update")
+    run.add_argument("--updates", type=int, help="training updates")
+    run.add_argument("--seed", type=int, help="random seed (training and held-out tasks)")
+    run.add_argument("--hidden", type=int, help="LSTM units")
+    run.add_argument("--quick", action="store_true", help="a smoke-test size that runs in seconds")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.set_defaults(handler=_run)
+    commands.add_parser("list", help="list the experiments and task families").set_defaults(handler=_list)
     check = commands.add_parser("check", help="run the conformance checks on a registered family")
     check.add_argument("family", help="registered family name (see `metabelief list`)")
     check.add_argument("family_args", nargs="*", metavar="ARG=VALUE", help="family arguments")

@@ -1,0 +1,21 @@
+"""Experiments: each module has a frozen config dataclass and ``run(config, out_dir) -> results``.
+
+``EXPERIMENTS`` maps the names ``metabelief run NAME`` accepts to their modules; a module
+provides ``NAME``, ``SUMMARY``, a config class with a ``train: TrainConfig`` field and a
+``quick()`` constructor, ``run`` and ``table``.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from metabelief.experiments import bandit
+
+EXPERIMENTS: dict[str, tuple[ModuleType, type]] = {bandit.NAME: (bandit, bandit.BanditConfig)}
+
+
+def lookup(name: str) -> tuple[ModuleType, type]:
+    """The experiment module and its config class; an unknown name lists the known ones."""
+    if name not in EXPERIMENTS:
+        raise ValueError(f"unknown experiment {name!r}; known: {', '.join(sorted(EXPERIMENTS))}")
+    return EXPERIMENTS[name]

@@ -1,0 +1,68 @@
+"""PNG plots written by the experiments (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import pathlib
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def learning_curve(
+    path: pathlib.Path, steps: np.ndarray, returns: np.ndarray, references: dict[str, float]
+) -> None:
+    """Mean episode return per update against agent steps, with reference policies as lines."""
+    figure, axes = plt.subplots(figsize=(6, 4))
+    axes.plot(steps, returns, color="black", linewidth=1, label="LSTM agent (training tasks)")
+    for (name, value), colour in zip(references.items(), ("tab:gray", "tab:blue", "tab:green"), strict=False):
+        axes.axhline(value, linestyle="--", color=colour, label=f"{name} ({value:.1f})")
+    axes.set(xlabel="agent steps", ylabel="mean return per episode", title="Learning curve")
+    axes.legend(loc="lower right")
+    _save(figure, path)
+
+
+def decoded_beliefs(path: pathlib.Path, decoded: dict[str, np.ndarray], episodes: int = 3) -> None:
+    """Decoded vs exact posterior mean of the first arm: over a few test episodes, and all test steps."""
+    exact = decoded["exact"][..., 0]  # [T, n]
+    names = [name for name in decoded if name != "exact"]
+    figure, (over_time, scatter) = plt.subplots(1, 2, figsize=(11, 4))
+    time = np.arange(exact.shape[0])
+    for episode, colour in zip(range(episodes), ("tab:blue", "tab:orange", "tab:green"), strict=False):
+        over_time.plot(time, exact[:, episode], color=colour, linewidth=2)
+        for name, style in zip(names, ("--", ":"), strict=False):
+            over_time.plot(time, decoded[name][:, episode, 0], style, color=colour, linewidth=1)
+    styles = ", ".join(f"{name} ({style})" for name, style in zip(names, ("dashed", "dotted"), strict=False))
+    over_time.set(
+        xlabel="step in episode", ylabel="posterior mean of arm 0", title=f"exact (solid), {styles}"
+    )
+    rows = np.random.default_rng(0).choice(exact.size, size=min(exact.size, 4000), replace=False)
+    for name, colour in zip(names, ("tab:red", "tab:gray"), strict=False):
+        decoded_first_arm = decoded[name][..., 0].ravel()[rows]
+        scatter.scatter(exact.ravel()[rows], decoded_first_arm, s=2, alpha=0.3, color=colour, label=name)
+    scatter.plot([0, 1], [0, 1], color="black", linewidth=1)
+    scatter.set(
+        xlabel="exact posterior mean", ylabel="decoded from hidden state", title="held-out test tasks"
+    )
+    scatter.legend(markerscale=5)
+    _save(figure, path)
+
+
+def r2_by_time(path: pathlib.Path, r2: dict[str, list[float | None]]) -> None:
+    """Held-out R^2 (hidden -> posterior means) at each step of the episode."""
+    figure, axes = plt.subplots(figsize=(6, 4))
+    for name, values in r2.items():
+        values = np.array([np.nan if v is None else v for v in values], dtype=float)
+        axes.plot(np.arange(len(values)), values, label=name)
+    axes.set(xlabel="step in episode", ylabel="held-out R²", title="Linear probe, hidden → posterior means")
+    axes.set_ylim(min(0.0, axes.get_ylim()[0]), 1.0)
+    axes.legend(loc="lower right")
+    _save(figure, path)
+
+
+def _save(figure, path: pathlib.Path) -> None:
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)

@@ -1,0 +1,306 @@
+"""Probes: how well does one representation decode another (hidden <-> belief), on held-out tasks.
+
+Linear probes are ridge regressions fitted in closed form from streaming sufficient statistics
+(``Moments``: count, mean and centred scatter matrix of ``z = [x, y]``), which a rollout
+accumulates step by step in O(d^2) memory, merged with Chan et al.'s pairwise update so float32
+stays accurate over 10^8 samples. Any block of ``z`` can be regressed on any other, so one set of
+statistics serves both directions (hidden -> belief and belief -> hidden).
+
+The protocol of ``linear_probe``: fit on the training tasks for each ridge strength, choose the
+strength on the validation tasks, refit on training + validation tasks, and score on the test
+tasks, which never share a task with the fit. ``mlp_probe`` is the nonlinear check on stored
+samples. Both raise a ValueError on NaN/inf inputs or too few samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+DEFAULT_RIDGE_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+
+# ----------------------------------------------------------------------------- statistics
+@chex.dataclass(frozen=True)
+class Moments:
+    """Sufficient statistics of samples ``z`` (optionally batched over leading axes)."""
+
+    count: jax.Array  # float32[...]
+    mean: jax.Array  # float32[..., d]
+    scatter: jax.Array  # float32[..., d, d]: sum of (z - mean)(z - mean)^T
+
+
+def empty_moments(size: int, batch_shape: tuple[int, ...] = ()) -> Moments:
+    """Statistics of no samples, for ``z`` of length ``size``."""
+    return Moments(
+        count=jnp.zeros(batch_shape, jnp.float32),
+        mean=jnp.zeros((*batch_shape, size), jnp.float32),
+        scatter=jnp.zeros((*batch_shape, size, size), jnp.float32),
+    )
+
+
+def moments_of(z: jax.Array) -> Moments:
+    """Statistics of the rows of ``z``, ``float32[n, d]``."""
+    z = z.astype(jnp.float32)
+    mean = z.mean(axis=0)
+    centred = z - mean
+    return Moments(count=jnp.asarray(z.shape[0], jnp.float32), mean=mean, scatter=centred.T @ centred)
+
+
+def split_moments(z: jax.Array, split_sizes: Sequence[int]) -> Moments:
+    """Statistics of consecutive row blocks of ``z`` [n, d], stacked over the blocks: [S, ...]."""
+    bounds = np.cumsum([0, *split_sizes])
+    blocks = [moments_of(z[start:stop]) for start, stop in zip(bounds[:-1], bounds[1:], strict=True)]
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *blocks)
+
+
+def merge(a: Moments, b: Moments) -> Moments:
+    """Statistics of the union of two sample sets (Chan, Golub & LeVeque's pairwise update)."""
+    count = a.count + b.count
+    weight_b = jnp.where(count > 0, b.count / jnp.maximum(count, 1.0), 0.0)
+    delta = b.mean - a.mean
+    mean = a.mean + weight_b[..., None] * delta
+    correction = (a.count * weight_b)[..., None, None] * delta[..., :, None] * delta[..., None, :]
+    return Moments(count=count, mean=mean, scatter=a.scatter + b.scatter + correction)
+
+
+def pool(moments: Moments, indices: Sequence[int]) -> Moments:
+    """Merges the statistics ``moments[i]`` for ``i`` in ``indices`` (e.g. train + validation)."""
+    pooled = jax.tree.map(lambda leaf: leaf[indices[0]], moments)
+    for index in indices[1:]:
+        pooled = merge(pooled, jax.tree.map(lambda leaf, i=index: leaf[i], moments))
+    return pooled
+
+
+# ----------------------------------------------------------------------------- linear probes
+@chex.dataclass(frozen=True)
+class LinearProbe:
+    """``y ~ x @ weights + bias``."""
+
+    weights: jax.Array  # float32[dx, dy]
+    bias: jax.Array  # float32[dy]
+
+
+@chex.dataclass(frozen=True)
+class ProbeScores:
+    """How well a probe predicts held-out samples."""
+
+    r2: jax.Array  # float32[]: 1 - sum of squared errors / total sum of squares, over all dims
+    r2_per_dim: jax.Array  # float32[dy]: NaN where the target does not vary
+    mse: jax.Array  # float32[]: mean over samples and dims
+    mse_per_dim: jax.Array  # float32[dy]
+
+    def to_dict(self) -> dict:
+        """Plain Python numbers, for JSON."""
+        as_list = lambda a: [None if np.isnan(v) else float(v) for v in np.asarray(a)]  # noqa: E731
+        return {"r2": float(self.r2), "r2_per_dim": as_list(self.r2_per_dim), "mse": float(self.mse),
+                "mse_per_dim": as_list(self.mse_per_dim)}  # fmt: skip
+
+
+def fit_ridge(moments: Moments, x: slice, y: slice, ridge: float | jax.Array) -> LinearProbe:
+    """Ridge regression of ``z[y]`` on ``z[x]`` with an unpenalised intercept.
+
+    The penalty is ``ridge`` times the mean input variance, so strengths are comparable across
+    representations: ``W = (S_xx + ridge * tr(S_xx) / dx * I)^-1 S_xy``.
+    """
+    scatter_xx = moments.scatter[x, x]
+    size = scatter_xx.shape[0]
+    scale = jnp.maximum(jnp.trace(scatter_xx) / size, 1e-30)
+    weights = jnp.linalg.solve(scatter_xx + ridge * scale * jnp.eye(size), moments.scatter[x, y])
+    return LinearProbe(weights=weights, bias=moments.mean[y] - moments.mean[x] @ weights)
+
+
+def score_moments(probe: LinearProbe, moments: Moments, x: slice, y: slice) -> ProbeScores:
+    """Scores ``probe`` on the samples summarised by ``moments``, in closed form."""
+    w = probe.weights
+    offset = moments.mean[y] - moments.mean[x] @ w - probe.bias  # mean residual [dy]
+    total = jnp.diagonal(moments.scatter[y, y])
+    errors = (
+        total
+        - 2.0 * jnp.sum(w * moments.scatter[x, y], axis=0)
+        + jnp.sum(w * (moments.scatter[x, x] @ w), axis=0)
+        + moments.count * offset**2
+    )
+    return _scores(jnp.maximum(errors, 0.0), total, moments.count)
+
+
+def score_arrays(predictions: jax.Array, targets: jax.Array) -> ProbeScores:
+    """Scores predictions ``[..., dy]`` of ``targets`` ``[..., dy]`` (all leading axes are samples)."""
+    predictions = predictions.reshape(-1, predictions.shape[-1])
+    targets = targets.reshape(-1, targets.shape[-1])
+    errors = jnp.sum((targets - predictions) ** 2, axis=0)
+    total = jnp.sum((targets - targets.mean(axis=0)) ** 2, axis=0)
+    return _scores(errors, total, jnp.asarray(targets.shape[0], jnp.float32))
+
+
+def _scores(errors: jax.Array, total: jax.Array, count: jax.Array) -> ProbeScores:
+    r2_per_dim = jnp.where(total > 0, 1.0 - errors / jnp.where(total > 0, total, 1.0), jnp.nan)
+    return ProbeScores(
+        r2=1.0 - errors.sum() / total.sum(),
+        r2_per_dim=r2_per_dim,
+        mse=errors.mean() / count,
+        mse_per_dim=errors / count,
+    )
+
+
+def predict(probe: LinearProbe, x: jax.Array) -> jax.Array:
+    """Probe output for inputs ``x`` ``[..., dx]``."""
+    return x @ probe.weights + probe.bias
+
+
+@chex.dataclass(frozen=True)
+class LinearProbeResult:
+    probe: LinearProbe
+    ridge: float  # the strength chosen on the validation tasks
+    validation: ProbeScores  # of the probe fitted on the training tasks with that strength
+    test: ProbeScores  # of the refitted probe on the test tasks
+
+
+def linear_probe(
+    moments: Moments, x: slice, y: slice, ridge_grid: Sequence[float] = DEFAULT_RIDGE_GRID
+) -> LinearProbeResult:
+    """Fits, selects and scores a ridge probe of ``z[y]`` on ``z[x]``.
+
+    Args:
+      moments: statistics stacked over three task splits ``[3, ...]``: train, validation, test
+        (e.g. from ``metabelief.rollout.probe_moments`` with three split sizes).
+      x, y: the input and target blocks of ``z``, as slices or ranges (e.g. ``slice(0, 48)``).
+      ridge_grid: candidate relative ridge strengths.
+    """
+    if moments.count.shape != (3,):
+        raise ValueError(
+            f"moments must be stacked over 3 splits (train, validation, test), got {moments.count.shape}"
+        )
+    size = moments.mean.shape[-1]
+    x_bounds, y_bounds = _bounds("x", x, size), _bounds("y", y, size)
+    _validate(moments, minimum_count=x_bounds[1] - x_bounds[0] + 2)
+    result = _linear_probe(moments, jnp.asarray(ridge_grid, jnp.float32), x_bounds, y_bounds)
+    return LinearProbeResult(
+        probe=result["probe"],
+        ridge=float(result["ridge"]),
+        validation=result["validation"],
+        test=result["test"],
+    )
+
+
+@jax.jit(static_argnames=("x_bounds", "y_bounds"))
+def _linear_probe(moments: Moments, ridge_grid: jax.Array, x_bounds: tuple, y_bounds: tuple) -> dict:
+    x, y = slice(*x_bounds), slice(*y_bounds)
+    train, validation, test = (jax.tree.map(lambda leaf, i=i: leaf[i], moments) for i in range(3))
+    fit_and_score = lambda ridge: score_moments(fit_ridge(train, x, y, ridge), validation, x, y)  # noqa: E731
+    candidates = jax.vmap(fit_and_score)(ridge_grid)
+    best = jnp.nanargmax(candidates.r2)
+    ridge = ridge_grid[best]
+    probe = fit_ridge(merge(train, validation), x, y, ridge)
+    return {
+        "probe": probe,
+        "ridge": ridge,
+        "validation": jax.tree.map(lambda leaf: leaf[best], candidates),
+        "test": score_moments(probe, test, x, y),
+    }
+
+
+def _bounds(name: str, block: slice | range, size: int) -> tuple[int, int]:
+    """``(start, stop)`` of a contiguous, non-empty block of ``z`` (hashable, unlike a slice)."""
+    start, stop, step = (
+        block.indices(size) if isinstance(block, slice) else (block.start, block.stop, block.step)
+    )
+    if step != 1 or not 0 <= start < stop <= size:
+        raise ValueError(
+            f"{name} must be a contiguous, non-empty block of the {size} statistics, got {block!r}"
+        )
+    return start, stop
+
+
+def _validate(moments: Moments, minimum_count: int) -> None:
+    finite = all(bool(jnp.isfinite(leaf).all()) for leaf in (moments.mean, moments.scatter))
+    if not finite:
+        raise ValueError("probe inputs contain NaN or inf")
+    fewest = float(jnp.min(moments.count))
+    if fewest < minimum_count:
+        raise ValueError(
+            f"too few samples for a probe: a split has {fewest:.0f}, needs at least {minimum_count}"
+        )
+
+
+# ----------------------------------------------------------------------------- nonlinear probe
+class _MLP(nn.Module):
+    width: int
+    out_size: int
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.relu(nn.Dense(self.width)(x))
+        x = nn.relu(nn.Dense(self.width)(x))
+        return nn.Dense(self.out_size)(x)
+
+
+def mlp_probe(
+    key: jax.Array,
+    train: tuple[jax.Array, jax.Array],
+    validation: tuple[jax.Array, jax.Array],
+    test: tuple[jax.Array, jax.Array],
+    *,
+    width: int = 64,
+    num_steps: int = 2000,
+    batch_size: int = 2048,
+    learning_rate: float = 1e-3,
+) -> ProbeScores:
+    """A two-hidden-layer MLP probe (Adam, minibatches), kept at its best validation score.
+
+    Each split is ``(x [n, dx], y [n, dy])`` of samples from disjoint tasks; inputs and targets
+    are standardised with the training statistics. Returns the test scores.
+    """
+    for name, (inputs, targets) in {"train": train, "validation": validation, "test": test}.items():
+        if not (bool(jnp.isfinite(inputs).all()) and bool(jnp.isfinite(targets).all())):
+            raise ValueError(f"probe inputs contain NaN or inf ({name} split)")
+        if inputs.shape[0] < 2 or inputs.shape[0] != targets.shape[0]:
+            raise ValueError(
+                f"too few or mismatched samples for a probe in the {name} split: {inputs.shape[0]}"
+            )
+    return _mlp_probe(key, train, validation, test, width, num_steps, batch_size, learning_rate)
+
+
+@jax.jit(static_argnums=(4, 5, 6, 7))
+def _mlp_probe(key, train, validation, test, width, num_steps, batch_size, learning_rate):
+    x_train, y_train = train
+    x_mean, x_std = x_train.mean(0), x_train.std(0) + 1e-6
+    y_mean, y_std = y_train.mean(0), y_train.std(0) + 1e-6
+    network = _MLP(width=width, out_size=y_train.shape[-1])
+    predict_fn = lambda params, x: network.apply(params, (x - x_mean) / x_std) * y_std + y_mean  # noqa: E731
+    init_key, batch_key = jax.random.split(key)
+    params = network.init(init_key, x_train[:1])
+    optimiser = optax.adam(learning_rate)
+
+    def loss(params, x, y):
+        return jnp.mean(((predict_fn(params, x) - y) / y_std) ** 2)
+
+    def train_step(carry, step_key):
+        params, opt_state = carry
+        rows = jax.random.randint(step_key, (batch_size,), 0, x_train.shape[0])
+        grads = jax.grad(loss)(params, x_train[rows], y_train[rows])
+        updates, opt_state = optimiser.update(grads, opt_state)
+        return (optax.apply_updates(params, updates), opt_state), None
+
+    num_rounds = max(num_steps // 100, 1)
+
+    def train_round(carry, round_key):
+        params, opt_state, best_params, best_loss = carry
+        (params, opt_state), _ = jax.lax.scan(
+            train_step, (params, opt_state), jax.random.split(round_key, 100)
+        )
+        validation_loss = loss(params, *validation)
+        better = validation_loss < best_loss
+        best_params = jax.tree.map(lambda new, old: jnp.where(better, new, old), params, best_params)
+        return (params, opt_state, best_params, jnp.minimum(validation_loss, best_loss)), None
+
+    carry = (params, optimiser.init(params), params, jnp.asarray(jnp.inf, jnp.float32))
+    (_, _, best_params, _), _ = jax.lax.scan(train_round, carry, jax.random.split(batch_key, num_rounds))
+    x_test, y_test = test
+    return score_arrays(predict_fn(best_params, x_test), y_test)

@@ -1,0 +1,191 @@
+"""The lockstep rollout: task family, recurrent agent and exact belief stepped together.
+
+One ``lax.scan`` over time of everything vmapped over N tasks. At step t the agent reads the
+observation ``obs[t]`` with the previous action and reward, updates its LSTM state to
+``hidden[t]``/``cell[t]`` and acts; ``features[t]`` is the exact belief given the same history,
+so ``(hidden[t], features[t])`` are the pairs a probe compares. Three entry points share the scan:
+
+* ``rollout``: the agent samples its own actions (training, evaluation);
+* ``replay``: teacher forcing, the agent reads a recorded history (e.g. an untrained network fed
+  exactly what the trained one saw);
+* ``probe_moments``: either of the above, keeping only the probe's sufficient statistics
+  instead of the trajectory, so its memory does not grow with N or T.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import chex
+import jax
+import jax.numpy as jnp
+
+from metabelief import probes
+from metabelief.agents.lstm import RecurrentAgent
+from metabelief.tasks.base import PyTree, TaskFamily
+
+
+@chex.dataclass(frozen=True)
+class Trajectory:
+    """One episode of N tasks; index t is the t-th decision."""
+
+    obs: jax.Array  # float32[T + 1, N, O]: obs[t] is acted on at step t, obs[T] is the last seen
+    actions: jax.Array  # int32[T, N]
+    rewards: jax.Array  # float32[T, N]
+    dones: jax.Array  # bool[T, N]
+    hidden: jax.Array  # float32[T, N, H]: LSTM output after reading step t's input
+    cell: jax.Array  # float32[T, N, H]
+    logits: jax.Array  # float32[T, N, A]
+    values: jax.Array  # float32[T, N]
+    features: jax.Array  # float32[T, N, F]: belief_features given obs[:t + 1], actions[:t], rewards[:t]
+    truth: jax.Array  # float32[T, N, D]: true_features in the state acted on at step t
+
+
+def rollout(
+    family: TaskFamily,
+    agent: RecurrentAgent,
+    params: PyTree,
+    key: jax.Array,
+    tasks: PyTree,
+    num_steps: int | None = None,
+    *,
+    track_belief: bool = True,
+) -> Trajectory:
+    """Runs the agent on a batch of tasks for ``num_steps`` (default: the horizon), sampling its actions.
+
+    Differentiable in ``params`` (training backpropagates through it). With ``track_belief=False``
+    the belief is not updated and ``features``/``truth`` have zero width.
+
+    Args:
+      family: the task family.
+      agent: the recurrent agent's sizes; ``params`` its parameters.
+      key: PRNG key for resets, action sampling and environment noise.
+      tasks: task pytree with a leading [N] axis.
+      num_steps: T; past the horizon the task stays and ``done`` stays true.
+
+    Returns:
+      A ``Trajectory`` of arrays ``[T (+ 1), N, ...]``.
+    """
+    trajectory, _ = _lockstep(family, agent, params, tasks, key, num_steps, None, None, track_belief, True)
+    return trajectory
+
+
+def replay(family: TaskFamily, agent: RecurrentAgent, params: PyTree, history: Trajectory) -> Trajectory:
+    """Teacher forcing: the agent and the belief read ``history``'s observations, actions and rewards.
+
+    The environment is not stepped: ``obs``, ``actions``, ``rewards``, ``dones`` and ``truth``
+    are copied from ``history``; ``hidden``, ``cell``, ``logits``, ``values`` and ``features`` are
+    recomputed. Replaying an agent's own rollout with the same parameters reproduces it.
+    """
+    trajectory, _ = _lockstep(family, agent, params, None, None, None, history, None, True, True)
+    return trajectory
+
+
+def probe_moments(
+    family: TaskFamily,
+    agent: RecurrentAgent,
+    params: PyTree,
+    split_sizes: Sequence[int],
+    *,
+    key: jax.Array | None = None,
+    tasks: PyTree | None = None,
+    num_steps: int | None = None,
+    history: Trajectory | None = None,
+) -> probes.Moments:
+    """Streaming probe statistics of ``z = [hidden, belief_features]`` without storing the trajectory.
+
+    The N lanes (tasks) are cut, in order, into consecutive blocks of ``split_sizes`` (e.g. train,
+    validation and test tasks), so no task is on both sides of a probe. Pass ``key`` and ``tasks``
+    to let the agent act, or ``history`` to replay one.
+
+    Returns:
+      ``Moments`` stacked over the splits: ``count [S]``, ``mean [S, H + F]``,
+      ``scatter [S, H + F, H + F]``, over all steps of each split's tasks.
+    """
+    split_sizes = tuple(int(size) for size in split_sizes)
+    _, moments = _lockstep(family, agent, params, tasks, key, num_steps, history, split_sizes, True, False)
+    return moments
+
+
+def _lockstep(family, agent, params, tasks, key, num_steps, history, split_sizes, track_belief, record):
+    """The shared scan; ``history`` selects teacher forcing, ``split_sizes`` the probe statistics."""
+    forced = history is not None
+    if forced:
+        num_tasks, num_steps = history.actions.shape[1], history.actions.shape[0]
+        first_obs, env_states = history.obs[0], None
+    else:
+        num_tasks = jax.tree.leaves(tasks)[0].shape[0]
+        num_steps = family.horizon if num_steps is None else num_steps
+        key, reset_key = jax.random.split(key)
+        env_states, first_obs = jax.vmap(family.reset)(jax.random.split(reset_key, num_tasks), tasks)
+    if split_sizes is not None and sum(split_sizes) != num_tasks:
+        raise ValueError(f"split_sizes must add up to the {num_tasks} tasks, got {split_sizes}")
+
+    belief_features = jax.vmap(family.belief_features)
+    true_features = jax.vmap(family.true_features)
+    beliefs = jax.vmap(family.belief_init)(first_obs) if track_belief else None
+
+    def transition(carry, step):
+        env_states, obs, beliefs, lstm, prev_action, prev_reward, moments = carry
+        time = step["time"]
+        inputs = agent.inputs(obs, prev_action, prev_reward, time)
+        lstm, logits, values = agent.step(params, lstm, inputs)
+        cell, hidden = lstm
+        if track_belief:
+            features = belief_features(beliefs)
+            truth = step["truth"] if forced else true_features(tasks, env_states)
+        else:
+            features = truth = jnp.zeros((num_tasks, 0), jnp.float32)
+
+        if forced:
+            actions, rewards, dones, next_obs = (
+                step["actions"],
+                step["rewards"],
+                step["dones"],
+                step["next_obs"],
+            )
+        else:
+            action_key, env_key = jax.random.split(step["key"])
+            actions = jax.random.categorical(action_key, jax.lax.stop_gradient(logits)).astype(jnp.int32)
+            env_states, next_obs, rewards, dones = jax.vmap(family.step)(
+                jax.random.split(env_key, num_tasks), tasks, env_states, actions
+            )
+        if track_belief:
+            beliefs = jax.vmap(family.belief_update)(beliefs, obs, actions, rewards, next_obs)
+        if split_sizes is not None:
+            pairs = jnp.concatenate([hidden, features], axis=-1)
+            moments = probes.merge(moments, probes.split_moments(pairs, split_sizes))
+        record_step = None
+        if record:
+            record_step = dict(
+                obs=next_obs, actions=actions, rewards=rewards, dones=dones, hidden=hidden, cell=cell,
+                logits=logits, values=values, features=features, truth=truth,
+            )  # fmt: skip
+        return (env_states, next_obs, beliefs, lstm, actions, rewards, moments), record_step
+
+    steps = {"time": jnp.arange(num_steps, dtype=jnp.int32)}
+    if forced:
+        steps.update(
+            actions=history.actions, rewards=history.rewards, dones=history.dones, next_obs=history.obs[1:],
+            truth=history.truth,
+        )  # fmt: skip
+    else:
+        steps["key"] = jax.random.split(key, num_steps)
+    moments = None
+    if split_sizes is not None:
+        feature_size = jax.eval_shape(belief_features, beliefs).shape[-1]
+        moments = probes.empty_moments(agent.hidden_size + feature_size, batch_shape=(len(split_sizes),))
+    carry = (
+        env_states,
+        first_obs,
+        beliefs,
+        agent.initial_carry(num_tasks),
+        jnp.full((num_tasks,), -1, jnp.int32),
+        jnp.zeros((num_tasks,), jnp.float32),
+        moments,
+    )
+    carry, recorded = jax.lax.scan(transition, carry, steps)
+    if not record:
+        return None, carry[-1]
+    recorded["obs"] = jnp.concatenate([first_obs[None], recorded["obs"]])
+    return Trajectory(**recorded), carry[-1]

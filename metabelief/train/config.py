@@ -1,0 +1,80 @@
+"""The training configuration: one frozen dataclass from which every size is derived."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from metabelief.agents.lstm import RecurrentAgent, agent_for
+from metabelief.tasks import registry
+from metabelief.tasks.base import TaskFamily
+from metabelief.tasks.validation import integer_at_least, positive_float, probability
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """A2C on a registered task family, one full episode of fresh tasks per update (Wang et al. 2016).
+
+    ``family_args`` are the family's keyword arguments as ``(name, value)`` pairs, so the config
+    stays hashable and can be a static jit argument.
+    """
+
+    family: str = "bernoulli_bandit"
+    family_args: tuple[tuple[str, Any], ...] = ()
+    hidden_size: int = 48
+    time_input: bool = False
+    num_tasks: int = 2048  # tasks (episodes) per update
+    num_updates: int = 400
+    updates_per_chunk: int = 20  # updates per jitted call between progress-bar refreshes
+    learning_rate: float = 7e-4
+    max_grad_norm: float = 1.0
+    gamma: float = 0.9
+    value_coef: float = 0.05
+    entropy_coef: float = 0.05
+    seed: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(
+            self, "family_args", tuple(sorted((str(k), _frozen(v)) for k, v in self.family_args))
+        )
+        for name in ("num_tasks", "num_updates", "updates_per_chunk", "hidden_size"):
+            integer_at_least(name, getattr(self, name), 1)
+        integer_at_least("seed", self.seed, 0)
+        for name in ("learning_rate", "max_grad_norm"):
+            positive_float(name, getattr(self, name))
+        probability("gamma", self.gamma)
+        for name in ("value_coef", "entropy_coef"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        self.make_family()  # an unknown family or bad family argument fails here, before any jit
+
+    def make_family(self) -> TaskFamily:
+        return registry.make(self.family, **dict(self.family_args))
+
+    def make_agent(self) -> RecurrentAgent:
+        return agent_for(self.make_family(), hidden_size=self.hidden_size, time_input=self.time_input)
+
+    @property
+    def num_chunks(self) -> int:
+        return -(-self.num_updates // self.updates_per_chunk)
+
+    @property
+    def steps_per_update(self) -> int:
+        return self.num_tasks * self.make_family().horizon
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (``family_args`` as a dict)."""
+        fields = dataclasses.asdict(self)
+        fields["family_args"] = dict(self.family_args)
+        return fields
+
+    @classmethod
+    def from_dict(cls, fields: dict[str, Any]) -> TrainConfig:
+        fields = dict(fields)
+        fields["family_args"] = tuple(fields.get("family_args", {}).items())
+        return cls(**fields)
+
+
+def _frozen(value: Any) -> Any:
+    """Lists (e.g. from JSON) become tuples, so family arguments stay hashable."""
+    return tuple(_frozen(item) for item in value) if isinstance(value, list | tuple) else value
