@@ -6,11 +6,32 @@ The public surface::
     metabelief.register("my_family", MyFamily)
     metabelief.families()
     metabelief.testing.check_family(family)
+
+    result = metabelief.train.train(metabelief.TrainConfig(family="bernoulli_bandit"))
+    trajectory = metabelief.rollout.rollout(family, agent, result.params, key, tasks)
+    sizes = (n_fit, n_val, n_test)  # tasks (lanes) on each side of the probe
+    moments = metabelief.rollout.probe_moments(family, agent, result.params, sizes, history=trajectory)
+    metabelief.probes.linear_probe(moments, x=slice(0, 48), y=slice(48, 52))
 """
 
-from metabelief import tasks, testing
+from metabelief import agents, baselines, probes, rollout, tasks, testing, train
 from metabelief.tasks import TaskFamily, families, make, register
+from metabelief.train import TrainConfig
 
 __version__ = "0.1.0"
 
-__all__ = ["TaskFamily", "families", "make", "register", "tasks", "testing", "__version__"]
+__all__ = [
+    "TaskFamily",
+    "TrainConfig",
+    "__version__",
+    "agents",
+    "baselines",
+    "families",
+    "make",
+    "probes",
+    "register",
+    "rollout",
+    "tasks",
+    "testing",
+    "train",
+]

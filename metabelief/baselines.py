@@ -2,10 +2,12 @@
 
 A belief policy is a pure function ``policy(key, belief) -> action`` for ONE task (vmapped by
 ``run_policy``), so it sees exactly what a Bayesian agent knows: the posterior, nothing else.
+The built-in policies are frozen dataclasses, so equal policies are equal static jit arguments.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import jax
@@ -19,30 +21,45 @@ from metabelief.tasks.dependent_bandit import DependentBandit
 BeliefPolicy = Callable[[jax.Array, PyTree], jax.Array]
 
 
-def random_policy(family: TaskFamily) -> BeliefPolicy:
+@dataclasses.dataclass(frozen=True)
+class RandomPolicy:
     """Uniformly random actions, ignoring the belief."""
-    return lambda key, belief: jax.random.randint(key, (), 0, family.num_actions, jnp.int32)
+
+    num_actions: int
+
+    def __call__(self, key: jax.Array, belief: PyTree) -> jax.Array:
+        return jax.random.randint(key, (), 0, self.num_actions, jnp.int32)
 
 
-def thompson_sampling(family: TaskFamily) -> BeliefPolicy:
+@dataclasses.dataclass(frozen=True)
+class ThompsonSampling:
     """Draws the task from the posterior and plays its best arm (Thompson 1933).
 
     Defined for Beta posteriors: ``bernoulli_bandit`` (one Beta per arm) and the continuous
     ``dependent_bandit`` (one Beta over p; arm 0 pays p, arm 1 pays 1 - p).
     """
-    if isinstance(family, BernoulliBandit):
 
-        def policy(key: jax.Array, belief: BetaBelief) -> jax.Array:
-            return jnp.argmax(jax.random.beta(key, belief.alpha, belief.beta)).astype(jnp.int32)
+    family: TaskFamily
 
-    elif isinstance(family, DependentBandit):
+    def __post_init__(self):
+        if not isinstance(self.family, BernoulliBandit | DependentBandit):
+            raise ValueError(f"thompson_sampling needs a Beta-posterior bandit family, got {self.family!r}")
 
-        def policy(key: jax.Array, belief: BetaBelief) -> jax.Array:
-            return (jax.random.beta(key, belief.alpha, belief.beta) < 0.5).astype(jnp.int32)
+    def __call__(self, key: jax.Array, belief: BetaBelief) -> jax.Array:
+        draw = jax.random.beta(key, belief.alpha, belief.beta)
+        if isinstance(self.family, DependentBandit):
+            return (draw < 0.5).astype(jnp.int32)  # arm 1 pays 1 - p
+        return jnp.argmax(draw).astype(jnp.int32)
 
-    else:
-        raise ValueError(f"thompson_sampling needs a Beta-posterior bandit family, got {family!r}")
-    return policy
+
+def random_policy(family: TaskFamily) -> RandomPolicy:
+    """Uniformly random actions over ``family``'s actions."""
+    return RandomPolicy(family.num_actions)
+
+
+def thompson_sampling(family: TaskFamily) -> ThompsonSampling:
+    """Thompson sampling on ``family``'s exact Beta posterior."""
+    return ThompsonSampling(family)
 
 
 def run_policy(

@@ -49,7 +49,7 @@ def moments_of(z: jax.Array) -> Moments:
     """Statistics of the rows of ``z``, ``float32[n, d]``."""
     z = z.astype(jnp.float32)
     mean = z.mean(axis=0)
-    centred = z - mean
+    centred = z - mean  # two passes: z^T z - n m m^T loses float32 digits when |mean| >> std
     return Moments(count=jnp.asarray(z.shape[0], jnp.float32), mean=mean, scatter=centred.T @ centred)
 
 
@@ -127,7 +127,7 @@ def score_moments(probe: LinearProbe, moments: Moments, x: slice, y: slice) -> P
         + jnp.sum(w * (moments.scatter[x, x] @ w), axis=0)
         + moments.count * offset**2
     )
-    return _scores(jnp.maximum(errors, 0.0), total, moments.count)
+    return _scores(jnp.maximum(errors, 0.0), total, moments.count, moments.mean[y])
 
 
 def score_arrays(predictions: jax.Array, targets: jax.Array) -> ProbeScores:
@@ -135,12 +135,16 @@ def score_arrays(predictions: jax.Array, targets: jax.Array) -> ProbeScores:
     predictions = predictions.reshape(-1, predictions.shape[-1])
     targets = targets.reshape(-1, targets.shape[-1])
     errors = jnp.sum((targets - predictions) ** 2, axis=0)
-    total = jnp.sum((targets - targets.mean(axis=0)) ** 2, axis=0)
-    return _scores(errors, total, jnp.asarray(targets.shape[0], jnp.float32))
+    mean = targets.mean(axis=0)
+    total = jnp.sum((targets - mean) ** 2, axis=0)
+    return _scores(errors, total, jnp.asarray(targets.shape[0], jnp.float32), mean)
 
 
-def _scores(errors: jax.Array, total: jax.Array, count: jax.Array) -> ProbeScores:
-    r2_per_dim = jnp.where(total > 0, 1.0 - errors / jnp.where(total > 0, total, 1.0), jnp.nan)
+def _scores(errors: jax.Array, total: jax.Array, count: jax.Array, mean: jax.Array) -> ProbeScores:
+    # A target varies when its variance is resolvable in float32 next to its mean: a constant's
+    # float32 mean can be an ulp off, which leaves a spurious ~(ulp * mean)^2 scatter.
+    varies = total > 1e-10 * count * mean**2 + 1e-30
+    r2_per_dim = jnp.where(varies, 1.0 - errors / jnp.where(varies, total, 1.0), jnp.nan)
     return ProbeScores(
         r2=1.0 - errors.sum() / total.sum(),
         r2_per_dim=r2_per_dim,
@@ -179,11 +183,13 @@ def linear_probe(
         )
     size = moments.mean.shape[-1]
     x_bounds, y_bounds = _bounds("x", x, size), _bounds("y", y, size)
+    if max(x_bounds[0], y_bounds[0]) < min(x_bounds[1], y_bounds[1]):
+        raise ValueError(f"x and y overlap: {x!r}, {y!r}")
     _validate(moments, minimum_count=x_bounds[1] - x_bounds[0] + 2)
     result = _linear_probe(moments, jnp.asarray(ridge_grid, jnp.float32), x_bounds, y_bounds)
     return LinearProbeResult(
         probe=result["probe"],
-        ridge=float(result["ridge"]),
+        ridge=ridge_grid[int(result["best"])],
         validation=result["validation"],
         test=result["test"],
     )
@@ -196,11 +202,10 @@ def _linear_probe(moments: Moments, ridge_grid: jax.Array, x_bounds: tuple, y_bo
     fit_and_score = lambda ridge: score_moments(fit_ridge(train, x, y, ridge), validation, x, y)  # noqa: E731
     candidates = jax.vmap(fit_and_score)(ridge_grid)
     best = jnp.nanargmax(candidates.r2)
-    ridge = ridge_grid[best]
-    probe = fit_ridge(merge(train, validation), x, y, ridge)
+    probe = fit_ridge(merge(train, validation), x, y, ridge_grid[best])
     return {
         "probe": probe,
-        "ridge": ridge,
+        "best": best,
         "validation": jax.tree.map(lambda leaf: leaf[best], candidates),
         "test": score_moments(probe, test, x, y),
     }
@@ -208,10 +213,10 @@ def _linear_probe(moments: Moments, ridge_grid: jax.Array, x_bounds: tuple, y_bo
 
 def _bounds(name: str, block: slice | range, size: int) -> tuple[int, int]:
     """``(start, stop)`` of a contiguous, non-empty block of ``z`` (hashable, unlike a slice)."""
-    start, stop, step = (
-        block.indices(size) if isinstance(block, slice) else (block.start, block.stop, block.step)
-    )
-    if step != 1 or not 0 <= start < stop <= size:
+    start, stop, step = block.start, block.stop, block.step
+    if isinstance(block, slice):  # no open ends, no clipping: a block is stated in full
+        step = 1 if step is None else step
+    if not all(isinstance(v, int) for v in (start, stop)) or step != 1 or not 0 <= start < stop <= size:
         raise ValueError(
             f"{name} must be a contiguous, non-empty block of the {size} statistics, got {block!r}"
         )

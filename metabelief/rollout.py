@@ -77,7 +77,8 @@ def replay(family: TaskFamily, agent: RecurrentAgent, params: PyTree, history: T
     are copied from ``history``; ``hidden``, ``cell``, ``logits``, ``values`` and ``features`` are
     recomputed. Replaying an agent's own rollout with the same parameters reproduces it.
     """
-    trajectory, _ = _lockstep(family, agent, params, None, None, None, history, None, True, True)
+    track_belief = history.features.shape[-1] > 0  # a history recorded without beliefs stays so
+    trajectory, _ = _lockstep(family, agent, params, None, None, None, history, None, track_belief, True)
     return trajectory
 
 
@@ -145,10 +146,9 @@ def _lockstep(family, agent, params, tasks, key, num_steps, history, split_sizes
                 step["next_obs"],
             )
         else:
-            action_key, env_key = jax.random.split(step["key"])
-            actions = jax.random.categorical(action_key, jax.lax.stop_gradient(logits)).astype(jnp.int32)
+            actions = _sample(jax.lax.stop_gradient(logits), step["uniform"])
             env_states, next_obs, rewards, dones = jax.vmap(family.step)(
-                jax.random.split(env_key, num_tasks), tasks, env_states, actions
+                step["env_keys"], tasks, env_states, actions
             )
         if track_belief:
             beliefs = jax.vmap(family.belief_update)(beliefs, obs, actions, rewards, next_obs)
@@ -170,7 +170,11 @@ def _lockstep(family, agent, params, tasks, key, num_steps, history, split_sizes
             truth=history.truth,
         )  # fmt: skip
     else:
-        steps["key"] = jax.random.split(key, num_steps)
+        # All randomness drawn before the scan, in two large vectorised calls: per-step key splits
+        # and Gumbel sampling inside the loop cost a third of the LSTM step on a CPU.
+        action_key, env_key = jax.random.split(key)
+        steps["uniform"] = jax.random.uniform(action_key, (num_steps, num_tasks))
+        steps["env_keys"] = jax.random.split(env_key, (num_steps, num_tasks))
     moments = None
     if split_sizes is not None:
         feature_size = jax.eval_shape(belief_features, beliefs).shape[-1]
@@ -189,3 +193,9 @@ def _lockstep(family, agent, params, tasks, key, num_steps, history, split_sizes
         return None, carry[-1]
     recorded["obs"] = jnp.concatenate([first_obs[None], recorded["obs"]])
     return Trajectory(**recorded), carry[-1]
+
+
+def _sample(logits: jax.Array, uniform: jax.Array) -> jax.Array:
+    """Actions ``int32[N]`` from ``softmax(logits)`` ``[N, A]`` by inverting the CDF at ``uniform`` [N]."""
+    cumulative = jnp.cumsum(jax.nn.softmax(logits), axis=-1)[:, :-1]
+    return jnp.sum(cumulative < uniform[:, None], axis=-1, dtype=jnp.int32)

@@ -1,5 +1,6 @@
 """The `metabelief` console script."""
 
+import json
 import pathlib
 import subprocess
 import sys
@@ -9,10 +10,28 @@ import pytest
 from metabelief import cli
 
 
-def test_list_prints_every_family(capsys):
+def test_list_prints_every_experiment_and_family(capsys):
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "bernoulli_bandit" in out and "dependent_bandit" in out
+    assert "bandit " in out and "bernoulli_bandit" in out and "dependent_bandit" in out
+
+
+def test_run_bandit_quick_writes_results_plots_and_agent(tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    assert cli.main(["run", "bandit", "--quick", "--no-progress", "--out", str(out_dir), "--seed", "3"]) == 0
+    results = json.loads((out_dir / "results.json").read_text())
+    assert results["experiment"] == "bandit" and results["config"]["train"]["seed"] == 3
+    assert {"seconds", "agent_steps_per_second"} <= set(results["train"])
+    assert set(results["return"]) == {"agent", "random", "thompson"}
+    for name in ("trained", "untrained", "reverse_trained", "reverse_untrained"):
+        assert {"r2", "r2_per_dim", "mse"} <= set(results["probe"][name])
+        assert -1.0 < results["probe"][name]["r2"] <= 1.0
+    assert len(results["probe"]["trained"]["r2_per_dim"]) == 4  # means and stds of 2 arms
+    for plot in ("learning_curve.png", "decoded_belief.png", "probe_r2_by_time.png"):
+        assert (out_dir / plot).read_bytes().startswith(b"\x89PNG")
+    assert (out_dir / "agent" / "config.json").exists()
+    out = capsys.readouterr().out
+    assert "hidden → posterior means (linear)" in out and "thompson" in out
 
 
 def test_check_runs_the_conformance_checks(capsys):
@@ -29,6 +48,8 @@ def test_check_runs_the_conformance_checks(capsys):
         (["check", "no_such_family"], "unknown family name 'no_such_family'"),
         (["check", "bernoulli_bandit", "num_arms=1"], "num_arms must be >= 2"),
         (["check", "bernoulli_bandit", "num_arms"], "NAME=VALUE"),
+        (["run", "no_such_experiment"], "unknown experiment 'no_such_experiment'"),
+        (["run", "bandit", "--num-tasks", "0"], "num_tasks must be >= 1"),
     ],
 )
 def test_bad_input_exits_with_a_clear_message(argv, message, capsys):

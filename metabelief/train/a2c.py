@@ -95,7 +95,7 @@ def update(state: TrainState, config: TrainConfig) -> tuple[TrainState, dict]:
     key, loss_key = jax.random.split(state.key)
     grads, metrics = jax.grad(a2c_loss, has_aux=True)(state.params, config, loss_key)
     updates, opt_state = optimiser(config).update(grads, state.opt_state, state.params)
-    metrics["grad_norm"] = optax.global_norm(grads)
+    metrics["grad_norm"] = optax.tree.norm(grads)
     params = optax.apply_updates(state.params, updates)
     return TrainState(params=params, opt_state=opt_state, key=key), metrics
 

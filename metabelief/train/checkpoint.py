@@ -27,6 +27,6 @@ def load_agent(directory: str | pathlib.Path) -> tuple[PyTree, TrainConfig]:
     """Reads an agent saved by ``save_agent``: ``(params, config)``."""
     directory = pathlib.Path(directory)
     config = TrainConfig.from_dict(json.loads((directory / CONFIG_FILE).read_text()))
-    template = config.make_agent().init(jax.random.key(0))
+    template = jax.eval_shape(config.make_agent().init, jax.random.key(0))
     params = serialization.from_bytes(template, (directory / PARAMS_FILE).read_bytes())
     return params, config

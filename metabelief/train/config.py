@@ -71,6 +71,9 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, fields: dict[str, Any]) -> TrainConfig:
         fields = dict(fields)
+        unknown = set(fields) - {field.name for field in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown TrainConfig fields: {', '.join(sorted(unknown))}")
         fields["family_args"] = tuple(fields.get("family_args", {}).items())
         return cls(**fields)
 
