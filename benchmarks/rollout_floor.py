@@ -4,9 +4,11 @@ Measured in one process, after warm-up, median of repeats, compile time reported
 
 * ``floor``: ``OptimizedLSTMCell(H)`` + a linear head scanned over T steps of random inputs,
   N lanes; no environment, no sampling, no belief. No LSTM rollout can beat it.
-* ``rollout+belief+probe``: ``metabelief.rollout.probe_moments`` (agent sampling, environment,
-  exact belief and the streaming probe statistics, nothing stored);
-* ``rollout (recorded)``: ``metabelief.rollout.rollout`` keeping the whole trajectory;
+* ``agent + env``: the agent sampling its actions in the environment, no belief;
+* ``agent + env + belief``: the same with the exact belief updated in lockstep;
+* ``+ probe statistics``: ``metabelief.rollout.probe_moments`` (all of the above and the streaming
+  probe statistics of ``[hidden, belief features]`` on every task and step, nothing stored);
+* ``rollout, all recorded``: ``metabelief.rollout.rollout`` keeping the whole trajectory;
 * ``A2C update``: rollout + backprop through time + Adam, in agent steps per second.
 
 Usage: ``python benchmarks/rollout_floor.py [--num-tasks 4096] [--hidden 48] [--steps 100]``.
@@ -59,18 +61,25 @@ def lstm_floor(hidden_size: int, num_actions: int, input_size: int, num_tasks: i
     return jax.jit(run), (params, inputs)
 
 
-def measure(fn, args, repeats: int) -> tuple[float, float]:
-    """(compile seconds, median run seconds) of a jitted ``fn(*args)``."""
-    start = time.perf_counter()
-    compiled = fn.lower(*args).compile()
-    compile_seconds = time.perf_counter() - start
-    jax.block_until_ready(compiled(*args))
-    times = []
-    for _ in range(repeats):
+def measure(cases: dict, rounds: int) -> dict[str, tuple[float, float]]:
+    """``name -> (compile seconds, median run seconds)`` of jitted ``fn(*args)`` cases.
+
+    The cases run in interleaved rounds (each round runs every case once), so a slow spell of a
+    shared machine hits all of them alike and the ratios stay meaningful.
+    """
+    compiled, compile_seconds = {}, {}
+    for name, (fn, args) in cases.items():
         start = time.perf_counter()
-        jax.block_until_ready(compiled(*args))
-        times.append(time.perf_counter() - start)
-    return compile_seconds, statistics.median(times)
+        compiled[name] = (fn.lower(*args).compile(), args)
+        compile_seconds[name] = time.perf_counter() - start
+        jax.block_until_ready(compiled[name][0](*args))  # warm-up
+    times = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, (fn, args) in compiled.items():
+            start = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            times[name].append(time.perf_counter() - start)
+    return {name: (compile_seconds[name], statistics.median(times[name])) for name in cases}
 
 
 def main() -> None:
@@ -78,7 +87,7 @@ def main() -> None:
     parser.add_argument("--num-tasks", type=int, default=4096)
     parser.add_argument("--hidden", type=int, default=48)
     parser.add_argument("--steps", type=int, default=100, help="episode length (the bandit's horizon)")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
     n, steps = args.num_tasks, args.steps
 
@@ -91,26 +100,44 @@ def main() -> None:
     config = dataclasses.replace(
         train.TrainConfig(family_args=(("horizon", steps),)), num_tasks=n, hidden_size=args.hidden
     )
+    rollout_args = (params, key, tasks)
     cases = {
         "floor: bare LSTM scan": lstm_floor(args.hidden, agent.num_actions, agent.input_size, n, steps),
-        "rollout+belief+probe": (
-            jax.jit(lambda p, k, t: lockstep.probe_moments(family, agent, p, sizes, key=k, tasks=t)),
-            (params, key, tasks),
+        # Only the rewards are used: the belief and the stored trajectory are compiled away.
+        "agent + env": (
+            jax.jit(
+                lambda p, k, t: lockstep.rollout(family, agent, p, k, t, track_belief=False).rewards.sum()
+            ),
+            rollout_args,
         ),
-        "rollout (recorded)": (
+        "agent + env + belief": (
+            jax.jit(lambda p, k, t: _belief_checksum(lockstep.rollout(family, agent, p, k, t))),
+            rollout_args,
+        ),
+        "+ probe statistics": (
+            jax.jit(lambda p, k, t: lockstep.probe_moments(family, agent, p, sizes, key=k, tasks=t)),
+            rollout_args,
+        ),
+        "rollout, all recorded": (
             jax.jit(lambda p, k, t: lockstep.rollout(family, agent, p, k, t)),
-            (params, key, tasks),
+            rollout_args,
         ),
         "A2C update": (jax.jit(lambda s: train.update(s, config)), (train.init_state(config),)),
     }
-    print(f"{jax.devices()[0].platform} ({jax.devices()[0].device_kind}), N = {n}, T = {steps}, H = {args.hidden}")
+    device = jax.devices()[0]
+    print(f"{device.platform} ({device.device_kind}), N = {n}, T = {steps}, H = {args.hidden}")
     print(f"{'case':24s} {'compile s':>10s} {'run ms':>9s} {'M steps/s':>10s} {'x floor':>8s}")
-    floor = None
-    for name, (fn, fn_args) in cases.items():
-        compile_seconds, seconds = measure(fn, fn_args, args.repeats)
+    results = measure(cases, args.rounds)
+    floor = n * steps / results["floor: bare LSTM scan"][1]
+    for name, (compile_seconds, seconds) in results.items():
         rate = n * steps / seconds
-        floor = floor or rate
-        print(f"{name:24s} {compile_seconds:10.2f} {1e3 * seconds:9.1f} {rate / 1e6:10.2f} {rate / floor:8.2f}")
+        print(
+            f"{name:24s} {compile_seconds:10.2f} {1e3 * seconds:9.1f} {rate / 1e6:10.2f} {rate / floor:8.2f}"
+        )
+
+
+def _belief_checksum(trajectory: lockstep.Trajectory) -> jax.Array:
+    return trajectory.rewards.sum() + trajectory.features.sum()
 
 
 if __name__ == "__main__":

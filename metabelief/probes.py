@@ -91,16 +91,20 @@ class LinearProbe:
 class ProbeScores:
     """How well a probe predicts held-out samples."""
 
-    r2: jax.Array  # float32[]: 1 - sum of squared errors / total sum of squares, over all dims
+    r2: jax.Array  # float32[]: 1 - sum of squared errors / total sum of squares, over the dims that vary
     r2_per_dim: jax.Array  # float32[dy]: NaN where the target does not vary
     mse: jax.Array  # float32[]: mean over samples and dims
     mse_per_dim: jax.Array  # float32[dy]
 
     def to_dict(self) -> dict:
-        """Plain Python numbers, for JSON."""
-        as_list = lambda a: [None if np.isnan(v) else float(v) for v in np.asarray(a)]  # noqa: E731
-        return {"r2": float(self.r2), "r2_per_dim": as_list(self.r2_per_dim), "mse": float(self.mse),
-                "mse_per_dim": as_list(self.mse_per_dim)}  # fmt: skip
+        """Plain Python numbers for JSON, NaN (a target that does not vary) as None."""
+        number = lambda v: None if np.isnan(v) else float(v)  # noqa: E731
+        return {
+            "r2": number(self.r2),
+            "r2_per_dim": [number(v) for v in np.asarray(self.r2_per_dim)],
+            "mse": number(self.mse),
+            "mse_per_dim": [number(v) for v in np.asarray(self.mse_per_dim)],
+        }
 
 
 def fit_ridge(moments: Moments, x: slice, y: slice, ridge: float | jax.Array) -> LinearProbe:
@@ -145,8 +149,10 @@ def _scores(errors: jax.Array, total: jax.Array, count: jax.Array, mean: jax.Arr
     # float32 mean can be an ulp off, which leaves a spurious ~(ulp * mean)^2 scatter.
     varies = total > 1e-10 * count * mean**2 + 1e-30
     r2_per_dim = jnp.where(varies, 1.0 - errors / jnp.where(varies, total, 1.0), jnp.nan)
+    varied_total = jnp.sum(jnp.where(varies, total, 0.0))
+    r2 = jnp.where(varied_total > 0, 1.0 - jnp.sum(jnp.where(varies, errors, 0.0)) / varied_total, jnp.nan)
     return ProbeScores(
-        r2=1.0 - errors.sum() / total.sum(),
+        r2=r2,
         r2_per_dim=r2_per_dim,
         mse=errors.mean() / count,
         mse_per_dim=errors / count,

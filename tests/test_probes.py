@@ -311,3 +311,11 @@ def test_mlp_probe_rejects_mismatched_samples():
     train, validation, test = square_splits(20, (20, 10, 10))
     with pytest.raises(ValueError, match="too few or mismatched"):
         probes.mlp_probe(jax.random.key(0), train, (validation[0], test[1][:9]), test)
+
+
+def test_scores_of_targets_that_never_vary_are_nan_and_none_in_json():
+    targets = jnp.full((64, 2), 0.5)
+    scores = probes.score_arrays(targets + 0.1, targets)
+    assert np.isnan(float(scores.r2)) and np.isnan(np.asarray(scores.r2_per_dim)).all()
+    assert scores.to_dict()["r2"] is None and scores.to_dict()["r2_per_dim"] == [None, None]
+    assert scores.to_dict()["mse"] == pytest.approx(0.01)

@@ -10,13 +10,16 @@ README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 def test_readme_python_examples_run(clean_registry, capsys):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
-    assert len(blocks) >= 2
+    assert len(blocks) >= 3
     namespace: dict = {}
     for block in blocks:
         exec(compile(block, str(README), "exec"), namespace)
     assert namespace["features"].shape == (100, 4096, 4)
     assert "ten_armed_bandit" in metabelief.families()
     assert namespace["report"].calibration_max_z < namespace["report"].z_threshold
+    assert namespace["trajectory"].hidden.shape == (100, 1024, 48)
+    assert namespace["untrained"].features.shape == (100, 1024, 4)
+    assert 0.0 < float(namespace["to_means"].test.r2) <= 1.0  # scored on the 256 test tasks
     assert "(100, 4096, 4)" in capsys.readouterr().out
 
 

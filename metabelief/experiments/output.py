@@ -16,9 +16,11 @@ def default_out_dir(experiment: str) -> pathlib.Path:
 
 
 def device_description() -> str:
-    """E.g. ``"cpu: TFRT_CPU_0 (x1)"`` or ``"gpu: NVIDIA H100 80GB HBM3 (x1)"``."""
+    """E.g. ``"cpu x1"`` or ``"gpu: NVIDIA H100 80GB HBM3 x1"``."""
     devices = jax.devices()
-    return f"{devices[0].platform}: {devices[0].device_kind} (x{len(devices)})"
+    kind = devices[0].device_kind
+    name = devices[0].platform if kind == devices[0].platform else f"{devices[0].platform}: {kind}"
+    return f"{name} x{len(devices)}"
 
 
 def mean_and_se(values: jax.Array) -> tuple[float, float]:
@@ -28,7 +30,7 @@ def mean_and_se(values: jax.Array) -> tuple[float, float]:
 
 
 def write_json(path: pathlib.Path, results: dict) -> None:
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    path.write_text(json.dumps(results, indent=2, allow_nan=False) + "\n")
 
 
 def format_table(rows: list[list[str]]) -> str:
