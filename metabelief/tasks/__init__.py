@@ -10,10 +10,21 @@ from metabelief.tasks.dependent_bandit import (
     SupportBelief,
     dependent_bandit,
 )
+from metabelief.tasks.gridworld import GoalBelief, GoalTask, GridState, Gridworld
 from metabelief.tasks.registry import families, make, register
+from metabelief.tasks.tabular import (
+    TabularBelief,
+    TabularFamily,
+    TabularState,
+    TabularTask,
+    random_tabular,
+    tabular,
+)
 
 register("bernoulli_bandit", BernoulliBandit)
 register("dependent_bandit", dependent_bandit)
+register("tabular", tabular)
+register("gridworld", Gridworld)
 
 __all__ = [
     "BanditFamily",
@@ -24,10 +35,20 @@ __all__ = [
     "DependentBandit",
     "DependentTask",
     "DiscreteDependentBandit",
+    "GoalBelief",
+    "GoalTask",
+    "GridState",
+    "Gridworld",
     "SupportBelief",
+    "TabularBelief",
+    "TabularFamily",
+    "TabularState",
+    "TabularTask",
     "TaskFamily",
     "dependent_bandit",
     "families",
     "make",
+    "random_tabular",
     "register",
+    "tabular",
 ]
