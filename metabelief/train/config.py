@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import numpy as np
+
 from metabelief.agents.lstm import RecurrentAgent, agent_for
 from metabelief.tasks import registry
 from metabelief.tasks.base import TaskFamily
@@ -79,5 +81,7 @@ class TrainConfig:
 
 
 def _frozen(value: Any) -> Any:
-    """Lists (e.g. from JSON) become tuples, so family arguments stay hashable."""
+    """Lists (e.g. from JSON) and arrays become tuples, so family arguments stay hashable."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
     return tuple(_frozen(item) for item in value) if isinstance(value, list | tuple) else value
