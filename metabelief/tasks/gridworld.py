@@ -50,7 +50,8 @@ class Gridworld(TaskFamily):
     Reward: ``float32[]``, 1 on stepping onto the goal, after which the agent is back at
     ``start``; else 0. Termination: ``done`` once ``horizon`` steps have been taken.
     State: ``GridState``. Belief: ``GoalBelief``. Belief features: the posterior over the goal
-    candidates, ``float32[G]``. True features: the one-hot of the goal, ``float32[G]``.
+    candidates, ``float32[G]``. True features: the one-hot of the goal, ``float32[G]``. A history
+    no candidate goal could produce gives a NaN belief.
 
     Args:
       size: cells per side (>= 2).
