@@ -66,7 +66,16 @@ def rollout(
     Returns:
       A ``Trajectory`` of arrays ``[T (+ 1), N, ...]``.
     """
-    trajectory, _ = _lockstep(family, agent, params, tasks, key, num_steps, None, None, track_belief, True)
+    trajectory, _ = _lockstep(
+        family,
+        agent,
+        params,
+        tasks=tasks,
+        key=key,
+        num_steps=num_steps,
+        track_belief=track_belief,
+        record=True,
+    )
     return trajectory
 
 
@@ -78,7 +87,7 @@ def replay(family: TaskFamily, agent: RecurrentAgent, params: PyTree, history: T
     recomputed. Replaying an agent's own rollout with the same parameters reproduces it.
     """
     track_belief = history.features.shape[-1] > 0  # a history recorded without beliefs stays so
-    trajectory, _ = _lockstep(family, agent, params, None, None, None, history, None, track_belief, True)
+    trajectory, _ = _lockstep(family, agent, params, history=history, track_belief=track_belief, record=True)
     return trajectory
 
 
@@ -104,11 +113,32 @@ def probe_moments(
       ``scatter [S, H + F, H + F]``, over all steps of each split's tasks.
     """
     split_sizes = tuple(int(size) for size in split_sizes)
-    _, moments = _lockstep(family, agent, params, tasks, key, num_steps, history, split_sizes, True, False)
+    _, moments = _lockstep(
+        family,
+        agent,
+        params,
+        tasks=tasks,
+        key=key,
+        num_steps=num_steps,
+        history=history,
+        split_sizes=split_sizes,
+    )
     return moments
 
 
-def _lockstep(family, agent, params, tasks, key, num_steps, history, split_sizes, track_belief, record):
+def _lockstep(
+    family: TaskFamily,
+    agent: RecurrentAgent,
+    params: PyTree,
+    *,
+    tasks: PyTree | None = None,
+    key: jax.Array | None = None,
+    num_steps: int | None = None,
+    history: Trajectory | None = None,
+    split_sizes: tuple[int, ...] | None = None,
+    track_belief: bool = True,
+    record: bool = False,
+) -> tuple[Trajectory | None, probes.Moments | None]:
     """The shared scan; ``history`` selects teacher forcing, ``split_sizes`` the probe statistics."""
     forced = history is not None
     if forced:
@@ -140,10 +170,7 @@ def _lockstep(family, agent, params, tasks, key, num_steps, history, split_sizes
 
         if forced:
             actions, rewards, dones, next_obs = (
-                step["actions"],
-                step["rewards"],
-                step["dones"],
-                step["next_obs"],
+                step[name] for name in ("actions", "rewards", "dones", "next_obs")
             )
         else:
             actions = _sample(jax.lax.stop_gradient(logits), step["uniform"])

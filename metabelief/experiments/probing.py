@@ -56,7 +56,7 @@ def probe_networks(
         forward = probes.linear_probe(moments, hidden, features)
         to_means = probes.linear_probe(moments, hidden, means)
         report[name] = forward.test.to_dict() | {
-            "r2_posterior_mean": float(to_means.test.r2),
+            "r2_posterior_mean": to_means.test.to_dict()["r2"],
             "ridge": forward.ridge,
         }
         report[f"reverse_{name}"] = probes.linear_probe(moments, features, hidden).test.to_dict()
