@@ -14,7 +14,7 @@ import numpy as np
 
 from metabelief import probes
 from metabelief.agents.lstm import RecurrentAgent
-from metabelief.rollout import Trajectory, probe_moments, replay
+from metabelief.rollout import Trajectory, replay
 from metabelief.tasks.base import PyTree, TaskFamily
 
 
@@ -52,7 +52,8 @@ def probe_networks(
     report = {"split_sizes": list(sizes), "r2_by_time": {}}
     decoded = {"exact": np.asarray(_split_lanes(history.features, sizes)[2][..., :num_means])}
     for name, params in networks.items():
-        moments = _probe_moments(family, agent, params, sizes, history)
+        replayed = _replay(family, agent, params, history)
+        moments = _trajectory_moments(replayed, sizes)
         forward = probes.linear_probe(moments, hidden, features)
         to_means = probes.linear_probe(moments, hidden, means)
         report[name] = forward.test.to_dict() | {
@@ -61,7 +62,6 @@ def probe_networks(
         }
         report[f"reverse_{name}"] = probes.linear_probe(moments, features, hidden).test.to_dict()
 
-        replayed = _replay(family, agent, params, history)
         by_split = _split_lanes(replayed.hidden, sizes), _split_lanes(replayed.features, sizes)
         samples = [(_flat(h), _flat(f)) for h, f in zip(*by_split, strict=True)]
         key, mlp_key = jax.random.split(key)
@@ -74,12 +74,18 @@ def probe_networks(
 
 
 _replay = jax.jit(replay, static_argnums=(0, 1))
-_probe_moments = jax.jit(
-    lambda family, agent, params, sizes, history: probe_moments(
-        family, agent, params, sizes, history=history
-    ),
-    static_argnums=(0, 1, 3),
-)
+
+
+def _trajectory_moments(trajectory: Trajectory, sizes: tuple[int, ...]) -> probes.Moments:
+    """Probe statistics of ``[hidden, features]`` per split of task lanes, from stored arrays.
+
+    The same statistics ``metabelief.rollout.probe_moments`` streams, taken here from the replay
+    the MLP probe and the per-step scores need anyway, so the history is replayed once.
+    """
+    pairs = jnp.concatenate([trajectory.hidden, trajectory.features], axis=-1)  # [T, N, H + F]
+    num_steps = pairs.shape[0]
+    by_task = pairs.swapaxes(0, 1).reshape(-1, pairs.shape[-1])  # rows task-major: [N * T, H + F]
+    return probes.split_moments(by_task, [size * num_steps for size in sizes])
 
 
 def _split_lanes(array: jax.Array, sizes) -> list[jax.Array]:
