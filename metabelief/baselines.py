@@ -17,6 +17,7 @@ from metabelief.tasks.bandit_base import BetaBelief
 from metabelief.tasks.base import PyTree, TaskFamily
 from metabelief.tasks.bernoulli_bandit import BernoulliBandit
 from metabelief.tasks.dependent_bandit import DependentBandit
+from metabelief.testing.random_rollout import belief_policy_rollout
 
 BeliefPolicy = Callable[[jax.Array, PyTree], jax.Array]
 
@@ -72,19 +73,9 @@ def run_policy(
     """
     num_tasks = jax.tree.leaves(tasks)[0].shape[0]
     num_steps = family.horizon if num_steps is None else num_steps
-    reset_key, scan_key = jax.random.split(key)
-    states, obs = jax.vmap(family.reset)(jax.random.split(reset_key, num_tasks), tasks)
 
-    def transition(carry, step_key):
-        states, obs, beliefs = carry
-        policy_key, env_key = jax.random.split(step_key)
-        actions = jax.vmap(policy)(jax.random.split(policy_key, num_tasks), beliefs)
-        states, next_obs, rewards, _ = jax.vmap(family.step)(
-            jax.random.split(env_key, num_tasks), tasks, states, actions
-        )
-        beliefs = jax.vmap(family.belief_update)(beliefs, obs, actions, rewards, next_obs)
-        return (states, next_obs, beliefs), (actions, rewards)
+    def policy_actions(policy_key, beliefs):
+        return jax.vmap(policy)(jax.random.split(policy_key, num_tasks), beliefs)
 
-    carry = (states, obs, jax.vmap(family.belief_init)(obs))
-    _, (actions, rewards) = jax.lax.scan(transition, carry, jax.random.split(scan_key, num_steps))
-    return actions, rewards
+    rollout = belief_policy_rollout(family, key, tasks, num_steps, policy_actions)
+    return rollout.actions, rollout.rewards

@@ -1,6 +1,9 @@
-"""Random-action rollouts of a family with its belief in lockstep: the data the checks test."""
+"""Rollouts of a family with its belief in lockstep: random actions (the data the checks test) or
+actions chosen from the belief (the baselines)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import chex
 import jax
@@ -11,7 +14,7 @@ from metabelief.tasks.base import PyTree, TaskFamily
 
 @chex.dataclass(frozen=True)
 class RandomRollout:
-    """Uniformly random actions on sampled tasks with the belief in lockstep.
+    """Sampled tasks stepped with the belief in lockstep.
 
     Index 0 of ``features`` and ``truth`` is the start of the episode (``belief_init``), index
     t + 1 follows the t-th transition.
@@ -45,6 +48,27 @@ def random_rollout(family: TaskFamily, key: jax.Array, tasks: PyTree, num_steps:
       A ``RandomRollout`` with arrays of shape ``[T (+ 1), N, ...]``.
     """
     num_tasks = jax.tree.leaves(tasks)[0].shape[0]
+
+    def uniform_actions(action_key, beliefs):
+        del beliefs
+        return jax.random.randint(action_key, (num_tasks,), 0, family.num_actions, jnp.int32)
+
+    return belief_policy_rollout(family, key, tasks, num_steps, uniform_actions)
+
+
+def belief_policy_rollout(
+    family: TaskFamily,
+    key: jax.Array,
+    tasks: PyTree,
+    num_steps: int,
+    choose_actions: Callable[[jax.Array, PyTree], jax.Array],
+) -> RandomRollout:
+    """Like ``random_rollout``, with actions from ``choose_actions(key, beliefs) -> int32[N]``.
+
+    ``beliefs`` is the batch of exact beliefs before each transition; a policy that acts on them
+    (``metabelief.baselines``) sees exactly what a Bayesian agent knows.
+    """
+    num_tasks = jax.tree.leaves(tasks)[0].shape[0]
     reset_key, scan_key = jax.random.split(key)
     states, obs = jax.vmap(family.reset)(jax.random.split(reset_key, num_tasks), tasks)
     beliefs = jax.vmap(family.belief_init)(obs)
@@ -54,7 +78,7 @@ def random_rollout(family: TaskFamily, key: jax.Array, tasks: PyTree, num_steps:
     def transition(carry, step_key):
         states, obs, beliefs = carry
         action_key, env_key = jax.random.split(step_key)
-        actions = jax.random.randint(action_key, (num_tasks,), 0, family.num_actions, jnp.int32)
+        actions = choose_actions(action_key, beliefs)
         env_keys = jax.random.split(env_key, num_tasks)
         states, next_obs, rewards, dones = jax.vmap(family.step)(env_keys, tasks, states, actions)
         beliefs = jax.vmap(family.belief_update)(beliefs, obs, actions, rewards, next_obs)
