@@ -13,13 +13,9 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
-import jax
-import numpy as np
-
 from metabelief import baselines, train
-from metabelief.experiments import output, plots
+from metabelief.experiments import output, plots, protocol
 from metabelief.experiments.probing import probe_networks
-from metabelief.rollout import rollout
 
 NAME = "bandit"
 SUMMARY = "LSTM A2C on the 2-armed Bernoulli bandit; returns vs Thompson; hidden <-> exact belief probes"
@@ -56,58 +52,36 @@ class BanditConfig:
 
 def run(config: BanditConfig, out_dir: pathlib.Path, *, progress: bool = True) -> dict:
     """Runs the experiment, writes ``results.json``, the plots and the agent into ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    family, agent = config.train.make_family(), config.train.make_agent()
-    trained = train.train(config.train, progress=progress)
-    train.save_agent(out_dir / "agent", trained.params, config.train)
-
-    # Held-out tasks: a key the training never used.
-    eval_key = jax.random.fold_in(jax.random.key(config.train.seed), 1)
-    task_key, agent_key, random_key, thompson_key, probe_key = jax.random.split(eval_key, 5)
-    tasks = jax.vmap(family.sample_task)(jax.random.split(task_key, config.eval_tasks))
-    history = jax.jit(rollout, static_argnums=(0, 1))(family, agent, trained.params, agent_key, tasks)
-    run_policy = jax.jit(baselines.run_policy, static_argnums=(0, 1))
-    returns = {
-        "agent": output.mean_and_se(history.rewards.sum(axis=0)),
-        "random": output.mean_and_se(
-            run_policy(family, baselines.random_policy(family), random_key, tasks)[1].sum(0)
-        ),
-        "thompson": output.mean_and_se(
-            run_policy(family, baselines.thompson_sampling(family), thompson_key, tasks)[1].sum(0)
-        ),
-    }
-    means = {name: mean for name, (mean, _) in returns.items()}
-    fraction = (means["agent"] - means["random"]) / (means["thompson"] - means["random"])
-
-    networks = {"trained": trained.params, "untrained": trained.initial_params}
+    family = config.train.make_family()
+    references = {"random": baselines.random_policy(family), "thompson": baselines.thompson_sampling(family)}
+    evaluation = protocol.train_and_evaluate(
+        config.train, config.eval_tasks, references, out_dir, progress=progress
+    )
+    means = {name: evaluation.mean_return(name) for name in evaluation.returns}
+    networks = {"trained": evaluation.trained.params, "untrained": evaluation.trained.initial_params}
     probe, decoded = probe_networks(
-        family, agent, networks, history, key=probe_key, mlp_steps=config.mlp_steps
+        family,
+        evaluation.agent,
+        networks,
+        evaluation.history,
+        key=evaluation.probe_key,
+        mlp_steps=config.mlp_steps,
     )
 
-    results = {
-        "experiment": NAME,
-        "config": {
-            "train": config.train.to_dict(),
-            "eval_tasks": config.eval_tasks,
-            "mlp_steps": config.mlp_steps,
-        },
-        "device": output.device_description(),
-        "train": {
-            "seconds": trained.seconds,
-            "compile_seconds": trained.compile_seconds,
-            "agent_steps_per_second": trained.agent_steps_per_second,
-            "final_training_return": float(np.mean(trained.metrics["episode_return"][-10:])),
-        },
-        "return": means,
-        "return_se": {name: se for name, (_, se) in returns.items()},
-        "return_fraction_random_to_thompson": fraction,
+    config_dict = {
+        "train": config.train.to_dict(),
+        "eval_tasks": config.eval_tasks,
+        "mlp_steps": config.mlp_steps,
+    }
+    results = protocol.common_results(NAME, config_dict, evaluation) | {
+        "return_fraction_random_to_thompson": (means["agent"] - means["random"])
+        / (means["thompson"] - means["random"]),
         "probe": probe,
     }
     output.write_json(out_dir / "results.json", results)
 
-    steps = np.arange(1, config.train.num_updates + 1) * config.train.steps_per_update
-    references = {"random": means["random"], "Thompson sampling": means["thompson"]}
-    plots.learning_curve(out_dir / "learning_curve.png", steps, trained.metrics["episode_return"], references)
+    labels = {"random": "random", "thompson": "Thompson sampling"}
+    protocol.plot_learning_curve(out_dir / "learning_curve.png", config.train, evaluation, labels)
     plots.decoded_beliefs(out_dir / "decoded_belief.png", decoded)
     plots.r2_by_time(out_dir / "probe_r2_by_time.png", probe["r2_by_time"])
     return results
@@ -115,30 +89,12 @@ def run(config: BanditConfig, out_dir: pathlib.Path, *, progress: bool = True) -
 
 def table(results: dict) -> str:
     """The printed summary: returns, then held-out probe R^2 for the trained and untrained network."""
-    ret, se, probe = results["return"], results["return_se"], results["probe"]
     lines = [
-        f"bandit: 2-armed Bernoulli, horizon 100, {results['config']['eval_tasks']} held-out tasks "
-        f"({results['device']}); trained {results['train']['seconds']:.0f} s at "
-        f"{results['train']['agent_steps_per_second'] / 1e6:.2f} M agent steps/s",
+        protocol.header(results, "2-armed Bernoulli, horizon 100"),
         "",
-        output.format_table(
-            [["return per episode", "mean", "s.e."]]
-            + [[name, f"{ret[name]:.2f}", f"{se[name]:.2f}"] for name in ("agent", "random", "thompson")]
-        ),
+        protocol.returns_table(results),
         f"agent: {results['return_fraction_random_to_thompson']:.0%} of the way from random to Thompson",
         "",
-        output.format_table(
-            [
-                ["held-out R²", "trained", "untrained"],
-                _row("hidden → posterior means (linear)", probe, "", "r2_posterior_mean"),
-                _row("hidden → belief features (linear)", probe, "", "r2"),
-                _row("hidden → belief features (MLP)", probe, "mlp_", "r2"),
-                _row("belief features → hidden (linear)", probe, "reverse_", "r2"),
-            ]
-        ),
+        protocol.probe_table(results["probe"]),
     ]
     return "\n".join(lines)
-
-
-def _row(label: str, probe: dict, prefix: str, metric: str) -> list[str]:
-    return [label, f"{probe[prefix + 'trained'][metric]:.3f}", f"{probe[prefix + 'untrained'][metric]:.3f}"]

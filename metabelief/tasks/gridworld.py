@@ -119,6 +119,26 @@ class Gridworld(TaskFamily):
         blocked = np.isin(targets, [r * self.size + c for r, c in self.walls])
         return np.where(blocked, np.arange(self.size * self.size)[:, None], targets).astype(np.int32)
 
+    def distance_table(self) -> np.ndarray:
+        """``int32[size * size, size * size]``: fewest moves from each cell to each cell.
+
+        Breadth-first search over ``move_table``; unreachable pairs get ``size * size``. Moves
+        into a cell are counted whatever it holds (the return to the start on the goal is
+        ignored), so this is the length of the path the agent walks to reach a cell.
+        """
+        num_cells = self.size * self.size
+        moves = self.move_table()
+        distances = np.full((num_cells, num_cells), num_cells, np.int32)
+        for source in range(num_cells):
+            distances[source, source] = 0
+            frontier = [source]
+            while frontier:
+                reached = np.unique(moves[frontier])
+                reached = reached[distances[source, reached] == num_cells]
+                distances[source, reached] = distances[source, frontier[0]] + 1
+                frontier = list(reached)
+        return distances
+
     def goal_cells(self) -> np.ndarray:
         """``int32[G]``: the candidate goals' cell indices."""
         return np.array([r * self.size + c for r, c in self.goals], np.int32)

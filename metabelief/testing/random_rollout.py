@@ -49,8 +49,8 @@ def random_rollout(family: TaskFamily, key: jax.Array, tasks: PyTree, num_steps:
     """
     num_tasks = jax.tree.leaves(tasks)[0].shape[0]
 
-    def uniform_actions(action_key, beliefs):
-        del beliefs
+    def uniform_actions(action_key, beliefs, obs):
+        del beliefs, obs
         return jax.random.randint(action_key, (num_tasks,), 0, family.num_actions, jnp.int32)
 
     return belief_policy_rollout(family, key, tasks, num_steps, uniform_actions)
@@ -61,12 +61,13 @@ def belief_policy_rollout(
     key: jax.Array,
     tasks: PyTree,
     num_steps: int,
-    choose_actions: Callable[[jax.Array, PyTree], jax.Array],
+    choose_actions: Callable[[jax.Array, PyTree, jax.Array], jax.Array],
 ) -> RandomRollout:
-    """Like ``random_rollout``, with actions from ``choose_actions(key, beliefs) -> int32[N]``.
+    """Like ``random_rollout``, with actions from ``choose_actions(key, beliefs, obs) -> int32[N]``.
 
-    ``beliefs`` is the batch of exact beliefs before each transition; a policy that acts on them
-    (``metabelief.baselines``) sees exactly what a Bayesian agent knows.
+    ``beliefs`` is the batch of exact beliefs before each transition and ``obs`` the batch of
+    current observations; a policy that acts on them (``metabelief.baselines``) sees exactly what
+    a Bayesian agent knows.
     """
     num_tasks = jax.tree.leaves(tasks)[0].shape[0]
     reset_key, scan_key = jax.random.split(key)
@@ -78,7 +79,7 @@ def belief_policy_rollout(
     def transition(carry, step_key):
         states, obs, beliefs = carry
         action_key, env_key = jax.random.split(step_key)
-        actions = choose_actions(action_key, beliefs)
+        actions = choose_actions(action_key, beliefs, obs)
         env_keys = jax.random.split(env_key, num_tasks)
         states, next_obs, rewards, dones = jax.vmap(family.step)(env_keys, tasks, states, actions)
         beliefs = jax.vmap(family.belief_update)(beliefs, obs, actions, rewards, next_obs)
