@@ -1,4 +1,5 @@
-"""Belief policies: random play earns the prior mean, Thompson sampling beats it from a uniform start."""
+"""Belief policies: random play earns the prior mean, Thompson sampling beats it from a uniform start,
+the gridworld explorer walks shortest paths."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import numpy as np
 import pytest
 
 import metabelief
-from metabelief.baselines import random_policy, run_policy, thompson_sampling
+from metabelief.baselines import nearest_candidate, random_policy, run_policy, thompson_sampling
 from metabelief.tasks.bernoulli_bandit import BernoulliTask
 from metabelief.tasks.dependent_bandit import DependentTask
+from metabelief.testing import sample_tasks
 
 HORIZON, NUM_TASKS = 20, 1024
 BERNOULLI = metabelief.make("bernoulli_bandit", num_arms=2, horizon=HORIZON)
@@ -75,3 +77,24 @@ def test_thompson_sampling_rejects_a_family_without_a_beta_posterior():
     family = metabelief.make("dependent_bandit", horizon=HORIZON, support=(0.2, 0.8))
     with pytest.raises(ValueError, match="Beta-posterior"):
         thompson_sampling(family)
+
+
+GRID = metabelief.make("gridworld", size=5, horizon=50)
+
+
+def test_nearest_candidate_walks_shortest_paths_back_to_the_goal_once_found():
+    tasks = sample_tasks(GRID, jax.random.key(3), 512)
+    actions, rewards = play(GRID, nearest_candidate(GRID), jax.random.key(4), tasks)
+    rewards = np.asarray(rewards)
+    assert (rewards.sum(axis=0) > 0).all()  # 24 candidates, each at most 8 moves away: all found
+    goals = np.array(GRID.goals)[np.asarray(tasks.goal)]
+    distance = np.abs(goals - np.array(GRID.start)).sum(axis=1)  # Manhattan from the centre
+    first = rewards.argmax(axis=0)
+    # After the first find the goal is known: one reward every `distance` steps from the start.
+    expected = 1 + (GRID.horizon - 1 - first) // distance
+    np.testing.assert_array_equal(rewards.sum(axis=0), expected)
+
+
+def test_nearest_candidate_rejects_a_family_without_goals():
+    with pytest.raises(ValueError, match="gridworld"):
+        nearest_candidate(BERNOULLI)

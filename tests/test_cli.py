@@ -13,7 +13,9 @@ from metabelief import cli
 def test_list_prints_every_experiment_and_family(capsys):
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "bandit " in out and "bernoulli_bandit" in out and "dependent_bandit" in out
+    assert (
+        "bandit " in out and "gridworld " in out and "bernoulli_bandit" in out and "dependent_bandit" in out
+    )
 
 
 def test_run_bandit_quick_writes_results_plots_and_agent(tmp_path, capsys):
@@ -63,3 +65,16 @@ def test_installed_console_script_runs():
     script = pathlib.Path(sys.executable).parent / "metabelief"  # installed beside the interpreter
     result = subprocess.run([str(script), "list"], capture_output=True, text=True, check=True)
     assert "bernoulli_bandit" in result.stdout
+
+
+def test_run_gridworld_quick_writes_results_and_the_goal_belief_plot(tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    assert cli.main(["run", "gridworld", "--quick", "--no-progress", "--out", str(out_dir)]) == 0
+    results = json.loads((out_dir / "results.json").read_text())
+    assert results["experiment"] == "gridworld"
+    assert set(results["return"]) == {"agent", "random", "belief_greedy"}
+    assert results["return"]["belief_greedy"] > 5 * results["return"]["random"]
+    assert len(results["probe"]["trained"]["r2_per_dim"]) == 24  # one per candidate goal
+    for plot in ("learning_curve.png", "goal_belief.png", "probe_r2_by_time.png"):
+        assert (out_dir / plot).read_bytes().startswith(b"\x89PNG")
+    assert "belief-greedy explorer" in capsys.readouterr().out

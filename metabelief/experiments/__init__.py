@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from metabelief.experiments import bandit
+from metabelief.experiments import bandit, gridworld
 
-EXPERIMENTS: dict[str, tuple[ModuleType, type]] = {bandit.NAME: (bandit, bandit.BanditConfig)}
+EXPERIMENTS: dict[str, tuple[ModuleType, type]] = {
+    bandit.NAME: (bandit, bandit.BanditConfig),
+    gridworld.NAME: (gridworld, gridworld.GridworldConfig),
+}
 
 
 def lookup(name: str) -> tuple[ModuleType, type]:

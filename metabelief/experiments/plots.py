@@ -7,6 +7,8 @@ import pathlib
 import matplotlib
 
 matplotlib.use("Agg")
+import matplotlib.cm as cm  # noqa: E402
+import matplotlib.colors as colors  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
@@ -63,6 +65,63 @@ def r2_by_time(path: pathlib.Path, r2: dict[str, list[float | None]]) -> None:
 
 
 def _save(figure, path: pathlib.Path) -> None:
-    figure.tight_layout()
+    if figure.get_layout_engine() is None:
+        figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def goal_beliefs(
+    path: pathlib.Path,
+    size: int,
+    goal_cells: np.ndarray,
+    walls: list[int],
+    positions: np.ndarray,
+    goal: int,
+    beliefs: dict[str, np.ndarray],
+    times: list[int],
+) -> None:
+    """The belief over goal candidates on the grid at a few steps of one episode, one row per source.
+
+    Args:
+      size: cells per side.
+      goal_cells: ``[G]`` cell index of each candidate.
+      walls: wall cell indices (drawn black).
+      positions: ``[T]`` the agent's cell at each step (a white dot).
+      goal: the true goal's candidate index (a red frame).
+      beliefs: row label -> ``[T, G]`` probability of each candidate at each step.
+      times: the steps (columns) to show.
+    """
+    figure, axes = plt.subplots(
+        len(beliefs),
+        len(times),
+        figsize=(2.2 * len(times) + 1, 2.2 * len(beliefs)),
+        squeeze=False,
+        layout="constrained",
+    )
+    cmap = plt.get_cmap("viridis").copy()
+    cmap.set_bad("lightgray")
+    norm = colors.PowerNorm(gamma=0.4, vmin=0.0, vmax=1.0)  # so 1/G stands out from 0
+    for row, (label, belief) in enumerate(beliefs.items()):
+        for column, t in enumerate(times):
+            grid = np.full(size * size, np.nan)
+            grid[goal_cells] = belief[t]
+            grid[walls] = -1.0
+            ax = axes[row, column]
+            ax.imshow(np.ma.masked_invalid(grid.reshape(size, size)), cmap=cmap, norm=norm)
+            if walls:
+                wall_rows, wall_cols = np.divmod(np.asarray(walls), size)
+                ax.scatter(wall_cols, wall_rows, marker="s", s=300, color="black")
+            agent_row, agent_col = divmod(int(positions[t]), size)
+            ax.scatter([agent_col], [agent_row], s=40, color="white", edgecolors="black")
+            goal_row, goal_col = divmod(int(goal_cells[goal]), size)
+            ax.add_patch(plt.Rectangle((goal_col - 0.5, goal_row - 0.5), 1, 1, fill=False, color="red", lw=2))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(f"step {t}")
+            if column == 0:
+                ax.set_ylabel(label)
+    figure.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, shrink=0.8, label="P(goal)")
+    figure.suptitle("Belief over goal candidates; agent white, true goal framed red")
+    _save(figure, path)

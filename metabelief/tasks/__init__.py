@@ -20,11 +20,13 @@ from metabelief.tasks.tabular import (
     random_tabular,
     tabular,
 )
+from metabelief.tasks.two_step import TwoStep, TwoStepBelief, TwoStepState, TwoStepTask
 
 register("bernoulli_bandit", BernoulliBandit)
 register("dependent_bandit", dependent_bandit)
 register("tabular", tabular)
 register("gridworld", Gridworld)
+register("two_step", TwoStep)
 
 __all__ = [
     "BanditFamily",
@@ -45,6 +47,10 @@ __all__ = [
     "TabularState",
     "TabularTask",
     "TaskFamily",
+    "TwoStep",
+    "TwoStepBelief",
+    "TwoStepState",
+    "TwoStepTask",
     "dependent_bandit",
     "families",
     "make",

@@ -376,3 +376,19 @@ def test_equal_grids_compare_and_hash_equal():
 
 def test_check_family_passes_on_a_small_walled_grid():
     check_family(Gridworld(size=3, walls=((0, 1),), horizon=20), num_tasks=1024)
+
+
+def test_distance_table_is_manhattan_on_an_open_grid_and_detours_around_walls():
+    open_grid = Gridworld(size=4)
+    rows, cols = np.divmod(np.arange(16), 4)
+    manhattan = np.abs(rows[:, None] - rows[None]) + np.abs(cols[:, None] - cols[None])
+    np.testing.assert_array_equal(open_grid.distance_table(), manhattan)
+
+    walled = Gridworld(**WALLED)
+    from_start = walled.distance_table()[cell_index(4, (1, 1))]
+    # Counted by hand on the map above: G0 (2, 2) is 6 moves round either wall (via (0, 3) or
+    # via (3, 0)), G1 (0, 3) and G2 (3, 0) are 3 moves each.
+    assert from_start[cell_index(4, (2, 2))] == 6
+    assert from_start[cell_index(4, (0, 3))] == 3
+    assert from_start[cell_index(4, (3, 0))] == 3
+    assert from_start[cell_index(4, (1, 2))] == 16  # a wall is unreachable: size * size
