@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 
 import metabelief
-from metabelief.baselines import nearest_candidate, random_policy, run_policy, thompson_sampling
+from metabelief.baselines import (
+    QLearning,
+    belief_greedy,
+    nearest_candidate,
+    random_policy,
+    run_policy,
+    thompson_sampling,
+)
 from metabelief.tasks.bernoulli_bandit import BernoulliTask
 from metabelief.tasks.dependent_bandit import DependentTask
 from metabelief.testing import sample_tasks
@@ -23,7 +30,8 @@ DEPENDENT = metabelief.make("dependent_bandit", horizon=HORIZON)  # p ~ U[0, 1],
 
 @functools.partial(jax.jit, static_argnums=(0, 1), static_argnames="num_steps")
 def play(family, policy, key, tasks, num_steps=None):
-    return run_policy(family, policy, key, tasks, num_steps)
+    rollout = run_policy(family, policy, key, tasks, num_steps)
+    return rollout.actions, rollout.rewards
 
 
 def tasks_and_probs(family, seed: int, num_tasks: int = NUM_TASKS):
@@ -98,3 +106,50 @@ def test_nearest_candidate_walks_shortest_paths_back_to_the_goal_once_found():
 def test_nearest_candidate_rejects_a_family_without_goals():
     with pytest.raises(ValueError, match="gridworld"):
         nearest_candidate(BERNOULLI)
+
+
+def test_belief_greedy_plays_the_arm_with_the_highest_float64_posterior_mean():
+    tasks, _ = tasks_and_probs(BERNOULLI, 7, num_tasks=256)
+    actions, rewards = play(BERNOULLI, belief_greedy(BERNOULLI), jax.random.key(8), tasks)
+    actions, rewards = np.asarray(actions), np.asarray(rewards, np.float64)
+    successes, failures = np.zeros((256, 2)), np.zeros((256, 2))
+    ties = 0
+    for t in range(HORIZON):
+        means = (1.0 + successes) / (2.0 + successes + failures)  # Beta(1, 1) prior
+        unique = means[:, 0] != means[:, 1]
+        np.testing.assert_array_equal(actions[t, unique], means[unique].argmax(axis=1))
+        ties += (~unique).sum()
+        lanes = np.arange(256)
+        successes[lanes, actions[t]] += rewards[t]
+        failures[lanes, actions[t]] += 1.0 - rewards[t]
+    assert ties >= 256  # every task starts tied; ties are broken at random
+    chose_arm_0 = (actions[0] == 0).mean()
+    assert abs(chose_arm_0 - 0.5) < 5.0 * np.sqrt(0.25 / 256)
+
+
+def test_belief_greedy_needs_expected_rewards():
+    with pytest.raises(ValueError, match="expected_rewards"):
+        belief_greedy(GRID)
+
+
+def test_q_learning_chooses_by_softmax_of_float64_td_values_replayed_from_its_history():
+    learner = QLearning(num_actions=2, learning_rate=0.3, inverse_temperature=4.0, initial_value=0.5)
+    tasks, _ = tasks_and_probs(BERNOULLI, 9, num_tasks=2048)
+    actions, rewards = play(BERNOULLI, learner, jax.random.key(10), tasks)
+    actions, rewards = np.asarray(actions), np.asarray(rewards, np.float64)
+    q = np.full((2048, 2), 0.5)
+    lanes = np.arange(2048)
+    probs_arm_0 = []
+    for t in range(HORIZON):
+        probs_arm_0.append(1.0 / (1.0 + np.exp(-4.0 * (q[:, 0] - q[:, 1]))))
+        q[lanes, actions[t]] += 0.3 * (rewards[t] - q[lanes, actions[t]])
+    probs_arm_0, chose_arm_0 = np.concatenate(probs_arm_0), (actions == 0).ravel()
+    # Calibration: within each bin of the reference probability, arm 0 is chosen that often.
+    bins = np.digitize(probs_arm_0, np.linspace(0.0, 1.0, 11)[1:-1])
+    for b in np.unique(bins):
+        members = bins == b
+        if members.sum() < 200:
+            continue
+        p = probs_arm_0[members].mean()
+        se = np.sqrt(p * (1 - p) / members.sum())
+        assert abs(chose_arm_0[members].mean() - p) < 5.0 * se + 1e-3

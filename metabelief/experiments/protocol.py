@@ -56,7 +56,7 @@ def train_and_evaluate(
     run_policy = jax.jit(baselines.run_policy, static_argnums=(0, 1))
     returns = {"agent": output.mean_and_se(history.rewards.sum(axis=0))}
     for (name, policy), key in zip(references.items(), policy_keys, strict=True):
-        returns[name] = output.mean_and_se(run_policy(family, policy, key, tasks)[1].sum(axis=0))
+        returns[name] = output.mean_and_se(run_policy(family, policy, key, tasks).rewards.sum(axis=0))
     return Evaluation(family, agent, trained, history, returns, probe_key)
 
 

@@ -69,6 +69,12 @@ class BanditFamily(TaskFamily):
         done = state.time >= self.horizon
         return state, jnp.zeros((0,), jnp.float32), reward, done
 
+    def expected_rewards(self, belief: PyTree, obs: jax.Array) -> jax.Array:
+        """Posterior expected reward of each arm, ``float32[num_actions]``: the posterior means
+        that open ``belief_features``."""
+        del obs
+        return self.belief_features(belief)[: self.num_actions]
+
     def true_features(self, task: PyTree, state: BanditState) -> jax.Array:
         """The arms' true success probabilities, ``float32[num_actions]``."""
         del state

@@ -16,6 +16,9 @@ Shapes and dtypes (per task, before any vmap):
 * ``belief_features(belief)``: ``float32[F]``; its first ``D`` entries are the posterior mean of
   ``true_features(task, state)``, ``float32[D]``.
 
+Optional: ``expected_rewards(belief, obs) -> float32[num_actions]``, the posterior expected
+reward of each action in the current state; ``metabelief.baselines.belief_greedy`` acts on it.
+
 Timing: the belief after ``belief_update`` on transition t (``obs`` -> ``next_obs``) describes the
 hidden quantity in the state that ``step`` returned at t, the state the agent acts in next.
 """
