@@ -166,6 +166,13 @@ class TwoStep(TaskFamily):
         """``float32[1]``: [P(A is rich on the next trial | history)]."""
         return belief.p_a_rich[None]
 
+    def expected_rewards(self, belief: TwoStepBelief, obs: jax.Array) -> jax.Array:
+        """``float32[2]``: posterior expected reward of each first-stage action on the next trial."""
+        del obs
+        pays_at_a = belief.p_a_rich * self.p_rich + (1.0 - belief.p_a_rich) * (1.0 - self.p_rich)
+        reaches_a = jnp.array([self.p_common, 1.0 - self.p_common], jnp.float32)
+        return reaches_a * pays_at_a + (1.0 - reaches_a) * (1.0 - pays_at_a)
+
     def true_features(self, task: TwoStepTask, state: TwoStepState) -> jax.Array:
         """``float32[1]``: [1.0 if A is rich in ``state`` else 0.0]."""
         del task
