@@ -78,3 +78,26 @@ def test_run_gridworld_quick_writes_results_and_the_goal_belief_plot(tmp_path, c
     for plot in ("learning_curve.png", "goal_belief.png", "probe_r2_by_time.png"):
         assert (out_dir / plot).read_bytes().startswith(b"\x89PNG")
     assert "belief-greedy explorer" in capsys.readouterr().out
+
+
+def test_run_two_step_quick_writes_stay_probabilities_for_every_agent(tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    assert cli.main(["run", "two-step", "--quick", "--no-progress", "--out", str(out_dir)]) == 0
+    results = json.loads((out_dir / "results.json").read_text())
+    assert results["experiment"] == "two-step"
+    agents = {"agent", "belief_greedy", "model_free", "random"}
+    assert set(results["reward_per_trial"]) == set(results["stay"]) == agents
+    # The reference agents' signatures hold at any training size: the belief-greedy agent's
+    # interaction (about 0.68 at the defaults), the last-outcome Q-learner's main effect of reward.
+    assert results["stay"]["belief_greedy"]["model_based_index"] > 0.5
+    assert abs(results["stay"]["model_free"]["model_based_index"]) < 0.15
+    assert results["stay"]["model_free"]["model_free_index"] > 0.5
+    assert len(results["probe"]["trained"]["r2_per_dim"]) == 1  # P(A rich)
+    for plot in (
+        "learning_curve.png",
+        "stay_probabilities.png",
+        "decoded_belief.png",
+        "probe_r2_by_time.png",
+    ):
+        assert (out_dir / plot).read_bytes().startswith(b"\x89PNG")
+    assert "MB index" in capsys.readouterr().out

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from metabelief.experiments import bandit, gridworld
+from metabelief.experiments import bandit, gridworld, two_step
 
 EXPERIMENTS: dict[str, tuple[ModuleType, type]] = {
     bandit.NAME: (bandit, bandit.BanditConfig),
     gridworld.NAME: (gridworld, gridworld.GridworldConfig),
+    two_step.NAME: (two_step, two_step.TwoStepConfig),
 }
 
 

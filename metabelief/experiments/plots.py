@@ -26,8 +26,13 @@ def learning_curve(
     _save(figure, path)
 
 
-def decoded_beliefs(path: pathlib.Path, decoded: dict[str, np.ndarray], episodes: int = 3) -> None:
-    """Decoded vs exact posterior mean of the first arm: over a few test episodes, and all test steps."""
+def decoded_beliefs(
+    path: pathlib.Path,
+    decoded: dict[str, np.ndarray],
+    episodes: int = 3,
+    quantity: str = "posterior mean of arm 0",
+) -> None:
+    """Decoded vs exact first belief feature (``quantity``): over a few test episodes, and all test steps."""
     exact = decoded["exact"][..., 0]  # [T, n]
     names = [name for name in decoded if name != "exact"]
     figure, (over_time, scatter) = plt.subplots(1, 2, figsize=(11, 4))
@@ -37,17 +42,13 @@ def decoded_beliefs(path: pathlib.Path, decoded: dict[str, np.ndarray], episodes
         for name, style in zip(names, ("--", ":"), strict=False):
             over_time.plot(time, decoded[name][:, episode, 0], style, color=colour, linewidth=1)
     styles = ", ".join(f"{name} ({style})" for name, style in zip(names, ("dashed", "dotted"), strict=False))
-    over_time.set(
-        xlabel="step in episode", ylabel="posterior mean of arm 0", title=f"exact (solid), {styles}"
-    )
+    over_time.set(xlabel="step in episode", ylabel=quantity, title=f"exact (solid), {styles}")
     rows = np.random.default_rng(0).choice(exact.size, size=min(exact.size, 4000), replace=False)
     for name, colour in zip(names, ("tab:red", "tab:gray"), strict=False):
         decoded_first_arm = decoded[name][..., 0].ravel()[rows]
         scatter.scatter(exact.ravel()[rows], decoded_first_arm, s=2, alpha=0.3, color=colour, label=name)
     scatter.plot([0, 1], [0, 1], color="black", linewidth=1)
-    scatter.set(
-        xlabel="exact posterior mean", ylabel="decoded from hidden state", title="held-out test tasks"
-    )
+    scatter.set(xlabel=f"exact {quantity}", ylabel="decoded from hidden state", title="held-out test tasks")
     scatter.legend(markerscale=5)
     _save(figure, path)
 
@@ -124,4 +125,33 @@ def goal_beliefs(
                 ax.set_ylabel(label)
     figure.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, shrink=0.8, label="P(goal)")
     figure.suptitle("Belief over goal candidates; agent white, true goal framed red")
+    _save(figure, path)
+
+
+def stay_probabilities(path: pathlib.Path, stays: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
+    """The two-step bar plot: P(stay) after rewarded / unrewarded trials, common vs rare, per agent.
+
+    Args:
+      stays: agent name -> ``(probs, se)``, each ``[2, 2]`` indexed [rewarded, common] as in
+        ``metabelief.analysis.stay``.
+    """
+    figure, axes = plt.subplots(1, len(stays), figsize=(3 * len(stays), 3.5), sharey=True, squeeze=False)
+    for ax, (name, (probs, se)) in zip(axes[0], stays.items(), strict=True):
+        for transition, (label, colour, offset) in enumerate(
+            (("common", "tab:blue", -0.2), ("rare", "tab:red", 0.2))
+        ):
+            ax.bar(
+                np.arange(2) + offset,
+                probs[:, transition],
+                width=0.4,
+                color=colour,
+                label=label,
+                yerr=se[:, transition],
+                capsize=3,
+            )
+        ax.set_xticks([0, 1], ["rewarded", "unrewarded"])
+        ax.set_ylim(0.0, 1.0)
+        ax.set_title(name)
+    axes[0, 0].set_ylabel("P(repeat first-stage action)")
+    axes[0, -1].legend(loc="lower right")
     _save(figure, path)

@@ -14,6 +14,7 @@ from metabelief.agents.lstm import RecurrentAgent
 from metabelief.experiments import output, plots
 from metabelief.rollout import Trajectory, rollout
 from metabelief.tasks.base import TaskFamily
+from metabelief.testing.random_rollout import RandomRollout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Evaluation:
     agent: RecurrentAgent
     trained: train.TrainResult
     history: Trajectory  # the trained agent on the held-out tasks, beliefs in lockstep
+    references: dict[str, RandomRollout]  # each reference policy on the same tasks
     returns: dict[str, tuple[float, float]]  # "agent" and each reference: mean and s.e. per episode
     probe_key: jax.Array  # for the probes of ``history``
 
@@ -54,10 +56,13 @@ def train_and_evaluate(
     tasks = jax.vmap(family.sample_task)(jax.random.split(task_key, eval_tasks))
     history = jax.jit(rollout, static_argnums=(0, 1))(family, agent, trained.params, agent_key, tasks)
     run_policy = jax.jit(baselines.run_policy, static_argnums=(0, 1))
+    played = {
+        name: run_policy(family, policy, key, tasks)
+        for (name, policy), key in zip(references.items(), policy_keys, strict=True)
+    }
     returns = {"agent": output.mean_and_se(history.rewards.sum(axis=0))}
-    for (name, policy), key in zip(references.items(), policy_keys, strict=True):
-        returns[name] = output.mean_and_se(run_policy(family, policy, key, tasks).rewards.sum(axis=0))
-    return Evaluation(family, agent, trained, history, returns, probe_key)
+    returns |= {name: output.mean_and_se(rollout.rewards.sum(axis=0)) for name, rollout in played.items()}
+    return Evaluation(family, agent, trained, history, played, returns, probe_key)
 
 
 def common_results(name: str, config: dict, evaluation: Evaluation) -> dict:
