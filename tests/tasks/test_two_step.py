@@ -210,3 +210,27 @@ def test_check_family_passes_with_non_default_arguments():
     family = metabelief.make("two_step", num_trials=30, p_common=0.65, p_rich=0.75, p_switch=0.1)
     report = check_family(family, num_tasks=1024)
     assert report.calibration_max_z < report.z_threshold
+
+
+def test_expected_rewards_equal_the_reward_rate_seen_after_each_belief_and_action():
+    family = TwoStep(num_trials=50)
+    tasks = sample_tasks(family, jax.random.key(11), 4096)
+    history = jax.jit(random_rollout, static_argnames=("family", "num_steps"))(
+        family, jax.random.key(12), tasks, num_steps=50
+    )
+    p_a_rich = np.asarray(history.features[:-1, :, 0])  # belief before each trial
+    beliefs = TwoStepBelief(log_odds=jnp.log(p_a_rich) - jnp.log1p(-p_a_rich))
+    expected = np.asarray(jax.vmap(jax.vmap(family.expected_rewards))(beliefs, history.obs[:-1]))
+    actions, rewards = np.asarray(history.actions), np.asarray(history.rewards, np.float64)
+    chosen = np.take_along_axis(expected, actions[..., None], axis=-1)[..., 0]
+    # Float64 by hand at the prior: P(reward | action) = 0.5 for both actions.
+    np.testing.assert_allclose(expected[0], 0.5, atol=1e-6)
+    # Calibration: among trials whose expected reward falls in a bin, the reward rate matches it.
+    bins = np.digitize(chosen, np.linspace(0.1, 0.9, 9))
+    for b in np.unique(bins):
+        members = bins == b
+        if members.sum() < 500:
+            continue
+        p = chosen[members].mean()
+        se = np.sqrt(p * (1 - p) / members.sum())
+        assert abs(rewards[members].mean() - p) < 5.0 * se
