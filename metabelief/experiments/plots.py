@@ -150,8 +150,9 @@ def stay_probabilities(path: pathlib.Path, stays: dict[str, tuple[np.ndarray, np
                 capsize=3,
             )
         ax.set_xticks([0, 1], ["rewarded", "unrewarded"])
-        ax.set_ylim(0.0, 1.0)
+        ax.set_ylim(0.0, 1.15)
+        ax.set_yticks(np.linspace(0.0, 1.0, 6))
         ax.set_title(name)
     axes[0, 0].set_ylabel("P(repeat first-stage action)")
-    axes[0, -1].legend(loc="lower right")
+    axes[0, -1].legend(loc="upper right", ncol=2, fontsize="small")
     _save(figure, path)
