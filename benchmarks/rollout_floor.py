@@ -18,68 +18,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import statistics
-import time
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 import metabelief
 from metabelief import rollout as lockstep
 from metabelief import train
 from metabelief.agents import agent_for
+from metabelief.bench import lstm_floor, measure
 from metabelief.experiments.probing import split_sizes
-
-
-class _BareLSTM(nn.Module):
-    hidden_size: int
-    num_actions: int
-
-    @nn.compact
-    def __call__(self, carry, inputs):
-        carry, hidden = nn.OptimizedLSTMCell(self.hidden_size)(carry, inputs)
-        return carry, nn.Dense(self.num_actions)(hidden)
-
-
-def lstm_floor(hidden_size: int, num_actions: int, input_size: int, num_tasks: int, num_steps: int):
-    """A jitted ``(params, inputs [T, N, I]) -> sum of head outputs`` and its arguments."""
-    network = _BareLSTM(hidden_size, num_actions)
-    zeros = jnp.zeros((num_tasks, hidden_size))
-    inputs = jax.random.normal(jax.random.key(1), (num_steps, num_tasks, input_size))
-    params = network.init(jax.random.key(0), (zeros, zeros), inputs[0])
-
-    def run(params, inputs):
-        def step(carry, x):
-            lstm, total = carry
-            lstm, out = network.apply(params, lstm, x)
-            return (lstm, total + out), None
-
-        (_, total), _ = jax.lax.scan(step, ((zeros, zeros), jnp.zeros((num_tasks, num_actions))), inputs)
-        return total
-
-    return jax.jit(run), (params, inputs)
-
-
-def measure(cases: dict, rounds: int) -> dict[str, tuple[float, float]]:
-    """``name -> (compile seconds, median run seconds)`` of jitted ``fn(*args)`` cases.
-
-    The cases run in interleaved rounds (each round runs every case once), so a slow spell of a
-    shared machine hits all of them alike and the ratios stay meaningful.
-    """
-    compiled, compile_seconds = {}, {}
-    for name, (fn, args) in cases.items():
-        start = time.perf_counter()
-        compiled[name] = (fn.lower(*args).compile(), args)
-        compile_seconds[name] = time.perf_counter() - start
-        jax.block_until_ready(compiled[name][0](*args))  # warm-up
-    times = {name: [] for name in cases}
-    for _ in range(rounds):
-        for name, (fn, args) in compiled.items():
-            start = time.perf_counter()
-            jax.block_until_ready(fn(*args))
-            times[name].append(time.perf_counter() - start)
-    return {name: (compile_seconds[name], statistics.median(times[name])) for name in cases}
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ import argparse
 import ast
 import dataclasses
 import pathlib
+import sys
 import time
 from collections.abc import Sequence
 
@@ -84,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--quick", action="store_true", help="a smoke-test size that runs in seconds")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(handler=_run)
+    # Listed for --help only: `main` hands `bench ...` to metabelief.bench.main, which has its own flags.
+    commands.add_parser("bench", help="throughput next to gymnax and the bare LSTM floor (bench --help)")
     commands.add_parser("list", help="list the experiments and task families").set_defaults(handler=_list)
     check = commands.add_parser("check", help="run the conformance checks on a registered family")
     check.add_argument("family", help="registered family name (see `metabelief list`)")
@@ -95,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``metabelief`` console script."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        from metabelief import bench  # noqa: PLC0415 - flax.linen and the benchmark only when asked
+
+        return bench.main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

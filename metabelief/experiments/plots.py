@@ -23,7 +23,7 @@ def learning_curve(
         axes.axhline(value, linestyle="--", color=colour, label=f"{name} ({value:.1f})")
     axes.set(xlabel="agent steps", ylabel="mean return per episode", title="Learning curve")
     axes.legend(loc="lower right")
-    _save(figure, path)
+    save(figure, path)
 
 
 def decoded_beliefs(
@@ -50,7 +50,7 @@ def decoded_beliefs(
     scatter.plot([0, 1], [0, 1], color="black", linewidth=1)
     scatter.set(xlabel=f"exact {quantity}", ylabel="decoded from hidden state", title="held-out test tasks")
     scatter.legend(markerscale=5)
-    _save(figure, path)
+    save(figure, path)
 
 
 def r2_by_time(path: pathlib.Path, r2: dict[str, list[float | None]]) -> None:
@@ -62,10 +62,10 @@ def r2_by_time(path: pathlib.Path, r2: dict[str, list[float | None]]) -> None:
     axes.set(xlabel="step in episode", ylabel="held-out R²", title="Linear probe, hidden → posterior means")
     axes.set_ylim(min(0.0, axes.get_ylim()[0]), 1.0)
     axes.legend(loc="lower right")
-    _save(figure, path)
+    save(figure, path)
 
 
-def _save(figure, path: pathlib.Path) -> None:
+def save(figure, path: pathlib.Path) -> None:
     if figure.get_layout_engine() is None:
         figure.tight_layout()
     figure.savefig(path, dpi=120)
@@ -125,7 +125,7 @@ def goal_beliefs(
                 ax.set_ylabel(label)
     figure.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, shrink=0.8, label="P(goal)")
     figure.suptitle("Belief over goal candidates; agent white, true goal framed red")
-    _save(figure, path)
+    save(figure, path)
 
 
 def stay_probabilities(path: pathlib.Path, stays: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
@@ -155,4 +155,4 @@ def stay_probabilities(path: pathlib.Path, stays: dict[str, tuple[np.ndarray, np
         ax.set_title(name)
     axes[0, 0].set_ylabel("P(repeat first-stage action)")
     axes[0, -1].legend(loc="upper right", ncol=2, fontsize="small")
-    _save(figure, path)
+    save(figure, path)

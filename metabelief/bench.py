@@ -1,0 +1,393 @@
+"""Throughput of metabelief next to its anchors, measured in one process (``metabelief bench``).
+
+For each number of tasks N, after warm-up, the median of interleaved repeats (compile time
+apart) of:
+
+* (a) ``env + belief``: the family stepped with random actions and its exact belief updated in
+  lockstep, next to ``gymnax env-only``: gymnax's ``BernoulliBandit-misc`` stepped with random
+  actions, no belief (when gymnax is installed: ``pip install "metabelief[bench]"``);
+* (b) ``rollout + probe``: the full lockstep rollout (agent sampling, env, belief and streaming
+  probe statistics), next to ``floor``: a bare flax ``OptimizedLSTMCell`` scan with a linear head
+  of the same width and batch on random inputs, which no LSTM rollout can beat;
+* (c) ``A2C update``: rollout, backprop through the episode and the optimiser step, in agent
+  steps per second.
+
+Both sides of a ratio draw their randomness the same way (keys or numbers drawn before the scan).
+Then (d) a probe over ``probe_tasks x T`` (hidden, belief) pairs: tasks sampled and probed chunk
+by chunk inside one ``lax.scan``, so device memory does not grow with the number of pairs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import statistics
+import time
+from collections.abc import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+import metabelief
+from metabelief import rollout as lockstep
+from metabelief import train
+from metabelief.agents import agent_for
+
+# Anchors measured on one NVIDIA H200 (jax 0.11.2, flax 0.12.10; 128 steps, random inputs), from
+# the issue that asked for this benchmark: N -> M steps/s.
+H200_ANCHORS = {
+    "gymnax env-only": {1024: 78, 8192: 601, 65536: 3530, 262144: 10270},
+    "floor LSTM(48)": {1024: 69, 8192: 383, 65536: 679, 262144: 843},
+    "floor LSTM(256)": {1024: 40, 8192: 111, 65536: 155, 262144: 158},
+}
+CPU_SIZES, QUICK_SIZES = (1024, 4096, 16384, 65536), (1024, 4096)
+ACCELERATOR_SIZES = (1024, 8192, 65536, 262144)
+SPLITS = (0.5, 0.25, 0.25)
+
+
+class _BareLSTM(nn.Module):
+    hidden_size: int
+    num_actions: int
+
+    @nn.compact
+    def __call__(self, carry, inputs):
+        carry, hidden = nn.OptimizedLSTMCell(self.hidden_size)(carry, inputs)
+        return carry, nn.Dense(self.num_actions)(hidden)
+
+
+def lstm_floor(hidden_size: int, num_actions: int, input_size: int, num_tasks: int, num_steps: int):
+    """The floor: a jitted ``(params, inputs [T, N, I]) -> sum of head outputs`` and its arguments."""
+    network = _BareLSTM(hidden_size, num_actions)
+    zeros = jnp.zeros((num_tasks, hidden_size))
+    inputs = jax.random.normal(jax.random.key(1), (num_steps, num_tasks, input_size))
+    params = network.init(jax.random.key(0), (zeros, zeros), inputs[0])
+
+    def run(params, inputs):
+        def step(carry, x):
+            lstm, total = carry
+            lstm, out = network.apply(params, lstm, x)
+            return (lstm, total + out), None
+
+        (_, total), _ = jax.lax.scan(step, ((zeros, zeros), jnp.zeros((num_tasks, num_actions))), inputs)
+        return total
+
+    return jax.jit(run), (params, inputs)
+
+
+def env_and_belief(family, num_tasks: int, num_steps: int):
+    """(a) The family with its exact belief, random actions; keys and actions drawn before the scan."""
+
+    def run(key):
+        task_key, reset_key, action_key, env_key = jax.random.split(key, 4)
+        tasks = jax.vmap(family.sample_task)(jax.random.split(task_key, num_tasks))
+        states, obs = jax.vmap(family.reset)(jax.random.split(reset_key, num_tasks), tasks)
+        beliefs = jax.vmap(family.belief_init)(obs)
+        actions = jax.random.randint(action_key, (num_steps, num_tasks), 0, family.num_actions, jnp.int32)
+        env_keys = jax.random.split(env_key, (num_steps, num_tasks))
+
+        def step(carry, inputs):
+            states, obs, beliefs, total = carry
+            actions, keys = inputs
+            states, next_obs, rewards, _ = jax.vmap(family.step)(keys, tasks, states, actions)
+            beliefs = jax.vmap(family.belief_update)(beliefs, obs, actions, rewards, next_obs)
+            return (states, next_obs, beliefs, total + rewards), None
+
+        carry = (states, obs, beliefs, jnp.zeros((num_tasks,), jnp.float32))
+        (_, _, beliefs, total), _ = jax.lax.scan(step, carry, (actions, env_keys))
+        return total.sum() + jax.vmap(family.belief_features)(beliefs).sum()
+
+    return jax.jit(run), (jax.random.key(0),)
+
+
+def gymnax_env_only(num_tasks: int, num_steps: int):
+    """(a)'s anchor: gymnax's BernoulliBandit-misc, random actions, keys drawn before the scan."""
+    import gymnax  # noqa: PLC0415 - optional: the `bench` extra
+
+    env, env_params = gymnax.make("BernoulliBandit-misc")
+
+    def run(key):
+        reset_key, action_key, step_key = jax.random.split(key, 3)
+        obs, states = jax.vmap(env.reset, in_axes=(0, None))(
+            jax.random.split(reset_key, num_tasks), env_params
+        )
+        actions = jax.random.randint(action_key, (num_steps, num_tasks), 0, env.num_actions, jnp.int32)
+        step_keys = jax.random.split(step_key, (num_steps, num_tasks))
+
+        def step(carry, inputs):
+            states, total = carry
+            actions, keys = inputs
+            # (obs, state, reward, done, info) before gymnax 1.0; (..., terminated, truncated, info) since
+            stepped = jax.vmap(env.step, in_axes=(0, 0, 0, None))(keys, states, actions, env_params)
+            return (stepped[1], total + stepped[2]), None
+
+        (_, total), _ = jax.lax.scan(step, (states, jnp.zeros((num_tasks,), jnp.int32)), (actions, step_keys))
+        return total.sum()
+
+    return jax.jit(run), (jax.random.key(0),)
+
+
+def split_sizes(num_tasks: int) -> tuple[int, int, int]:
+    """Tasks per probe split (fit, validate, test) in the proportions ``SPLITS``."""
+    train_size, validation_size = int(num_tasks * SPLITS[0]), int(num_tasks * SPLITS[1])
+    return train_size, validation_size, num_tasks - train_size - validation_size
+
+
+def probe_at_scale(family, agent, params, key: jax.Array, num_chunks: int, chunk_size: int):
+    """(d) Probe statistics over ``num_chunks * chunk_size`` fresh tasks, one chunk per scan step."""
+    sizes = split_sizes(chunk_size)
+
+    def run(params, key):
+        def chunk(moments, chunk_key):
+            task_key, run_key = jax.random.split(chunk_key)
+            tasks = jax.vmap(family.sample_task)(jax.random.split(task_key, chunk_size))
+            more = lockstep.probe_moments(family, agent, params, sizes, key=run_key, tasks=tasks)
+            return metabelief.probes.merge(moments, more), None
+
+        feature_size = jax.eval_shape(
+            family.belief_features, jax.eval_shape(family.belief_init, jnp.zeros((family.obs_size,)))
+        ).shape[-1]
+        empty = metabelief.probes.empty_moments(agent.hidden_size + feature_size, batch_shape=(len(sizes),))
+        moments, _ = jax.lax.scan(chunk, empty, jax.random.split(key, num_chunks))
+        return moments
+
+    return jax.jit(run), (params, key)
+
+
+def measure(cases: dict[str, tuple[Callable, tuple]], rounds: int) -> dict[str, tuple[float, float]]:
+    """``name -> (compile seconds, median run seconds)`` of jitted ``fn(*args)`` cases.
+
+    The cases run in interleaved rounds (each round runs every case once), so a slow spell of a
+    shared machine hits all of them alike and the ratios stay meaningful.
+    """
+    compiled, compile_seconds = {}, {}
+    for name, (fn, args) in cases.items():
+        start = time.perf_counter()
+        compiled[name] = (fn.lower(*args).compile(), args)
+        compile_seconds[name] = time.perf_counter() - start
+        jax.block_until_ready(compiled[name][0](*args))  # warm-up
+    times = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, (fn, args) in compiled.items():
+            start = time.perf_counter()
+            jax.block_until_ready(fn(*args))
+            times[name].append(time.perf_counter() - start)
+    return {name: (compile_seconds[name], statistics.median(times[name])) for name in cases}
+
+
+def throughput_cases(
+    num_tasks: int, num_steps: int, hidden_size: int, with_gymnax: bool, with_training: bool
+):
+    """The cases measured at one N, on the 2-armed Bernoulli bandit of horizon ``num_steps``."""
+    family = metabelief.make("bernoulli_bandit", num_arms=2, horizon=num_steps)
+    agent = agent_for(family, hidden_size=hidden_size)
+    params = agent.init(jax.random.key(0))
+    tasks = jax.vmap(family.sample_task)(jax.random.split(jax.random.key(1), num_tasks))
+    sizes = split_sizes(num_tasks)
+    cases = {}
+    if with_gymnax:
+        cases["gymnax env-only"] = gymnax_env_only(num_tasks, num_steps)
+    cases["env + belief"] = env_and_belief(family, num_tasks, num_steps)
+    cases["floor"] = lstm_floor(hidden_size, agent.num_actions, agent.input_size, num_tasks, num_steps)
+    cases["rollout + probe"] = (
+        jax.jit(lambda p, k, t: lockstep.probe_moments(family, agent, p, sizes, key=k, tasks=t)),
+        (params, jax.random.key(2), tasks),
+    )
+    if with_training:
+        config = train.TrainConfig(
+            family_args=(("horizon", num_steps),), num_tasks=num_tasks, hidden_size=hidden_size
+        )
+        cases["A2C update"] = (jax.jit(lambda s: train.update(s, config)), (train.init_state(config),))
+    return cases
+
+
+def has_gymnax() -> bool:
+    try:
+        import gymnax  # noqa: F401, PLC0415
+    except ImportError:
+        return False
+    return True
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchConfig:
+    sizes: tuple[int, ...]
+    num_steps: int = 128
+    hidden_size: int = 48
+    rounds: int = 5
+    max_training_tasks: int = 65536  # BPTT memory grows with N x T
+    probe_chunks: int = 16
+    probe_chunk_size: int = 65536
+    gymnax: bool = True
+
+    @classmethod
+    def for_device(cls, quick: bool) -> BenchConfig:
+        on_cpu = jax.devices()[0].platform == "cpu"
+        if quick:
+            return cls(sizes=QUICK_SIZES, rounds=3, probe_chunks=4, probe_chunk_size=16384)
+        return cls(sizes=CPU_SIZES if on_cpu else ACCELERATOR_SIZES)
+
+
+def run(config: BenchConfig, progress: Callable[[str], None] = print) -> dict:
+    """Measures every case at every size; returns a JSON-ready dict (rates in steps per second)."""
+    with_gymnax = config.gymnax and has_gymnax()
+    device = jax.devices()[0]
+    results = {
+        "device": f"{device.platform}: {device.device_kind} x{jax.device_count()}",
+        "jax": jax.__version__,
+        "config": dataclasses.asdict(config),
+        "gymnax": with_gymnax,
+        "sizes": {},
+    }
+    for num_tasks in config.sizes:
+        cases = throughput_cases(
+            num_tasks,
+            config.num_steps,
+            config.hidden_size,
+            with_gymnax,
+            with_training=num_tasks <= config.max_training_tasks,
+        )
+        measured = measure(cases, config.rounds)
+        steps = num_tasks * config.num_steps
+        results["sizes"][str(num_tasks)] = {
+            name: {"compile_seconds": compile_s, "seconds": run_s, "steps_per_second": steps / run_s}
+            for name, (compile_s, run_s) in measured.items()
+        }
+        progress(format_size(num_tasks, results["sizes"][str(num_tasks)]))
+
+    family = metabelief.make("bernoulli_bandit", num_arms=2, horizon=config.num_steps)
+    agent = agent_for(family, hidden_size=config.hidden_size)
+    fn, args = probe_at_scale(
+        family,
+        agent,
+        agent.init(jax.random.key(0)),
+        jax.random.key(3),
+        config.probe_chunks,
+        config.probe_chunk_size,
+    )
+    (compile_s, run_s) = measure({"probe": (fn, args)}, rounds=1)["probe"]
+    pairs = config.probe_chunks * config.probe_chunk_size * config.num_steps
+    results["probe_at_scale"] = {
+        "pairs": pairs,
+        "tasks": config.probe_chunks * config.probe_chunk_size,
+        "chunk_tasks": config.probe_chunk_size,
+        "compile_seconds": compile_s,
+        "seconds": run_s,
+        "pairs_per_second": pairs / run_s,
+        "peak_bytes_in_use": (device.memory_stats() or {}).get("peak_bytes_in_use"),
+    }
+    return results
+
+
+def ratios(measured: dict) -> dict[str, float]:
+    """The ratios the benchmark is judged by, at one N."""
+    rate = {name: case["steps_per_second"] for name, case in measured.items()}
+    out = {
+        "rollout + probe / floor": rate["rollout + probe"] / rate["floor"],
+    }
+    if "A2C update" in rate:
+        out["A2C update / floor"] = rate["A2C update"] / rate["floor"]
+    if "gymnax env-only" in rate:
+        out["env + belief / gymnax"] = rate["env + belief"] / rate["gymnax env-only"]
+    return out
+
+
+def format_size(num_tasks: int, measured: dict) -> str:
+    cells = [f"N = {num_tasks:>7,}"]
+    cells += [f"{name} {case['steps_per_second'] / 1e6:8.1f} M/s" for name, case in measured.items()]
+    cells += [f"{name} {value:.2f}x" for name, value in ratios(measured).items()]
+    return " | ".join(cells)
+
+
+def table(results: dict) -> str:
+    """Markdown table: M steps/s of every case and the ratios, one row per N."""
+    names = list(next(iter(results["sizes"].values())).keys())
+    ratio_names = ["env + belief / gymnax", "rollout + probe / floor", "A2C update / floor"]
+    header = ["N", *(f"{name} (M/s)" for name in names), *ratio_names]
+    rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for size, measured in results["sizes"].items():
+        ratio = ratios(measured)
+        cells = [f"{int(size):,}"]
+        cells += [f"{measured[n]['steps_per_second'] / 1e6:.1f}" if n in measured else "" for n in names]
+        cells += [f"{ratio[n]:.2f}" if n in ratio else "" for n in ratio_names]
+        rows.append("| " + " | ".join(cells) + " |")
+    probe = results["probe_at_scale"]
+    rows.append("")
+    rows.append(
+        f"probe at scale: {probe['pairs']:.2e} (hidden, belief) pairs ({probe['tasks']:,} tasks in "
+        f"chunks of {probe['chunk_tasks']:,}) in {probe['seconds']:.1f} s = "
+        f"{probe['pairs_per_second'] / 1e6:.1f} M pairs/s"
+        + (
+            f", peak device memory {probe['peak_bytes_in_use'] / 2**20:.0f} MiB"
+            if probe["peak_bytes_in_use"]
+            else ""
+        )
+    )
+    return "\n".join(rows)
+
+
+def plot(results: dict, path: pathlib.Path) -> None:
+    """Throughput against N (log-log), with the H200 anchors as dashed lines."""
+    from metabelief.experiments.plots import plt, save  # noqa: PLC0415 - matplotlib only when plotting
+
+    figure, axes = plt.subplots(figsize=(7, 4.5))
+    sizes = [int(size) for size in results["sizes"]]
+    names = list(next(iter(results["sizes"].values())).keys())
+    for name in names:
+        points = [
+            (n, results["sizes"][str(n)][name]["steps_per_second"])
+            for n in sizes
+            if name in results["sizes"][str(n)]
+        ]
+        axes.plot(*zip(*points, strict=True), marker="o", label=f"{name} ({results['device']})")
+    for name, anchor in H200_ANCHORS.items():
+        axes.plot(
+            list(anchor),
+            [1e6 * v for v in anchor.values()],
+            linestyle="--",
+            alpha=0.6,
+            label=f"{name}, H200 anchor",
+        )
+    axes.set(
+        xscale="log", yscale="log", xlabel="tasks N", ylabel="steps per second", title="metabelief throughput"
+    )
+    axes.legend(fontsize="x-small")
+    save(figure, path)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="metabelief bench", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="N in {1024, 4096} and a 1e7-pair probe: minutes on a CPU"
+    )
+    parser.add_argument("--sizes", type=int, nargs="+", help="numbers of tasks N to measure")
+    parser.add_argument("--steps", type=int, help="steps per episode (default 128)")
+    parser.add_argument("--hidden", type=int, help="LSTM units (default 48)")
+    parser.add_argument("--rounds", type=int, help="interleaved repeats; the median is reported")
+    parser.add_argument("--no-gymnax", action="store_true", help="skip the gymnax anchor")
+    parser.add_argument("--out", default="runs/bench", help="folder for bench.json and bench.png")
+    args = parser.parse_args(argv)
+    config = BenchConfig.for_device(args.quick)
+    overrides = {
+        "sizes": tuple(args.sizes) if args.sizes else None,
+        "num_steps": args.steps,
+        "hidden_size": args.hidden,
+        "rounds": args.rounds,
+    }
+    config = dataclasses.replace(
+        config, **{k: v for k, v in overrides.items() if v is not None}, gymnax=not args.no_gymnax
+    )
+    if config.gymnax and not has_gymnax():
+        print('gymnax is not installed (pip install "metabelief[bench]"): measuring without its anchor')
+    results = run(config)
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
+    plot(results, out / "bench.png")
+    print()
+    print(f"{results['device']}, jax {results['jax']}, T = {config.num_steps}, LSTM({config.hidden_size})")
+    print(table(results))
+    print(f"\nwrote {out / 'bench.json'} and {out / 'bench.png'}")
+    return 0
