@@ -101,3 +101,41 @@ def test_run_two_step_quick_writes_stay_probabilities_for_every_agent(tmp_path, 
     ):
         assert (out_dir / plot).read_bytes().startswith(b"\x89PNG")
     assert "MB index" in capsys.readouterr().out
+
+
+def test_run_failure_quick_reports_every_test_condition(tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    assert cli.main(["run", "failure", "--quick", "--no-progress", "--out", str(out_dir)]) == 0
+    conditions = json.loads((out_dir / "results.json").read_text())["conditions"]
+    assert list(conditions) == ["in distribution", "support (0.4, 0.6)", "p ~ U[0, 1]", "past the horizon"]
+    for condition in conditions.values():
+        # The Bayes-optimal agent of the test prior earns at least what any agent does, on average.
+        assert condition["gap"] > -4 * condition["gap_se"]
+        assert set(condition["r2_posterior_mean"]) == {"training prior", "test prior"}
+    assert conditions["past the horizon"]["steps"] == 2 * conditions["in distribution"]["steps"]
+    assert (out_dir / "failure.png").read_bytes().startswith(b"\x89PNG")
+    assert "R² train prior" in capsys.readouterr().out
+
+
+def test_run_rl2_table_quick_prints_every_policy(tmp_path, capsys):
+    out_dir = tmp_path / "run"
+    assert cli.main(["run", "rl2-table", "--quick", "--no-progress", "--out", str(out_dir)]) == 0
+    (row,) = json.loads((out_dir / "results.json").read_text())["rows"]
+    assert (row["arms"], row["pulls"]) == (5, 10)
+    expected = {"lstm", "random", "gittins", "thompson", "ucb1", "epsilon_greedy", "greedy", "bayes_optimal"}
+    assert set(row["return"]) == expected
+    # Random play earns n / 2 in expectation; the index policies do better.
+    assert abs(row["return"]["random"] - 5.0) < 5 * row["return_se"]["random"]
+    assert row["return"]["gittins"] > row["return"]["random"] + 3 * row["return_se"]["gittins"]
+    assert "LSTM / Gittins" in capsys.readouterr().out
+
+
+def test_rows_flag_parses_and_only_applies_to_the_rl2_table():
+    from metabelief.experiments.rl2_table import parse_rows
+
+    assert parse_rows("5x10, 10x100") == ((5, 10), (10, 100))
+    assert len(parse_rows("all")) == 9
+    with pytest.raises(ValueError, match="KxN"):
+        parse_rows("5by10")
+    with pytest.raises(SystemExit):
+        cli.main(["run", "bandit", "--rows", "small"])

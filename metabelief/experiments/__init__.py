@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from metabelief.experiments import bandit, gridworld, two_step
+from metabelief.experiments import bandit, failure, gridworld, rl2_table, two_step
 
 EXPERIMENTS: dict[str, tuple[ModuleType, type]] = {
     bandit.NAME: (bandit, bandit.BanditConfig),
     gridworld.NAME: (gridworld, gridworld.GridworldConfig),
     two_step.NAME: (two_step, two_step.TwoStepConfig),
+    failure.NAME: (failure, failure.FailureConfig),
+    rl2_table.NAME: (rl2_table, rl2_table.RL2TableConfig),
 }
 
 

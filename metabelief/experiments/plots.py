@@ -156,3 +156,39 @@ def stay_probabilities(path: pathlib.Path, stays: dict[str, tuple[np.ndarray, np
     axes[0, 0].set_ylabel("P(repeat first-stage action)")
     axes[0, -1].legend(loc="upper right", ncol=2, fontsize="small")
     save(figure, path)
+
+
+def failure_summary(
+    path: pathlib.Path,
+    conditions: dict[str, dict],
+    per_step: dict[str, tuple[np.ndarray, np.ndarray]],
+    training_horizon: int,
+) -> None:
+    """Reward per step of the agent vs the Bayes-optimal agent per test condition, and whose posterior
+    (training or test prior) a linear read-out of the hidden state recovers."""
+    figure, (rewards, r2) = plt.subplots(1, 2, figsize=(12, 4))
+    colours = ("tab:blue", "tab:orange", "tab:green", "tab:red")
+    window = 5  # a running mean over steps, for legibility
+
+    def smooth(x):
+        return np.convolve(x, np.ones(window) / window, mode="valid")
+
+    for (name, (agent, optimal)), colour in zip(per_step.items(), colours, strict=False):
+        steps = np.arange(window, agent.shape[0] + 1)
+        rewards.plot(steps, smooth(agent), color=colour, label=f"{name}: agent")
+        rewards.plot(steps, smooth(optimal), color=colour, linestyle="--", label=f"{name}: Bayes-optimal")
+    rewards.axvline(training_horizon, color="black", linewidth=1)
+    rewards.set(xlabel="step", ylabel="mean reward (running mean of 5)", title="reward per step")
+    rewards.legend(fontsize="x-small")
+    names = list(conditions)
+    positions = np.arange(len(names))
+    for offset, prior, colour in ((-0.2, "training prior", "tab:purple"), (0.2, "test prior", "tab:olive")):
+        values = [conditions[name]["r2_posterior_mean"][prior] for name in names]
+        r2.bar(positions + offset, values, width=0.4, color=colour, label=f"posterior under the {prior}")
+    r2.set_xticks(positions, names, fontsize="small")
+    r2.set(
+        ylabel="held-out R², hidden → E[p | history]", title="whose posterior does the hidden state carry?"
+    )
+    r2.set_ylim(min(0.0, r2.get_ylim()[0]), 1.0)
+    r2.legend(fontsize="small", loc="lower left")
+    save(figure, path)

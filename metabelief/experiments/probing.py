@@ -53,7 +53,7 @@ def probe_networks(
     decoded = {"exact": np.asarray(_split_lanes(history.features, sizes)[2][..., :num_means])}
     for name, params in networks.items():
         replayed = _replay(family, agent, params, history)
-        moments = _trajectory_moments(replayed, sizes)
+        moments = trajectory_moments(replayed, sizes)
         forward = probes.linear_probe(moments, hidden, features)
         to_means = probes.linear_probe(moments, hidden, means)
         report[name] = forward.test.to_dict() | {
@@ -76,7 +76,7 @@ def probe_networks(
 _replay = jax.jit(replay, static_argnums=(0, 1))
 
 
-def _trajectory_moments(trajectory: Trajectory, sizes: tuple[int, ...]) -> probes.Moments:
+def trajectory_moments(trajectory: Trajectory, sizes: tuple[int, ...]) -> probes.Moments:
     """Probe statistics of ``[hidden, features]`` per split of task lanes, from stored arrays.
 
     The same statistics ``metabelief.rollout.probe_moments`` streams, taken here from the replay

@@ -1,0 +1,194 @@
+"""``metabelief run failure``: an agent carries the posterior under its TRAINING prior.
+
+The belief view predicts where a meta-trained agent fails: it has learnt the Bayes filter of the
+task distribution it was trained on, so on tasks from another prior it keeps updating as if the
+old prior held. The LSTM is trained on the dependent two-armed bandit with p in {0.1, 0.9} (arm 0
+pays p, arm 1 pays 1 - p), 100 pulls, and tested on:
+
+* ``in distribution``: p in {0.1, 0.9} again;
+* ``support (0.4, 0.6)``: p in {0.4, 0.6}, far harder to tell apart;
+* ``p ~ U[0, 1]``: the continuous prior;
+* ``past the horizon``: p in {0.1, 0.9} for twice the training episode length.
+
+For each: (a) the return gap to the Bayes-optimal agent of the TEST prior (exact dynamic
+programming, ``metabelief.baselines.bayes_optimal``); (b) held-out R^2 of a linear read-out of the
+hidden state for the posterior mean of p under the training prior and under the test prior,
+computed on the same test histories; (c) the same figures in distribution, where the agent is fine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import jax
+import numpy as np
+
+from metabelief import baselines, probes, train
+from metabelief.experiments import output, plots
+from metabelief.experiments.probing import split_sizes, trajectory_moments
+from metabelief.rollout import replay, rollout
+from metabelief.tasks import dependent_bandit
+
+NAME = "failure"
+SUMMARY = "train on p in {0.1, 0.9}; test on other priors and past the horizon: return gap, whose posterior"
+
+TRAIN_SUPPORT = (0.1, 0.9)
+
+
+@dataclasses.dataclass(frozen=True)
+class FailureConfig:
+    """The experiment; ``train`` holds the agent and A2C settings."""
+
+    train: train.TrainConfig = train.TrainConfig(
+        family="dependent_bandit",
+        family_args=(("horizon", 100), ("support", TRAIN_SUPPORT)),
+        num_tasks=1024,
+        num_updates=400,
+        updates_per_chunk=25,
+        learning_rate=5e-3,
+    )
+    eval_tasks: int = 4096
+    horizon_factor: int = 2  # "past the horizon" runs this many training horizons
+
+    def __post_init__(self):
+        if self.eval_tasks < 16:
+            raise ValueError(f"eval_tasks must be >= 16, got {self.eval_tasks!r}")
+        if self.horizon_factor < 2:
+            raise ValueError(f"horizon_factor must be >= 2, got {self.horizon_factor!r}")
+
+    @classmethod
+    def quick(cls) -> FailureConfig:
+        """A smoke-test size: seconds, not minutes; the findings are not expected to hold."""
+        base = cls()
+        quick_train = dataclasses.replace(
+            base.train,
+            family_args=(("horizon", 20), ("support", TRAIN_SUPPORT)),
+            num_tasks=128,
+            num_updates=20,
+            updates_per_chunk=10,
+        )
+        return cls(train=quick_train, eval_tasks=128)
+
+
+def test_conditions(horizon: int, horizon_factor: int) -> dict[str, tuple]:
+    """name -> (test family, Bayes-optimal family, number of steps)."""
+    longer = dependent_bandit(horizon=horizon * horizon_factor, support=TRAIN_SUPPORT)
+    conditions = {
+        "in distribution": dependent_bandit(horizon=horizon, support=TRAIN_SUPPORT),
+        "support (0.4, 0.6)": dependent_bandit(horizon=horizon, support=(0.4, 0.6)),
+        "p ~ U[0, 1]": dependent_bandit(horizon=horizon),
+    }
+    out = {name: (family, family, horizon) for name, family in conditions.items()}
+    out["past the horizon"] = (longer, longer, horizon * horizon_factor)
+    return out
+
+
+def run(config: FailureConfig, out_dir: pathlib.Path, *, progress: bool = True) -> dict:
+    """Runs the experiment, writes ``results.json``, the plots and the agent into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train_family, agent = config.train.make_family(), config.train.make_agent()
+    trained = train.train(config.train, progress=progress)
+    train.save_agent(out_dir / "agent", trained.params, config.train)
+    eval_key = jax.random.fold_in(jax.random.key(config.train.seed), 1)
+
+    play = jax.jit(rollout, static_argnums=(0, 1, 5))
+    run_policy = jax.jit(baselines.run_policy, static_argnums=(0, 1, 4))
+    conditions = {}
+    per_step = {}
+    for index, (name, (family, optimal_family, num_steps)) in enumerate(
+        test_conditions(train_family.horizon, config.horizon_factor).items()
+    ):
+        task_key, agent_key, optimal_key = jax.random.split(jax.random.fold_in(eval_key, index), 3)
+        tasks = jax.vmap(family.sample_task)(jax.random.split(task_key, config.eval_tasks))
+        history = play(family, agent, trained.params, agent_key, tasks, num_steps)
+        optimal = run_policy(family, baselines.bayes_optimal(optimal_family), optimal_key, tasks, num_steps)
+        agent_return = output.mean_and_se(history.rewards.sum(axis=0))
+        optimal_return = output.mean_and_se(optimal.rewards.sum(axis=0))
+        gap = output.mean_and_se(optimal.rewards.sum(axis=0) - history.rewards.sum(axis=0))
+        conditions[name] = {
+            "test_family": repr(family),
+            "steps": num_steps,
+            "return": {"agent": agent_return[0], "bayes_optimal": optimal_return[0]},
+            "return_se": {"agent": agent_return[1], "bayes_optimal": optimal_return[1]},
+            "gap": gap[0],
+            "gap_se": gap[1],
+            "gap_fraction": gap[0] / optimal_return[0],
+            "r2_posterior_mean": {
+                "training prior": _posterior_mean_r2(train_family, agent, trained.params, history),
+                "test prior": _posterior_mean_r2(family, agent, trained.params, history),
+            },
+        }
+        per_step[name] = (
+            np.asarray(history.rewards).mean(axis=1),
+            np.asarray(optimal.rewards).mean(axis=1),
+        )
+
+    results = {
+        "experiment": NAME,
+        "config": {
+            "train": config.train.to_dict(),
+            "eval_tasks": config.eval_tasks,
+            "horizon_factor": config.horizon_factor,
+        },
+        "device": output.device_description(),
+        "train": {
+            "seconds": trained.seconds,
+            "compile_seconds": trained.compile_seconds,
+            "agent_steps_per_second": trained.agent_steps_per_second,
+        },
+        "conditions": conditions,
+    }
+    output.write_json(out_dir / "results.json", results)
+    steps = np.arange(1, config.train.num_updates + 1) * config.train.steps_per_update
+    plots.learning_curve(out_dir / "learning_curve.png", steps, trained.metrics["episode_return"], {})
+    plots.failure_summary(out_dir / "failure.png", conditions, per_step, train_family.horizon)
+    return results
+
+
+def _posterior_mean_r2(belief_family, agent, params, history) -> float:
+    """Held-out R^2 of hidden -> E[p | history] under ``belief_family``'s prior, on ``history``."""
+    replayed = _replay(belief_family, agent, params, history)
+    moments = trajectory_moments(replayed, split_sizes(history.actions.shape[1]))
+    hidden = slice(0, agent.hidden_size)
+    mean_of_p = slice(agent.hidden_size, agent.hidden_size + 1)
+    return float(probes.linear_probe(moments, hidden, mean_of_p).test.r2)
+
+
+_replay = jax.jit(replay, static_argnums=(0, 1))
+
+
+def table(results: dict) -> str:
+    """The printed summary: per test condition, the return gap and whose posterior the agent holds."""
+    rows = [
+        [
+            "test condition",
+            "steps",
+            "agent",
+            "Bayes-opt.",
+            "gap",
+            "gap %",
+            "R² train prior",
+            "R² test prior",
+        ]
+    ]
+    for name, c in results["conditions"].items():
+        rows.append(
+            [
+                name,
+                str(c["steps"]),
+                f"{c['return']['agent']:.2f}",
+                f"{c['return']['bayes_optimal']:.2f}",
+                f"{c['gap']:.2f} ± {c['gap_se']:.2f}",
+                f"{100 * c['gap_fraction']:.1f}",
+                f"{c['r2_posterior_mean']['training prior']:.3f}",
+                f"{c['r2_posterior_mean']['test prior']:.3f}",
+            ]
+        )
+    config = results["config"]
+    header = (
+        f"failure: trained on dependent_bandit(support={TRAIN_SUPPORT}), horizon "
+        f"{config['train']['family_args']['horizon']}; {config['eval_tasks']} test tasks per condition "
+        f"({results['device']}); trained {results['train']['seconds']:.0f} s"
+    )
+    return "\n".join([header, "", output.format_table(rows)])

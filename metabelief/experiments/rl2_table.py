@@ -1,0 +1,181 @@
+"""``metabelief run rl2-table``: the multi-armed bandit table of RL² (Duan et al. 2016, Table 1).
+
+k independent Bernoulli arms with means ~ U[0, 1], n pulls per episode; the average total reward
+of random play, the Gittins index, Thompson sampling, UCB1, epsilon-greedy, greedy, the exact
+Bayes-optimal policy where its dynamic programme fits, and an LSTM agent trained with A2C for
+that row. Every policy plays the same held-out tasks.
+
+Rows (``--rows``): ``small`` is k in {5, 10} at n in {10, 100} (a CPU's minutes);
+``all`` adds k = 50 and n = 500 (for a GPU); or a list like ``5x10,10x100``.
+
+The published values are not printed: the paper's table could not be checked against a source
+this project holds, and a number we cannot verify is worse than a blank.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import jax
+
+from metabelief import baselines, train
+from metabelief.experiments import output
+from metabelief.rollout import rollout
+from metabelief.tasks import BernoulliBandit
+
+NAME = "rl2-table"
+SUMMARY = "RL² Table 1: k arms x n pulls; LSTM vs Gittins, Thompson, UCB1, greedy, Bayes-optimal"
+
+Row = tuple[int, int]  # (arms k, pulls n)
+ROWS: dict[str, tuple[Row, ...]] = {
+    "small": ((5, 10), (10, 10), (5, 100), (10, 100)),
+    "all": tuple((k, n) for n in (10, 100, 500) for k in (5, 10, 50)),
+}
+POLICIES = ("random", "gittins", "thompson", "ucb1", "epsilon_greedy", "greedy", "bayes_optimal")
+
+
+def parse_rows(spec: str) -> tuple[Row, ...]:
+    """``"small"``, ``"all"`` or ``"5x10,10x100"`` -> ``((5, 10), (10, 100))``."""
+    if spec in ROWS:
+        return ROWS[spec]
+    rows = []
+    for item in spec.split(","):
+        arms, sep, pulls = item.strip().partition("x")
+        if not sep or not arms.isdigit() or not pulls.isdigit():
+            raise ValueError(f"rows are 'small', 'all' or KxN pairs like 5x10,10x100; got {spec!r}")
+        rows.append((int(arms), int(pulls)))
+    return tuple(rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class RL2TableConfig:
+    """The experiment. ``train`` is the A2C template; each row sets its own arms and horizon, and
+    gets ``agent_steps`` of training (``num_tasks * horizon`` per update)."""
+
+    rows: tuple[Row, ...] = ROWS["small"]
+    train: train.TrainConfig = train.TrainConfig(
+        family="bernoulli_bandit",
+        hidden_size=48,
+        num_tasks=1024,
+        num_updates=600,  # replaced per row from agent_steps
+        updates_per_chunk=25,
+        learning_rate=5e-3,
+    )
+    agent_steps: int = 61_440_000  # per row: 600 updates of 1,024 tasks x 100 pulls
+    eval_tasks: int = 4096
+
+    def __post_init__(self):
+        if not self.rows:
+            raise ValueError("rows must not be empty")
+        for arms, pulls in self.rows:
+            if arms < 2 or pulls < 1:
+                raise ValueError(f"each row needs >= 2 arms and >= 1 pull, got {(arms, pulls)}")
+        if self.eval_tasks < 2:
+            raise ValueError(f"eval_tasks must be >= 2, got {self.eval_tasks!r}")
+
+    @classmethod
+    def quick(cls) -> RL2TableConfig:
+        """A smoke-test size: seconds, not minutes; the thresholds are not expected to hold."""
+        base = cls()
+        quick_train = dataclasses.replace(base.train, num_tasks=128, updates_per_chunk=10)
+        return cls(rows=((5, 10),), train=quick_train, agent_steps=128 * 10 * 20, eval_tasks=256)
+
+    def row_config(self, arms: int, pulls: int) -> train.TrainConfig:
+        """The A2C config of one row: its family and ``agent_steps`` worth of updates."""
+        updates = max(1, self.agent_steps // (self.train.num_tasks * pulls))
+        return dataclasses.replace(
+            self.train, family_args=(("num_arms", arms), ("horizon", pulls)), num_updates=updates
+        )
+
+
+def reference_policies(family: BernoulliBandit) -> dict[str, baselines.BeliefPolicy]:
+    """The classic policies of the table, plus Bayes-optimal DP where its table fits."""
+    policies = {
+        "random": baselines.random_policy(family),
+        "gittins": baselines.gittins(family),
+        "thompson": baselines.thompson_sampling(family),
+        "ucb1": baselines.ucb1(family),
+        "epsilon_greedy": baselines.epsilon_greedy(family),
+        "greedy": baselines.greedy(family),
+    }
+    try:
+        policies["bayes_optimal"] = baselines.bayes_optimal(family)
+    except ValueError:  # the exact table would not fit: the column stays blank
+        pass
+    return policies
+
+
+def run(config: RL2TableConfig, out_dir: pathlib.Path, *, progress: bool = True) -> dict:
+    """Trains one LSTM per row and plays every policy on the row's held-out tasks."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_policy = jax.jit(baselines.run_policy, static_argnums=(0, 1))
+    play = jax.jit(rollout, static_argnums=(0, 1))
+    rows = []
+    for arms, pulls in config.rows:
+        row_config = config.row_config(arms, pulls)
+        family, agent = row_config.make_family(), row_config.make_agent()
+        trained = train.train(row_config, progress=progress)
+        train.save_agent(out_dir / f"agent-k{arms}-n{pulls}", trained.params, row_config)
+        eval_key = jax.random.fold_in(jax.random.key(row_config.seed), 1)
+        task_key, agent_key, policy_key = jax.random.split(eval_key, 3)
+        tasks = jax.vmap(family.sample_task)(jax.random.split(task_key, config.eval_tasks))
+        returns = {
+            "lstm": output.mean_and_se(play(family, agent, trained.params, agent_key, tasks).rewards.sum(0))
+        }
+        for index, (name, policy) in enumerate(reference_policies(family).items()):
+            played = run_policy(family, policy, jax.random.fold_in(policy_key, index), tasks)
+            returns[name] = output.mean_and_se(played.rewards.sum(axis=0))
+        rows.append(
+            {
+                "arms": arms,
+                "pulls": pulls,
+                "return": {name: mean for name, (mean, _) in returns.items()},
+                "return_se": {name: se for name, (_, se) in returns.items()},
+                "lstm_over_gittins": returns["lstm"][0] / returns["gittins"][0],
+                "train": {
+                    "updates": row_config.num_updates,
+                    "seconds": trained.seconds,
+                    "agent_steps_per_second": trained.agent_steps_per_second,
+                },
+            }
+        )
+        if progress:
+            print(format_rows(rows[-1:]), flush=True)
+    results = {
+        "experiment": NAME,
+        "config": {
+            "rows": [list(row) for row in config.rows],
+            "train": config.train.to_dict(),
+            "agent_steps": config.agent_steps,
+            "eval_tasks": config.eval_tasks,
+        },
+        "device": output.device_description(),
+        "rows": rows,
+    }
+    output.write_json(out_dir / "results.json", results)
+    return results
+
+
+def format_rows(rows: list[dict]) -> str:
+    names = [*POLICIES, "lstm"]
+    table = [["setup", *names, "LSTM / Gittins"]]
+    for row in rows:
+        cells = [f"{row['return'][name]:.1f}" if name in row["return"] else "" for name in names]
+        table.append([f"k={row['arms']}, n={row['pulls']}", *cells, f"{row['lstm_over_gittins']:.3f}"])
+    return output.format_table(table)
+
+
+def table(results: dict) -> str:
+    """Average total reward per episode of every policy, one row per (k, n)."""
+    seconds = sum(row["train"]["seconds"] for row in results["rows"])
+    largest_se = max(max(row["return_se"].values()) for row in results["rows"])
+    return "\n".join(
+        [
+            f"rl2-table: arm means ~ U[0, 1]; {results['config']['eval_tasks']} held-out tasks per row "
+            f"({results['device']}); {seconds:.0f} s of training in all",
+            "",
+            format_rows(results["rows"]),
+            f"(largest standard error {largest_se:.2f}; bayes_optimal blank where its table does not fit)",
+        ]
+    )
