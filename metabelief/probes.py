@@ -275,11 +275,30 @@ def mlp_probe(
             raise ValueError(
                 f"too few or mismatched samples for a probe in the {name} split: {inputs.shape[0]}"
             )
-    return _mlp_probe(key, train, validation, test, width, num_steps, batch_size, learning_rate)
+    predictions = _mlp_fit_predict(
+        key, train, validation, test[0], width, num_steps, batch_size, learning_rate
+    )
+    return score_arrays(predictions, test[1])
+
+
+def mlp_map(
+    key: jax.Array,
+    train: tuple[jax.Array, jax.Array],
+    validation: tuple[jax.Array, jax.Array],
+    inputs: jax.Array,
+    *,
+    width: int = 64,
+    num_steps: int = 2000,
+    batch_size: int = 2048,
+    learning_rate: float = 1e-3,
+) -> jax.Array:
+    """The MLP of ``mlp_probe`` fitted on ``train``, kept at its best ``validation`` score, applied
+    to ``inputs [n, dx]``: its predictions ``[n, dy]``."""
+    return _mlp_fit_predict(key, train, validation, inputs, width, num_steps, batch_size, learning_rate)
 
 
 @jax.jit(static_argnums=(4, 5, 6, 7))
-def _mlp_probe(key, train, validation, test, width, num_steps, batch_size, learning_rate):
+def _mlp_fit_predict(key, train, validation, inputs, width, num_steps, batch_size, learning_rate):
     x_train, y_train = train
     x_mean, x_std = x_train.mean(0), x_train.std(0) + 1e-6
     y_mean, y_std = y_train.mean(0), y_train.std(0) + 1e-6
@@ -313,5 +332,4 @@ def _mlp_probe(key, train, validation, test, width, num_steps, batch_size, learn
 
     carry = (params, optimiser.init(params), params, jnp.asarray(jnp.inf, jnp.float32))
     (_, _, best_params, _), _ = jax.lax.scan(train_round, carry, jax.random.split(batch_key, num_rounds))
-    x_test, y_test = test
-    return score_arrays(predict_fn(best_params, x_test), y_test)
+    return predict_fn(best_params, inputs)

@@ -24,7 +24,14 @@ def test_run_bandit_quick_writes_results_plots_and_agent(tmp_path, capsys):
     results = json.loads((out_dir / "results.json").read_text())
     assert results["experiment"] == "bandit" and results["config"]["train"]["seed"] == 3
     assert {"seconds", "agent_steps_per_second"} <= set(results["train"])
-    assert set(results["return"]) == {"agent", "random", "thompson"}
+    assert set(results["return"]) == {"agent", "random", "thompson", "bayes_optimal"}
+    for network in ("trained", "untrained"):
+        for direction in ("agent_to_bayes", "bayes_to_agent"):
+            for kind in ("linear", "mlp"):
+                assert set(results["state_machine"][network][direction][kind]) == {
+                    "state_dissimilarity",
+                    "output_dissimilarity",
+                }
     for name in ("trained", "untrained", "reverse_trained", "reverse_untrained"):
         assert {"r2", "r2_per_dim", "mse"} <= set(results["probe"][name])
         assert -1.0 < results["probe"][name]["r2"] <= 1.0

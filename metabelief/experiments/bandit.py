@@ -3,9 +3,13 @@
 Alver & Precup (2021) on the two-armed Bernoulli bandit (arm means ~ Beta(1, 1), 100 pulls):
 
 1. train the LSTM actor-critic with A2C on fresh tasks every update;
-2. on held-out tasks, compare its return with a random policy and Thompson sampling;
+2. on held-out tasks, compare its return with a random policy, Thompson sampling and the
+   Bayes-optimal policy (exact dynamic programming over the posterior counts);
 3. probe its hidden state for the exact posterior (and back), next to the same network at its
-   initial weights fed the same histories; every R^2 is on test tasks the probe never saw.
+   initial weights fed the same histories; every R^2 is on test tasks the probe never saw;
+4. simulate each agent by the other (Mikulik et al. 2020): map the LSTM state to the
+   Bayes-optimal agent's state and back, and score both the mapped states and the actions
+   they produce (``metabelief.analysis.state_machine``).
 """
 
 from __future__ import annotations
@@ -13,9 +17,12 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 
+import jax
+
 from metabelief import baselines, train
+from metabelief.analysis import state_machine
 from metabelief.experiments import output, plots, protocol
-from metabelief.experiments.probing import probe_networks
+from metabelief.experiments.probing import probe_networks, split_sizes
 
 NAME = "bandit"
 SUMMARY = "LSTM A2C on the 2-armed Bernoulli bandit; returns vs Thompson; hidden <-> exact belief probes"
@@ -53,7 +60,12 @@ class BanditConfig:
 def run(config: BanditConfig, out_dir: pathlib.Path, *, progress: bool = True) -> dict:
     """Runs the experiment, writes ``results.json``, the plots and the agent into ``out_dir``."""
     family = config.train.make_family()
-    references = {"random": baselines.random_policy(family), "thompson": baselines.thompson_sampling(family)}
+    bayes = baselines.bayes_optimal(family)
+    references = {
+        "random": baselines.random_policy(family),
+        "thompson": baselines.thompson_sampling(family),
+        "bayes_optimal": bayes,
+    }
     evaluation = protocol.train_and_evaluate(
         config.train, config.eval_tasks, references, out_dir, progress=progress
     )
@@ -77,10 +89,20 @@ def run(config: BanditConfig, out_dir: pathlib.Path, *, progress: bool = True) -
         "return_fraction_random_to_thompson": (means["agent"] - means["random"])
         / (means["thompson"] - means["random"]),
         "probe": probe,
+        "state_machine": state_machine.simulate(
+            family,
+            evaluation.agent,
+            networks,
+            evaluation.history,
+            bayes,
+            split_sizes(config.eval_tasks),
+            key=jax.random.fold_in(evaluation.probe_key, 1),
+            mlp_steps=config.mlp_steps,
+        ),
     }
     output.write_json(out_dir / "results.json", results)
 
-    labels = {"random": "random", "thompson": "Thompson sampling"}
+    labels = {"random": "random", "thompson": "Thompson sampling", "bayes_optimal": "Bayes-optimal"}
     protocol.plot_learning_curve(out_dir / "learning_curve.png", config.train, evaluation, labels)
     plots.decoded_beliefs(out_dir / "decoded_belief.png", decoded)
     plots.r2_by_time(out_dir / "probe_r2_by_time.png", probe["r2_by_time"])
@@ -96,5 +118,21 @@ def table(results: dict) -> str:
         f"agent: {results['return_fraction_random_to_thompson']:.0%} of the way from random to Thompson",
         "",
         protocol.probe_table(results["probe"]),
+        "",
+        state_machine_table(results["state_machine"]),
     ]
     return "\n".join(lines)
+
+
+def state_machine_table(report: dict) -> str:
+    """Mikulik et al.'s dissimilarities (0 = equivalent), trained vs untrained network."""
+    rows = [["state machine (held-out)", "trained", "untrained"]]
+    for direction, label in (("agent_to_bayes", "agent → Bayes"), ("bayes_to_agent", "Bayes → agent")):
+        for kind in ("linear", "mlp"):
+            for measure in ("state", "output"):
+                values = [
+                    report[name][direction][kind][f"{measure}_dissimilarity"]
+                    for name in ("trained", "untrained")
+                ]
+                rows.append([f"{label} {measure} dissimilarity ({kind})", *(f"{v:.3f}" for v in values)])
+    return output.format_table(rows)
