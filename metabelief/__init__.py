@@ -14,7 +14,7 @@ The public surface::
     metabelief.probes.linear_probe(moments, x=slice(0, 48), y=slice(48, 52))
 """
 
-from metabelief import agents, baselines, probes, rollout, tasks, testing, train
+from metabelief import agents, baselines, probes, rollout, sharding, tasks, testing, train
 from metabelief.tasks import TaskFamily, families, make, register
 from metabelief.train import TrainConfig
 
@@ -31,6 +31,7 @@ __all__ = [
     "probes",
     "register",
     "rollout",
+    "sharding",
     "tasks",
     "testing",
     "train",

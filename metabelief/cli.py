@@ -15,7 +15,13 @@ from metabelief.experiments import output
 from metabelief.tasks import registry
 
 # `metabelief run` flags -> TrainConfig fields they override.
-_TRAIN_FLAGS = {"num_tasks": "num_tasks", "updates": "num_updates", "seed": "seed", "hidden": "hidden_size"}
+_TRAIN_FLAGS = {
+    "num_tasks": "num_tasks",
+    "updates": "num_updates",
+    "seed": "seed",
+    "hidden": "hidden_size",
+    "devices": "devices",
+}
 
 
 def _parse_family_args(pairs: Sequence[str]) -> dict[str, object]:
@@ -50,6 +56,10 @@ def _run(args: argparse.Namespace) -> None:
     }
     if overrides:
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, **overrides))
+    if args.rows is not None:
+        if not hasattr(config, "rows"):
+            raise ValueError(f"--rows applies to rl2-table, not to {args.experiment}")
+        config = dataclasses.replace(config, rows=experiments.rl2_table.parse_rows(args.rows))
     out_dir = pathlib.Path(args.out) if args.out else output.default_out_dir(args.experiment)
     print(f"metabelief run {args.experiment}: {output.device_description()}; writing to {out_dir}")
     start = time.perf_counter()
@@ -82,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--updates", type=int, help="training updates")
     run.add_argument("--seed", type=int, help="random seed (training and held-out tasks)")
     run.add_argument("--hidden", type=int, help="LSTM units")
+    run.add_argument(
+        "--devices", type=int, help="devices to split each training update's tasks over (default 1)"
+    )
+    run.add_argument("--rows", help="rl2-table only: 'small', 'all' or KxN pairs like 5x10,10x100")
     run.add_argument("--quick", action="store_true", help="a smoke-test size that runs in seconds")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(handler=_run)

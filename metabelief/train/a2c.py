@@ -8,7 +8,9 @@ and takes one optimiser step on the mean over tasks and steps of::
 
 with ``G_t`` the discounted return to the end of the episode (episodes end at the horizon, so
 there is nothing to bootstrap). Updates run in jitted chunks of ``updates_per_chunk``; the
-Python loop between chunks only refreshes the progress bar.
+Python loop between chunks only refreshes the progress bar. With ``config.devices`` other than 1
+the tasks of each update are split over that many devices and the state is replicated on them
+(``metabelief.sharding``); the updates equal the one-device ones up to float rounding.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
+from metabelief import sharding
 from metabelief.rollout import rollout
 from metabelief.tasks.base import PyTree
 from metabelief.train.config import TrainConfig
@@ -60,11 +63,15 @@ def optimiser(config: TrainConfig) -> optax.GradientTransformation:
 
 
 def init_state(config: TrainConfig, key: jax.Array | None = None) -> TrainState:
-    """Initial parameters (from ``key``, default ``config.seed``) and optimiser state."""
+    """Initial parameters (from ``key``, default ``config.seed``) and optimiser state.
+
+    Replicated on the devices of ``config.devices`` when that is not 1.
+    """
     key = jax.random.key(config.seed) if key is None else key
     init_key, train_key = jax.random.split(key)
     params = config.make_agent().init(init_key)
-    return TrainState(params=params, opt_state=optimiser(config).init(params), key=train_key)
+    state = TrainState(params=params, opt_state=optimiser(config).init(params), key=train_key)
+    return state if config.devices == 1 else sharding.replicate(state, sharding.task_mesh(config.devices))
 
 
 def a2c_loss(params: PyTree, config: TrainConfig, key: jax.Array) -> tuple[jax.Array, dict]:
@@ -72,6 +79,8 @@ def a2c_loss(params: PyTree, config: TrainConfig, key: jax.Array) -> tuple[jax.A
     family, agent = config.make_family(), config.make_agent()
     task_key, rollout_key = jax.random.split(key)
     tasks = jax.vmap(family.sample_task)(jax.random.split(task_key, config.num_tasks))
+    if config.devices != 1:  # the partitioner carries the lane split through the whole update
+        tasks = sharding.shard_tasks(tasks, sharding.task_mesh(config.devices))
     trajectory = rollout(family, agent, params, rollout_key, tasks, track_belief=False)
     returns = discounted_returns(trajectory.rewards, config.gamma)  # [T, N]
     advantages = jax.lax.stop_gradient(returns - trajectory.values)
@@ -112,7 +121,9 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     """Trains the agent of ``config``, showing steps, mean return and steps per second.
 
     Returns:
-      A ``TrainResult`` with the final and the initial parameters and per-update metrics.
+      A ``TrainResult`` with the final and the initial parameters and per-update metrics. The
+      parameters are on the default device whatever ``config.devices``, so the code that evaluates
+      them runs as after a one-device run (not replicated on every device of the mesh).
     """
     state = init_state(config)
     initial_params = state.params
@@ -138,8 +149,11 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     seconds = time.perf_counter() - start
     bar.close()
     metrics = {name: np.concatenate([chunk[name] for chunk in history]) for name in history[0]}
+    params = state.params
+    if config.devices != 1:
+        params, initial_params = jax.device_put(jax.device_get((params, initial_params)))
     return TrainResult(
-        params=state.params,
+        params=params,
         initial_params=initial_params,
         metrics=metrics,
         seconds=seconds,

@@ -34,6 +34,7 @@ class TrainConfig:
     value_coef: float = 0.05
     entropy_coef: float = 0.05
     seed: int = 0
+    devices: int | None = 1  # devices each update's tasks are spread over, None: all (metabelief.sharding)
 
     def __post_init__(self):
         object.__setattr__(
@@ -42,6 +43,12 @@ class TrainConfig:
         for name in ("num_tasks", "num_updates", "updates_per_chunk", "hidden_size"):
             integer_at_least(name, getattr(self, name), 1)
         integer_at_least("seed", self.seed, 0)
+        if self.devices is not None:
+            integer_at_least("devices", self.devices, 1)
+            if self.num_tasks % self.devices:
+                raise ValueError(
+                    f"num_tasks ({self.num_tasks}) must be divisible by devices ({self.devices})"
+                )
         for name in ("learning_rate", "max_grad_norm"):
             positive_float(name, getattr(self, name))
         probability("gamma", self.gamma)
