@@ -119,6 +119,8 @@ def test_run_failure_quick_reports_every_test_condition(tmp_path, capsys):
         # The Bayes-optimal agent of the test prior earns at least what any agent does, on average.
         assert condition["gap"] > -4 * condition["gap_se"]
         assert set(condition["r2_posterior_mean"]) == {"training prior", "test prior"}
+        for r2 in condition["r2_posterior_mean"].values():
+            assert set(r2) == {"linear", "mlp"}
     assert conditions["past the horizon"]["steps"] == 2 * conditions["in distribution"]["steps"]
     assert (out_dir / "failure.png").read_bytes().startswith(b"\x89PNG")
     assert "R² train prior" in capsys.readouterr().out

@@ -22,6 +22,7 @@ import dataclasses
 import pathlib
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from metabelief import baselines, probes, train
@@ -50,6 +51,7 @@ class FailureConfig:
     )
     eval_tasks: int = 4096
     horizon_factor: int = 2  # "past the horizon" runs this many training horizons
+    mlp_steps: int = 2000
 
     def __post_init__(self):
         if self.eval_tasks < 16:
@@ -68,7 +70,7 @@ class FailureConfig:
             num_updates=20,
             updates_per_chunk=10,
         )
-        return cls(train=quick_train, eval_tasks=128)
+        return cls(train=quick_train, eval_tasks=128, mlp_steps=200)
 
 
 def test_conditions(horizon: int, horizon_factor: int) -> dict[str, tuple]:
@@ -99,7 +101,7 @@ def run(config: FailureConfig, out_dir: pathlib.Path, *, progress: bool = True) 
     for index, (name, (family, optimal_family, num_steps)) in enumerate(
         test_conditions(train_family.horizon, config.horizon_factor).items()
     ):
-        task_key, agent_key, optimal_key = jax.random.split(jax.random.fold_in(eval_key, index), 3)
+        task_key, agent_key, optimal_key, probe_key = jax.random.split(jax.random.fold_in(eval_key, index), 4)
         tasks = jax.vmap(family.sample_task)(jax.random.split(task_key, config.eval_tasks))
         history = play(family, agent, trained.params, agent_key, tasks, num_steps)
         optimal = run_policy(family, baselines.bayes_optimal(optimal_family), optimal_key, tasks, num_steps)
@@ -115,8 +117,17 @@ def run(config: FailureConfig, out_dir: pathlib.Path, *, progress: bool = True) 
             "gap_se": gap[1],
             "gap_fraction": gap[0] / optimal_return[0],
             "r2_posterior_mean": {
-                "training prior": _posterior_mean_r2(train_family, agent, trained.params, history),
-                "test prior": _posterior_mean_r2(family, agent, trained.params, history),
+                prior: _posterior_mean_r2(
+                    belief_family,
+                    agent,
+                    trained.params,
+                    history,
+                    jax.random.fold_in(probe_key, j),
+                    config.mlp_steps,
+                )
+                for j, (prior, belief_family) in enumerate(
+                    (("training prior", train_family), ("test prior", family))
+                )
             },
         }
         per_step[name] = (
@@ -130,6 +141,7 @@ def run(config: FailureConfig, out_dir: pathlib.Path, *, progress: bool = True) 
             "train": config.train.to_dict(),
             "eval_tasks": config.eval_tasks,
             "horizon_factor": config.horizon_factor,
+            "mlp_steps": config.mlp_steps,
         },
         "device": output.device_description(),
         "train": {
@@ -146,13 +158,25 @@ def run(config: FailureConfig, out_dir: pathlib.Path, *, progress: bool = True) 
     return results
 
 
-def _posterior_mean_r2(belief_family, agent, params, history) -> float:
-    """Held-out R^2 of hidden -> E[p | history] under ``belief_family``'s prior, on ``history``."""
+def _posterior_mean_r2(belief_family, agent, params, history, key: jax.Array, mlp_steps: int) -> dict:
+    """Held-out R^2 of hidden -> E[p | history] under ``belief_family``'s prior, on ``history``:
+    a linear read-out and an MLP (a saturating posterior is not linear in anything the LSTM counts)."""
     replayed = _replay(belief_family, agent, params, history)
-    moments = trajectory_moments(replayed, split_sizes(history.actions.shape[1]))
+    sizes = split_sizes(history.actions.shape[1])
+    moments = trajectory_moments(replayed, sizes)
     hidden = slice(0, agent.hidden_size)
     mean_of_p = slice(agent.hidden_size, agent.hidden_size + 1)
-    return float(probes.linear_probe(moments, hidden, mean_of_p).test.r2)
+    linear = probes.linear_probe(moments, hidden, mean_of_p).test.r2
+    by_split = zip(
+        _split_lanes(replayed.hidden, sizes), _split_lanes(replayed.features[..., :1], sizes), strict=True
+    )
+    samples = [(h.reshape(-1, h.shape[-1]), f.reshape(-1, 1)) for h, f in by_split]
+    mlp = probes.mlp_probe(key, *samples, num_steps=mlp_steps).r2
+    return {"linear": float(linear), "mlp": float(mlp)}
+
+
+def _split_lanes(array: jax.Array, sizes) -> list[jax.Array]:
+    return jnp.split(array, np.cumsum(sizes)[:-1], axis=1)
 
 
 _replay = jax.jit(replay, static_argnums=(0, 1))
@@ -168,8 +192,8 @@ def table(results: dict) -> str:
             "Bayes-opt.",
             "gap",
             "gap %",
-            "R² train prior",
-            "R² test prior",
+            "R² train prior (lin / MLP)",
+            "R² test prior (lin / MLP)",
         ]
     ]
     for name, c in results["conditions"].items():
@@ -181,8 +205,8 @@ def table(results: dict) -> str:
                 f"{c['return']['bayes_optimal']:.2f}",
                 f"{c['gap']:.2f} ± {c['gap_se']:.2f}",
                 f"{100 * c['gap_fraction']:.1f}",
-                f"{c['r2_posterior_mean']['training prior']:.3f}",
-                f"{c['r2_posterior_mean']['test prior']:.3f}",
+                _r2_cell(c["r2_posterior_mean"]["training prior"]),
+                _r2_cell(c["r2_posterior_mean"]["test prior"]),
             ]
         )
     config = results["config"]
@@ -192,3 +216,7 @@ def table(results: dict) -> str:
         f"({results['device']}); trained {results['train']['seconds']:.0f} s"
     )
     return "\n".join([header, "", output.format_table(rows)])
+
+
+def _r2_cell(r2: dict) -> str:
+    return f"{r2['linear']:.3f} / {r2['mlp']:.3f}"

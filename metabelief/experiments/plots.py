@@ -183,7 +183,7 @@ def failure_summary(
     names = list(conditions)
     positions = np.arange(len(names))
     for offset, prior, colour in ((-0.2, "training prior", "tab:purple"), (0.2, "test prior", "tab:olive")):
-        values = [conditions[name]["r2_posterior_mean"][prior] for name in names]
+        values = [conditions[name]["r2_posterior_mean"][prior]["mlp"] for name in names]
         r2.bar(positions + offset, values, width=0.4, color=colour, label=f"posterior under the {prior}")
     r2.set_xticks(positions, names, fontsize="small")
     r2.set(
