@@ -22,7 +22,7 @@ import jax
 from metabelief import baselines, train
 from metabelief.analysis import state_machine
 from metabelief.experiments import output, plots, protocol
-from metabelief.experiments.probing import probe_networks, split_sizes
+from metabelief.experiments.probing import split_sizes
 
 NAME = "bandit"
 SUMMARY = "LSTM A2C on the 2-armed Bernoulli bandit; returns vs Thompson; hidden <-> exact belief probes"
@@ -46,15 +46,12 @@ class BanditConfig:
     mlp_steps: int = 2000
 
     def __post_init__(self):
-        if self.eval_tasks < 16:
-            raise ValueError(f"eval_tasks must be >= 16, got {self.eval_tasks!r}")
+        protocol.check_eval_tasks(self.eval_tasks)
 
     @classmethod
     def quick(cls) -> BanditConfig:
         """A smoke-test size: seconds, not minutes; the thresholds are not expected to hold."""
-        base = cls()
-        quick_train = dataclasses.replace(base.train, num_tasks=128, num_updates=20, updates_per_chunk=10)
-        return cls(train=quick_train, eval_tasks=256, mlp_steps=200)
+        return cls(train=protocol.quick_train(cls().train), eval_tasks=256, mlp_steps=200)
 
 
 def run(config: BanditConfig, out_dir: pathlib.Path, *, progress: bool = True) -> dict:
@@ -70,22 +67,9 @@ def run(config: BanditConfig, out_dir: pathlib.Path, *, progress: bool = True) -
         config.train, config.eval_tasks, references, out_dir, progress=progress
     )
     means = {name: evaluation.mean_return(name) for name in evaluation.returns}
-    networks = {"trained": evaluation.trained.params, "untrained": evaluation.trained.initial_params}
-    probe, decoded = probe_networks(
-        family,
-        evaluation.agent,
-        networks,
-        evaluation.history,
-        key=evaluation.probe_key,
-        mlp_steps=config.mlp_steps,
-    )
+    networks, probe, decoded = protocol.probe_trained_and_untrained(evaluation, config.mlp_steps)
 
-    config_dict = {
-        "train": config.train.to_dict(),
-        "eval_tasks": config.eval_tasks,
-        "mlp_steps": config.mlp_steps,
-    }
-    results = protocol.common_results(NAME, config_dict, evaluation) | {
+    results = protocol.common_results(NAME, protocol.config_dict(config), evaluation) | {
         "return_fraction_random_to_thompson": (means["agent"] - means["random"])
         / (means["thompson"] - means["random"]),
         "probe": probe,

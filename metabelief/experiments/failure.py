@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metabelief import baselines, probes, train
-from metabelief.experiments import output, plots
+from metabelief.experiments import output, plots, protocol
 from metabelief.experiments.probing import split_sizes, trajectory_moments
 from metabelief.rollout import replay, rollout
 from metabelief.tasks import dependent_bandit
@@ -54,8 +54,7 @@ class FailureConfig:
     mlp_steps: int = 2000
 
     def __post_init__(self):
-        if self.eval_tasks < 16:
-            raise ValueError(f"eval_tasks must be >= 16, got {self.eval_tasks!r}")
+        protocol.check_eval_tasks(self.eval_tasks)
         if self.horizon_factor < 2:
             raise ValueError(f"horizon_factor must be >= 2, got {self.horizon_factor!r}")
 
@@ -137,12 +136,7 @@ def run(config: FailureConfig, out_dir: pathlib.Path, *, progress: bool = True) 
 
     results = {
         "experiment": NAME,
-        "config": {
-            "train": config.train.to_dict(),
-            "eval_tasks": config.eval_tasks,
-            "horizon_factor": config.horizon_factor,
-            "mlp_steps": config.mlp_steps,
-        },
+        "config": protocol.config_dict(config),
         "device": output.device_description(),
         "train": {
             "seconds": trained.seconds,

@@ -100,8 +100,7 @@ def goal_beliefs(
         squeeze=False,
         layout="constrained",
     )
-    cmap = plt.get_cmap("viridis").copy()
-    cmap.set_bad("lightgray")
+    cmap = plt.get_cmap("viridis").with_extremes(bad="lightgray")
     norm = colors.PowerNorm(gamma=0.4, vmin=0.0, vmax=1.0)  # so 1/G stands out from 0
     for row, (label, belief) in enumerate(beliefs.items()):
         for column, t in enumerate(times):

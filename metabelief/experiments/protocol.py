@@ -12,6 +12,7 @@ import numpy as np
 from metabelief import baselines, train
 from metabelief.agents.lstm import RecurrentAgent
 from metabelief.experiments import output, plots
+from metabelief.experiments.probing import probe_networks
 from metabelief.rollout import Trajectory, rollout
 from metabelief.tasks.base import TaskFamily
 from metabelief.testing.random_rollout import RandomRollout
@@ -63,6 +64,41 @@ def train_and_evaluate(
     returns = {"agent": output.mean_and_se(history.rewards.sum(axis=0))}
     returns |= {name: output.mean_and_se(rollout.rewards.sum(axis=0)) for name, rollout in played.items()}
     return Evaluation(family, agent, trained, history, played, returns, probe_key)
+
+
+def quick_train(config: train.TrainConfig) -> train.TrainConfig:
+    """The smoke-test size of an experiment's training: seconds, not minutes."""
+    return dataclasses.replace(config, num_tasks=128, num_updates=20, updates_per_chunk=10)
+
+
+def check_eval_tasks(eval_tasks: int) -> None:
+    """Held-out tasks are cut 1/2 fit, 1/4 validate, 1/4 test: at least 16 of them."""
+    if eval_tasks < 16:
+        raise ValueError(f"eval_tasks must be >= 16, got {eval_tasks!r}")
+
+
+def config_dict(config) -> dict:
+    """An experiment config as JSON-ready fields (``train`` as ``TrainConfig.to_dict``)."""
+    fields = {field.name: getattr(config, field.name) for field in dataclasses.fields(config)}
+    return fields | {"train": config.train.to_dict()}
+
+
+def probe_trained_and_untrained(evaluation: Evaluation, mlp_steps: int) -> tuple[dict, dict, dict]:
+    """``probe_networks`` on the held-out history, trained vs initial weights.
+
+    Returns ``(networks, report, decoded)``.
+    """
+    trained = evaluation.trained
+    networks = {"trained": trained.params, "untrained": trained.initial_params}
+    report, decoded = probe_networks(
+        evaluation.family,
+        evaluation.agent,
+        networks,
+        evaluation.history,
+        key=evaluation.probe_key,
+        mlp_steps=mlp_steps,
+    )
+    return networks, report, decoded
 
 
 def common_results(name: str, config: dict, evaluation: Evaluation) -> dict:

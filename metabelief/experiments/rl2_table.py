@@ -20,7 +20,7 @@ import pathlib
 import jax
 
 from metabelief import baselines, train
-from metabelief.experiments import output
+from metabelief.experiments import output, protocol
 from metabelief.rollout import rollout
 from metabelief.tasks import BernoulliBandit
 
@@ -149,13 +149,7 @@ def run(config: RL2TableConfig, out_dir: pathlib.Path, *, progress: bool = True)
             print(format_rows(rows[-1:]), flush=True)
     results = {
         "experiment": NAME,
-        "config": {
-            "rows": [list(row) for row in config.rows],
-            "train": config.train.to_dict(),
-            "agent_steps": config.agent_steps,
-            "max_updates": config.max_updates,
-            "eval_tasks": config.eval_tasks,
-        },
+        "config": protocol.config_dict(config),
         "device": output.device_description(),
         "rows": rows,
     }

@@ -25,7 +25,6 @@ import numpy as np
 
 from metabelief import analysis, baselines, train
 from metabelief.experiments import output, plots, protocol
-from metabelief.experiments.probing import probe_networks
 
 NAME = "two-step"
 SUMMARY = "LSTM A2C on the two-step task; stay probabilities vs belief-greedy and model-free agents; probes"
@@ -59,8 +58,7 @@ class TwoStepConfig:
     mlp_steps: int = 2000
 
     def __post_init__(self):
-        if self.eval_tasks < 16:
-            raise ValueError(f"eval_tasks must be >= 16, got {self.eval_tasks!r}")
+        protocol.check_eval_tasks(self.eval_tasks)
         if self.stay_blocks < 2 or self.eval_tasks % self.stay_blocks:
             raise ValueError(
                 f"stay_blocks must be >= 2 and divide eval_tasks {self.eval_tasks}, got {self.stay_blocks!r}"
@@ -69,9 +67,7 @@ class TwoStepConfig:
     @classmethod
     def quick(cls) -> TwoStepConfig:
         """A smoke-test size: seconds, not minutes; the thresholds are not expected to hold."""
-        base = cls()
-        quick_train = dataclasses.replace(base.train, num_tasks=128, num_updates=20, updates_per_chunk=10)
-        return cls(train=quick_train, eval_tasks=256, stay_blocks=4, mlp_steps=200)
+        return cls(train=protocol.quick_train(cls().train), eval_tasks=256, stay_blocks=4, mlp_steps=200)
 
 
 def run(config: TwoStepConfig, out_dir: pathlib.Path, *, progress: bool = True) -> dict:
@@ -94,26 +90,10 @@ def run(config: TwoStepConfig, out_dir: pathlib.Path, *, progress: bool = True) 
         name: _stay_summary(played.actions, played.obs[1:], played.rewards, config.stay_blocks)
         for name, played in behaviour.items()
     }
-    networks = {"trained": evaluation.trained.params, "untrained": evaluation.trained.initial_params}
-    probe, decoded = probe_networks(
-        family,
-        evaluation.agent,
-        networks,
-        evaluation.history,
-        key=evaluation.probe_key,
-        mlp_steps=config.mlp_steps,
-    )
+    _, probe, decoded = protocol.probe_trained_and_untrained(evaluation, config.mlp_steps)
 
-    config_dict = {
-        "train": config.train.to_dict(),
-        "eval_tasks": config.eval_tasks,
-        "stay_blocks": config.stay_blocks,
-        "model_free_learning_rate": config.model_free_learning_rate,
-        "model_free_inverse_temperature": config.model_free_inverse_temperature,
-        "mlp_steps": config.mlp_steps,
-    }
     num_trials = family.num_trials
-    results = protocol.common_results(NAME, config_dict, evaluation) | {
+    results = protocol.common_results(NAME, protocol.config_dict(config), evaluation) | {
         "family": repr(family),
         "reward_per_trial": {name: mean / num_trials for name, (mean, _) in evaluation.returns.items()},
         "reward_per_trial_se": {name: se / num_trials for name, (_, se) in evaluation.returns.items()},
