@@ -180,27 +180,33 @@ def measure(cases: dict[str, tuple[Callable, tuple]], rounds: int) -> dict[str, 
 def throughput_cases(
     num_tasks: int, num_steps: int, hidden_size: int, with_gymnax: bool, with_training: bool
 ):
-    """The cases measured at one N, on the 2-armed Bernoulli bandit of horizon ``num_steps``."""
+    """The cases measured at one N, on the 2-armed Bernoulli bandit of horizon ``num_steps``, in
+    groups: each group's cases are timed in interleaved rounds, apart from the other groups (the A2C
+    update's large buffers, interleaved with the others, slowed whichever case ran next)."""
     family = metabelief.make("bernoulli_bandit", num_arms=2, horizon=num_steps)
     agent = agent_for(family, hidden_size=hidden_size)
     params = agent.init(jax.random.key(0))
     tasks = jax.vmap(family.sample_task)(jax.random.split(jax.random.key(1), num_tasks))
     sizes = split_sizes(num_tasks)
-    cases = {}
+    environment = {"env + belief": env_and_belief(family, num_tasks, num_steps)}
     if with_gymnax:
-        cases["gymnax env-only"] = gymnax_env_only(num_tasks, num_steps)
-    cases["env + belief"] = env_and_belief(family, num_tasks, num_steps)
-    cases["floor"] = lstm_floor(hidden_size, agent.num_actions, agent.input_size, num_tasks, num_steps)
-    cases["rollout + probe"] = (
-        jax.jit(lambda p, k, t: lockstep.probe_moments(family, agent, p, sizes, key=k, tasks=t)),
-        (params, jax.random.key(2), tasks),
-    )
+        environment["gymnax env-only"] = gymnax_env_only(num_tasks, num_steps)
+    agent_cases = {
+        "floor": lstm_floor(hidden_size, agent.num_actions, agent.input_size, num_tasks, num_steps),
+        "rollout + probe": (
+            jax.jit(lambda p, k, t: lockstep.probe_moments(family, agent, p, sizes, key=k, tasks=t)),
+            (params, jax.random.key(2), tasks),
+        ),
+    }
+    groups = [environment, agent_cases]
     if with_training:
         config = train.TrainConfig(
             family_args=(("horizon", num_steps),), num_tasks=num_tasks, hidden_size=hidden_size
         )
-        cases["A2C update"] = (jax.jit(lambda s: train.update(s, config)), (train.init_state(config),))
-    return cases
+        groups.append(
+            {"A2C update": (jax.jit(lambda s: train.update(s, config)), (train.init_state(config),))}
+        )
+    return groups
 
 
 def has_gymnax() -> bool:
@@ -227,7 +233,9 @@ class BenchConfig:
         on_cpu = jax.devices()[0].platform == "cpu"
         if quick:
             return cls(sizes=QUICK_SIZES, rounds=3, probe_chunks=4, probe_chunk_size=16384)
-        return cls(sizes=CPU_SIZES if on_cpu else ACCELERATOR_SIZES)
+        if on_cpu:  # BPTT at N = 65,536 x 128 steps would need ~16 GB of host memory
+            return cls(sizes=CPU_SIZES, max_training_tasks=16384)
+        return cls(sizes=ACCELERATOR_SIZES)
 
 
 def run(config: BenchConfig, progress: Callable[[str], None] = print) -> dict:
@@ -242,14 +250,16 @@ def run(config: BenchConfig, progress: Callable[[str], None] = print) -> dict:
         "sizes": {},
     }
     for num_tasks in config.sizes:
-        cases = throughput_cases(
+        groups = throughput_cases(
             num_tasks,
             config.num_steps,
             config.hidden_size,
             with_gymnax,
             with_training=num_tasks <= config.max_training_tasks,
         )
-        measured = measure(cases, config.rounds)
+        measured = {
+            name: timing for cases in groups for name, timing in measure(cases, config.rounds).items()
+        }
         steps = num_tasks * config.num_steps
         results["sizes"][str(num_tasks)] = {
             name: {"compile_seconds": compile_s, "seconds": run_s, "steps_per_second": steps / run_s}
