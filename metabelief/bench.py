@@ -376,6 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, help="steps per episode (default 128)")
     parser.add_argument("--hidden", type=int, help="LSTM units (default 48)")
     parser.add_argument("--rounds", type=int, help="interleaved repeats; the median is reported")
+    parser.add_argument("--probe-chunks", type=int, help="chunks of the probe at scale")
+    parser.add_argument("--probe-chunk-size", type=int, help="tasks per chunk of the probe at scale")
     parser.add_argument("--no-gymnax", action="store_true", help="skip the gymnax anchor")
     parser.add_argument("--out", default="runs/bench", help="folder for bench.json and bench.png")
     args = parser.parse_args(argv)
@@ -385,6 +387,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "num_steps": args.steps,
         "hidden_size": args.hidden,
         "rounds": args.rounds,
+        "probe_chunks": args.probe_chunks,
+        "probe_chunk_size": args.probe_chunk_size,
     }
     config = dataclasses.replace(
         config, **{k: v for k, v in overrides.items() if v is not None}, gymnax=not args.no_gymnax

@@ -51,7 +51,8 @@ class BanditConfig:
     @classmethod
     def quick(cls) -> BanditConfig:
         """A smoke-test size: seconds, not minutes; the thresholds are not expected to hold."""
-        return cls(train=protocol.quick_train(cls().train), eval_tasks=256, mlp_steps=200)
+        quick_train = dataclasses.replace(protocol.quick_train(cls().train), family_args=(("horizon", 20),))
+        return cls(train=quick_train, eval_tasks=128, mlp_steps=100)
 
 
 def run(config: BanditConfig, out_dir: pathlib.Path, *, progress: bool = True) -> dict:

@@ -69,7 +69,7 @@ class FailureConfig:
             num_updates=20,
             updates_per_chunk=10,
         )
-        return cls(train=quick_train, eval_tasks=128, mlp_steps=200)
+        return cls(train=quick_train, eval_tasks=64, mlp_steps=100)
 
 
 def test_conditions(horizon: int, horizon_factor: int) -> dict[str, tuple]:

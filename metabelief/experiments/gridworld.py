@@ -48,7 +48,7 @@ class GridworldConfig:
     @classmethod
     def quick(cls) -> GridworldConfig:
         """A smoke-test size: seconds, not minutes; the thresholds are not expected to hold."""
-        return cls(train=protocol.quick_train(cls().train), eval_tasks=256, mlp_steps=200)
+        return cls(train=protocol.quick_train(cls().train), eval_tasks=128, mlp_steps=100)
 
 
 def run(config: GridworldConfig, out_dir: pathlib.Path, *, progress: bool = True) -> dict:

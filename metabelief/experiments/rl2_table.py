@@ -84,7 +84,7 @@ class RL2TableConfig:
         """A smoke-test size: seconds, not minutes; the thresholds are not expected to hold."""
         base = cls()
         quick_train = dataclasses.replace(base.train, num_tasks=128, updates_per_chunk=10)
-        return cls(rows=((5, 10),), train=quick_train, agent_steps=128 * 10 * 20, eval_tasks=256)
+        return cls(rows=((5, 10),), train=quick_train, agent_steps=128 * 10 * 20, eval_tasks=128)
 
     def row_config(self, arms: int, pulls: int) -> train.TrainConfig:
         """The A2C config of one row: its family and ``agent_steps`` worth of updates."""

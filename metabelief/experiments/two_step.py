@@ -67,7 +67,7 @@ class TwoStepConfig:
     @classmethod
     def quick(cls) -> TwoStepConfig:
         """A smoke-test size: seconds, not minutes; the thresholds are not expected to hold."""
-        return cls(train=protocol.quick_train(cls().train), eval_tasks=256, stay_blocks=4, mlp_steps=200)
+        return cls(train=protocol.quick_train(cls().train), eval_tasks=128, stay_blocks=4, mlp_steps=100)
 
 
 def run(config: TwoStepConfig, out_dir: pathlib.Path, *, progress: bool = True) -> dict:
