@@ -114,7 +114,8 @@ def test_run_failure_quick_reports_every_test_condition(tmp_path, capsys):
     out_dir = tmp_path / "run"
     assert cli.main(["run", "failure", "--quick", "--no-progress", "--out", str(out_dir)]) == 0
     conditions = json.loads((out_dir / "results.json").read_text())["conditions"]
-    assert list(conditions) == ["in distribution", "support (0.4, 0.6)", "p ~ U[0, 1]", "past the horizon"]
+    names = ["in distribution", "support (0.4, 0.6)", "support (0.1, 0.5)", "p ~ U[0, 1]", "past the horizon"]
+    assert list(conditions) == names
     for condition in conditions.values():
         # The Bayes-optimal agent of the test prior earns at least what any agent does, on average.
         assert condition["gap"] > -4 * condition["gap_se"]

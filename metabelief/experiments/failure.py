@@ -7,6 +7,8 @@ pays p, arm 1 pays 1 - p), 100 pulls, and tested on:
 
 * ``in distribution``: p in {0.1, 0.9} again;
 * ``support (0.4, 0.6)``: p in {0.4, 0.6}, far harder to tell apart;
+* ``support (0.1, 0.5)``: an asymmetric prior, under which the test and the training posteriors
+  order histories differently (not just by a monotone reshaping of the same evidence count);
 * ``p ~ U[0, 1]``: the continuous prior;
 * ``past the horizon``: p in {0.1, 0.9} for twice the training episode length.
 
@@ -78,6 +80,7 @@ def test_conditions(horizon: int, horizon_factor: int) -> dict[str, tuple]:
     conditions = {
         "in distribution": dependent_bandit(horizon=horizon, support=TRAIN_SUPPORT),
         "support (0.4, 0.6)": dependent_bandit(horizon=horizon, support=(0.4, 0.6)),
+        "support (0.1, 0.5)": dependent_bandit(horizon=horizon, support=(0.1, 0.5)),
         "p ~ U[0, 1]": dependent_bandit(horizon=horizon),
     }
     out = {name: (family, family, horizon) for name, family in conditions.items()}

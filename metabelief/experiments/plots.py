@@ -166,7 +166,7 @@ def failure_summary(
     """Reward per step of the agent vs the Bayes-optimal agent per test condition, and whose posterior
     (training or test prior) a linear read-out of the hidden state recovers."""
     figure, (rewards, r2) = plt.subplots(1, 2, figsize=(12, 4))
-    colours = ("tab:blue", "tab:orange", "tab:green", "tab:red")
+    colours = ("tab:blue", "tab:orange", "tab:purple", "tab:green", "tab:red")
     window = 5  # a running mean over steps, for legibility
 
     def smooth(x):
