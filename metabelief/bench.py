@@ -35,6 +35,7 @@ import metabelief
 from metabelief import rollout as lockstep
 from metabelief import train
 from metabelief.agents import agent_for
+from metabelief.experiments.probing import split_sizes
 
 # Anchors measured on one NVIDIA H200 (jax 0.11.2, flax 0.12.10; 128 steps, random inputs), from
 # the issue that asked for this benchmark: N -> M steps/s.
@@ -45,7 +46,6 @@ H200_ANCHORS = {
 }
 CPU_SIZES, QUICK_SIZES = (1024, 4096, 16384, 65536), (1024, 4096)
 ACCELERATOR_SIZES = (1024, 8192, 65536, 262144)
-SPLITS = (0.5, 0.25, 0.25)
 
 
 class _BareLSTM(nn.Module):
@@ -127,12 +127,6 @@ def gymnax_env_only(num_tasks: int, num_steps: int):
         return total.sum()
 
     return jax.jit(run), (jax.random.key(0),)
-
-
-def split_sizes(num_tasks: int) -> tuple[int, int, int]:
-    """Tasks per probe split (fit, validate, test) in the proportions ``SPLITS``."""
-    train_size, validation_size = int(num_tasks * SPLITS[0]), int(num_tasks * SPLITS[1])
-    return train_size, validation_size, num_tasks - train_size - validation_size
 
 
 def probe_at_scale(family, agent, params, key: jax.Array, num_chunks: int, chunk_size: int):

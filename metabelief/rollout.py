@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from metabelief import probes
 from metabelief.agents.lstm import RecurrentAgent
@@ -89,6 +90,15 @@ def replay(family: TaskFamily, agent: RecurrentAgent, params: PyTree, history: T
     track_belief = history.features.shape[-1] > 0  # a history recorded without beliefs stays so
     trajectory, _ = _lockstep(family, agent, params, history=history, track_belief=track_belief, record=True)
     return trajectory
+
+
+# One compiled cache for every caller that replays histories (probes, state-machine simulation, ...).
+replay_jit = jax.jit(replay, static_argnums=(0, 1))
+
+
+def split_lanes(array: jax.Array, sizes: Sequence[int]) -> list[jax.Array]:
+    """``[T, N, ...]`` -> a list of ``[T, n_split, ...]``: consecutive blocks of task lanes."""
+    return jnp.split(array, np.cumsum(sizes)[:-1], axis=1)
 
 
 def probe_moments(

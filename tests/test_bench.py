@@ -11,6 +11,7 @@ import numpy as np
 import metabelief
 from metabelief import bench, probes
 from metabelief.agents import agent_for
+from metabelief.experiments.probing import split_sizes
 from metabelief.rollout import rollout
 
 
@@ -47,7 +48,7 @@ def test_chunked_probe_equals_moments_of_the_stored_rollouts():
     params = agent.init(jax.random.key(0))
     fn, args = bench.probe_at_scale(family, agent, params, jax.random.key(1), num_chunks=3, chunk_size=16)
     got = fn(*args)
-    sizes = bench.split_sizes(16)
+    sizes = split_sizes(16)
     pairs_by_split = [[], [], []]
     for chunk_key in jax.random.split(jax.random.key(1), 3):
         task_key, run_key = jax.random.split(chunk_key)

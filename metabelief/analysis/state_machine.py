@@ -26,7 +26,7 @@ import numpy as np
 from metabelief import probes
 from metabelief.agents.lstm import RecurrentAgent
 from metabelief.baselines.bayes_optimal import BayesOptimal
-from metabelief.rollout import Trajectory, replay
+from metabelief.rollout import Trajectory, replay_jit, split_lanes
 from metabelief.tasks.bandit_base import BetaBelief
 from metabelief.tasks.bernoulli_bandit import BernoulliBandit
 
@@ -67,13 +67,13 @@ def simulate(
     bayes_probs = _bayes_action_probs(family, bayes, counts)
     report = {}
     for name, params in networks.items():
-        replayed = _replay(family, agent, params, history)
+        replayed = replay_jit(family, agent, params, history)
         agent_state = jnp.concatenate([replayed.hidden, replayed.cell], axis=-1)  # [T, N, 2H]
         agent_probs = jax.nn.softmax(replayed.logits)
-        splits = [_flat(part) for part in _split_lanes(agent_state, split_sizes)]
-        count_splits = [_flat(part) for part in _split_lanes(counts, split_sizes)]
-        test_bayes_probs = _flat(_split_lanes(bayes_probs, split_sizes)[2])
-        test_agent_probs = _flat(_split_lanes(agent_probs, split_sizes)[2])
+        splits = [_flat(part) for part in split_lanes(agent_state, split_sizes)]
+        count_splits = [_flat(part) for part in split_lanes(counts, split_sizes)]
+        test_bayes_probs = _flat(split_lanes(bayes_probs, split_sizes)[2])
+        test_agent_probs = _flat(split_lanes(agent_probs, split_sizes)[2])
         key, *mlp_keys = jax.random.split(key, 3)
         report[name] = {}
         for direction, inputs, targets, mlp_key in (
@@ -100,9 +100,6 @@ def simulate(
                     "output_dissimilarity": float(0.5 * jnp.abs(mapped_probs - reference).sum(-1).mean()),
                 }
     return report
-
-
-_replay = jax.jit(replay, static_argnums=(0, 1))
 
 
 def _bayes_action_probs(family: BernoulliBandit, bayes: BayesOptimal, counts: jax.Array) -> jax.Array:
@@ -143,10 +140,6 @@ def _normalised_mse(predicted: jax.Array, target: jax.Array) -> float:
 
 def _policy(params: dict) -> dict:
     return params["params"]["policy"]
-
-
-def _split_lanes(array: jax.Array, sizes) -> list[jax.Array]:
-    return jnp.split(array, np.cumsum(sizes)[:-1], axis=1)
 
 
 def _flat(array: jax.Array) -> jax.Array:

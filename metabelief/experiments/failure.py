@@ -24,13 +24,12 @@ import dataclasses
 import pathlib
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from metabelief import baselines, probes, train
 from metabelief.experiments import output, plots, protocol
 from metabelief.experiments.probing import split_sizes, trajectory_moments
-from metabelief.rollout import replay, rollout
+from metabelief.rollout import replay_jit, rollout, split_lanes
 from metabelief.tasks import dependent_bandit
 
 NAME = "failure"
@@ -92,9 +91,8 @@ def run(config: FailureConfig, out_dir: pathlib.Path, *, progress: bool = True) 
     """Runs the experiment, writes ``results.json``, the plots and the agent into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     train_family, agent = config.train.make_family(), config.train.make_agent()
-    trained = train.train(config.train, progress=progress)
-    train.save_agent(out_dir / "agent", trained.params, config.train)
-    eval_key = jax.random.fold_in(jax.random.key(config.train.seed), 1)
+    trained = protocol.train_and_save(config.train, out_dir / "agent", progress=progress)
+    eval_key = protocol.held_out_key(config.train)
 
     play = jax.jit(rollout, static_argnums=(0, 1, 5))
     run_policy = jax.jit(baselines.run_policy, static_argnums=(0, 1, 4))
@@ -141,16 +139,11 @@ def run(config: FailureConfig, out_dir: pathlib.Path, *, progress: bool = True) 
         "experiment": NAME,
         "config": protocol.config_dict(config),
         "device": output.device_description(),
-        "train": {
-            "seconds": trained.seconds,
-            "compile_seconds": trained.compile_seconds,
-            "agent_steps_per_second": trained.agent_steps_per_second,
-        },
+        "train": protocol.train_stats(trained),
         "conditions": conditions,
     }
     output.write_json(out_dir / "results.json", results)
-    steps = np.arange(1, config.train.num_updates + 1) * config.train.steps_per_update
-    plots.learning_curve(out_dir / "learning_curve.png", steps, trained.metrics["episode_return"], {})
+    protocol.plot_learning_curve(out_dir / "learning_curve.png", config.train, trained)
     plots.failure_summary(out_dir / "failure.png", conditions, per_step, train_family.horizon)
     return results
 
@@ -158,25 +151,18 @@ def run(config: FailureConfig, out_dir: pathlib.Path, *, progress: bool = True) 
 def _posterior_mean_r2(belief_family, agent, params, history, key: jax.Array, mlp_steps: int) -> dict:
     """Held-out R^2 of hidden -> E[p | history] under ``belief_family``'s prior, on ``history``:
     a linear read-out and an MLP (a saturating posterior is not linear in anything the LSTM counts)."""
-    replayed = _replay(belief_family, agent, params, history)
+    replayed = replay_jit(belief_family, agent, params, history)
     sizes = split_sizes(history.actions.shape[1])
     moments = trajectory_moments(replayed, sizes)
     hidden = slice(0, agent.hidden_size)
     mean_of_p = slice(agent.hidden_size, agent.hidden_size + 1)
     linear = probes.linear_probe(moments, hidden, mean_of_p).test.r2
     by_split = zip(
-        _split_lanes(replayed.hidden, sizes), _split_lanes(replayed.features[..., :1], sizes), strict=True
+        split_lanes(replayed.hidden, sizes), split_lanes(replayed.features[..., :1], sizes), strict=True
     )
     samples = [(h.reshape(-1, h.shape[-1]), f.reshape(-1, 1)) for h, f in by_split]
     mlp = probes.mlp_probe(key, *samples, num_steps=mlp_steps).r2
     return {"linear": float(linear), "mlp": float(mlp)}
-
-
-def _split_lanes(array: jax.Array, sizes) -> list[jax.Array]:
-    return jnp.split(array, np.cumsum(sizes)[:-1], axis=1)
-
-
-_replay = jax.jit(replay, static_argnums=(0, 1))
 
 
 def table(results: dict) -> str:

@@ -21,6 +21,7 @@ import numpy as np
 from metabelief import baselines, train
 from metabelief.experiments import output, plots, protocol
 from metabelief.experiments.probing import split_sizes
+from metabelief.rollout import split_lanes
 
 NAME = "gridworld"
 SUMMARY = "LSTM A2C in a 5x5 hidden-goal gridworld; returns vs the belief-greedy explorer; goal-belief probes"
@@ -72,7 +73,12 @@ def run(config: GridworldConfig, out_dir: pathlib.Path, *, progress: bool = True
     output.write_json(out_dir / "results.json", results)
 
     labels = {"random": "random", "belief_greedy": "belief-greedy explorer"}
-    protocol.plot_learning_curve(out_dir / "learning_curve.png", config.train, evaluation, labels)
+    protocol.plot_learning_curve(
+        out_dir / "learning_curve.png",
+        config.train,
+        evaluation.trained,
+        protocol.reference_returns(evaluation, labels),
+    )
     plots.r2_by_time(out_dir / "probe_r2_by_time.png", probe["r2_by_time"])
     _plot_goal_beliefs(out_dir / "goal_belief.png", family, evaluation, decoded)
     return results
@@ -81,16 +87,18 @@ def run(config: GridworldConfig, out_dir: pathlib.Path, *, progress: bool = True
 def _plot_goal_beliefs(path: pathlib.Path, family, evaluation: protocol.Evaluation, decoded: dict) -> None:
     """One held-out test episode in which the agent finds the goal late enough to show the search."""
     history = evaluation.history
-    train_size, validation_size, _ = split_sizes(history.actions.shape[1])
-    test_lanes = slice(train_size + validation_size, None)
-    rewards = np.asarray(history.rewards[:, test_lanes])  # [T, n_test]
+    test = {  # the probes' test tasks, which ``decoded`` covers
+        name: np.asarray(split_lanes(getattr(history, name), split_sizes(history.actions.shape[1]))[2])
+        for name in ("rewards", "obs", "truth")
+    }
+    rewards = test["rewards"]  # [T, n_test]
     found = rewards.argmax(axis=0)  # first rewarded step (0 when never rewarded)
     candidates = np.flatnonzero((rewards.max(axis=0) > 0) & (found >= 6))
     episode = int(candidates[0]) if candidates.size else 0
     first = int(found[episode])
     times = sorted({0, first // 3, 2 * first // 3, first, first + 1, family.horizon - 1})
-    positions = np.asarray(history.obs[:-1, test_lanes].argmax(axis=-1))[:, episode]
-    goal = int(np.asarray(history.truth[0, test_lanes]).argmax(axis=-1)[episode])
+    positions = test["obs"][:-1].argmax(axis=-1)[:, episode]
+    goal = int(test["truth"][0].argmax(axis=-1)[episode])
     beliefs = {
         name: np.clip(decoded[name][:, episode], 0.0, 1.0) for name in ("exact", "trained", "untrained")
     }

@@ -14,7 +14,7 @@ import numpy as np
 
 from metabelief import probes
 from metabelief.agents.lstm import RecurrentAgent
-from metabelief.rollout import Trajectory, replay
+from metabelief.rollout import Trajectory, replay_jit, split_lanes
 from metabelief.tasks.base import PyTree, TaskFamily
 
 
@@ -50,9 +50,9 @@ def probe_networks(
     features = slice(agent.hidden_size, agent.hidden_size + num_features)
     means = slice(agent.hidden_size, agent.hidden_size + num_means)
     report = {"split_sizes": list(sizes), "r2_by_time": {}}
-    decoded = {"exact": np.asarray(_split_lanes(history.features, sizes)[2][..., :num_means])}
+    decoded = {"exact": np.asarray(split_lanes(history.features, sizes)[2][..., :num_means])}
     for name, params in networks.items():
-        replayed = _replay(family, agent, params, history)
+        replayed = replay_jit(family, agent, params, history)
         moments = trajectory_moments(replayed, sizes)
         forward = probes.linear_probe(moments, hidden, features)
         to_means = probes.linear_probe(moments, hidden, means)
@@ -62,7 +62,7 @@ def probe_networks(
         }
         report[f"reverse_{name}"] = probes.linear_probe(moments, features, hidden).test.to_dict()
 
-        by_split = _split_lanes(replayed.hidden, sizes), _split_lanes(replayed.features, sizes)
+        by_split = split_lanes(replayed.hidden, sizes), split_lanes(replayed.features, sizes)
         samples = [(_flat(h), _flat(f)) for h, f in zip(*by_split, strict=True)]
         key, mlp_key = jax.random.split(key)
         report[f"mlp_{name}"] = probes.mlp_probe(mlp_key, *samples, num_steps=mlp_steps).to_dict()
@@ -71,9 +71,6 @@ def probe_networks(
         report["r2_by_time"][name] = [None if np.isnan(r2) else float(r2) for r2 in np.asarray(per_step.r2)]
         decoded[name] = np.asarray(probes.predict(to_means.probe, test_hidden))
     return report, decoded
-
-
-_replay = jax.jit(replay, static_argnums=(0, 1))
 
 
 def trajectory_moments(trajectory: Trajectory, sizes: tuple[int, ...]) -> probes.Moments:
@@ -86,11 +83,6 @@ def trajectory_moments(trajectory: Trajectory, sizes: tuple[int, ...]) -> probes
     num_steps = pairs.shape[0]
     by_task = pairs.swapaxes(0, 1).reshape(-1, pairs.shape[-1])  # rows task-major: [N * T, H + F]
     return probes.split_moments(by_task, [size * num_steps for size in sizes])
-
-
-def _split_lanes(array: jax.Array, sizes) -> list[jax.Array]:
-    """``[T, N, ...]`` -> a list of ``[T, n_split, ...]`` in lane order."""
-    return jnp.split(array, np.cumsum(sizes)[:-1], axis=1)
 
 
 def _flat(array: jax.Array) -> jax.Array:

@@ -34,6 +34,29 @@ class Evaluation:
         return self.returns[name][0]
 
 
+def train_and_save(
+    config: train.TrainConfig, agent_dir: pathlib.Path, *, progress: bool = True
+) -> train.TrainResult:
+    """Trains with ``config`` and saves the agent in ``agent_dir``; returns the ``TrainResult``."""
+    trained = train.train(config, progress=progress)
+    train.save_agent(agent_dir, trained.params, config)
+    return trained
+
+
+def held_out_key(config: train.TrainConfig) -> jax.Array:
+    """The key of the held-out tasks: derived from the seed, never used by training."""
+    return jax.random.fold_in(jax.random.key(config.seed), 1)
+
+
+def train_stats(trained: train.TrainResult) -> dict:
+    """How long training took and how fast it ran, for ``results.json``."""
+    return {
+        "seconds": trained.seconds,
+        "compile_seconds": trained.compile_seconds,
+        "agent_steps_per_second": trained.agent_steps_per_second,
+    }
+
+
 def train_and_evaluate(
     config: train.TrainConfig,
     eval_tasks: int,
@@ -49,11 +72,8 @@ def train_and_evaluate(
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     family, agent = config.make_family(), config.make_agent()
-    trained = train.train(config, progress=progress)
-    train.save_agent(out_dir / "agent", trained.params, config)
-
-    eval_key = jax.random.fold_in(jax.random.key(config.seed), 1)
-    task_key, agent_key, *policy_keys, probe_key = jax.random.split(eval_key, 3 + len(references))
+    trained = train_and_save(config, out_dir / "agent", progress=progress)
+    task_key, agent_key, *policy_keys, probe_key = jax.random.split(held_out_key(config), 3 + len(references))
     tasks = jax.vmap(family.sample_task)(jax.random.split(task_key, eval_tasks))
     history = jax.jit(rollout, static_argnums=(0, 1))(family, agent, trained.params, agent_key, tasks)
     run_policy = jax.jit(baselines.run_policy, static_argnums=(0, 1))
@@ -108,24 +128,27 @@ def common_results(name: str, config: dict, evaluation: Evaluation) -> dict:
         "experiment": name,
         "config": config,
         "device": output.device_description(),
-        "train": {
-            "seconds": trained.seconds,
-            "compile_seconds": trained.compile_seconds,
-            "agent_steps_per_second": trained.agent_steps_per_second,
-            "final_training_return": float(np.mean(trained.metrics["episode_return"][-10:])),
-        },
+        "train": train_stats(trained)
+        | {"final_training_return": float(np.mean(trained.metrics["episode_return"][-10:]))},
         "return": {name: mean for name, (mean, _) in evaluation.returns.items()},
         "return_se": {name: se for name, (_, se) in evaluation.returns.items()},
     }
 
 
 def plot_learning_curve(
-    path: pathlib.Path, config: train.TrainConfig, evaluation: Evaluation, labels: dict[str, str]
+    path: pathlib.Path,
+    config: train.TrainConfig,
+    trained: train.TrainResult,
+    references: dict[str, float] | None = None,
 ) -> None:
-    """The training return against agent steps, with the held-out returns of ``labels``' policies."""
+    """The training return against agent steps, with reference returns (label -> value) as lines."""
     steps = np.arange(1, config.num_updates + 1) * config.steps_per_update
-    references = {label: evaluation.mean_return(name) for name, label in labels.items()}
-    plots.learning_curve(path, steps, evaluation.trained.metrics["episode_return"], references)
+    plots.learning_curve(path, steps, trained.metrics["episode_return"], references or {})
+
+
+def reference_returns(evaluation: Evaluation, labels: dict[str, str]) -> dict[str, float]:
+    """label -> held-out mean return of each policy named in ``labels``."""
+    return {label: evaluation.mean_return(name) for name, label in labels.items()}
 
 
 def returns_table(results: dict) -> str:

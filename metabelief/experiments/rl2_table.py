@@ -120,10 +120,8 @@ def run(config: RL2TableConfig, out_dir: pathlib.Path, *, progress: bool = True)
     for arms, pulls in config.rows:
         row_config = config.row_config(arms, pulls)
         family, agent = row_config.make_family(), row_config.make_agent()
-        trained = train.train(row_config, progress=progress)
-        train.save_agent(out_dir / f"agent-k{arms}-n{pulls}", trained.params, row_config)
-        eval_key = jax.random.fold_in(jax.random.key(row_config.seed), 1)
-        task_key, agent_key, policy_key = jax.random.split(eval_key, 3)
+        trained = protocol.train_and_save(row_config, out_dir / f"agent-k{arms}-n{pulls}", progress=progress)
+        task_key, agent_key, policy_key = jax.random.split(protocol.held_out_key(row_config), 3)
         tasks = jax.vmap(family.sample_task)(jax.random.split(task_key, config.eval_tasks))
         returns = {
             "lstm": output.mean_and_se(play(family, agent, trained.params, agent_key, tasks).rewards.sum(0))
@@ -138,11 +136,7 @@ def run(config: RL2TableConfig, out_dir: pathlib.Path, *, progress: bool = True)
                 "return": {name: mean for name, (mean, _) in returns.items()},
                 "return_se": {name: se for name, (_, se) in returns.items()},
                 "lstm_over_gittins": returns["lstm"][0] / returns["gittins"][0],
-                "train": {
-                    "updates": row_config.num_updates,
-                    "seconds": trained.seconds,
-                    "agent_steps_per_second": trained.agent_steps_per_second,
-                },
+                "train": protocol.train_stats(trained) | {"updates": row_config.num_updates},
             }
         )
         if progress:
