@@ -13,9 +13,20 @@ pays p, arm 1 pays 1 - p), 100 pulls, and tested on:
 * ``past the horizon``: p in {0.1, 0.9} for twice the training episode length.
 
 For each: (a) the return gap to the Bayes-optimal agent of the TEST prior (exact dynamic
-programming, ``metabelief.baselines.bayes_optimal``); (b) held-out R^2 of a linear read-out of the
-hidden state for the posterior mean of p under the training prior and under the test prior,
-computed on the same test histories; (c) the same figures in distribution, where the agent is fine.
+programming, ``metabelief.baselines.bayes_optimal``); (b) whose posterior the agent holds, three
+ways on the same test histories:
+
+* ``readout_rmse``: the agent's own belief coordinate. A linear read-out hidden -> E[p | history]
+  is fitted in distribution (held-out training-prior episodes), frozen, and applied to the test
+  histories; its RMSE against E[p] under the training prior and under the test prior (same units).
+* ``follows_training_prior``: on the steps where acting greedily on the two posteriors picks
+  different arms (only the asymmetric prior has such steps; for the dependent bandit the
+  Bayes-optimal action is the greedy one), the probability the agent gives the training prior's arm
+  (1: acts on its training posterior; 0: on the test posterior).
+* ``r2_posterior_mean``: probes refitted on the test histories, hidden -> E[p] under each prior
+  (held-out R^2, linear and MLP): what the state holds, whether or not the agent uses it;
+
+(c) the same figures in distribution, where the agent is fine.
 """
 
 from __future__ import annotations
@@ -24,12 +35,14 @@ import dataclasses
 import pathlib
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from metabelief import baselines, probes, train
+from metabelief.agents.lstm import RecurrentAgent
 from metabelief.experiments import output, plots, protocol
 from metabelief.experiments.probing import split_sizes, trajectory_moments
-from metabelief.rollout import replay_jit, rollout, split_lanes
+from metabelief.rollout import Trajectory, replay_jit, rollout, split_lanes
 from metabelief.tasks import dependent_bandit
 
 NAME = "failure"
@@ -74,7 +87,7 @@ class FailureConfig:
 
 
 def test_conditions(horizon: int, horizon_factor: int) -> dict[str, tuple]:
-    """name -> (test family, Bayes-optimal family, number of steps)."""
+    """name -> (test family, number of steps)."""
     longer = dependent_bandit(horizon=horizon * horizon_factor, support=TRAIN_SUPPORT)
     conditions = {
         "in distribution": dependent_bandit(horizon=horizon, support=TRAIN_SUPPORT),
@@ -82,8 +95,8 @@ def test_conditions(horizon: int, horizon_factor: int) -> dict[str, tuple]:
         "support (0.1, 0.5)": dependent_bandit(horizon=horizon, support=(0.1, 0.5)),
         "p ~ U[0, 1]": dependent_bandit(horizon=horizon),
     }
-    out = {name: (family, family, horizon) for name, family in conditions.items()}
-    out["past the horizon"] = (longer, longer, horizon * horizon_factor)
+    out = {name: (family, horizon) for name, family in conditions.items()}
+    out["past the horizon"] = (longer, horizon * horizon_factor)
     return out
 
 
@@ -93,21 +106,40 @@ def run(config: FailureConfig, out_dir: pathlib.Path, *, progress: bool = True) 
     train_family, agent = config.train.make_family(), config.train.make_agent()
     trained = protocol.train_and_save(config.train, out_dir / "agent", progress=progress)
     eval_key = protocol.held_out_key(config.train)
+    sizes = split_sizes(config.eval_tasks)
 
     play = jax.jit(rollout, static_argnums=(0, 1, 5))
     run_policy = jax.jit(baselines.run_policy, static_argnums=(0, 1, 4))
+
+    def sample_tasks(family, key):
+        return jax.vmap(family.sample_task)(jax.random.split(key, config.eval_tasks))
+
+    readout_key, conditions_key = jax.random.split(eval_key)
+    task_key, agent_key = jax.random.split(readout_key)
+    in_distribution = sample_tasks(train_family, task_key)
+    readout = belief_readout(
+        play(train_family, agent, trained.params, agent_key, in_distribution), agent, sizes
+    )
+
     conditions = {}
     per_step = {}
-    for index, (name, (family, optimal_family, num_steps)) in enumerate(
+    for index, (name, (family, num_steps)) in enumerate(
         test_conditions(train_family.horizon, config.horizon_factor).items()
     ):
-        task_key, agent_key, optimal_key, probe_key = jax.random.split(jax.random.fold_in(eval_key, index), 4)
-        tasks = jax.vmap(family.sample_task)(jax.random.split(task_key, config.eval_tasks))
+        keys = jax.random.split(jax.random.fold_in(conditions_key, index), 4)
+        task_key, agent_key, optimal_key, probe_key = keys
+        tasks = sample_tasks(family, task_key)
         history = play(family, agent, trained.params, agent_key, tasks, num_steps)
-        optimal = run_policy(family, baselines.bayes_optimal(optimal_family), optimal_key, tasks, num_steps)
+        optimal = run_policy(family, baselines.bayes_optimal(family), optimal_key, tasks, num_steps)
         agent_return = output.mean_and_se(history.rewards.sum(axis=0))
         optimal_return = output.mean_and_se(optimal.rewards.sum(axis=0))
         gap = output.mean_and_se(optimal.rewards.sum(axis=0) - history.rewards.sum(axis=0))
+        posterior_means = {  # E[p | history], [T, N, 1]
+            "training prior": replay_jit(train_family, agent, trained.params, history).features[..., :1],
+            "test prior": history.features[..., :1],
+        }
+        test_lanes = lambda array: split_lanes(array, sizes)[2]  # noqa: E731
+        decoded = test_lanes(probes.predict(readout, history.hidden))
         conditions[name] = {
             "test_family": repr(family),
             "steps": num_steps,
@@ -116,17 +148,17 @@ def run(config: FailureConfig, out_dir: pathlib.Path, *, progress: bool = True) 
             "gap": gap[0],
             "gap_se": gap[1],
             "gap_fraction": gap[0] / optimal_return[0],
+            "readout_rmse": {
+                prior: float(np.sqrt(probes.score_arrays(decoded, test_lanes(mean)).mse))
+                for prior, mean in posterior_means.items()
+            },
+            "follows_training_prior": follows_training_prior(
+                history.logits, *(mean[..., 0] for mean in posterior_means.values())
+            ),
             "r2_posterior_mean": {
-                prior: _posterior_mean_r2(
-                    belief_family,
-                    agent,
-                    trained.params,
-                    history,
-                    jax.random.fold_in(probe_key, j),
-                    config.mlp_steps,
-                )
-                for j, (prior, belief_family) in enumerate(
-                    (("training prior", train_family), ("test prior", family))
+                prior: _posterior_mean_r2(history.replace(features=mean), agent, sizes, key, config.mlp_steps)
+                for prior, mean, key in zip(
+                    posterior_means, posterior_means.values(), jax.random.split(probe_key), strict=True
                 )
             },
         }
@@ -148,18 +180,51 @@ def run(config: FailureConfig, out_dir: pathlib.Path, *, progress: bool = True) 
     return results
 
 
-def _posterior_mean_r2(belief_family, agent, params, history, key: jax.Array, mlp_steps: int) -> dict:
-    """Held-out R^2 of hidden -> E[p | history] under ``belief_family``'s prior, on ``history``:
-    a linear read-out and an MLP (a saturating posterior is not linear in anything the LSTM counts)."""
-    replayed = replay_jit(belief_family, agent, params, history)
-    sizes = split_sizes(history.actions.shape[1])
-    moments = trajectory_moments(replayed, sizes)
+def belief_readout(
+    history: Trajectory, agent: RecurrentAgent, sizes: tuple[int, int, int]
+) -> probes.LinearProbe:
+    """The agent's belief coordinate: ridge hidden -> E[p | history] on ``history``'s train and
+    validation lanes (its features must be the training-prior belief), to be applied unchanged."""
+    moments = trajectory_moments(history, sizes)
+    hidden, mean_of_p = slice(0, agent.hidden_size), slice(agent.hidden_size, agent.hidden_size + 1)
+    return probes.linear_probe(moments, hidden, mean_of_p).probe
+
+
+def follows_training_prior(logits: jax.Array, training_mean: jax.Array, test_mean: jax.Array) -> dict:
+    """How the agent acts where the two posteriors disagree about the better arm.
+
+    Arm 0 pays p and arm 1 pays 1 - p, so acting greedily on a posterior picks arm 0 when
+    E[p] > 1/2. On the steps where the greedy arms under the training and the test prior differ
+    (both clear of 1/2), the agent's mean probability of the training prior's arm.
+
+    Args:
+      logits: the agent's ``[T, N, 2]`` action logits; ``training_mean``, ``test_mean``: ``[T, N]``
+        E[p | history] under each prior.
+
+    Returns:
+      ``{"steps": number of disagreeing steps, "probability": mean probability or None if none}``.
+    """
+    margin = 1e-6  # E[p] within this of 1/2 (in float32, a posterior all but settled on 1/2) is a tie
+    clear = (jnp.abs(training_mean - 0.5) > margin) & (jnp.abs(test_mean - 0.5) > margin)
+    training_arm = (training_mean < 0.5).astype(jnp.int32)
+    disagree = clear & (training_arm != (test_mean < 0.5))
+    chosen = jnp.take_along_axis(jax.nn.softmax(logits), training_arm[..., None], axis=-1)[..., 0]
+    steps = int(disagree.sum())
+    probability = float(jnp.sum(jnp.where(disagree, chosen, 0.0)) / steps) if steps else None
+    return {"steps": steps, "probability": probability}
+
+
+def _posterior_mean_r2(
+    history: Trajectory, agent: RecurrentAgent, sizes: tuple[int, int, int], key: jax.Array, mlp_steps: int
+) -> dict:
+    """Held-out R^2 of hidden -> ``history.features`` (one posterior mean), probes refitted on
+    ``history``: a linear read-out and an MLP (a saturating posterior is not linear in anything the
+    LSTM counts)."""
+    moments = trajectory_moments(history, sizes)
     hidden = slice(0, agent.hidden_size)
     mean_of_p = slice(agent.hidden_size, agent.hidden_size + 1)
     linear = probes.linear_probe(moments, hidden, mean_of_p).test.r2
-    by_split = zip(
-        split_lanes(replayed.hidden, sizes), split_lanes(replayed.features[..., :1], sizes), strict=True
-    )
+    by_split = zip(split_lanes(history.hidden, sizes), split_lanes(history.features, sizes), strict=True)
     samples = [(h.reshape(-1, h.shape[-1]), f.reshape(-1, 1)) for h, f in by_split]
     mlp = probes.mlp_probe(key, *samples, num_steps=mlp_steps).r2
     return {"linear": float(linear), "mlp": float(mlp)}
@@ -167,20 +232,18 @@ def _posterior_mean_r2(belief_family, agent, params, history, key: jax.Array, ml
 
 def table(results: dict) -> str:
     """The printed summary: per test condition, the return gap and whose posterior the agent holds."""
-    rows = [
+    returns = [["test condition", "steps", "agent", "Bayes-opt.", "gap", "gap %"]]
+    posterior = [
         [
             "test condition",
-            "steps",
-            "agent",
-            "Bayes-opt.",
-            "gap",
-            "gap %",
-            "R² train prior (lin / MLP)",
-            "R² test prior (lin / MLP)",
+            "read-out RMSE vs train / test prior",
+            "P(train-prior arm) [steps]",
+            "refitted R² train prior (lin / MLP)",
+            "refitted R² test prior (lin / MLP)",
         ]
     ]
     for name, c in results["conditions"].items():
-        rows.append(
+        returns.append(
             [
                 name,
                 str(c["steps"]),
@@ -188,8 +251,16 @@ def table(results: dict) -> str:
                 f"{c['return']['bayes_optimal']:.2f}",
                 f"{c['gap']:.2f} ± {c['gap_se']:.2f}",
                 f"{100 * c['gap_fraction']:.1f}",
-                _r2_cell(c["r2_posterior_mean"]["training prior"]),
-                _r2_cell(c["r2_posterior_mean"]["test prior"]),
+            ]
+        )
+        rmse, follows, r2 = c["readout_rmse"], c["follows_training_prior"], c["r2_posterior_mean"]
+        posterior.append(
+            [
+                name,
+                f"{rmse['training prior']:.3f} / {rmse['test prior']:.3f}",
+                "–" if follows["steps"] == 0 else f"{follows['probability']:.2f} [{follows['steps']}]",
+                _r2_cell(r2["training prior"]),
+                _r2_cell(r2["test prior"]),
             ]
         )
     config = results["config"]
@@ -198,7 +269,7 @@ def table(results: dict) -> str:
         f"{config['train']['family_args']['horizon']}; {config['eval_tasks']} test tasks per condition "
         f"({results['device']}); trained {results['train']['seconds']:.0f} s"
     )
-    return "\n".join([header, "", output.format_table(rows)])
+    return "\n".join([header, "", output.format_table(returns), "", output.format_table(posterior)])
 
 
 def _r2_cell(r2: dict) -> str:

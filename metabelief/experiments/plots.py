@@ -164,8 +164,9 @@ def failure_summary(
     training_horizon: int,
 ) -> None:
     """Reward per step of the agent vs the Bayes-optimal agent per test condition, and whose posterior
-    (training or test prior) a linear read-out of the hidden state recovers."""
-    figure, (rewards, r2) = plt.subplots(1, 2, figsize=(12, 4))
+    (training or test prior) the hidden state carries: the in-distribution read-out's error against
+    each, and probes refitted on the test histories."""
+    figure, (rewards, readout, refitted) = plt.subplots(1, 3, figsize=(17, 4))
     colours = ("tab:blue", "tab:orange", "tab:purple", "tab:green", "tab:red")
     window = 5  # a running mean over steps, for legibility
 
@@ -179,15 +180,22 @@ def failure_summary(
     rewards.axvline(training_horizon, color="black", linewidth=1)
     rewards.set(xlabel="step", ylabel="mean reward (running mean of 5)", title="reward per step")
     rewards.legend(fontsize="x-small")
+
     names = list(conditions)
     positions = np.arange(len(names))
-    for offset, prior, colour in ((-0.2, "training prior", "tab:purple"), (0.2, "test prior", "tab:olive")):
-        values = [conditions[name]["r2_posterior_mean"][prior]["mlp"] for name in names]
-        r2.bar(positions + offset, values, width=0.4, color=colour, label=f"posterior under the {prior}")
-    r2.set_xticks(positions, names, fontsize="small")
-    r2.set(
-        ylabel="held-out R², hidden → E[p | history]", title="whose posterior does the hidden state carry?"
+    priors = (("training prior", "tab:purple"), ("test prior", "tab:olive"))
+    for offset, (prior, colour) in zip((-0.2, 0.2), priors, strict=True):
+        label = f"posterior under the {prior}"
+        rmse = [conditions[name]["readout_rmse"][prior] for name in names]
+        readout.bar(positions + offset, rmse, width=0.4, color=colour, label=label)
+        r2 = [conditions[name]["r2_posterior_mean"][prior]["mlp"] for name in names]
+        refitted.bar(positions + offset, r2, width=0.4, color=colour, label=label)
+    readout.set(ylabel="RMSE, read-out vs E[p | history]", title="the in-distribution read-out, frozen")
+    refitted.set(
+        ylabel="held-out R², hidden → E[p | history] (MLP)", title="probes refitted on test histories"
     )
-    r2.set_ylim(min(0.0, r2.get_ylim()[0]), 1.0)
-    r2.legend(fontsize="small", loc="lower left")
+    refitted.set_ylim(min(0.0, refitted.get_ylim()[0]), 1.0)
+    for axes in (readout, refitted):
+        axes.set_xticks(positions, names, fontsize="x-small", rotation=20)
+        axes.legend(fontsize="small", loc="upper left" if axes is readout else "lower left")
     save(figure, path)
