@@ -122,13 +122,14 @@ def test_run_failure_quick_reports_every_test_condition(tmp_path, capsys):
         assert set(condition["r2_posterior_mean"]) == {"training prior", "test prior"}
         for r2 in condition["r2_posterior_mean"].values():
             assert set(r2) == {"linear", "mlp"}
-        assert set(condition["readout_rmse"]) == {"training prior", "test prior"}
+        assert set(condition["readout"]["rmse"]) == {"training prior", "test prior"}
+        assert len(condition["readout"]["rmse_by_time"]["test prior"]) == condition["steps"]
     # Only the asymmetric prior makes the two posteriors disagree about the better arm.
     assert conditions["support (0.1, 0.5)"]["follows_training_prior"]["steps"] > 0
     assert conditions["support (0.4, 0.6)"]["follows_training_prior"] == {"steps": 0, "probability": None}
     assert conditions["past the horizon"]["steps"] == 2 * conditions["in distribution"]["steps"]
     assert (out_dir / "failure.png").read_bytes().startswith(b"\x89PNG")
-    assert "read-out RMSE" in capsys.readouterr().out
+    assert "read-out nearer train prior" in capsys.readouterr().out
 
 
 def test_run_rl2_table_quick_prints_every_policy(tmp_path, capsys):

@@ -7,7 +7,7 @@ import pytest
 
 from metabelief import probes
 from metabelief.agents.lstm import RecurrentAgent
-from metabelief.experiments.failure import belief_readout, follows_training_prior
+from metabelief.experiments.failure import belief_readout, compare_readout, follows_training_prior
 from metabelief.experiments.probing import split_sizes
 from metabelief.rollout import Trajectory
 
@@ -80,3 +80,29 @@ def test_belief_readout_recovers_a_linearly_encoded_posterior(noise):
     decoded = probes.predict(readout, hidden)
     error = float(jnp.sqrt(jnp.mean((decoded - mean_of_p) ** 2)))
     assert error < 1e-3 + noise
+
+
+def test_compare_readout_against_numpy():
+    rng = np.random.default_rng(1)
+    training = rng.uniform(0.1, 0.9, size=(7, 40))
+    test = np.where(rng.uniform(size=(7, 40)) < 0.3, training, rng.uniform(0.4, 0.6, size=(7, 40)))
+    decoded = training + rng.normal(scale=0.2, size=(7, 40))
+
+    got = compare_readout(*(jnp.asarray(x, jnp.float32) for x in (decoded, training, test)))
+
+    differ = np.abs(training - test) > 1e-3
+    nearer = np.abs(decoded - training) < np.abs(decoded - test)
+    assert got["differing_pairs"] == differ.sum()
+    np.testing.assert_allclose(got["closer_to_training"], nearer[differ].mean(), rtol=1e-6)
+    for prior, mean in (("training prior", training), ("test prior", test)):
+        np.testing.assert_allclose(got["rmse"][prior], np.sqrt(np.mean((decoded - mean) ** 2)), rtol=1e-5)
+        np.testing.assert_allclose(
+            got["rmse_by_time"][prior], np.sqrt(np.mean((decoded - mean) ** 2, axis=1)), rtol=1e-5
+        )
+        np.testing.assert_allclose(got["confidence"][prior], np.abs(mean - 0.5).mean(), rtol=1e-5)
+    np.testing.assert_allclose(got["confidence"]["read-out"], np.abs(decoded - 0.5).mean(), rtol=1e-5)
+
+
+def test_compare_readout_has_no_vote_when_the_posteriors_agree():
+    mean = jnp.full((3, 4), 0.7)
+    assert compare_readout(mean + 0.1, mean, mean)["closer_to_training"] is None

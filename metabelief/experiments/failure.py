@@ -138,7 +138,7 @@ def run(config: FailureConfig, out_dir: pathlib.Path, *, progress: bool = True) 
             "training prior": replay_jit(train_family, agent, trained.params, history).features[..., :1],
             "test prior": history.features[..., :1],
         }
-        test_lanes = lambda array: split_lanes(array, sizes)[2]  # noqa: E731
+        test_lanes = lambda array: split_lanes(array, sizes)[2][..., 0]  # noqa: E731
         decoded = test_lanes(probes.predict(readout, history.hidden))
         conditions[name] = {
             "test_family": repr(family),
@@ -148,10 +148,7 @@ def run(config: FailureConfig, out_dir: pathlib.Path, *, progress: bool = True) 
             "gap": gap[0],
             "gap_se": gap[1],
             "gap_fraction": gap[0] / optimal_return[0],
-            "readout_rmse": {
-                prior: float(np.sqrt(probes.score_arrays(decoded, test_lanes(mean)).mse))
-                for prior, mean in posterior_means.items()
-            },
+            "readout": compare_readout(decoded, *(test_lanes(mean) for mean in posterior_means.values())),
             "follows_training_prior": follows_training_prior(
                 history.logits, *(mean[..., 0] for mean in posterior_means.values())
             ),
@@ -188,6 +185,39 @@ def belief_readout(
     moments = trajectory_moments(history, sizes)
     hidden, mean_of_p = slice(0, agent.hidden_size), slice(agent.hidden_size, agent.hidden_size + 1)
     return probes.linear_probe(moments, hidden, mean_of_p).probe
+
+
+def compare_readout(decoded: jax.Array, training_mean: jax.Array, test_mean: jax.Array) -> dict:
+    """Is the frozen read-out of the agent's belief the posterior under the training or the test prior?
+
+    Args:
+      decoded: ``[T, N]`` the in-distribution read-out applied to test histories; ``training_mean``,
+        ``test_mean``: ``[T, N]`` E[p | history] under each prior.
+
+    Returns:
+      JSON-ready: ``rmse`` and ``rmse_by_time`` against each posterior mean; ``closer_to_training``,
+      the share of the (step, task) pairs where the two posteriors differ (by more than 1e-3) on
+      which the read-out is nearer the training prior's (None where they never differ);
+      ``confidence``, mean |E[p] - 1/2| of the read-out and of each posterior (how sure each is).
+    """
+    means = {"training prior": training_mean, "test prior": test_mean}
+    squared = {prior: (decoded - mean) ** 2 for prior, mean in means.items()}
+    differ = jnp.abs(training_mean - test_mean) > 1e-3
+    nearer_training = squared["training prior"] < squared["test prior"]
+    pairs = int(differ.sum())
+    closer = float(jnp.sum(differ & nearer_training) / pairs) if pairs else None
+    return {
+        "rmse": {prior: float(jnp.sqrt(error.mean())) for prior, error in squared.items()},
+        "rmse_by_time": {
+            prior: np.sqrt(np.asarray(error.mean(axis=1))).tolist() for prior, error in squared.items()
+        },
+        "closer_to_training": closer,
+        "differing_pairs": pairs,
+        "confidence": {
+            name: float(jnp.abs(value - 0.5).mean())
+            for name, value in (("read-out", decoded), *means.items())
+        },
+    }
 
 
 def follows_training_prior(logits: jax.Array, training_mean: jax.Array, test_mean: jax.Array) -> dict:
@@ -233,15 +263,16 @@ def _posterior_mean_r2(
 def table(results: dict) -> str:
     """The printed summary: per test condition, the return gap and whose posterior the agent holds."""
     returns = [["test condition", "steps", "agent", "Bayes-opt.", "gap", "gap %"]]
-    posterior = [
+    acts = [
         [
             "test condition",
-            "read-out RMSE vs train / test prior",
+            "read-out nearer train prior",
+            "RMSE vs train / test",
+            "|E[p] - ½|: read-out / train / test",
             "P(train-prior arm) [steps]",
-            "refitted R² train prior (lin / MLP)",
-            "refitted R² test prior (lin / MLP)",
         ]
     ]
+    holds = [["test condition", "refitted R² train prior (lin / MLP)", "refitted R² test prior (lin / MLP)"]]
     for name, c in results["conditions"].items():
         returns.append(
             [
@@ -253,23 +284,35 @@ def table(results: dict) -> str:
                 f"{100 * c['gap_fraction']:.1f}",
             ]
         )
-        rmse, follows, r2 = c["readout_rmse"], c["follows_training_prior"], c["r2_posterior_mean"]
-        posterior.append(
+        readout, follows = c["readout"], c["follows_training_prior"]
+        confidence = readout["confidence"]
+        acts.append(
             [
                 name,
-                f"{rmse['training prior']:.3f} / {rmse['test prior']:.3f}",
+                "–" if readout["closer_to_training"] is None else f"{readout['closer_to_training']:.2f}",
+                f"{readout['rmse']['training prior']:.3f} / {readout['rmse']['test prior']:.3f}",
+                f"{confidence['read-out']:.3f} / {confidence['training prior']:.3f} / "
+                f"{confidence['test prior']:.3f}",
                 "–" if follows["steps"] == 0 else f"{follows['probability']:.2f} [{follows['steps']}]",
-                _r2_cell(r2["training prior"]),
-                _r2_cell(r2["test prior"]),
             ]
         )
+        r2 = c["r2_posterior_mean"]
+        holds.append([name, _r2_cell(r2["training prior"]), _r2_cell(r2["test prior"])])
     config = results["config"]
     header = (
         f"failure: trained on dependent_bandit(support={TRAIN_SUPPORT}), horizon "
         f"{config['train']['family_args']['horizon']}; {config['eval_tasks']} test tasks per condition "
         f"({results['device']}); trained {results['train']['seconds']:.0f} s"
     )
-    return "\n".join([header, "", output.format_table(returns), "", output.format_table(posterior)])
+    return "\n\n".join(
+        [
+            header,
+            output.format_table(returns),
+            "the agent's own belief (in-distribution read-out, frozen) and its choices:\n"
+            + output.format_table(acts),
+            "what the state holds (probes refitted on the test histories):\n" + output.format_table(holds),
+        ]
+    )
 
 
 def _r2_cell(r2: dict) -> str:

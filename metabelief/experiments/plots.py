@@ -181,21 +181,31 @@ def failure_summary(
     rewards.set(xlabel="step", ylabel="mean reward (running mean of 5)", title="reward per step")
     rewards.legend(fontsize="x-small")
 
+    for (name, condition), colour in zip(conditions.items(), colours, strict=False):
+        by_time = condition["readout"]["rmse_by_time"]
+        steps = np.arange(1, len(by_time["training prior"]) + 1)
+        readout.plot(steps, by_time["training prior"], color=colour, label=f"{name}: vs training prior")
+        readout.plot(
+            steps, by_time["test prior"], color=colour, linestyle=":", label=f"{name}: vs test prior"
+        )
+    readout.axvline(training_horizon, color="black", linewidth=1)
+    readout.set(
+        xlabel="step",
+        ylabel="RMSE, read-out vs E[p | history]",
+        title="the agent's belief: in-distribution read-out, frozen",
+    )
+    readout.legend(fontsize="xx-small")
+
     names = list(conditions)
     positions = np.arange(len(names))
     priors = (("training prior", "tab:purple"), ("test prior", "tab:olive"))
     for offset, (prior, colour) in zip((-0.2, 0.2), priors, strict=True):
-        label = f"posterior under the {prior}"
-        rmse = [conditions[name]["readout_rmse"][prior] for name in names]
-        readout.bar(positions + offset, rmse, width=0.4, color=colour, label=label)
         r2 = [conditions[name]["r2_posterior_mean"][prior]["mlp"] for name in names]
-        refitted.bar(positions + offset, r2, width=0.4, color=colour, label=label)
-    readout.set(ylabel="RMSE, read-out vs E[p | history]", title="the in-distribution read-out, frozen")
+        refitted.bar(positions + offset, r2, width=0.4, color=colour, label=f"posterior under the {prior}")
     refitted.set(
-        ylabel="held-out R², hidden → E[p | history] (MLP)", title="probes refitted on test histories"
+        ylabel="held-out R², hidden → E[p | history] (MLP)", title="what the state holds: probes refitted"
     )
     refitted.set_ylim(min(0.0, refitted.get_ylim()[0]), 1.0)
-    for axes in (readout, refitted):
-        axes.set_xticks(positions, names, fontsize="x-small", rotation=20)
-        axes.legend(fontsize="small", loc="upper left" if axes is readout else "lower left")
+    refitted.set_xticks(positions, names, fontsize="x-small", rotation=20)
+    refitted.legend(fontsize="small", loc="lower left")
     save(figure, path)
