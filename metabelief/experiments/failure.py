@@ -16,9 +16,10 @@ For each: (a) the return gap to the Bayes-optimal agent of the TEST prior (exact
 programming, ``metabelief.baselines.bayes_optimal``); (b) whose posterior the agent holds, three
 ways on the same test histories:
 
-* ``readout_rmse``: the agent's own belief coordinate. A linear read-out hidden -> E[p | history]
-  is fitted in distribution (held-out training-prior episodes), frozen, and applied to the test
-  histories; its RMSE against E[p] under the training prior and under the test prior (same units).
+* ``readout``: the agent's own belief coordinate. A linear read-out hidden -> E[p | history] is
+  fitted in distribution (held-out training-prior episodes), frozen, and applied to the test
+  histories: on which share of the pairs where the two posteriors differ it lies nearer the
+  training prior's, its RMSE against each (same units), and how sure it is next to each.
 * ``follows_training_prior``: on the steps where acting greedily on the two posteriors picks
   different arms (only the asymmetric prior has such steps; for the dependent bandit the
   Bayes-optimal action is the greedy one), the probability the agent gives the training prior's arm
@@ -182,9 +183,12 @@ def belief_readout(
 ) -> probes.LinearProbe:
     """The agent's belief coordinate: ridge hidden -> E[p | history] on ``history``'s train and
     validation lanes (its features must be the training-prior belief), to be applied unchanged."""
-    moments = trajectory_moments(history, sizes)
-    hidden, mean_of_p = slice(0, agent.hidden_size), slice(agent.hidden_size, agent.hidden_size + 1)
-    return probes.linear_probe(moments, hidden, mean_of_p).probe
+    return probes.linear_probe(trajectory_moments(history, sizes), *_hidden_and_mean(agent)).probe
+
+
+def _hidden_and_mean(agent: RecurrentAgent) -> tuple[slice, slice]:
+    """Where the hidden state and E[p] (the first belief feature) sit in ``[hidden, features]``."""
+    return slice(0, agent.hidden_size), slice(agent.hidden_size, agent.hidden_size + 1)
 
 
 def compare_readout(decoded: jax.Array, training_mean: jax.Array, test_mean: jax.Array) -> dict:
@@ -250,10 +254,7 @@ def _posterior_mean_r2(
     """Held-out R^2 of hidden -> ``history.features`` (one posterior mean), probes refitted on
     ``history``: a linear read-out and an MLP (a saturating posterior is not linear in anything the
     LSTM counts)."""
-    moments = trajectory_moments(history, sizes)
-    hidden = slice(0, agent.hidden_size)
-    mean_of_p = slice(agent.hidden_size, agent.hidden_size + 1)
-    linear = probes.linear_probe(moments, hidden, mean_of_p).test.r2
+    linear = probes.linear_probe(trajectory_moments(history, sizes), *_hidden_and_mean(agent)).test.r2
     by_split = zip(split_lanes(history.hidden, sizes), split_lanes(history.features, sizes), strict=True)
     samples = [(h.reshape(-1, h.shape[-1]), f.reshape(-1, 1)) for h, f in by_split]
     mlp = probes.mlp_probe(key, *samples, num_steps=mlp_steps).r2
