@@ -138,11 +138,25 @@ def test_run_rl2_table_quick_prints_every_policy(tmp_path, capsys):
     (row,) = json.loads((out_dir / "results.json").read_text())["rows"]
     assert (row["arms"], row["pulls"]) == (5, 10)
     expected = {"lstm", "random", "gittins", "thompson", "ucb1", "epsilon_greedy", "greedy", "bayes_optimal"}
-    assert set(row["return"]) == expected
+    assert set(row["return"]) == expected | {"posterior_greedy"}
+    assert row["published"]["rl2"] == 6.7  # Duan et al. (2016), Table 1, k = 5, n = 10
     # Random play earns n / 2 in expectation; the index policies do better.
     assert abs(row["return"]["random"] - 5.0) < 5 * row["return_se"]["random"]
     assert row["return"]["gittins"] > row["return"]["random"] + 3 * row["return_se"]["gittins"]
-    assert "LSTM / Gittins" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "LSTM / Gittins" in printed and "our LSTM / RL²" in printed and "arXiv:1611.02779" in printed
+
+
+def test_published_rl2_table_is_transcribed_consistently():
+    from metabelief.experiments.rl2_table import PUBLISHED, ROWS, published
+
+    assert set(PUBLISHED) == set(ROWS["all"])
+    for arms, pulls in PUBLISHED:
+        values = published(arms, pulls)
+        # Random play earns n / 2 in expectation; every other policy in the paper beats it.
+        assert abs(values["random"] - pulls / 2) <= 0.01 * pulls
+        assert min(v for name, v in values.items() if name != "random") > values["random"]
+    assert published(3, 20) is None
 
 
 def test_rows_flag_parses_and_only_applies_to_the_rl2_table():
