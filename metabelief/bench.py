@@ -36,6 +36,7 @@ from metabelief import rollout as lockstep
 from metabelief import train
 from metabelief.agents import agent_for
 from metabelief.experiments.probing import split_sizes
+from metabelief.testing.random_rollout import sample_tasks
 
 # Anchors measured on one NVIDIA H200 (jax 0.11.2, flax 0.12.10; 128 steps, random inputs), from
 # the issue that asked for this benchmark: N -> M steps/s.
@@ -82,7 +83,7 @@ def env_and_belief(family, num_tasks: int, num_steps: int):
 
     def run(key):
         task_key, reset_key, action_key, env_key = jax.random.split(key, 4)
-        tasks = jax.vmap(family.sample_task)(jax.random.split(task_key, num_tasks))
+        tasks = sample_tasks(family, task_key, num_tasks)
         states, obs = jax.vmap(family.reset)(jax.random.split(reset_key, num_tasks), tasks)
         beliefs = jax.vmap(family.belief_init)(obs)
         actions = jax.random.randint(action_key, (num_steps, num_tasks), 0, family.num_actions, jnp.int32)
@@ -136,7 +137,7 @@ def probe_at_scale(family, agent, params, key: jax.Array, num_chunks: int, chunk
     def run(params, key):
         def chunk(moments, chunk_key):
             task_key, run_key = jax.random.split(chunk_key)
-            tasks = jax.vmap(family.sample_task)(jax.random.split(task_key, chunk_size))
+            tasks = sample_tasks(family, task_key, chunk_size)
             more = lockstep.probe_moments(family, agent, params, sizes, key=run_key, tasks=tasks)
             return metabelief.probes.merge(moments, more), None
 
@@ -180,7 +181,7 @@ def throughput_cases(
     family = metabelief.make("bernoulli_bandit", num_arms=2, horizon=num_steps)
     agent = agent_for(family, hidden_size=hidden_size)
     params = agent.init(jax.random.key(0))
-    tasks = jax.vmap(family.sample_task)(jax.random.split(jax.random.key(1), num_tasks))
+    tasks = sample_tasks(family, jax.random.key(1), num_tasks)
     sizes = split_sizes(num_tasks)
     environment = {"env + belief": env_and_belief(family, num_tasks, num_steps)}
     if with_gymnax:

@@ -88,12 +88,7 @@ def run(config: BanditConfig, out_dir: pathlib.Path, *, progress: bool = True) -
     output.write_json(out_dir / "results.json", results)
 
     labels = {"random": "random", "thompson": "Thompson sampling", "bayes_optimal": "Bayes-optimal"}
-    protocol.plot_learning_curve(
-        out_dir / "learning_curve.png",
-        config.train,
-        evaluation.trained,
-        protocol.reference_returns(evaluation, labels),
-    )
+    protocol.plot_evaluation_learning_curve(out_dir / "learning_curve.png", config.train, evaluation, labels)
     plots.decoded_beliefs(out_dir / "decoded_belief.png", decoded)
     plots.r2_by_time(out_dir / "probe_r2_by_time.png", probe["r2_by_time"])
     return results

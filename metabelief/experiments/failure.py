@@ -42,9 +42,10 @@ import numpy as np
 from metabelief import baselines, probes, train
 from metabelief.agents.lstm import RecurrentAgent
 from metabelief.experiments import output, plots, protocol
-from metabelief.experiments.probing import split_sizes, trajectory_moments
+from metabelief.experiments.probing import split_samples, split_sizes, trajectory_moments
 from metabelief.rollout import Trajectory, replay_jit, rollout, split_lanes
 from metabelief.tasks import dependent_bandit
+from metabelief.testing.random_rollout import sample_tasks
 
 NAME = "failure"
 SUMMARY = "train on p in {0.1, 0.9}; test on other priors and past the horizon: return gap, whose posterior"
@@ -112,15 +113,15 @@ def run(config: FailureConfig, out_dir: pathlib.Path, *, progress: bool = True) 
     play = jax.jit(rollout, static_argnums=(0, 1, 5))
     run_policy = jax.jit(baselines.run_policy, static_argnums=(0, 1, 4))
 
-    def sample_tasks(family, key):
-        return jax.vmap(family.sample_task)(jax.random.split(key, config.eval_tasks))
-
     readout_key, conditions_key = jax.random.split(eval_key)
     task_key, agent_key = jax.random.split(readout_key)
-    in_distribution = sample_tasks(train_family, task_key)
+    in_distribution = sample_tasks(train_family, task_key, config.eval_tasks)
     readout = belief_readout(
         play(train_family, agent, trained.params, agent_key, in_distribution), agent, sizes
     )
+
+    def test_lanes(array):  # [T, N, 1] -> [T, n_test]
+        return split_lanes(array, sizes)[2][..., 0]
 
     conditions = {}
     per_step = {}
@@ -129,7 +130,7 @@ def run(config: FailureConfig, out_dir: pathlib.Path, *, progress: bool = True) 
     ):
         keys = jax.random.split(jax.random.fold_in(conditions_key, index), 4)
         task_key, agent_key, optimal_key, probe_key = keys
-        tasks = sample_tasks(family, task_key)
+        tasks = sample_tasks(family, task_key, config.eval_tasks)
         history = play(family, agent, trained.params, agent_key, tasks, num_steps)
         optimal = run_policy(family, baselines.bayes_optimal(family), optimal_key, tasks, num_steps)
         agent_return = output.mean_and_se(history.rewards.sum(axis=0))
@@ -139,7 +140,6 @@ def run(config: FailureConfig, out_dir: pathlib.Path, *, progress: bool = True) 
             "training prior": replay_jit(train_family, agent, trained.params, history).features[..., :1],
             "test prior": history.features[..., :1],
         }
-        test_lanes = lambda array: split_lanes(array, sizes)[2][..., 0]  # noqa: E731
         decoded = test_lanes(probes.predict(readout, history.hidden))
         conditions[name] = {
             "test_family": repr(family),
@@ -255,9 +255,7 @@ def _posterior_mean_r2(
     ``history``: a linear read-out and an MLP (a saturating posterior is not linear in anything the
     LSTM counts)."""
     linear = probes.linear_probe(trajectory_moments(history, sizes), *_hidden_and_mean(agent)).test.r2
-    by_split = zip(split_lanes(history.hidden, sizes), split_lanes(history.features, sizes), strict=True)
-    samples = [(h.reshape(-1, h.shape[-1]), f.reshape(-1, 1)) for h, f in by_split]
-    mlp = probes.mlp_probe(key, *samples, num_steps=mlp_steps).r2
+    mlp = probes.mlp_probe(key, *split_samples(history, sizes), num_steps=mlp_steps).r2
     return {"linear": float(linear), "mlp": float(mlp)}
 
 

@@ -73,12 +73,7 @@ def run(config: GridworldConfig, out_dir: pathlib.Path, *, progress: bool = True
     output.write_json(out_dir / "results.json", results)
 
     labels = {"random": "random", "belief_greedy": "belief-greedy explorer"}
-    protocol.plot_learning_curve(
-        out_dir / "learning_curve.png",
-        config.train,
-        evaluation.trained,
-        protocol.reference_returns(evaluation, labels),
-    )
+    protocol.plot_evaluation_learning_curve(out_dir / "learning_curve.png", config.train, evaluation, labels)
     plots.r2_by_time(out_dir / "probe_r2_by_time.png", probe["r2_by_time"])
     _plot_goal_beliefs(out_dir / "goal_belief.png", family, evaluation, decoded)
     return results

@@ -62,11 +62,11 @@ def probe_networks(
         }
         report[f"reverse_{name}"] = probes.linear_probe(moments, features, hidden).test.to_dict()
 
-        by_split = split_lanes(replayed.hidden, sizes), split_lanes(replayed.features, sizes)
-        samples = [(_flat(h), _flat(f)) for h, f in zip(*by_split, strict=True)]
         key, mlp_key = jax.random.split(key)
+        samples = split_samples(replayed, sizes)
         report[f"mlp_{name}"] = probes.mlp_probe(mlp_key, *samples, num_steps=mlp_steps).to_dict()
-        test_hidden, test_means = by_split[0][2], by_split[1][2][..., :num_means]
+        test_hidden = split_lanes(replayed.hidden, sizes)[2]
+        test_means = split_lanes(replayed.features, sizes)[2][..., :num_means]
         per_step = jax.vmap(probes.score_arrays)(probes.predict(to_means.probe, test_hidden), test_means)
         report["r2_by_time"][name] = [None if np.isnan(r2) else float(r2) for r2 in np.asarray(per_step.r2)]
         decoded[name] = np.asarray(probes.predict(to_means.probe, test_hidden))
@@ -83,6 +83,13 @@ def trajectory_moments(trajectory: Trajectory, sizes: tuple[int, ...]) -> probes
     num_steps = pairs.shape[0]
     by_task = pairs.swapaxes(0, 1).reshape(-1, pairs.shape[-1])  # rows task-major: [N * T, H + F]
     return probes.split_moments(by_task, [size * num_steps for size in sizes])
+
+
+def split_samples(trajectory: Trajectory, sizes: tuple[int, ...]) -> list[tuple[jax.Array, jax.Array]]:
+    """``(hidden, features)`` sample rows ``([n * T, H], [n * T, F])`` per split of task lanes,
+    for the MLP probe."""
+    by_split = split_lanes(trajectory.hidden, sizes), split_lanes(trajectory.features, sizes)
+    return [(_flat(h), _flat(f)) for h, f in zip(*by_split, strict=True)]
 
 
 def _flat(array: jax.Array) -> jax.Array:

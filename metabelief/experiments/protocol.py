@@ -15,7 +15,7 @@ from metabelief.experiments import output, plots
 from metabelief.experiments.probing import probe_networks
 from metabelief.rollout import Trajectory, rollout
 from metabelief.tasks.base import TaskFamily
-from metabelief.testing.random_rollout import RandomRollout
+from metabelief.testing.random_rollout import RandomRollout, sample_tasks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +74,7 @@ def train_and_evaluate(
     family, agent = config.make_family(), config.make_agent()
     trained = train_and_save(config, out_dir / "agent", progress=progress)
     task_key, agent_key, *policy_keys, probe_key = jax.random.split(held_out_key(config), 3 + len(references))
-    tasks = jax.vmap(family.sample_task)(jax.random.split(task_key, eval_tasks))
+    tasks = sample_tasks(family, task_key, eval_tasks)
     history = jax.jit(rollout, static_argnums=(0, 1))(family, agent, trained.params, agent_key, tasks)
     run_policy = jax.jit(baselines.run_policy, static_argnums=(0, 1))
     played = {
@@ -146,9 +146,13 @@ def plot_learning_curve(
     plots.learning_curve(path, steps, trained.metrics["episode_return"], references or {})
 
 
-def reference_returns(evaluation: Evaluation, labels: dict[str, str]) -> dict[str, float]:
-    """label -> held-out mean return of each policy named in ``labels``."""
-    return {label: evaluation.mean_return(name) for name, label in labels.items()}
+def plot_evaluation_learning_curve(
+    path: pathlib.Path, config: train.TrainConfig, evaluation: Evaluation, labels: dict[str, str]
+) -> None:
+    """``plot_learning_curve`` of ``evaluation``'s agent, with the held-out mean return of each
+    reference policy named in ``labels`` (name -> label) as a line."""
+    references = {label: evaluation.mean_return(name) for name, label in labels.items()}
+    plot_learning_curve(path, config, evaluation.trained, references)
 
 
 def returns_table(results: dict) -> str:

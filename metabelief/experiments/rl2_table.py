@@ -25,6 +25,7 @@ from metabelief import baselines, train
 from metabelief.experiments import output, protocol
 from metabelief.rollout import rollout
 from metabelief.tasks import BernoulliBandit
+from metabelief.testing.random_rollout import sample_tasks
 
 NAME = "rl2-table"
 SUMMARY = "RL² Table 1: k arms x n pulls; LSTM vs Gittins, Thompson, UCB1, greedy, Bayes-optimal"
@@ -152,7 +153,7 @@ def run(config: RL2TableConfig, out_dir: pathlib.Path, *, progress: bool = True)
         family, agent = row_config.make_family(), row_config.make_agent()
         trained = protocol.train_and_save(row_config, out_dir / f"agent-k{arms}-n{pulls}", progress=progress)
         task_key, agent_key, policy_key = jax.random.split(protocol.held_out_key(row_config), 3)
-        tasks = jax.vmap(family.sample_task)(jax.random.split(task_key, config.eval_tasks))
+        tasks = sample_tasks(family, task_key, config.eval_tasks)
         returns = {
             "lstm": output.mean_and_se(play(family, agent, trained.params, agent_key, tasks).rewards.sum(0))
         }

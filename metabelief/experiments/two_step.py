@@ -103,12 +103,7 @@ def run(config: TwoStepConfig, out_dir: pathlib.Path, *, progress: bool = True) 
     output.write_json(out_dir / "results.json", results)
 
     labels = {"belief_greedy": "belief-greedy", "model_free": "model-free TD", "random": "random"}
-    protocol.plot_learning_curve(
-        out_dir / "learning_curve.png",
-        config.train,
-        evaluation.trained,
-        protocol.reference_returns(evaluation, labels),
-    )
+    protocol.plot_evaluation_learning_curve(out_dir / "learning_curve.png", config.train, evaluation, labels)
     plots.stay_probabilities(
         out_dir / "stay_probabilities.png",
         {
