@@ -115,17 +115,18 @@ def main(num_updates: int = 150) -> dict:
         updates_per_chunk=25, learning_rate=5e-3,
     )  # fmt: skip
     result = metabelief.train.train(config, progress=False)
+    params, initial_params = result.seed_params(0), result.seed_initial_params(0)  # the one seed
     agent = config.make_agent()
     tasks = jax.vmap(family.sample_task)(jax.random.split(jax.random.key(1), 2048))
     history = jax.jit(rollout.rollout, static_argnums=(0, 1))(
-        family, agent, result.params, jax.random.key(2), tasks
+        family, agent, params, jax.random.key(2), tasks
     )
     print(f"return per episode: {float(history.rewards.sum(0).mean()):.2f} (opening doors blindly: 0)")
 
     hidden, belief = slice(0, agent.hidden_size), slice(agent.hidden_size, agent.hidden_size + 1)
     r2 = {}
-    for name, params in {"trained": result.params, "untrained": result.initial_params}.items():
-        moments = rollout.probe_moments(family, agent, params, (1024, 512, 512), history=history)
+    for name, network in {"trained": params, "untrained": initial_params}.items():
+        moments = rollout.probe_moments(family, agent, network, (1024, 512, 512), history=history)
         r2[name] = float(probes.linear_probe(moments, hidden, belief).test.r2)
     print(
         f"held-out R², hidden → P(tiger left): trained {r2['trained']:.3f}, untrained {r2['untrained']:.3f}"

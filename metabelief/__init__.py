@@ -7,10 +7,11 @@ The public surface::
     metabelief.families()
     metabelief.testing.check_family(family)
 
-    result = metabelief.train.train(metabelief.TrainConfig(family="bernoulli_bandit"))
-    trajectory = metabelief.rollout.rollout(family, agent, result.params, key, tasks)
+    result = metabelief.train.train(metabelief.TrainConfig(family="bernoulli_bandit", num_seeds=5))
+    params = result.seed_params(0)  # result.params: all 5 agents, a leading [5] axis
+    trajectory = metabelief.rollout.rollout(family, agent, params, key, tasks)
     sizes = (n_fit, n_val, n_test)  # tasks (lanes) on each side of the probe
-    moments = metabelief.rollout.probe_moments(family, agent, result.params, sizes, history=trajectory)
+    moments = metabelief.rollout.probe_moments(family, agent, params, sizes, history=trajectory)
     metabelief.probes.linear_probe(moments, x=slice(0, 48), y=slice(48, 52))
 """
 

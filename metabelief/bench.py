@@ -14,7 +14,11 @@ apart) of:
 
 Both sides of a ratio draw their randomness the same way (keys or numbers drawn before the scan).
 Then (d) a probe over ``probe_tasks x T`` (hidden, belief) pairs: tasks sampled and probed chunk
-by chunk inside one ``lax.scan``, so device memory does not grow with the number of pairs.
+by chunk inside one ``lax.scan``, so device memory does not grow with the number of pairs. And
+(e) ``seeds``: one A2C update of a population of S agents (``train.population_update``, vmapped
+over seeds) for S in ``seed_counts`` at the same tasks per seed, timed in interleaved rounds,
+each as agent steps per second over all seeds and as a ratio to S = 1 (S when the extra seeds
+come free, 1 when they cost as much as separate runs).
 """
 
 from __future__ import annotations
@@ -204,6 +208,40 @@ def throughput_cases(
     return groups
 
 
+def seed_cases(num_tasks: int, num_steps: int, hidden_size: int, seed_counts: Sequence[int]) -> dict:
+    """(e) One A2C update of S agents at once, ``num_tasks`` tasks each, for each S."""
+    cases = {}
+    for num_seeds in seed_counts:
+        config = train.TrainConfig(
+            family_args=(("horizon", num_steps),),
+            num_tasks=num_tasks,
+            hidden_size=hidden_size,
+            num_seeds=num_seeds,
+        )
+        update = jax.jit(lambda s, config=config: train.population_update(s, config))
+        cases[f"S = {num_seeds}"] = (update, (train.init_population(config),))
+    return cases
+
+
+def seed_scaling(config: BenchConfig) -> dict:
+    """(e) measured: per S, seconds per update, agent steps/s over all seeds and the ratio to S = 1."""
+    measured = measure(
+        seed_cases(config.seed_tasks, config.num_steps, config.hidden_size, config.seed_counts), config.rounds
+    )
+    steps = config.seed_tasks * config.num_steps
+    out = {}
+    for num_seeds, (compile_s, run_s) in zip(config.seed_counts, measured.values(), strict=True):
+        out[str(num_seeds)] = {
+            "compile_seconds": compile_s,
+            "seconds": run_s,
+            "steps_per_second": num_seeds * steps / run_s,
+        }
+    base = out[str(config.seed_counts[0])]["steps_per_second"]  # the first count, 1 by default
+    for case in out.values():
+        case["ratio_to_one_seed"] = case["steps_per_second"] / base
+    return {"tasks_per_seed": config.seed_tasks, "seeds": out}
+
+
 def has_gymnax() -> bool:
     try:
         import gymnax  # noqa: F401, PLC0415
@@ -221,15 +259,17 @@ class BenchConfig:
     max_training_tasks: int = 65536  # BPTT memory grows with N x T
     probe_chunks: int = 16
     probe_chunk_size: int = 65536
+    seed_counts: tuple[int, ...] = (1, 4, 16)  # population sizes of (e); the first is the baseline
+    seed_tasks: int = 1024  # tasks per seed in (e)
     gymnax: bool = True
 
     @classmethod
     def for_device(cls, quick: bool) -> BenchConfig:
         on_cpu = jax.devices()[0].platform == "cpu"
         if quick:
-            return cls(sizes=QUICK_SIZES, rounds=3, probe_chunks=4, probe_chunk_size=16384)
+            return cls(sizes=QUICK_SIZES, rounds=3, probe_chunks=4, probe_chunk_size=16384, seed_tasks=128)
         if on_cpu:  # BPTT at N = 65,536 x 128 steps would need ~16 GB of host memory
-            return cls(sizes=CPU_SIZES, max_training_tasks=16384)
+            return cls(sizes=CPU_SIZES, max_training_tasks=16384, seed_tasks=256)
         return cls(sizes=ACCELERATOR_SIZES)
 
 
@@ -283,7 +323,22 @@ def run(config: BenchConfig, progress: Callable[[str], None] = print) -> dict:
         "pairs_per_second": pairs / run_s,
         "peak_bytes_in_use": (device.memory_stats() or {}).get("peak_bytes_in_use"),
     }
+    if config.seed_counts:
+        results["seed_scaling"] = seed_scaling(config)
+        progress(format_seed_scaling(results["seed_scaling"]))
     return results
+
+
+def format_seed_scaling(scaling: dict) -> str:
+    """One line per S: the population update's throughput and its ratio to one seed."""
+    lines = [f"seeds (A2C update, {scaling['tasks_per_seed']:,} tasks per seed):"]
+    for num_seeds, case in scaling["seeds"].items():
+        lines.append(
+            f"  S = {int(num_seeds):>3}: {case['seconds'] * 1e3:8.1f} ms per update, "
+            f"{case['steps_per_second'] / 1e6:6.2f} M agent steps/s (all seeds), "
+            f"{case['ratio_to_one_seed']:.2f}x one seed"
+        )
+    return "\n".join(lines)
 
 
 def ratios(measured: dict) -> dict[str, float]:
@@ -330,6 +385,8 @@ def table(results: dict) -> str:
             else ""
         )
     )
+    if "seed_scaling" in results:
+        rows += ["", format_seed_scaling(results["seed_scaling"])]
     return "\n".join(rows)
 
 
@@ -373,6 +430,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="interleaved repeats; the median is reported")
     parser.add_argument("--probe-chunks", type=int, help="chunks of the probe at scale")
     parser.add_argument("--probe-chunk-size", type=int, help="tasks per chunk of the probe at scale")
+    parser.add_argument(
+        "--seeds", type=int, nargs="*", help="population sizes S of the seeds case (none: skip)"
+    )
+    parser.add_argument("--seed-tasks", type=int, help="tasks per seed in the seeds case")
     parser.add_argument("--no-gymnax", action="store_true", help="skip the gymnax anchor")
     parser.add_argument("--out", default="runs/bench", help="folder for bench.json and bench.png")
     args = parser.parse_args(argv)
@@ -384,6 +445,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rounds": args.rounds,
         "probe_chunks": args.probe_chunks,
         "probe_chunk_size": args.probe_chunk_size,
+        "seed_counts": tuple(args.seeds) if args.seeds is not None else None,
+        "seed_tasks": args.seed_tasks,
     }
     config = dataclasses.replace(
         config, **{k: v for k, v in overrides.items() if v is not None}, gymnax=not args.no_gymnax

@@ -19,6 +19,7 @@ _TRAIN_FLAGS = {
     "num_tasks": "num_tasks",
     "updates": "num_updates",
     "seed": "seed",
+    "seeds": "num_seeds",
     "hidden": "hidden_size",
     "devices": "devices",
 }
@@ -90,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="output folder (default: runs/<experiment>-<time>)")
     run.add_argument("--num-tasks", type=int, help="tasks per training update")
     run.add_argument("--updates", type=int, help="training updates")
-    run.add_argument("--seed", type=int, help="random seed (training and held-out tasks)")
+    run.add_argument("--seed", type=int, help="first random seed (training and held-out tasks)")
+    run.add_argument("--seeds", type=int, help="independent agents trained together (default per experiment)")
     run.add_argument("--hidden", type=int, help="LSTM units")
     run.add_argument(
         "--devices", type=int, help="devices to split each training update's tasks over (default 1)"

@@ -80,6 +80,23 @@ def rollout(
     return trajectory
 
 
+def rollout_population(
+    family: TaskFamily,
+    agent: RecurrentAgent,
+    population: PyTree,
+    key: jax.Array,
+    tasks: PyTree,
+    num_steps: int | None = None,
+) -> Trajectory:
+    """``rollout`` of every agent of a population (parameters ``[S, ...]``) on the same tasks with
+    the same key, vmapped over the seeds: a ``Trajectory`` of arrays ``[S, T (+ 1), N, ...]``."""
+    return jax.vmap(lambda params: rollout(family, agent, params, key, tasks, num_steps))(population)
+
+
+# One compiled cache for every experiment that plays a population on held-out tasks.
+rollout_population_jit = jax.jit(rollout_population, static_argnums=(0, 1, 5))
+
+
 def replay(family: TaskFamily, agent: RecurrentAgent, params: PyTree, history: Trajectory) -> Trajectory:
     """Teacher forcing: the agent and the belief read ``history``'s observations, actions and rewards.
 

@@ -11,6 +11,9 @@ optimiser state are replicated. Results equal the one-device run's up to float r
   partitioner has each device draw its own slice of those very numbers and run its lanes through
   the scan, and it all-reduces the sums behind each mean over lanes (loss, gradients, metrics).
   ``shard_map`` could not keep the draws: each device would draw ``[T, N/D]`` numbers of its own.
+* Training a population of seeds (``TrainConfig(num_seeds=S)``) spreads whole seeds instead when
+  the device count divides S (``spreads_seeds``): the population's leading axis is split over
+  the same mesh axis, and as seeds never interact the devices never communicate.
 * ``probe_moments`` of a recorded history draws nothing, so it runs under ``shard_map``: each
   device replays its lanes of every split, accumulating their statistics with no communication,
   and the per-device ``Moments`` of each split are pooled exactly once at the end.
@@ -67,6 +70,12 @@ def task_mesh(num_devices: int | None = None) -> Mesh:
         available = f"{len(devices)} {devices[0].platform} devices"
         raise ValueError(f"num_devices is {num_devices}, but only {available} are available")
     return Mesh(np.asarray(devices[:num_devices]), (AXIS,))
+
+
+def spreads_seeds(num_seeds: int, mesh: Mesh) -> bool:
+    """Whether training spreads whole seeds over ``mesh`` rather than each seed's tasks: when
+    there are several seeds and the device count divides their number (no communication)."""
+    return num_seeds > 1 and num_seeds % mesh.size == 0
 
 
 def shard_tasks(tree: PyTree, mesh: Mesh, axis: int = 0) -> PyTree:

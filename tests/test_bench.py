@@ -29,6 +29,11 @@ def test_bench_writes_json_and_plot_with_every_case(tmp_path, capsys):
         "2",
         "--probe-chunk-size",
         "64",
+        "--seeds",
+        "1",
+        "2",
+        "--seed-tasks",
+        "16",
         "--out",
         str(tmp_path),
     ]
@@ -38,8 +43,15 @@ def test_bench_writes_json_and_plot_with_every_case(tmp_path, capsys):
     assert set(measured) == {"env + belief", "floor", "rollout + probe", "A2C update"}
     assert all(case["steps_per_second"] > 0 for case in measured.values())
     assert results["probe_at_scale"]["pairs"] == 2 * 64 * 8
+    scaling = results["seed_scaling"]
+    assert scaling["tasks_per_seed"] == 16 and set(scaling["seeds"]) == {"1", "2"}
+    assert scaling["seeds"]["1"]["ratio_to_one_seed"] == 1.0
+    two = scaling["seeds"]["2"]  # agent steps of both seeds over the seconds of one update
+    assert two["steps_per_second"] == 2 * 16 * 8 / two["seconds"]
+    assert two["ratio_to_one_seed"] == two["steps_per_second"] / scaling["seeds"]["1"]["steps_per_second"]
     assert (tmp_path / "bench.png").read_bytes().startswith(b"\x89PNG")
-    assert "rollout + probe / floor" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "rollout + probe / floor" in out and "S =   2" in out
 
 
 def test_chunked_probe_equals_moments_of_the_stored_rollouts():

@@ -20,27 +20,46 @@ def test_list_prints_every_experiment_and_family(capsys):
 
 def test_run_bandit_quick_writes_results_plots_and_agent(tmp_path, capsys):
     out_dir = tmp_path / "run"
-    assert cli.main(["run", "bandit", "--quick", "--no-progress", "--out", str(out_dir), "--seed", "3"]) == 0
+    argv = ["run", "bandit", "--quick", "--no-progress", "--out", str(out_dir), "--seed", "3", "--seeds", "3"]
+    assert cli.main(argv) == 0
     results = json.loads((out_dir / "results.json").read_text())
     assert results["experiment"] == "bandit" and results["config"]["train"]["seed"] == 3
-    assert {"seconds", "agent_steps_per_second"} <= set(results["train"])
-    assert set(results["return"]) == {"agent", "random", "thompson", "bayes_optimal"}
-    for network in ("trained", "untrained"):
-        for direction in ("agent_to_bayes", "bayes_to_agent"):
-            for kind in ("linear", "mlp"):
-                assert set(results["state_machine"][network][direction][kind]) == {
-                    "state_dissimilarity",
-                    "output_dissimilarity",
-                }
-    for name in ("trained", "untrained", "reverse_trained", "reverse_untrained"):
-        assert {"r2", "r2_per_dim", "mse"} <= set(results["probe"][name])
-        assert -1.0 < results["probe"][name]["r2"] <= 1.0
-    assert len(results["probe"]["trained"]["r2_per_dim"]) == 4  # means and stds of 2 arms
+    assert {"seconds", "agent_steps_per_second", "num_seeds"} <= set(results["train"])
+    assert results["config"]["train"]["num_seeds"] == results["train"]["num_seeds"] == 3
+    # One entry per seed, keyed by its seed, with the keys a one-seed run writes.
+    assert [entry["seed"] for entry in results["seeds"]] == [3, 4, 5]
+    for entry in results["seeds"]:
+        assert set(entry["return"]) == {"agent", "random", "thompson", "bayes_optimal"}
+        for network in ("trained", "untrained"):
+            for direction in ("agent_to_bayes", "bayes_to_agent"):
+                for kind in ("linear", "mlp"):
+                    assert set(entry["state_machine"][network][direction][kind]) == {
+                        "state_dissimilarity",
+                        "output_dissimilarity",
+                    }
+        for name in ("trained", "untrained", "reverse_trained", "reverse_untrained"):
+            assert {"r2", "r2_per_dim", "mse"} <= set(entry["probe"][name])
+            assert -1.0 < entry["probe"][name]["r2"] <= 1.0
+        assert len(entry["probe"]["trained"]["r2_per_dim"]) == 4  # means and stds of 2 arms
+    # Distinct agents: different initialisations give different untrained probes.
+    assert len({entry["probe"]["untrained"]["r2"] for entry in results["seeds"]}) == 3
+    # The summary holds the mean over seeds of every figure, the references' identical across seeds.
+    summary = results["summary"]
+    agent_returns = [entry["return"]["agent"] for entry in results["seeds"]]
+    assert summary["return"]["agent"]["mean"] == pytest.approx(sum(agent_returns) / 3)
+    assert (
+        summary["return"]["agent"]["low"]
+        < summary["return"]["agent"]["mean"]
+        < summary["return"]["agent"]["high"]
+    )
+    assert summary["return"]["random"]["low"] == pytest.approx(summary["return"]["random"]["high"])
+    r2 = [entry["probe"]["trained"]["r2_per_dim"][1] for entry in results["seeds"]]
+    assert summary["probe"]["trained"]["r2_per_dim"][1]["mean"] == pytest.approx(sum(r2) / 3)
     for plot in ("learning_curve.png", "decoded_belief.png", "probe_r2_by_time.png"):
         assert (out_dir / plot).read_bytes().startswith(b"\x89PNG")
     assert (out_dir / "agent" / "config.json").exists()
     out = capsys.readouterr().out
-    assert "hidden → posterior means (linear)" in out and "thompson" in out
+    assert "hidden → posterior means (linear)" in out and "thompson" in out and "3 seeds" in out
 
 
 def test_check_runs_the_conformance_checks(capsys):
@@ -78,10 +97,11 @@ def test_run_gridworld_quick_writes_results_and_the_goal_belief_plot(tmp_path, c
     out_dir = tmp_path / "run"
     assert cli.main(["run", "gridworld", "--quick", "--no-progress", "--out", str(out_dir)]) == 0
     results = json.loads((out_dir / "results.json").read_text())
-    assert results["experiment"] == "gridworld"
-    assert set(results["return"]) == {"agent", "random", "belief_greedy"}
-    assert results["return"]["belief_greedy"] > 5 * results["return"]["random"]
-    assert len(results["probe"]["trained"]["r2_per_dim"]) == 24  # one per candidate goal
+    assert results["experiment"] == "gridworld" and len(results["seeds"]) == 2
+    for entry in results["seeds"]:
+        assert set(entry["return"]) == {"agent", "random", "belief_greedy"}
+        assert entry["return"]["belief_greedy"] > 5 * entry["return"]["random"]
+        assert len(entry["probe"]["trained"]["r2_per_dim"]) == 24  # one per candidate goal
     for plot in ("learning_curve.png", "goal_belief.png", "probe_r2_by_time.png"):
         assert (out_dir / plot).read_bytes().startswith(b"\x89PNG")
     assert "belief-greedy explorer" in capsys.readouterr().out
@@ -91,15 +111,16 @@ def test_run_two_step_quick_writes_stay_probabilities_for_every_agent(tmp_path, 
     out_dir = tmp_path / "run"
     assert cli.main(["run", "two-step", "--quick", "--no-progress", "--out", str(out_dir)]) == 0
     results = json.loads((out_dir / "results.json").read_text())
-    assert results["experiment"] == "two-step"
+    assert results["experiment"] == "two-step" and len(results["seeds"]) == 2
     agents = {"agent", "belief_greedy", "model_free", "random"}
-    assert set(results["reward_per_trial"]) == set(results["stay"]) == agents
-    # The reference agents' signatures hold at any training size: the belief-greedy agent's
-    # interaction (about 0.68 at the defaults), the last-outcome Q-learner's main effect of reward.
-    assert results["stay"]["belief_greedy"]["model_based_index"] > 0.5
-    assert abs(results["stay"]["model_free"]["model_based_index"]) < 0.15
-    assert results["stay"]["model_free"]["model_free_index"] > 0.5
-    assert len(results["probe"]["trained"]["r2_per_dim"]) == 1  # P(A rich)
+    for entry in results["seeds"]:
+        assert set(entry["reward_per_trial"]) == set(entry["stay"]) == agents
+        # The reference agents' signatures hold at any training size: the belief-greedy agent's
+        # interaction (about 0.68 at the defaults), the last-outcome Q-learner's main effect of reward.
+        assert entry["stay"]["belief_greedy"]["model_based_index"] > 0.5
+        assert abs(entry["stay"]["model_free"]["model_based_index"]) < 0.15
+        assert entry["stay"]["model_free"]["model_free_index"] > 0.5
+        assert len(entry["probe"]["trained"]["r2_per_dim"]) == 1  # P(A rich)
     for plot in (
         "learning_curve.png",
         "stay_probabilities.png",
@@ -113,7 +134,10 @@ def test_run_two_step_quick_writes_stay_probabilities_for_every_agent(tmp_path, 
 def test_run_failure_quick_reports_every_test_condition(tmp_path, capsys):
     out_dir = tmp_path / "run"
     assert cli.main(["run", "failure", "--quick", "--no-progress", "--out", str(out_dir)]) == 0
-    conditions = json.loads((out_dir / "results.json").read_text())["conditions"]
+    results = json.loads((out_dir / "results.json").read_text())
+    assert len(results["seeds"]) == 2
+    assert set(results["summary"]["conditions"]) == set(results["seeds"][1]["conditions"])
+    conditions = results["seeds"][0]["conditions"]
     names = ["in distribution", "support (0.4, 0.6)", "support (0.1, 0.5)", "p ~ U[0, 1]", "past the horizon"]
     assert list(conditions) == names
     for condition in conditions.values():
@@ -135,7 +159,9 @@ def test_run_failure_quick_reports_every_test_condition(tmp_path, capsys):
 def test_run_rl2_table_quick_prints_every_policy(tmp_path, capsys):
     out_dir = tmp_path / "run"
     assert cli.main(["run", "rl2-table", "--quick", "--no-progress", "--out", str(out_dir)]) == 0
-    (row,) = json.loads((out_dir / "results.json").read_text())["rows"]
+    results = json.loads((out_dir / "results.json").read_text())
+    assert len(results["seeds"]) == 2
+    (row,) = results["seeds"][1]["rows"]
     assert (row["arms"], row["pulls"]) == (5, 10)
     expected = {"lstm", "random", "gittins", "thompson", "ucb1", "epsilon_greedy", "greedy", "bayes_optimal"}
     assert set(row["return"]) == expected | {"posterior_greedy"}

@@ -25,6 +25,9 @@ from metabelief.train import TrainConfig
 NUM_DEVICES = 4
 # 2 chunks of 2 updates: the second chunk takes the sharded state the first one returned.
 CONFIG = dict(family_args=(("horizon", 10),), hidden_size=8, num_tasks=64, num_updates=4, updates_per_chunk=2)
+# How a population is split over the 4 devices (metabelief.sharding.spreads_seeds): 2 seeds, each
+# seed's tasks split; 4 seeds, one whole seed per device.
+LAYOUTS = {"tasks": 2, "seeds": 4}
 SPLITS = (24, 16, 24)  # 16 lanes per device: the first two splits straddle devices
 
 
@@ -35,33 +38,47 @@ SPLITS = (24, 16, 24)  # 16 lanes per device: the first two splits straddle devi
 def _four_device_worker(out_dir: str) -> None:
     """Trains and probes on one device and on all 4, saving both results in ``out_dir``."""
     from metabelief import rollout
-    from metabelief.train import a2c, init_state, train
+    from metabelief.train import a2c, init_population, train
 
     assert jax.device_count() == NUM_DEVICES, jax.devices()
     out_dir = pathlib.Path(out_dir)
     arrays, facts = {}, {}
 
-    configs = {"single": TrainConfig(**CONFIG), "sharded": TrainConfig(**CONFIG, devices=None)}
-    results = {}
-    for name, config in configs.items():
-        results[name] = result = train(config, progress=False)
-        for index, leaf in enumerate(jax.tree.leaves(result.params)):
-            arrays[f"{name}/params/{index}"] = np.asarray(leaf)
-        for metric, values in result.metrics.items():
-            arrays[f"{name}/metrics/{metric}"] = values
-        # The chunk train() compiled, from the compilation cache: its cost on each device.
-        compiled = a2c._train_chunk.lower(init_state(config), config, CONFIG["updates_per_chunk"]).compile()
+    def flops(config):  # the chunk train() compiled, from the compilation cache: its cost per device
+        compiled = a2c._train_chunk.lower(
+            init_population(config), config, CONFIG["updates_per_chunk"]
+        ).compile()
         cost = compiled.cost_analysis()
-        facts[f"{name}/flops"] = (cost[0] if isinstance(cost, list) else cost)["flops"]
-        facts[f"{name}/state_devices"] = len(jax.tree.leaves(init_state(config))[0].sharding.device_set)
-        facts[f"{name}/result_devices"] = len(jax.tree.leaves(result.params)[0].sharding.device_set)
-    for index, leaf in enumerate(jax.tree.leaves(results["sharded"].initial_params)):
-        arrays[f"initial/params/{index}"] = np.asarray(leaf)
+        return (cost[0] if isinstance(cost, list) else cost)["flops"]
+
+    results = {}
+    for layout, num_seeds in LAYOUTS.items():
+        configs = {
+            "single": TrainConfig(**CONFIG, num_seeds=num_seeds),
+            "sharded": TrainConfig(**CONFIG, num_seeds=num_seeds, devices=None),
+        }
+        for name, config in configs.items():
+            results[layout, name] = result = train(config, progress=False)
+            for index, leaf in enumerate(jax.tree.leaves(result.params)):
+                arrays[f"{layout}/{name}/params/{index}"] = np.asarray(leaf)
+            for index, leaf in enumerate(jax.tree.leaves(result.initial_params)):
+                arrays[f"{layout}/{name}/initial/{index}"] = np.asarray(leaf)
+            for metric, values in result.metrics.items():
+                arrays[f"{layout}/{name}/metrics/{metric}"] = values
+            state = init_population(config)
+            facts[f"{layout}/{name}/flops"] = flops(config)
+            facts[f"{layout}/{name}/state_devices"] = len(jax.tree.leaves(state)[0].sharding.device_set)
+            facts[f"{layout}/{name}/result_devices"] = len(
+                jax.tree.leaves(result.params)[0].sharding.device_set
+            )
+    # One seed, tasks split: the layout of one agent's update.
+    facts["one_seed/share"] = flops(TrainConfig(**CONFIG, devices=None)) / flops(TrainConfig(**CONFIG))
 
     # The references run on one device: the single-device run's parameters live there.
-    config, mesh = configs["single"], sharding.task_mesh()
+    config, mesh = TrainConfig(**CONFIG), sharding.task_mesh()
     family, agent = config.make_family(), config.make_agent()
-    trained, untrained = results["single"].params, results["single"].initial_params
+    single = results["tasks", "single"]
+    trained, untrained = single.seed_params(1), single.seed_initial_params(1)
     tasks = jax.vmap(family.sample_task)(jax.random.split(jax.random.key(7), config.num_tasks))
     history = jax.jit(rollout.rollout, static_argnums=(0, 1))(
         family, agent, trained, jax.random.key(8), tasks
@@ -134,30 +151,45 @@ def _select(arrays: dict, prefix: str) -> dict:
 # Four devices against one
 
 
-def test_training_on_four_devices_equals_training_on_one(four_devices):
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_training_on_four_devices_equals_training_on_one(four_devices, layout):
     arrays, facts = four_devices
-    single, sharded = _select(arrays, "single/params/"), _select(arrays, "sharded/params/")
+    single, sharded = (
+        _select(arrays, f"{layout}/single/params/"),
+        _select(arrays, f"{layout}/sharded/params/"),
+    )
     assert single.keys() == sharded.keys() and len(single) > 0
     for name in single:
+        assert single[name].shape[0] == LAYOUTS[layout]
         np.testing.assert_allclose(sharded[name], single[name], rtol=1e-5, atol=1e-6, err_msg=name)
     # Four updates moved every parameter array, so the equality is not that of two untrained networks.
-    initial = _select(arrays, "initial/params/")
+    initial = _select(arrays, f"{layout}/sharded/initial/")
     assert all((sharded[name] != initial[name]).any() for name in initial)
-    single, sharded = _select(arrays, "single/metrics/"), _select(arrays, "sharded/metrics/")
+    single, sharded = (
+        _select(arrays, f"{layout}/single/metrics/"),
+        _select(arrays, f"{layout}/sharded/metrics/"),
+    )
     assert (
         set(single) == set(sharded) == {"episode_return", "policy_loss", "value_loss", "entropy", "grad_norm"}
     )
     for name in single:
-        assert sharded[name].shape == (CONFIG["num_updates"],)
+        assert sharded[name].shape == (LAYOUTS[layout], CONFIG["num_updates"])
         np.testing.assert_allclose(sharded[name], single[name], rtol=1e-5, atol=1e-6, err_msg=name)
-    # The state is replicated on the mesh while training; the result comes back on one device.
-    assert facts["single/state_devices"] == 1 and facts["sharded/state_devices"] == NUM_DEVICES
-    assert facts["single/result_devices"] == facts["sharded/result_devices"] == 1
+    # The state is on the mesh while training; the result comes back on one device.
+    assert (
+        facts[f"{layout}/single/state_devices"] == 1
+        and facts[f"{layout}/sharded/state_devices"] == NUM_DEVICES
+    )
+    assert facts[f"{layout}/single/result_devices"] == facts[f"{layout}/sharded/result_devices"] == 1
 
 
-def test_each_device_runs_about_a_quarter_of_the_update(four_devices):
+@pytest.mark.parametrize("case", ["one_seed", "seeds"])
+def test_each_device_runs_about_a_quarter_of_the_update(four_devices, case):
     _, facts = four_devices
-    share = facts["sharded/flops"] / facts["single/flops"]
+    if case == "one_seed":
+        share = facts["one_seed/share"]
+    else:
+        share = facts["seeds/sharded/flops"] / facts["seeds/single/flops"]
     # More means work replicated on every device; look for all-gathers in the update's HLO (e.g.
     # a reshape merging the time and lane axes of a [T, N, ...] array before a matmul).
     assert share < 0.35, f"each of 4 devices runs {share:.0%} of the one-device update"

@@ -21,7 +21,7 @@ import jax
 
 from metabelief import baselines, train
 from metabelief.analysis import state_machine
-from metabelief.experiments import output, plots, protocol
+from metabelief.experiments import output, plots, protocol, seeds
 from metabelief.experiments.probing import split_sizes
 
 NAME = "bandit"
@@ -41,6 +41,7 @@ class BanditConfig:
         num_updates=600,
         updates_per_chunk=25,
         learning_rate=5e-3,
+        num_seeds=3,
     )
     eval_tasks: int = 4096  # held-out tasks for returns and probes (1/2 fit, 1/4 validate, 1/4 test)
     mlp_steps: int = 2000
@@ -56,7 +57,7 @@ class BanditConfig:
 
 
 def run(config: BanditConfig, out_dir: pathlib.Path, *, progress: bool = True) -> dict:
-    """Runs the experiment, writes ``results.json``, the plots and the agent into ``out_dir``."""
+    """Runs the experiment, writes ``results.json``, the plots and the agents into ``out_dir``."""
     family = config.train.make_family()
     bayes = baselines.bayes_optimal(family)
     references = {
@@ -64,18 +65,39 @@ def run(config: BanditConfig, out_dir: pathlib.Path, *, progress: bool = True) -
         "thompson": baselines.thompson_sampling(family),
         "bayes_optimal": bayes,
     }
-    evaluation = protocol.train_and_evaluate(
+    trained, evaluations = protocol.train_and_evaluate(
         config.train, config.eval_tasks, references, out_dir, progress=progress
     )
+    final_returns = protocol.final_training_return(trained)
+    per_seed, decoded = [], None
+    for evaluation, final_return in zip(evaluations, final_returns, strict=True):
+        entry, seed_decoded = _seed_results(config, evaluation, final_return, bayes)
+        per_seed.append(entry)
+        decoded = decoded or seed_decoded  # the first seed's decoded beliefs are drawn
+    results = protocol.population_results(NAME, protocol.config_dict(config), trained, per_seed)
+    output.write_json(out_dir / "results.json", results)
+
+    labels = {"random": "random", "thompson": "Thompson sampling", "bayes_optimal": "Bayes-optimal"}
+    protocol.plot_evaluation_learning_curve(
+        out_dir / "learning_curve.png", config.train, trained, evaluations[0], labels
+    )
+    plots.decoded_beliefs(out_dir / "decoded_belief.png", decoded)
+    plots.r2_by_time(out_dir / "probe_r2_by_time.png", [entry["probe"]["r2_by_time"] for entry in per_seed])
+    return results
+
+
+def _seed_results(
+    config: BanditConfig, evaluation: protocol.Evaluation, final_return: float, bayes: baselines.BeliefPolicy
+) -> tuple[dict, dict]:
+    """One seed's entry of ``results.json`` and its decoded beliefs."""
     means = {name: evaluation.mean_return(name) for name in evaluation.returns}
     networks, probe, decoded = protocol.probe_trained_and_untrained(evaluation, config.mlp_steps)
-
-    results = protocol.common_results(NAME, protocol.config_dict(config), evaluation) | {
+    entry = protocol.seed_results(evaluation, final_return) | {
         "return_fraction_random_to_thompson": (means["agent"] - means["random"])
         / (means["thompson"] - means["random"]),
         "probe": probe,
         "state_machine": state_machine.simulate(
-            family,
+            evaluation.family,
             evaluation.agent,
             networks,
             evaluation.history,
@@ -85,32 +107,47 @@ def run(config: BanditConfig, out_dir: pathlib.Path, *, progress: bool = True) -
             mlp_steps=config.mlp_steps,
         ),
     }
-    output.write_json(out_dir / "results.json", results)
-
-    labels = {"random": "random", "thompson": "Thompson sampling", "bayes_optimal": "Bayes-optimal"}
-    protocol.plot_evaluation_learning_curve(out_dir / "learning_curve.png", config.train, evaluation, labels)
-    plots.decoded_beliefs(out_dir / "decoded_belief.png", decoded)
-    plots.r2_by_time(out_dir / "probe_r2_by_time.png", probe["r2_by_time"])
-    return results
+    return entry, decoded
 
 
 def table(results: dict) -> str:
-    """The printed summary: returns, then held-out probe R^2 for the trained and untrained network."""
+    """The printed summary over seeds: returns, probe R^2 of the trained and untrained network,
+    the state-machine simulation, and each seed's acceptance figures."""
+    summary = results["summary"]
     lines = [
         protocol.header(results, "2-armed Bernoulli, horizon 100"),
         "",
-        protocol.returns_table(results),
-        f"agent: {results['return_fraction_random_to_thompson']:.0%} of the way from random to Thompson",
+        protocol.returns_table(summary),
+        "agent, % of the way from random to Thompson: "
+        + seeds.format_interval(seeds.percent(summary["return_fraction_random_to_thompson"]), ".0f"),
         "",
-        protocol.probe_table(results["probe"]),
+        protocol.probe_table(summary["probe"]),
         "",
-        state_machine_table(results["state_machine"]),
+        state_machine_table(summary["state_machine"]),
+        "",
+        seed_table(results["seeds"]),
     ]
     return "\n".join(lines)
 
 
+def seed_table(per_seed: list[dict]) -> str:
+    """Each seed's acceptance figures: return from random to Thompson, linear R² trained/untrained."""
+    rows = [["seed", "random → Thompson", "R² posterior means: trained", "untrained"]]
+    for entry in per_seed:
+        probe = entry["probe"]
+        rows.append(
+            [
+                str(entry["seed"]),
+                f"{entry['return_fraction_random_to_thompson']:.0%}",
+                f"{probe['trained']['r2_posterior_mean']:.3f}",
+                f"{probe['untrained']['r2_posterior_mean']:.3f}",
+            ]
+        )
+    return output.format_table(rows)
+
+
 def state_machine_table(report: dict) -> str:
-    """Mikulik et al.'s dissimilarities (0 = equivalent), trained vs untrained network."""
+    """Mikulik et al.'s dissimilarities (0 = equivalent), trained vs untrained network, over seeds."""
     rows = [["state machine (held-out)", "trained", "untrained"]]
     for direction, label in (("agent_to_bayes", "agent → Bayes"), ("bayes_to_agent", "Bayes → agent")):
         for kind in ("linear", "mlp"):
@@ -119,5 +156,7 @@ def state_machine_table(report: dict) -> str:
                     report[name][direction][kind][f"{measure}_dissimilarity"]
                     for name in ("trained", "untrained")
                 ]
-                rows.append([f"{label} {measure} dissimilarity ({kind})", *(f"{v:.3f}" for v in values)])
+                rows.append(
+                    [f"{label} {measure} dissimilarity ({kind})", *(seeds.format_interval(v) for v in values)]
+                )
     return output.format_table(rows)

@@ -41,9 +41,9 @@ import numpy as np
 
 from metabelief import baselines, probes, train
 from metabelief.agents.lstm import RecurrentAgent
-from metabelief.experiments import output, plots, protocol
+from metabelief.experiments import output, plots, protocol, seeds
 from metabelief.experiments.probing import split_samples, split_sizes, trajectory_moments
-from metabelief.rollout import Trajectory, replay_jit, rollout, split_lanes
+from metabelief.rollout import Trajectory, replay_jit, rollout_population_jit, split_lanes
 from metabelief.tasks import dependent_bandit
 from metabelief.testing.random_rollout import sample_tasks
 
@@ -64,6 +64,7 @@ class FailureConfig:
         num_updates=400,
         updates_per_chunk=25,
         learning_rate=5e-3,
+        num_seeds=3,
     )
     eval_tasks: int = 4096
     horizon_factor: int = 2  # "past the horizon" runs this many training horizons
@@ -84,6 +85,7 @@ class FailureConfig:
             num_tasks=128,
             num_updates=20,
             updates_per_chunk=10,
+            num_seeds=2,
         )
         return cls(train=quick_train, eval_tasks=64, mlp_steps=100)
 
@@ -103,27 +105,27 @@ def test_conditions(horizon: int, horizon_factor: int) -> dict[str, tuple]:
 
 
 def run(config: FailureConfig, out_dir: pathlib.Path, *, progress: bool = True) -> dict:
-    """Runs the experiment, writes ``results.json``, the plots and the agent into ``out_dir``."""
+    """Runs the experiment, writes ``results.json``, the plots and the agents into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     train_family, agent = config.train.make_family(), config.train.make_agent()
     trained = protocol.train_and_save(config.train, out_dir / "agent", progress=progress)
     eval_key = protocol.held_out_key(config.train)
     sizes = split_sizes(config.eval_tasks)
-
-    play = jax.jit(rollout, static_argnums=(0, 1, 5))
     run_policy = jax.jit(baselines.run_policy, static_argnums=(0, 1, 4))
 
     readout_key, conditions_key = jax.random.split(eval_key)
     task_key, agent_key = jax.random.split(readout_key)
     in_distribution = sample_tasks(train_family, task_key, config.eval_tasks)
-    readout = belief_readout(
-        play(train_family, agent, trained.params, agent_key, in_distribution), agent, sizes
+    readout_histories = rollout_population_jit(
+        train_family, agent, trained.params, agent_key, in_distribution
     )
+    readouts = [
+        belief_readout(train.select_seed(readout_histories, index), agent, sizes)
+        for index in range(trained.num_seeds)
+    ]
+    del readout_histories
 
-    def test_lanes(array):  # [T, N, 1] -> [T, n_test]
-        return split_lanes(array, sizes)[2][..., 0]
-
-    conditions = {}
+    conditions = [{} for _ in readouts]  # per seed: condition name -> its figures
     per_step = {}
     for index, (name, (family, num_steps)) in enumerate(
         test_conditions(train_family.horizon, config.horizon_factor).items()
@@ -131,51 +133,69 @@ def run(config: FailureConfig, out_dir: pathlib.Path, *, progress: bool = True) 
         keys = jax.random.split(jax.random.fold_in(conditions_key, index), 4)
         task_key, agent_key, optimal_key, probe_key = keys
         tasks = sample_tasks(family, task_key, config.eval_tasks)
-        history = play(family, agent, trained.params, agent_key, tasks, num_steps)
+        histories = rollout_population_jit(family, agent, trained.params, agent_key, tasks, num_steps)
         optimal = run_policy(family, baselines.bayes_optimal(family), optimal_key, tasks, num_steps)
-        agent_return = output.mean_and_se(history.rewards.sum(axis=0))
-        optimal_return = output.mean_and_se(optimal.rewards.sum(axis=0))
-        gap = output.mean_and_se(optimal.rewards.sum(axis=0) - history.rewards.sum(axis=0))
-        posterior_means = {  # E[p | history], [T, N, 1]
-            "training prior": replay_jit(train_family, agent, trained.params, history).features[..., :1],
-            "test prior": history.features[..., :1],
-        }
-        decoded = test_lanes(probes.predict(readout, history.hidden))
-        conditions[name] = {
-            "test_family": repr(family),
-            "steps": num_steps,
-            "return": {"agent": agent_return[0], "bayes_optimal": optimal_return[0]},
-            "return_se": {"agent": agent_return[1], "bayes_optimal": optimal_return[1]},
-            "gap": gap[0],
-            "gap_se": gap[1],
-            "gap_fraction": gap[0] / optimal_return[0],
-            "readout": compare_readout(decoded, *(test_lanes(mean) for mean in posterior_means.values())),
-            "follows_training_prior": follows_training_prior(
-                history.logits, *(mean[..., 0] for mean in posterior_means.values())
-            ),
-            "r2_posterior_mean": {
-                prior: _posterior_mean_r2(history.replace(features=mean), agent, sizes, key, config.mlp_steps)
-                for prior, mean, key in zip(
-                    posterior_means, posterior_means.values(), jax.random.split(probe_key), strict=True
-                )
-            },
-        }
+        for seed_index, readout in enumerate(readouts):
+            history = train.select_seed(histories, seed_index)
+            params = trained.seed_params(seed_index)
+            conditions[seed_index][name] = _condition_results(
+                family, num_steps, train_family, agent, params, readout, history, optimal, probe_key, config
+            )
         per_step[name] = (
-            np.asarray(history.rewards).mean(axis=1),
+            np.asarray(histories.rewards).mean(axis=(0, 2)),  # over seeds and tasks
             np.asarray(optimal.rewards).mean(axis=1),
         )
+        del histories
 
-    results = {
-        "experiment": NAME,
-        "config": protocol.config_dict(config),
-        "device": output.device_description(),
-        "train": protocol.train_stats(trained),
-        "conditions": conditions,
-    }
+    final_returns = protocol.final_training_return(trained)
+    per_seed = [
+        {"seed": seed, "train": {"final_training_return": float(final)}, "conditions": seed_conditions}
+        for seed, final, seed_conditions in zip(config.train.seeds, final_returns, conditions, strict=True)
+    ]
+    results = protocol.population_results(NAME, protocol.config_dict(config), trained, per_seed)
     output.write_json(out_dir / "results.json", results)
     protocol.plot_learning_curve(out_dir / "learning_curve.png", config.train, trained)
-    plots.failure_summary(out_dir / "failure.png", conditions, per_step, train_family.horizon)
+    mean_conditions = seeds.means(results["summary"]["conditions"])
+    plots.failure_summary(out_dir / "failure.png", mean_conditions, per_step, train_family.horizon)
     return results
+
+
+def _condition_results(
+    family, num_steps, train_family, agent, params, readout, history, optimal, probe_key, config
+) -> dict:
+    """One seed's figures on one test condition: return gap, read-out, choices, refitted probes."""
+    sizes = split_sizes(config.eval_tasks)
+
+    def test_lanes(array):  # [T, N, 1] -> [T, n_test]
+        return split_lanes(array, sizes)[2][..., 0]
+
+    agent_return = output.mean_and_se(history.rewards.sum(axis=0))
+    optimal_return = output.mean_and_se(optimal.rewards.sum(axis=0))
+    gap = output.mean_and_se(optimal.rewards.sum(axis=0) - history.rewards.sum(axis=0))
+    posterior_means = {  # E[p | history], [T, N, 1]
+        "training prior": replay_jit(train_family, agent, params, history).features[..., :1],
+        "test prior": history.features[..., :1],
+    }
+    decoded = test_lanes(probes.predict(readout, history.hidden))
+    return {
+        "test_family": repr(family),
+        "steps": num_steps,
+        "return": {"agent": agent_return[0], "bayes_optimal": optimal_return[0]},
+        "return_se": {"agent": agent_return[1], "bayes_optimal": optimal_return[1]},
+        "gap": gap[0],
+        "gap_se": gap[1],
+        "gap_fraction": gap[0] / optimal_return[0],
+        "readout": compare_readout(decoded, *(test_lanes(mean) for mean in posterior_means.values())),
+        "follows_training_prior": follows_training_prior(
+            history.logits, *(mean[..., 0] for mean in posterior_means.values())
+        ),
+        "r2_posterior_mean": {
+            prior: _posterior_mean_r2(history.replace(features=mean), agent, sizes, key, config.mlp_steps)
+            for prior, mean, key in zip(
+                posterior_means, posterior_means.values(), jax.random.split(probe_key), strict=True
+            )
+        },
+    }
 
 
 def belief_readout(
@@ -260,7 +280,9 @@ def _posterior_mean_r2(
 
 
 def table(results: dict) -> str:
-    """The printed summary: per test condition, the return gap and whose posterior the agent holds."""
+    """The printed summary over seeds: per test condition, the return gap and whose posterior the
+    agent holds (mean [95% interval over seeds])."""
+    cell = seeds.format_interval
     returns = [["test condition", "steps", "agent", "Bayes-opt.", "gap", "gap %"]]
     acts = [
         [
@@ -272,15 +294,15 @@ def table(results: dict) -> str:
         ]
     ]
     holds = [["test condition", "refitted R² train prior (lin / MLP)", "refitted R² test prior (lin / MLP)"]]
-    for name, c in results["conditions"].items():
+    for name, c in results["summary"]["conditions"].items():
         returns.append(
             [
                 name,
-                str(c["steps"]),
-                f"{c['return']['agent']:.2f}",
-                f"{c['return']['bayes_optimal']:.2f}",
-                f"{c['gap']:.2f} ± {c['gap_se']:.2f}",
-                f"{100 * c['gap_fraction']:.1f}",
+                f"{c['steps']['mean']:.0f}",
+                cell(c["return"]["agent"], ".2f"),
+                cell(c["return"]["bayes_optimal"], ".2f"),
+                cell(c["gap"], ".2f"),
+                cell(seeds.percent(c["gap_fraction"]), ".1f"),
             ]
         )
         readout, follows = c["readout"], c["follows_training_prior"]
@@ -288,11 +310,12 @@ def table(results: dict) -> str:
         acts.append(
             [
                 name,
-                "–" if readout["closer_to_training"] is None else f"{readout['closer_to_training']:.2f}",
-                f"{readout['rmse']['training prior']:.3f} / {readout['rmse']['test prior']:.3f}",
-                f"{confidence['read-out']:.3f} / {confidence['training prior']:.3f} / "
-                f"{confidence['test prior']:.3f}",
-                "–" if follows["steps"] == 0 else f"{follows['probability']:.2f} [{follows['steps']}]",
+                cell(readout["closer_to_training"], ".2f"),
+                f"{cell(readout['rmse']['training prior'])} / {cell(readout['rmse']['test prior'])}",
+                " / ".join(cell(confidence[k]) for k in ("read-out", "training prior", "test prior")),
+                "–"
+                if follows["probability"]["mean"] is None
+                else f"{cell(follows['probability'], '.2f')} [{follows['steps']['mean']:.0f}]",
             ]
         )
         r2 = c["r2_posterior_mean"]
@@ -300,8 +323,9 @@ def table(results: dict) -> str:
     config = results["config"]
     header = (
         f"failure: trained on dependent_bandit(support={TRAIN_SUPPORT}), horizon "
-        f"{config['train']['family_args']['horizon']}; {config['eval_tasks']} test tasks per condition "
-        f"({results['device']}); trained {results['train']['seconds']:.0f} s"
+        f"{config['train']['family_args']['horizon']}; {results['train']['num_seeds']} seeds; "
+        f"{config['eval_tasks']} test tasks per condition ({results['device']}); trained "
+        f"{results['train']['seconds']:.0f} s; figures: mean [95% interval over seeds]"
     )
     return "\n\n".join(
         [
@@ -315,4 +339,4 @@ def table(results: dict) -> str:
 
 
 def _r2_cell(r2: dict) -> str:
-    return f"{r2['linear']:.3f} / {r2['mlp']:.3f}"
+    return f"{seeds.format_interval(r2['linear'])} / {seeds.format_interval(r2['mlp'])}"

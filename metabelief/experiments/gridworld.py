@@ -19,7 +19,7 @@ import pathlib
 import numpy as np
 
 from metabelief import baselines, train
-from metabelief.experiments import output, plots, protocol
+from metabelief.experiments import output, plots, protocol, seeds
 from metabelief.experiments.probing import split_sizes
 from metabelief.rollout import split_lanes
 
@@ -39,6 +39,7 @@ class GridworldConfig:
         num_updates=600,
         updates_per_chunk=25,
         learning_rate=5e-3,
+        num_seeds=3,
     )
     eval_tasks: int = 4096  # held-out tasks for returns and probes (1/2 fit, 1/4 validate, 1/4 test)
     mlp_steps: int = 2000
@@ -53,29 +54,37 @@ class GridworldConfig:
 
 
 def run(config: GridworldConfig, out_dir: pathlib.Path, *, progress: bool = True) -> dict:
-    """Runs the experiment, writes ``results.json``, the plots and the agent into ``out_dir``."""
+    """Runs the experiment, writes ``results.json``, the plots and the agents into ``out_dir``."""
     family = config.train.make_family()
     references = {
         "random": baselines.random_policy(family),
         "belief_greedy": baselines.nearest_candidate(family),
     }
-    evaluation = protocol.train_and_evaluate(
+    trained, evaluations = protocol.train_and_evaluate(
         config.train, config.eval_tasks, references, out_dir, progress=progress
     )
-    means = {name: evaluation.mean_return(name) for name in evaluation.returns}
-    _, probe, decoded = protocol.probe_trained_and_untrained(evaluation, config.mlp_steps)
-
-    results = protocol.common_results(NAME, protocol.config_dict(config), evaluation) | {
-        "return_fraction_random_to_belief_greedy": (means["agent"] - means["random"])
-        / (means["belief_greedy"] - means["random"]),
-        "probe": probe,
-    }
+    per_seed, decoded = [], None
+    for evaluation, final_return in zip(evaluations, protocol.final_training_return(trained), strict=True):
+        means = {name: evaluation.mean_return(name) for name in evaluation.returns}
+        _, probe, seed_decoded = protocol.probe_trained_and_untrained(evaluation, config.mlp_steps)
+        decoded = decoded or seed_decoded  # the first seed's decoded beliefs are drawn
+        per_seed.append(
+            protocol.seed_results(evaluation, final_return)
+            | {
+                "return_fraction_random_to_belief_greedy": (means["agent"] - means["random"])
+                / (means["belief_greedy"] - means["random"]),
+                "probe": probe,
+            }
+        )
+    results = protocol.population_results(NAME, protocol.config_dict(config), trained, per_seed)
     output.write_json(out_dir / "results.json", results)
 
     labels = {"random": "random", "belief_greedy": "belief-greedy explorer"}
-    protocol.plot_evaluation_learning_curve(out_dir / "learning_curve.png", config.train, evaluation, labels)
-    plots.r2_by_time(out_dir / "probe_r2_by_time.png", probe["r2_by_time"])
-    _plot_goal_beliefs(out_dir / "goal_belief.png", family, evaluation, decoded)
+    protocol.plot_evaluation_learning_curve(
+        out_dir / "learning_curve.png", config.train, trained, evaluations[0], labels
+    )
+    plots.r2_by_time(out_dir / "probe_r2_by_time.png", [entry["probe"]["r2_by_time"] for entry in per_seed])
+    _plot_goal_beliefs(out_dir / "goal_belief.png", family, evaluations[0], decoded)
     return results
 
 
@@ -102,14 +111,16 @@ def _plot_goal_beliefs(path: pathlib.Path, family, evaluation: protocol.Evaluati
 
 
 def table(results: dict) -> str:
-    """The printed summary: returns, then held-out probe R^2 for the trained and untrained network."""
+    """The printed summary over seeds: returns, then held-out probe R^2 for the trained and
+    untrained network."""
+    summary = results["summary"]
     lines = [
         protocol.header(results, "5 x 5 hidden goal, horizon 50"),
         "",
-        protocol.returns_table(results),
-        f"agent: {results['return_fraction_random_to_belief_greedy']:.0%} of the way from random "
-        "to the belief-greedy explorer",
+        protocol.returns_table(summary),
+        "agent, % of the way from random to the belief-greedy explorer: "
+        + seeds.format_interval(seeds.percent(summary["return_fraction_random_to_belief_greedy"]), ".0f"),
         "",
-        protocol.probe_table(results["probe"]),
+        protocol.probe_table(summary["probe"]),
     ]
     return "\n".join(lines)

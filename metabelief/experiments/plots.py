@@ -16,12 +16,17 @@ import numpy as np  # noqa: E402
 def learning_curve(
     path: pathlib.Path, steps: np.ndarray, returns: np.ndarray, references: dict[str, float]
 ) -> None:
-    """Mean episode return per update against agent steps, with reference policies as lines."""
+    """Mean episode return per update against agent steps, each seed thin and their mean bold
+    (``returns`` ``[S, num_updates]``), with reference policies as lines."""
     figure, axes = plt.subplots(figsize=(6, 4))
-    axes.plot(steps, returns, color="black", linewidth=1, label="LSTM agent (training tasks)")
+    returns = np.atleast_2d(returns)
+    for seed_returns in returns:
+        axes.plot(steps, seed_returns, color="black", linewidth=0.5, alpha=0.35)
+    label = f"LSTM agent (training tasks), mean of {returns.shape[0]} seeds"
+    axes.plot(steps, returns.mean(axis=0), color="black", linewidth=1.5, label=label)
     for (name, value), colour in zip(references.items(), ("tab:gray", "tab:blue", "tab:green"), strict=False):
         axes.axhline(value, linestyle="--", color=colour, label=f"{name} ({value:.1f})")
-    axes.set(xlabel="agent steps", ylabel="mean return per episode", title="Learning curve")
+    axes.set(xlabel="agent steps per seed", ylabel="mean return per episode", title="Learning curve")
     axes.legend(loc="lower right")
     save(figure, path)
 
@@ -53,12 +58,20 @@ def decoded_beliefs(
     save(figure, path)
 
 
-def r2_by_time(path: pathlib.Path, r2: dict[str, list[float | None]]) -> None:
-    """Held-out R^2 (hidden -> posterior means) at each step of the episode."""
+def r2_by_time(path: pathlib.Path, per_seed: list[dict[str, list[float | None]]]) -> None:
+    """Held-out R^2 (hidden -> posterior means) at each step of the episode, per network: each
+    seed thin, the mean over seeds bold (``per_seed``: one ``{network: [T]}`` per seed)."""
     figure, axes = plt.subplots(figsize=(6, 4))
-    for name, values in r2.items():
-        values = np.array([np.nan if v is None else v for v in values], dtype=float)
-        axes.plot(np.arange(len(values)), values, label=name)
+    for name, colour in zip(per_seed[0], ("tab:blue", "tab:orange", "tab:green"), strict=False):
+        values = np.array(
+            [[np.nan if v is None else v for v in seed[name]] for seed in per_seed], dtype=float
+        )
+        steps = np.arange(values.shape[1])
+        for seed_values in values:
+            axes.plot(steps, seed_values, color=colour, linewidth=0.5, alpha=0.35)
+        defined = np.isfinite(values).sum(axis=0)
+        mean = np.where(defined > 0, np.nansum(values, axis=0) / np.maximum(defined, 1), np.nan)
+        axes.plot(steps, mean, color=colour, linewidth=1.5, label=f"{name}, mean of seeds")
     axes.set(xlabel="step in episode", ylabel="held-out R²", title="Linear probe, hidden → posterior means")
     axes.set_ylim(min(0.0, axes.get_ylim()[0]), 1.0)
     axes.legend(loc="lower right")

@@ -1,5 +1,7 @@
-"""The steps every experiment shares: train, save the agent, play the held-out tasks with the
-trained agent and with reference belief policies, and the common part of ``results.json``."""
+"""The steps every experiment shares: train a population of seeds, save it, play the held-out
+tasks with each trained agent and with reference belief policies, and the common part of
+``results.json``: one entry per seed under ``"seeds"`` and their ``"summary"`` (95% intervals over
+seeds, ``metabelief.experiments.seeds``)."""
 
 from __future__ import annotations
 
@@ -11,23 +13,25 @@ import numpy as np
 
 from metabelief import baselines, train
 from metabelief.agents.lstm import RecurrentAgent
-from metabelief.experiments import output, plots
+from metabelief.experiments import output, plots, seeds
 from metabelief.experiments.probing import probe_networks
-from metabelief.rollout import Trajectory, rollout
-from metabelief.tasks.base import TaskFamily
+from metabelief.rollout import Trajectory, rollout_population_jit
+from metabelief.tasks.base import PyTree, TaskFamily
 from metabelief.testing.random_rollout import RandomRollout, sample_tasks
 
 
 @dataclasses.dataclass(frozen=True)
 class Evaluation:
-    """A trained agent and reference policies on the same held-out tasks."""
+    """One trained agent of a population and the reference policies on the same held-out tasks."""
 
     family: TaskFamily
     agent: RecurrentAgent
-    trained: train.TrainResult
+    seed: int  # the agent's training seed
+    params: PyTree  # its trained parameters
+    initial_params: PyTree  # the same network before training (the untrained baseline)
     history: Trajectory  # the trained agent on the held-out tasks, beliefs in lockstep
-    references: dict[str, RandomRollout]  # each reference policy on the same tasks
-    returns: dict[str, tuple[float, float]]  # "agent" and each reference: mean and s.e. per episode
+    references: dict[str, RandomRollout]  # each reference policy on the same tasks (shared by all seeds)
+    returns: dict[str, tuple[float, float]]  # "agent" and each reference: mean and s.e. over tasks
     probe_key: jax.Array  # for the probes of ``history``
 
     def mean_return(self, name: str) -> float:
@@ -37,24 +41,30 @@ class Evaluation:
 def train_and_save(
     config: train.TrainConfig, agent_dir: pathlib.Path, *, progress: bool = True
 ) -> train.TrainResult:
-    """Trains with ``config`` and saves the agent in ``agent_dir``; returns the ``TrainResult``."""
+    """Trains the population of ``config`` and saves it in ``agent_dir``; returns the ``TrainResult``."""
     trained = train.train(config, progress=progress)
     train.save_agent(agent_dir, trained.params, config)
     return trained
 
 
 def held_out_key(config: train.TrainConfig) -> jax.Array:
-    """The key of the held-out tasks: derived from the seed, never used by training."""
+    """The key of the held-out tasks: derived from the first seed, never used by training."""
     return jax.random.fold_in(jax.random.key(config.seed), 1)
 
 
 def train_stats(trained: train.TrainResult) -> dict:
-    """How long training took and how fast it ran, for ``results.json``."""
+    """How long training the population took and how fast it ran, for ``results.json``."""
     return {
         "seconds": trained.seconds,
         "compile_seconds": trained.compile_seconds,
         "agent_steps_per_second": trained.agent_steps_per_second,
+        "num_seeds": trained.num_seeds,
     }
+
+
+def final_training_return(trained: train.TrainResult) -> np.ndarray:
+    """``[S]``: each seed's mean training return over its last 10 updates."""
+    return np.mean(trained.metrics["episode_return"][:, -10:], axis=1)
 
 
 def train_and_evaluate(
@@ -64,31 +74,49 @@ def train_and_evaluate(
     out_dir: pathlib.Path,
     *,
     progress: bool = True,
-) -> Evaluation:
-    """Trains with ``config``, saves the agent in ``out_dir / "agent"`` and plays held-out tasks.
+) -> tuple[train.TrainResult, list[Evaluation]]:
+    """Trains the population of ``config``, saves it in ``out_dir / "agent"`` and plays held-out tasks.
 
-    The held-out tasks come from a key training never used; the agent and every reference policy
-    play the same ``eval_tasks`` tasks, each with its own random stream.
+    The held-out tasks come from a key training never used; every seed's agent (vmapped over the
+    seeds) and every reference policy play the same ``eval_tasks`` tasks. Returns the training
+    result and one ``Evaluation`` per seed.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     family, agent = config.make_family(), config.make_agent()
     trained = train_and_save(config, out_dir / "agent", progress=progress)
     task_key, agent_key, *policy_keys, probe_key = jax.random.split(held_out_key(config), 3 + len(references))
     tasks = sample_tasks(family, task_key, eval_tasks)
-    history = jax.jit(rollout, static_argnums=(0, 1))(family, agent, trained.params, agent_key, tasks)
+    histories = rollout_population_jit(family, agent, trained.params, agent_key, tasks)  # [S, T, N, ...]
     run_policy = jax.jit(baselines.run_policy, static_argnums=(0, 1))
     played = {
         name: run_policy(family, policy, key, tasks)
         for (name, policy), key in zip(references.items(), policy_keys, strict=True)
     }
-    returns = {"agent": output.mean_and_se(history.rewards.sum(axis=0))}
-    returns |= {name: output.mean_and_se(rollout.rewards.sum(axis=0)) for name, rollout in played.items()}
-    return Evaluation(family, agent, trained, history, played, returns, probe_key)
+    reference_returns = {name: output.mean_and_se(run.rewards.sum(axis=0)) for name, run in played.items()}
+    agent_returns = np.asarray(histories.rewards.sum(axis=1))  # [S, N]
+    evaluations = []
+    for index, seed in enumerate(config.seeds):
+        returns = {"agent": output.mean_and_se(agent_returns[index])} | reference_returns
+        evaluations.append(
+            Evaluation(
+                family=family,
+                agent=agent,
+                seed=seed,
+                params=trained.seed_params(index),
+                initial_params=trained.seed_initial_params(index),
+                history=train.select_seed(histories, index),
+                references=played,
+                returns=returns,
+                probe_key=probe_key,
+            )
+        )
+    return trained, evaluations
 
 
 def quick_train(config: train.TrainConfig) -> train.TrainConfig:
-    """The smoke-test size of an experiment's training: seconds, not minutes."""
-    return dataclasses.replace(config, num_tasks=128, num_updates=20, updates_per_chunk=10)
+    """The smoke-test size of an experiment's training: seconds, not minutes; two seeds, so the
+    seed axis and the intervals over it are exercised."""
+    return dataclasses.replace(config, num_tasks=128, num_updates=20, updates_per_chunk=10, num_seeds=2)
 
 
 def check_eval_tasks(eval_tasks: int) -> None:
@@ -108,8 +136,7 @@ def probe_trained_and_untrained(evaluation: Evaluation, mlp_steps: int) -> tuple
 
     Returns ``(networks, report, decoded)``.
     """
-    trained = evaluation.trained
-    networks = {"trained": trained.params, "untrained": trained.initial_params}
+    networks = {"trained": evaluation.params, "untrained": evaluation.initial_params}
     report, decoded = probe_networks(
         evaluation.family,
         evaluation.agent,
@@ -121,17 +148,26 @@ def probe_trained_and_untrained(evaluation: Evaluation, mlp_steps: int) -> tuple
     return networks, report, decoded
 
 
-def common_results(name: str, config: dict, evaluation: Evaluation) -> dict:
-    """The part of ``results.json`` every experiment writes: what ran, where, how fast, returns."""
-    trained = evaluation.trained
+def seed_results(evaluation: Evaluation, final_return: float) -> dict:
+    """The start of one seed's entry in ``results.json``: its seed, training return and returns."""
+    return {
+        "seed": evaluation.seed,
+        "train": {"final_training_return": float(final_return)},
+        "return": {name: mean for name, (mean, _) in evaluation.returns.items()},
+        "return_se": {name: se for name, (_, se) in evaluation.returns.items()},
+    }
+
+
+def population_results(name: str, config: dict, trained: train.TrainResult, per_seed: list[dict]) -> dict:
+    """``results.json``: what ran, where, how fast; ``"seeds"``, one entry per seed with the keys a
+    one-seed run writes; ``"summary"``, the same keys with every number an interval over seeds."""
     return {
         "experiment": name,
         "config": config,
         "device": output.device_description(),
-        "train": train_stats(trained)
-        | {"final_training_return": float(np.mean(trained.metrics["episode_return"][-10:]))},
-        "return": {name: mean for name, (mean, _) in evaluation.returns.items()},
-        "return_se": {name: se for name, (_, se) in evaluation.returns.items()},
+        "train": train_stats(trained),
+        "summary": seeds.summarize([{k: v for k, v in entry.items() if k != "seed"} for entry in per_seed]),
+        "seeds": per_seed,
     }
 
 
@@ -141,42 +177,49 @@ def plot_learning_curve(
     trained: train.TrainResult,
     references: dict[str, float] | None = None,
 ) -> None:
-    """The training return against agent steps, with reference returns (label -> value) as lines."""
+    """The training return of each seed against agent steps (per seed), with reference returns
+    (label -> value) as lines."""
     steps = np.arange(1, config.num_updates + 1) * config.steps_per_update
     plots.learning_curve(path, steps, trained.metrics["episode_return"], references or {})
 
 
 def plot_evaluation_learning_curve(
-    path: pathlib.Path, config: train.TrainConfig, evaluation: Evaluation, labels: dict[str, str]
+    path: pathlib.Path,
+    config: train.TrainConfig,
+    trained: train.TrainResult,
+    evaluation: Evaluation,
+    labels: dict[str, str],
 ) -> None:
-    """``plot_learning_curve`` of ``evaluation``'s agent, with the held-out mean return of each
-    reference policy named in ``labels`` (name -> label) as a line."""
+    """``plot_learning_curve`` of the population, with the held-out mean return of each reference
+    policy named in ``labels`` (name -> label) as a line."""
     references = {label: evaluation.mean_return(name) for name, label in labels.items()}
-    plot_learning_curve(path, config, evaluation.trained, references)
+    plot_learning_curve(path, config, trained, references)
 
 
-def returns_table(results: dict) -> str:
-    """Mean and s.e. of the return per episode of the agent and each reference policy."""
-    rows = [["return per episode", "mean", "s.e."]]
+def returns_table(summary: dict) -> str:
+    """Return per episode over seeds (mean [95% interval]) and the s.e. over held-out tasks."""
+    rows = [["return per episode", "mean [95% CI over seeds]", "s.e. over tasks"]]
     rows += [
-        [name, f"{mean:.2f}", f"{results['return_se'][name]:.2f}"] for name, mean in results["return"].items()
+        [name, seeds.format_interval(value, ".2f"), seeds.format_interval(summary["return_se"][name], ".2f")]
+        for name, value in summary["return"].items()
     ]
     return output.format_table(rows)
 
 
 def probe_table(probe: dict) -> str:
-    """Held-out R² of the trained and the untrained network, probed on the same histories."""
+    """Held-out R² of the trained and the untrained network, probed on the same histories
+    (``probe`` from a summary: mean [95% interval] over seeds)."""
 
     def row(label: str, prefix: str, metric: str) -> list[str]:
         return [
             label,
-            f"{probe[prefix + 'trained'][metric]:.3f}",
-            f"{probe[prefix + 'untrained'][metric]:.3f}",
+            seeds.format_interval(probe[prefix + "trained"][metric]),
+            seeds.format_interval(probe[prefix + "untrained"][metric]),
         ]
 
     return output.format_table(
         [
-            ["held-out R²", "trained", "untrained"],
+            ["held-out R² (over seeds)", "trained", "untrained"],
             row("hidden → posterior means (linear)", "", "r2_posterior_mean"),
             row("hidden → belief features (linear)", "", "r2"),
             row("hidden → belief features (MLP)", "mlp_", "r2"),
@@ -186,10 +229,11 @@ def probe_table(probe: dict) -> str:
 
 
 def header(results: dict, description: str) -> str:
-    """First line of the printed summary: the experiment, the device and the training speed."""
+    """First line of the printed summary: the experiment, seeds, the device and the training speed."""
     train_stats = results["train"]
     return (
-        f"{results['experiment']}: {description}, {results['config']['eval_tasks']} held-out tasks "
-        f"({results['device']}); trained {train_stats['seconds']:.0f} s at "
-        f"{train_stats['agent_steps_per_second'] / 1e6:.2f} M agent steps/s"
+        f"{results['experiment']}: {description}, {train_stats['num_seeds']} seeds, "
+        f"{results['config']['eval_tasks']} held-out tasks ({results['device']}); trained "
+        f"{train_stats['seconds']:.0f} s at {train_stats['agent_steps_per_second'] / 1e6:.2f} M agent "
+        "steps/s (all seeds); figures: mean [95% interval over seeds]"
     )

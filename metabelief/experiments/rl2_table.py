@@ -22,8 +22,8 @@ import pathlib
 import jax
 
 from metabelief import baselines, train
-from metabelief.experiments import output, protocol
-from metabelief.rollout import rollout
+from metabelief.experiments import output, protocol, seeds
+from metabelief.rollout import rollout_population_jit
 from metabelief.tasks import BernoulliBandit
 from metabelief.testing.random_rollout import sample_tasks
 
@@ -95,6 +95,7 @@ class RL2TableConfig:
         updates_per_chunk=50,
         learning_rate=5e-3,
         entropy_coef=0.01,
+        num_seeds=3,
     )
     agent_steps: int = 102_400_000  # per row: 4,000 updates of 256 tasks x 100 pulls
     max_updates: int = 12_000  # short episodes get more updates, up to this many
@@ -113,7 +114,7 @@ class RL2TableConfig:
     def quick(cls) -> RL2TableConfig:
         """A smoke-test size: seconds, not minutes; the thresholds are not expected to hold."""
         base = cls()
-        quick_train = dataclasses.replace(base.train, num_tasks=128, updates_per_chunk=10)
+        quick_train = dataclasses.replace(base.train, num_tasks=128, updates_per_chunk=10, num_seeds=2)
         return cls(rows=((5, 10),), train=quick_train, agent_steps=128 * 10 * 20, eval_tasks=128)
 
     def row_config(self, arms: int, pulls: int) -> train.TrainConfig:
@@ -143,41 +144,47 @@ def reference_policies(family: BernoulliBandit) -> dict[str, baselines.BeliefPol
 
 
 def run(config: RL2TableConfig, out_dir: pathlib.Path, *, progress: bool = True) -> dict:
-    """Trains one LSTM per row and plays every policy on the row's held-out tasks."""
+    """Trains one population of LSTMs per row and plays every policy on the row's held-out tasks."""
     out_dir.mkdir(parents=True, exist_ok=True)
     run_policy = jax.jit(baselines.run_policy, static_argnums=(0, 1))
-    play = jax.jit(rollout, static_argnums=(0, 1))
-    rows = []
+    rows_by_seed = [[] for _ in range(config.train.num_seeds)]
     for arms, pulls in config.rows:
         row_config = config.row_config(arms, pulls)
         family, agent = row_config.make_family(), row_config.make_agent()
         trained = protocol.train_and_save(row_config, out_dir / f"agent-k{arms}-n{pulls}", progress=progress)
         task_key, agent_key, policy_key = jax.random.split(protocol.held_out_key(row_config), 3)
         tasks = sample_tasks(family, task_key, config.eval_tasks)
-        returns = {
-            "lstm": output.mean_and_se(play(family, agent, trained.params, agent_key, tasks).rewards.sum(0))
-        }
+        lstm_returns = rollout_population_jit(family, agent, trained.params, agent_key, tasks).rewards.sum(1)
+        references = {}
         for index, (name, policy) in enumerate(reference_policies(family).items()):
             played = run_policy(family, policy, jax.random.fold_in(policy_key, index), tasks)
-            returns[name] = output.mean_and_se(played.rewards.sum(axis=0))
-        rows.append(
-            {
-                "arms": arms,
-                "pulls": pulls,
-                "return": {name: mean for name, (mean, _) in returns.items()},
-                "return_se": {name: se for name, (_, se) in returns.items()},
-                "lstm_over_gittins": returns["lstm"][0] / returns["gittins"][0],
-                "published": published(arms, pulls),
-                "train": protocol.train_stats(trained) | {"updates": row_config.num_updates},
-            }
-        )
+            references[name] = output.mean_and_se(played.rewards.sum(axis=0))
+        for seed_rows, seed_returns in zip(rows_by_seed, lstm_returns, strict=True):
+            returns = {"lstm": output.mean_and_se(seed_returns)} | references
+            seed_rows.append(
+                {
+                    "arms": arms,
+                    "pulls": pulls,
+                    "return": {name: mean for name, (mean, _) in returns.items()},
+                    "return_se": {name: se for name, (_, se) in returns.items()},
+                    "lstm_over_gittins": returns["lstm"][0] / returns["gittins"][0],
+                    "published": published(arms, pulls),
+                    "train": protocol.train_stats(trained) | {"updates": row_config.num_updates},
+                }
+            )
         if progress:
-            print(format_rows(rows[-1:]), flush=True)
+            print(format_rows(seeds.summarize([seed_rows[-1:] for seed_rows in rows_by_seed])), flush=True)
+    per_seed = [
+        {"seed": seed, "rows": seed_rows}
+        for seed, seed_rows in zip(config.train.seeds, rows_by_seed, strict=True)
+    ]
     results = {
         "experiment": NAME,
         "config": protocol.config_dict(config),
         "device": output.device_description(),
-        "rows": rows,
+        "num_seeds": config.train.num_seeds,
+        "summary": seeds.summarize([{"rows": entry["rows"]} for entry in per_seed]),
+        "seeds": per_seed,
         "published_source": PUBLISHED_SOURCE,
     }
     output.write_json(out_dir / "results.json", results)
@@ -191,38 +198,49 @@ def published(arms: int, pulls: int) -> dict[str, float] | None:
 
 
 def format_rows(rows: list[dict]) -> str:
+    """Rows of a summary over seeds: every policy's return, mean [95% interval] for the LSTM."""
     names = [*POLICIES, "lstm"]
     table = [["setup", *names, "LSTM / Gittins"]]
     for row in rows:
-        cells = [f"{row['return'][name]:.1f}" if name in row["return"] else "" for name in names]
-        table.append([f"k={row['arms']}, n={row['pulls']}", *cells, f"{row['lstm_over_gittins']:.3f}"])
+        cells = [
+            seeds.format_interval(row["return"][name], ".1f") if name in row["return"] else ""
+            for name in names
+        ]
+        setup = f"k={row['arms']['mean']:.0f}, n={row['pulls']['mean']:.0f}"
+        table.append([setup, *cells, seeds.format_interval(row["lstm_over_gittins"])])
     return output.format_table(table)
 
 
 def table(results: dict) -> str:
-    """Average total reward per episode of every policy, one row per (k, n)."""
-    seconds = sum(row["train"]["seconds"] for row in results["rows"])
-    largest_se = max(max(row["return_se"].values()) for row in results["rows"])
+    """Average total reward per episode of every policy, one row per (k, n), over seeds."""
+    per_seed_rows = results["seeds"][0]["rows"]
+    seconds = sum(row["train"]["seconds"] for row in per_seed_rows)
+    largest_se = max(max(row["return_se"].values()) for entry in results["seeds"] for row in entry["rows"])
+    rows = results["summary"]["rows"]
     return "\n".join(
         [
-            f"rl2-table: arm means ~ U[0, 1]; {results['config']['eval_tasks']} held-out tasks per row "
-            f"({results['device']}); {seconds:.0f} s of training in all",
+            f"rl2-table: arm means ~ U[0, 1]; {results['num_seeds']} seeds; "
+            f"{results['config']['eval_tasks']} held-out tasks per row ({results['device']}); "
+            f"{seconds:.0f} s of training in all",
             "",
-            format_rows(results["rows"]),
-            f"(largest standard error {largest_se:.2f}; bayes_optimal blank where its table does not fit)",
+            format_rows(rows),
+            "(LSTM: mean [95% interval over seeds]; the other policies play the same tasks for every",
+            f" seed; largest standard error over tasks {largest_se:.2f}; bayes_optimal blank where its",
+            " table does not fit)",
             "",
             f"published: {results['published_source']}",
-            format_published(results["rows"]),
+            format_published(per_seed_rows, rows),
         ]
     )
 
 
-def format_published(rows: list[dict]) -> str:
-    """The paper's values on our rows (blank where it has none), and our LSTM against its RL²."""
+def format_published(per_seed_rows: list[dict], summary_rows: list[dict]) -> str:
+    """The paper's values on our rows (blank where it has none), and our LSTM (mean over seeds)
+    against its RL²."""
     table = [["setup", *PUBLISHED_COLUMNS, "our LSTM / RL²"]]
-    for row in rows:
+    for row, summary in zip(per_seed_rows, summary_rows, strict=True):
         paper = row["published"] or {}
         cells = [f"{paper[name]:.1f}" if name in paper else "" for name in PUBLISHED_COLUMNS]
-        ratio = f"{row['return']['lstm'] / paper['rl2']:.3f}" if paper else ""
+        ratio = f"{summary['return']['lstm']['mean'] / paper['rl2']:.3f}" if paper else ""
         table.append([f"k={row['arms']}, n={row['pulls']}", *cells, ratio])
     return output.format_table(table)

@@ -24,7 +24,7 @@ import jax
 import numpy as np
 
 from metabelief import analysis, baselines, train
-from metabelief.experiments import output, plots, protocol
+from metabelief.experiments import output, plots, protocol, seeds
 
 NAME = "two-step"
 SUMMARY = "LSTM A2C on the two-step task; stay probabilities vs belief-greedy and model-free agents; probes"
@@ -46,6 +46,7 @@ class TwoStepConfig:
         num_updates=600,
         updates_per_chunk=25,
         learning_rate=5e-3,
+        num_seeds=3,
     )
     eval_tasks: int = 4096  # held-out tasks for returns, stay probabilities and probes
     stay_blocks: int = 16  # blocks of held-out tasks the stay standard errors are taken over
@@ -82,28 +83,41 @@ def run(config: TwoStepConfig, out_dir: pathlib.Path, *, progress: bool = True) 
         ),
         "random": baselines.random_policy(family),
     }
-    evaluation = protocol.train_and_evaluate(
+    trained, evaluations = protocol.train_and_evaluate(
         config.train, config.eval_tasks, references, out_dir, progress=progress
     )
-    behaviour = {"agent": evaluation.history} | evaluation.references
-    stays = {
-        name: _stay_summary(played.actions, played.obs[1:], played.rewards, config.stay_blocks)
-        for name, played in behaviour.items()
-    }
-    _, probe, decoded = protocol.probe_trained_and_untrained(evaluation, config.mlp_steps)
-
     num_trials = family.num_trials
-    results = protocol.common_results(NAME, protocol.config_dict(config), evaluation) | {
-        "family": repr(family),
-        "reward_per_trial": {name: mean / num_trials for name, (mean, _) in evaluation.returns.items()},
-        "reward_per_trial_se": {name: se / num_trials for name, (_, se) in evaluation.returns.items()},
-        "stay": {name: _stay_dict(summary) for name, summary in stays.items()},
-        "probe": probe,
-    }
+    per_seed, decoded, stays = [], None, {}
+    for evaluation, final_return in zip(evaluations, protocol.final_training_return(trained), strict=True):
+        behaviour = {"agent": evaluation.history} | evaluation.references
+        seed_stays = {
+            name: _stay_summary(played.actions, played.obs[1:], played.rewards, config.stay_blocks)
+            for name, played in behaviour.items()
+        }
+        stays = stays or seed_stays  # the first seed's stay probabilities are drawn
+        _, probe, seed_decoded = protocol.probe_trained_and_untrained(evaluation, config.mlp_steps)
+        decoded = decoded or seed_decoded
+        per_seed.append(
+            protocol.seed_results(evaluation, final_return)
+            | {
+                "reward_per_trial": {
+                    name: mean / num_trials for name, (mean, _) in evaluation.returns.items()
+                },
+                "reward_per_trial_se": {
+                    name: se / num_trials for name, (_, se) in evaluation.returns.items()
+                },
+                "stay": {name: _stay_dict(summary) for name, summary in seed_stays.items()},
+                "probe": probe,
+            }
+        )
+    results = protocol.population_results(NAME, protocol.config_dict(config), trained, per_seed)
+    results["family"] = repr(family)
     output.write_json(out_dir / "results.json", results)
 
     labels = {"belief_greedy": "belief-greedy", "model_free": "model-free TD", "random": "random"}
-    protocol.plot_evaluation_learning_curve(out_dir / "learning_curve.png", config.train, evaluation, labels)
+    protocol.plot_evaluation_learning_curve(
+        out_dir / "learning_curve.png", config.train, trained, evaluations[0], labels
+    )
     plots.stay_probabilities(
         out_dir / "stay_probabilities.png",
         {
@@ -113,7 +127,7 @@ def run(config: TwoStepConfig, out_dir: pathlib.Path, *, progress: bool = True) 
         },
     )
     plots.decoded_beliefs(out_dir / "decoded_belief.png", decoded, quantity="P(A is rich)")
-    plots.r2_by_time(out_dir / "probe_r2_by_time.png", probe["r2_by_time"])
+    plots.r2_by_time(out_dir / "probe_r2_by_time.png", [entry["probe"]["r2_by_time"] for entry in per_seed])
     return results
 
 
@@ -140,29 +154,47 @@ def _stay_dict(summary: analysis.StaySummary) -> dict:
 
 
 def table(results: dict) -> str:
-    """The printed summary: reward per trial, stay probabilities and indices, probe R^2."""
-    reward, reward_se, stay = results["reward_per_trial"], results["reward_per_trial_se"], results["stay"]
+    """The printed summary over seeds: reward per trial, stay probabilities and indices, probe R^2.
+
+    The reference agents play the same held-out tasks for every seed, so their figures are one
+    value each; the agent's are mean [95% interval] over seeds.
+    """
+    summary = results["summary"]
+    reward, stay = summary["reward_per_trial"], summary["stay"]
     stay_rows = [
         ["P(stay) after", "rew-common", "rew-rare", "unrew-common", "unrew-rare", "MB index", "MF index"]
     ]
     for name in AGENTS:
-        cells = [f"{stay[name]['probs'][cell]:.3f}" for cell in CELLS]
+        cells = [seeds.format_interval(stay[name]["probs"][cell]) for cell in CELLS]
         indices = [
-            f"{stay[name][index]:.3f} ± {stay[name][index + '_se']:.3f}"
-            for index in ("model_based_index", "model_free_index")
+            seeds.format_interval(stay[name][index]) for index in ("model_based_index", "model_free_index")
         ]
         stay_rows.append([name, *cells, *indices])
+    gap = seeds.summarize(
+        [
+            entry["reward_per_trial"]["agent"] - entry["reward_per_trial"]["belief_greedy"]
+            for entry in results["seeds"]
+        ]
+    )
     lines = [
         protocol.header(results, f"two-step task ({results['family']})"),
         "",
         output.format_table(
-            [["reward per trial", "mean", "s.e."]]
-            + [[name, f"{reward[name]:.3f}", f"{reward_se[name]:.3f}"] for name in AGENTS]
+            [["reward per trial", "mean [95% CI over seeds]", "s.e. over tasks"]]
+            + [
+                [
+                    name,
+                    seeds.format_interval(reward[name]),
+                    seeds.format_interval(summary["reward_per_trial_se"][name]),
+                ]
+                for name in AGENTS
+            ]
         ),
-        f"agent - belief_greedy: {reward['agent'] - reward['belief_greedy']:+.3f} per trial",
+        f"agent - belief_greedy, per trial: {seeds.format_interval(gap, '+.3f')}",
         "",
         output.format_table(stay_rows),
+        "(the reference agents' stay figures: s.e. over task blocks in results.json)",
         "",
-        protocol.probe_table(results["probe"]),
+        protocol.probe_table(summary["probe"]),
     ]
     return "\n".join(lines)

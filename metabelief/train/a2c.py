@@ -8,9 +8,22 @@ and takes one optimiser step on the mean over tasks and steps of::
 
 with ``G_t`` the discounted return to the end of the episode (episodes end at the horizon, so
 there is nothing to bootstrap). Updates run in jitted chunks of ``updates_per_chunk``; the
-Python loop between chunks only refreshes the progress bar. With ``config.devices`` other than 1
-the tasks of each update are split over that many devices and the state is replicated on them
-(``metabelief.sharding``); the updates equal the one-device ones up to float rounding.
+Python loop between chunks only refreshes the progress bar.
+
+Seeds are one more vmapped axis: ``train`` runs ``config.num_seeds`` independent agents in the
+same program, each with its own initialisation and its own task and action streams (agent i is
+exactly the one-seed run with seed ``config.seed + i``), so parameters, optimiser state and
+metrics carry a leading ``[S]`` axis.
+
+With ``config.devices`` other than 1 (D devices), the work is split over them one of two ways
+(``metabelief.sharding.spreads_seeds``):
+
+* **seeds**, when there are several and D divides their number: each device trains S / D whole
+  agents. Seeds never interact, so the devices do not communicate at all;
+* **tasks** otherwise (e.g. one seed): every seed's tasks are split over the devices and the
+  state is replicated on them; the partitioner all-reduces the sums behind each mean over tasks.
+
+Either way the updates equal the one-device ones up to float rounding.
 """
 
 from __future__ import annotations
@@ -39,12 +52,39 @@ class TrainState:
 
 @chex.dataclass(frozen=True)
 class TrainResult:
-    params: PyTree  # the trained agent's parameters
-    initial_params: PyTree  # the same network before training (the untrained baseline)
-    metrics: dict  # name -> float32[num_updates], one entry per update
+    """A trained population of ``S = config.num_seeds`` agents."""
+
+    params: PyTree  # [S, ...]: the trained agents' parameters
+    initial_params: PyTree  # [S, ...]: the same networks before training (the untrained baselines)
+    metrics: dict  # name -> float32[S, num_updates], one entry per seed and update
     seconds: float  # wall time of the updates, compilation excluded
     compile_seconds: float
-    agent_steps_per_second: float
+    agent_steps_per_second: float  # over all seeds
+
+    @property
+    def num_seeds(self) -> int:
+        return population_size(self.params)
+
+    def seed_params(self, index: int) -> PyTree:
+        """Agent ``index``'s trained parameters (no seed axis)."""
+        return select_seed(self.params, index)
+
+    def seed_initial_params(self, index: int) -> PyTree:
+        """Agent ``index``'s parameters before training (no seed axis)."""
+        return select_seed(self.initial_params, index)
+
+
+def select_seed(population: PyTree, index: int) -> PyTree:
+    """Member ``index`` of a pytree with a leading seed axis."""
+    size = population_size(population)
+    if not 0 <= index < size:
+        raise ValueError(f"index must be < num_seeds ({size}) and >= 0, got {index!r}")
+    return jax.tree.map(lambda leaf: leaf[index], population)
+
+
+def population_size(population: PyTree) -> int:
+    """The length of the leading seed axis of a population pytree."""
+    return int(jax.tree.leaves(population)[0].shape[0])
 
 
 def discounted_returns(rewards: jax.Array, gamma: float) -> jax.Array:
@@ -63,15 +103,35 @@ def optimiser(config: TrainConfig) -> optax.GradientTransformation:
 
 
 def init_state(config: TrainConfig, key: jax.Array | None = None) -> TrainState:
-    """Initial parameters (from ``key``, default ``config.seed``) and optimiser state.
+    """One agent's initial parameters (from ``key``, default ``config.seed``) and optimiser state.
 
     Replicated on the devices of ``config.devices`` when that is not 1.
     """
-    key = jax.random.key(config.seed) if key is None else key
+    state = _init_one(config, jax.random.key(config.seed) if key is None else key)
+    return state if config.devices == 1 else sharding.replicate(state, sharding.task_mesh(config.devices))
+
+
+def init_population(config: TrainConfig) -> TrainState:
+    """``init_state`` of every seed in ``config.seeds``, stacked on a leading ``[S]`` axis.
+
+    With ``config.devices`` other than 1, split over the devices by seed or replicated on them
+    (see the module docstring).
+    """
+    keys = jax.vmap(jax.random.key)(jnp.asarray(config.seeds, jnp.uint32))
+    population = jax.vmap(lambda key: _init_one(config, key))(keys)
+    if config.devices == 1:
+        return population
+    mesh = sharding.task_mesh(config.devices)
+    if sharding.spreads_seeds(config.num_seeds, mesh):
+        return sharding.shard_tasks(population, mesh)  # the leading axis is the seeds' here
+    return sharding.replicate(population, mesh)
+
+
+def _init_one(config: TrainConfig, key: jax.Array) -> TrainState:
     init_key, train_key = jax.random.split(key)
     params = config.make_agent().init(init_key)
-    state = TrainState(params=params, opt_state=optimiser(config).init(params), key=train_key)
-    return state if config.devices == 1 else sharding.replicate(state, sharding.task_mesh(config.devices))
+    return TrainState(params=params, opt_state=optimiser(config).init(params), key=train_key)
+
 
 
 def a2c_loss(params: PyTree, config: TrainConfig, key: jax.Array) -> tuple[jax.Array, dict]:
@@ -80,7 +140,9 @@ def a2c_loss(params: PyTree, config: TrainConfig, key: jax.Array) -> tuple[jax.A
     task_key, rollout_key = jax.random.split(key)
     tasks = jax.vmap(family.sample_task)(jax.random.split(task_key, config.num_tasks))
     if config.devices != 1:  # the partitioner carries the lane split through the whole update
-        tasks = sharding.shard_tasks(tasks, sharding.task_mesh(config.devices))
+        mesh = sharding.task_mesh(config.devices)
+        if not sharding.spreads_seeds(config.num_seeds, mesh):
+            tasks = sharding.shard_tasks(tasks, mesh)
     trajectory = rollout(family, agent, params, rollout_key, tasks, track_belief=False)
     returns = discounted_returns(trajectory.rewards, config.gamma)  # [T, N]
     advantages = jax.lax.stop_gradient(returns - trajectory.values)
@@ -109,23 +171,32 @@ def update(state: TrainState, config: TrainConfig) -> tuple[TrainState, dict]:
     return TrainState(params=params, opt_state=opt_state, key=key), metrics
 
 
-def train_chunk(state: TrainState, config: TrainConfig, num_updates: int) -> tuple[TrainState, dict]:
-    """``num_updates`` updates in one ``lax.scan``; metrics stacked over updates."""
-    return jax.lax.scan(lambda s, _: update(s, config), state, None, length=num_updates)
+def population_update(population: TrainState, config: TrainConfig) -> tuple[TrainState, dict]:
+    """``update`` of every seed at once: ``population`` and the metrics carry a leading ``[S]`` axis."""
+    return jax.vmap(update, in_axes=(0, None))(population, config)
+
+
+def train_chunk(population: TrainState, config: TrainConfig, num_updates: int) -> tuple[TrainState, dict]:
+    """``num_updates`` population updates in one ``lax.scan``; metrics ``[S, num_updates]``."""
+    population, metrics = jax.lax.scan(
+        lambda s, _: population_update(s, config), population, None, length=num_updates
+    )
+    return population, jax.tree.map(lambda values: values.T, metrics)
 
 
 _train_chunk = jax.jit(train_chunk, static_argnames=("config", "num_updates"))
 
 
 def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
-    """Trains the agent of ``config``, showing steps, mean return and steps per second.
+    """Trains the ``config.num_seeds`` agents of ``config`` together, showing steps (all seeds), the
+    mean return over seeds and steps per second.
 
     Returns:
-      A ``TrainResult`` with the final and the initial parameters and per-update metrics. The
-      parameters are on the default device whatever ``config.devices``, so the code that evaluates
-      them runs as after a one-device run (not replicated on every device of the mesh).
+      A ``TrainResult`` with the final and the initial parameters (``[S, ...]``) and per-seed,
+      per-update metrics. The parameters are on the default device whatever ``config.devices``, so
+      the code that evaluates them runs as after a one-device run (not replicated on every device).
     """
-    state = init_state(config)
+    state = init_population(config)
     initial_params = state.params
     chunk_sizes = [config.updates_per_chunk] * (config.num_updates // config.updates_per_chunk)
     if config.num_updates % config.updates_per_chunk:
@@ -136,19 +207,20 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     compile_seconds = time.perf_counter() - start
 
     history = []
+    steps_per_update = config.num_seeds * config.steps_per_update
     bar = tqdm(
-        total=config.num_updates * config.steps_per_update, unit="step", unit_scale=True, disable=not progress
+        total=config.num_updates * steps_per_update, unit="step", unit_scale=True, disable=not progress
     )
     start = time.perf_counter()
     for size in chunk_sizes:
         state, metrics = compiled[size](state)
         history.append(jax.device_get(metrics))
-        bar.update(size * config.steps_per_update)
-        bar.set_postfix(mean_return=f"{history[-1]['episode_return'][-1]:.2f}")
+        bar.update(size * steps_per_update)
+        bar.set_postfix(mean_return=f"{history[-1]['episode_return'][:, -1].mean():.2f}")
     jax.block_until_ready(state.params)
     seconds = time.perf_counter() - start
     bar.close()
-    metrics = {name: np.concatenate([chunk[name] for chunk in history]) for name in history[0]}
+    metrics = {name: np.concatenate([chunk[name] for chunk in history], axis=1) for name in history[0]}
     params = state.params
     if config.devices != 1:
         params, initial_params = jax.device_put(jax.device_get((params, initial_params)))
@@ -158,5 +230,5 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
         metrics=metrics,
         seconds=seconds,
         compile_seconds=compile_seconds,
-        agent_steps_per_second=config.num_updates * config.steps_per_update / seconds,
+        agent_steps_per_second=config.num_updates * steps_per_update / seconds,
     )

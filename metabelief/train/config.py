@@ -33,14 +33,15 @@ class TrainConfig:
     gamma: float = 0.9
     value_coef: float = 0.05
     entropy_coef: float = 0.05
-    seed: int = 0
+    seed: int = 0  # the first seed: seed i of the population is seed + i
+    num_seeds: int = 1  # independent agents trained together, one vmapped axis (own init, tasks, actions)
     devices: int | None = 1  # devices each update's tasks are spread over, None: all (metabelief.sharding)
 
     def __post_init__(self):
         object.__setattr__(
             self, "family_args", tuple(sorted((str(k), _frozen(v)) for k, v in self.family_args))
         )
-        for name in ("num_tasks", "num_updates", "updates_per_chunk", "hidden_size"):
+        for name in ("num_tasks", "num_updates", "updates_per_chunk", "hidden_size", "num_seeds"):
             integer_at_least(name, getattr(self, name), 1)
         integer_at_least("seed", self.seed, 0)
         if self.devices is not None:
@@ -64,11 +65,24 @@ class TrainConfig:
         return agent_for(self.make_family(), hidden_size=self.hidden_size, time_input=self.time_input)
 
     @property
+    def seeds(self) -> tuple[int, ...]:
+        """The seed of each agent of the population, in order."""
+        return tuple(range(self.seed, self.seed + self.num_seeds))
+
+    def for_seed(self, index: int) -> TrainConfig:
+        """The one-seed config that trains exactly agent ``index`` of this population."""
+        integer_at_least("index", index, 0)
+        if index >= self.num_seeds:
+            raise ValueError(f"index must be < num_seeds ({self.num_seeds}), got {index!r}")
+        return dataclasses.replace(self, seed=self.seed + index, num_seeds=1)
+
+    @property
     def num_chunks(self) -> int:
         return -(-self.num_updates // self.updates_per_chunk)
 
     @property
     def steps_per_update(self) -> int:
+        """Agent steps of one update of ONE seed (the population takes ``num_seeds`` times as many)."""
         return self.num_tasks * self.make_family().horizon
 
     def to_dict(self) -> dict[str, Any]:
