@@ -19,8 +19,11 @@ optimiser state are replicated. Results equal the one-device run's up to float r
   and the per-device ``Moments`` of each split are pooled exactly once at the end.
 
 Multi-host: call ``initialize_distributed()`` first in every process; ``jax.devices()`` then lists
-the devices of all processes and ``task_mesh()`` spans them. (Tested only on one host, with CPU
-devices simulated by ``XLA_FLAGS=--xla_force_host_platform_device_count``.)
+the devices of all processes and ``task_mesh()`` spans them; ``place`` builds each process's shards
+from its own host copy, and ``to_host`` gathers results split over processes. Tested with CPU
+devices simulated by ``XLA_FLAGS=--xla_force_host_platform_device_count`` and with two real
+processes on one host (gloo CPU collectives over loopback, ``tests/test_multiprocess.py``); not
+yet on several machines or GPUs.
 """
 
 from __future__ import annotations
@@ -96,7 +99,42 @@ def shard_tasks(tree: PyTree, mesh: Mesh, axis: int = 0) -> PyTree:
 
 def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
     """A full copy of ``tree`` on every device of ``mesh`` (parameters, optimiser state, keys)."""
-    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+    return place(tree, NamedSharding(mesh, PartitionSpec()))
+
+
+def shard_seeds(tree: PyTree, mesh: Mesh) -> PyTree:
+    """``tree`` (a population, every leaf ``[S, ...]``) with whole seeds split over ``mesh``."""
+    return place(tree, NamedSharding(mesh, PartitionSpec(AXIS)))
+
+
+def place(tree: PyTree, sharding: NamedSharding) -> PyTree:
+    """``jax.device_put(tree, sharding)`` that also works when ``sharding`` spans other processes'
+    devices (multi-host): every process holds the same host values, and each builds the shards of
+    its own devices from them. Key arrays travel as their raw key data."""
+    if sharding.is_fully_addressable:
+        return jax.device_put(tree, sharding)
+
+    def place_leaf(leaf):
+        if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            data = place_leaf(jax.random.key_data(leaf))
+            return jax.random.wrap_key_data(data, impl=jax.random.key_impl(leaf))
+        host = np.asarray(leaf)
+        return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+    return jax.tree.map(place_leaf, tree)
+
+
+def to_host(tree: PyTree) -> PyTree:
+    """The whole value of every array of ``tree`` as NumPy, in every process (arrays split over
+    other processes' devices are gathered first)."""
+    from jax.experimental import multihost_utils  # noqa: PLC0415 - only for arrays across processes
+
+    def fetch(leaf):
+        if leaf.is_fully_addressable or leaf.is_fully_replicated:
+            return np.asarray(leaf)
+        return np.asarray(multihost_utils.process_allgather(leaf, tiled=True))
+
+    return jax.tree.map(fetch, tree)
 
 
 def probe_moments(

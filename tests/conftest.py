@@ -10,8 +10,20 @@ os.environ["XLA_FLAGS"] = " ".join(
 ).strip()
 
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
 
 from metabelief.tasks import registry  # noqa: E402
+
+# Hypothesis: in CI (``CI`` set, as on every hosted runner) a fixed, derandomised set of examples,
+# so a red build reproduces and a green one stays green; locally fresh random examples, a few more
+# of them, to keep looking for new failures. ``HYPOTHESIS_PROFILE`` picks one explicitly. Deadlines
+# are off in both: the first example of a test pays for XLA compiling its jitted function.
+_defaults = settings.get_profile("default")  # not Hypothesis's own "ci" profile, which it loads under CI
+settings.register_profile(
+    "ci", _defaults, derandomize=True, max_examples=25, deadline=None, database=None, print_blob=True
+)
+settings.register_profile("dev", _defaults, max_examples=50, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 
 @pytest.fixture

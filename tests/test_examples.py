@@ -21,6 +21,6 @@ def test_custom_task_family_example_checks_trains_and_probes(clean_registry, cap
     example = load("custom_task_family")
     r2 = example.main(num_updates=25)
     assert "restless_tiger" in metabelief.families()
-    assert set(r2) == {"trained", "untrained"} and all(0.5 < value <= 1.0 for value in r2.values())
+    assert set(r2) == {"trained", "untrained"} and all(value > 0.5 for value in r2.values())
     out = capsys.readouterr().out
     assert "check_family passed" in out and "held-out R²" in out

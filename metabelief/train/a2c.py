@@ -123,7 +123,7 @@ def init_population(config: TrainConfig) -> TrainState:
         return population
     mesh = sharding.task_mesh(config.devices)
     if sharding.spreads_seeds(config.num_seeds, mesh):
-        return sharding.shard_tasks(population, mesh)  # the leading axis is the seeds' here
+        return sharding.shard_seeds(population, mesh)
     return sharding.replicate(population, mesh)
 
 
@@ -131,7 +131,6 @@ def _init_one(config: TrainConfig, key: jax.Array) -> TrainState:
     init_key, train_key = jax.random.split(key)
     params = config.make_agent().init(init_key)
     return TrainState(params=params, opt_state=optimiser(config).init(params), key=train_key)
-
 
 
 def a2c_loss(params: PyTree, config: TrainConfig, key: jax.Array) -> tuple[jax.Array, dict]:
@@ -214,7 +213,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     start = time.perf_counter()
     for size in chunk_sizes:
         state, metrics = compiled[size](state)
-        history.append(jax.device_get(metrics))
+        history.append(sharding.to_host(metrics))  # also split over processes
         bar.update(size * steps_per_update)
         bar.set_postfix(mean_return=f"{history[-1]['episode_return'][:, -1].mean():.2f}")
     jax.block_until_ready(state.params)
@@ -223,7 +222,7 @@ def train(config: TrainConfig, *, progress: bool = True) -> TrainResult:
     metrics = {name: np.concatenate([chunk[name] for chunk in history], axis=1) for name in history[0]}
     params = state.params
     if config.devices != 1:
-        params, initial_params = jax.device_put(jax.device_get((params, initial_params)))
+        params, initial_params = jax.device_put(sharding.to_host((params, initial_params)))
     return TrainResult(
         params=params,
         initial_params=initial_params,

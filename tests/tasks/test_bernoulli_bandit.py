@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import metabelief
@@ -94,7 +94,6 @@ def test_belief_matches_beta_posterior_on_every_prefix_of_10000_steps(num_arms, 
     assert (features[:, -1, num_arms:] < 0.016).all()
 
 
-@settings(max_examples=25, deadline=None)
 @given(data=st.data())
 def test_belief_matches_beta_posterior_on_short_histories(data):
     num_arms = data.draw(st.sampled_from(NUM_ARMS), label="num_arms")

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import metabelief
@@ -130,7 +130,6 @@ def test_uniform_prior_belief_matches_beta_posterior_on_every_prefix_of_10000_st
     np.testing.assert_allclose(features[:, 0], [[0.5, 0.5, np.sqrt(1.0 / 12.0)]] * true_ps.size, atol=ATOL)
 
 
-@settings(max_examples=25, deadline=None)
 @given(history=st.lists(st.tuples(st.integers(0, 1), st.sampled_from((0.0, 1.0))), max_size=HYPOTHESIS_STEPS))
 def test_uniform_prior_belief_matches_quadrature_on_short_histories(history):
     # Under p ~ U[0, 1] every (arm, reward) sequence is a possible history.
@@ -196,7 +195,6 @@ def test_nearly_equal_support_values_beside_a_distant_value_still_match(support)
 
 
 @pytest.mark.parametrize("support", [(0.1, 0.9), (0.0, 0.5, 1.0), (0.2, 0.5, 0.7)], ids=str)
-@settings(max_examples=25, deadline=None)
 @given(data=st.data())
 def test_support_belief_matches_brute_force_bayes_on_short_histories(support, data):
     p = data.draw(st.sampled_from(support), label="true p")
