@@ -23,7 +23,6 @@ come free, 1 when they cost as much as separate runs).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import pathlib
@@ -39,7 +38,9 @@ import metabelief
 from metabelief import rollout as lockstep
 from metabelief import train
 from metabelief.agents import agent_for
+from metabelief.cli import Parser, checked_out_dir, naming_flags
 from metabelief.experiments.probing import split_sizes
+from metabelief.tasks.validation import boolean, integer_at_least, integer_tuple
 from metabelief.testing.random_rollout import sample_tasks
 
 # Anchors measured on one NVIDIA H200 (jax 0.11.2, flax 0.12.10; 128 steps, random inputs), from
@@ -51,6 +52,17 @@ H200_ANCHORS = {
 }
 CPU_SIZES, QUICK_SIZES = (1024, 4096, 16384, 65536), (1024, 4096)
 ACCELERATOR_SIZES = (1024, 8192, 65536, 262144)
+# BenchConfig field -> the `metabelief bench` flag that sets it.
+FLAGS = {
+    "sizes": "--sizes",
+    "num_steps": "--steps",
+    "hidden_size": "--hidden",
+    "rounds": "--rounds",
+    "probe_chunks": "--probe-chunks",
+    "probe_chunk_size": "--probe-chunk-size",
+    "seed_counts": "--seeds",
+    "seed_tasks": "--seed-tasks",
+}
 
 
 class _BareLSTM(nn.Module):
@@ -252,20 +264,35 @@ def has_gymnax() -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class BenchConfig:
-    sizes: tuple[int, ...]
+    """What ``run`` measures; each value is checked on construction (a ValueError names the field)."""
+
+    sizes: tuple[int, ...]  # numbers of tasks N, each measured in turn
     num_steps: int = 128
     hidden_size: int = 48
     rounds: int = 5
-    max_training_tasks: int = 65536  # BPTT memory grows with N x T
+    max_training_tasks: int = 65536  # BPTT memory grows with N x T; 0 never times the A2C update
     probe_chunks: int = 16
     probe_chunk_size: int = 65536
     seed_counts: tuple[int, ...] = (1, 4, 16)  # population sizes of (e); the first is the baseline
     seed_tasks: int = 1024  # tasks per seed in (e)
     gymnax: bool = True
 
+    def __post_init__(self):
+        object.__setattr__(self, "sizes", integer_tuple("sizes", self.sizes, 1))
+        object.__setattr__(
+            self, "seed_counts", integer_tuple("seed_counts", self.seed_counts, 1, allow_empty=True)
+        )
+        for name in ("num_steps", "hidden_size", "rounds", "probe_chunks", "probe_chunk_size", "seed_tasks"):
+            object.__setattr__(self, name, integer_at_least(name, getattr(self, name), 1))
+        object.__setattr__(
+            self, "max_training_tasks", integer_at_least("max_training_tasks", self.max_training_tasks, 0)
+        )
+        object.__setattr__(self, "gymnax", boolean("gymnax", self.gymnax))
+
     @classmethod
     def for_device(cls, quick: bool) -> BenchConfig:
         on_cpu = jax.devices()[0].platform == "cpu"
+        quick = boolean("quick", quick)
         if quick:
             return cls(sizes=QUICK_SIZES, rounds=3, probe_chunks=4, probe_chunk_size=16384, seed_tasks=128)
         if on_cpu:  # BPTT at N = 65,536 x 128 steps would need ~16 GB of host memory
@@ -420,7 +447,7 @@ def plot(results: dict, path: pathlib.Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="metabelief bench", description=__doc__.splitlines()[0])
+    parser = Parser(prog="metabelief bench", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--quick", action="store_true", help="N in {1024, 4096} and a 1e7-pair probe: minutes on a CPU"
     )
@@ -437,7 +464,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-gymnax", action="store_true", help="skip the gymnax anchor")
     parser.add_argument("--out", default="runs/bench", help="folder for bench.json and bench.png")
     args = parser.parse_args(argv)
-    config = BenchConfig.for_device(args.quick)
     overrides = {
         "sizes": tuple(args.sizes) if args.sizes else None,
         "num_steps": args.steps,
@@ -448,14 +474,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "seed_counts": tuple(args.seeds) if args.seeds is not None else None,
         "seed_tasks": args.seed_tasks,
     }
-    config = dataclasses.replace(
-        config, **{k: v for k, v in overrides.items() if v is not None}, gymnax=not args.no_gymnax
-    )
+    try:  # every value, and the output folder, is checked before anything compiles
+        with naming_flags(FLAGS):
+            config = dataclasses.replace(
+                BenchConfig.for_device(args.quick),
+                **{k: v for k, v in overrides.items() if v is not None},
+                gymnax=not args.no_gymnax,
+            )
+        out = checked_out_dir(pathlib.Path(args.out))
+    except ValueError as error:
+        parser.exit(2, f"{parser.prog}: error: {' '.join(str(error).split())}\n")
     if config.gymnax and not has_gymnax():
         print('gymnax is not installed (pip install "metabelief[bench]"): measuring without its anchor')
     results = run(config)
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     (out / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
     plot(results, out / "bench.png")
     print()

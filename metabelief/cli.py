@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import dataclasses
 import pathlib
+import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+
+import jax
 
 from metabelief import experiments, testing
 from metabelief.experiments import output
@@ -23,6 +27,46 @@ _TRAIN_FLAGS = {
     "hidden": "hidden_size",
     "devices": "devices",
 }
+# Config field -> the `metabelief run` flag that sets it, to name the flag when a value is rejected.
+_RUN_FLAG_NAMES = {field: "--" + flag.replace("_", "-") for flag, field in _TRAIN_FLAGS.items()} | {
+    "rows": "--rows"
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` that reports a bad command line in one line on stderr (exit 2)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+@contextlib.contextmanager
+def naming_flags(flags: Mapping[str, str]) -> Iterator[None]:
+    """Re-raises a ``ValueError`` that names config fields in ``flags`` led by the flags that set them.
+
+    ``"num_updates must be >= 1, got 0"`` under ``{"num_updates": "--updates"}`` becomes
+    ``"--updates: num_updates must be >= 1, got 0"``: the user sees the flag they typed.
+    """
+    try:
+        yield
+    except ValueError as error:
+        names = "|".join(re.escape(name) for name in sorted(flags, key=len, reverse=True))
+        found = re.findall(rf"(?<![\w.-])({names})(?!\w)", str(error))
+        if not found:
+            raise
+        named = ", ".join(dict.fromkeys(flags[name] for name in found))  # in order, each once
+        raise ValueError(f"{named}: {error}") from error
+
+
+def checked_out_dir(path: pathlib.Path, flag: str = "--out") -> pathlib.Path:
+    """Creates the output folder now, so a path that cannot be one fails before any work."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(
+            f"{flag} {str(path)!r} cannot be an output folder: {error.strerror or error}"
+        ) from error
+    return path
 
 
 def _parse_family_args(pairs: Sequence[str]) -> dict[str, object]:
@@ -32,6 +76,8 @@ def _parse_family_args(pairs: Sequence[str]) -> dict[str, object]:
         name, sep, text = pair.partition("=")
         if not sep or not name:
             raise ValueError(f"family arguments are NAME=VALUE, got {pair!r}")
+        if name in kwargs:
+            raise ValueError(f"family argument {name} is given more than once")
         try:
             kwargs[name] = ast.literal_eval(text)
         except (ValueError, SyntaxError):
@@ -51,17 +97,31 @@ def _list(_: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace) -> None:
     module, config_type = experiments.lookup(args.experiment)
-    config = config_type.quick() if args.quick else config_type()
-    overrides = {
-        field: getattr(args, flag) for flag, field in _TRAIN_FLAGS.items() if getattr(args, flag) is not None
-    }
-    if overrides:
-        config = dataclasses.replace(config, train=dataclasses.replace(config.train, **overrides))
-    if args.rows is not None:
-        if not hasattr(config, "rows"):
-            raise ValueError(f"--rows applies to rl2-table, not to {args.experiment}")
-        config = dataclasses.replace(config, rows=experiments.rl2_table.parse_rows(args.rows))
-    out_dir = pathlib.Path(args.out) if args.out else output.default_out_dir(args.experiment)
+    if args.rows is not None and config_type is not experiments.rl2_table.RL2TableConfig:
+        raise ValueError(f"--rows applies to rl2-table, not to {args.experiment}")
+    if args.updates is not None and config_type is experiments.rl2_table.RL2TableConfig:
+        raise ValueError(
+            "--updates does not apply to rl2-table: each row trains for its agent steps "
+            "(agent_steps / (tasks x pulls) updates, at most max_updates)"
+        )
+    with naming_flags(_RUN_FLAG_NAMES):  # every value is checked here, before anything compiles
+        config = config_type.quick() if args.quick else config_type()
+        overrides = {
+            field: getattr(args, flag)
+            for flag, field in _TRAIN_FLAGS.items()
+            if getattr(args, flag) is not None
+        }
+        if overrides:
+            config = dataclasses.replace(config, train=dataclasses.replace(config.train, **overrides))
+        if args.rows is not None:
+            config = dataclasses.replace(config, rows=experiments.rl2_table.parse_rows(args.rows))
+    if args.devices is not None and args.devices > len(jax.devices()):
+        available = jax.devices()
+        raise ValueError(
+            f"--devices is {args.devices}, but only {len(available)} {available[0].platform} "
+            f"device{'s are' if len(available) > 1 else ' is'} available"
+        )
+    out_dir = checked_out_dir(pathlib.Path(args.out) if args.out else output.default_out_dir(args.experiment))
     print(f"metabelief run {args.experiment}: {output.device_description()}; writing to {out_dir}")
     start = time.perf_counter()
     results = module.run(config, out_dir, progress=not args.no_progress)
@@ -73,7 +133,8 @@ def _run(args: argparse.Namespace) -> None:
 def _check(args: argparse.Namespace) -> None:
     family = registry.make(args.family, **_parse_family_args(args.family_args))
     start = time.perf_counter()
-    report = testing.check_family(family, num_tasks=args.num_tasks)
+    with naming_flags({"num_tasks": "--num-tasks"}):
+        report = testing.check_family(family, num_tasks=args.num_tasks)
     print(
         f"{family!r}: passed in {time.perf_counter() - start:.1f}s; calibration over "
         f"{report.calibration_groups} groups, max |z| {report.calibration_max_z:.2f} "
@@ -82,7 +143,7 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="metabelief", description=__doc__)
+    parser = Parser(prog="metabelief", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser(
         "run", help="run an experiment: train, evaluate, probe; write results and plots"
@@ -123,9 +184,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.handler(args)
-    except ValueError as error:
-        parser.exit(2, f"metabelief: error: {error}\n")
+    except ValueError as error:  # bad input: one line naming the argument, no traceback
+        parser.exit(2, f"metabelief: error: {_one_line(error)}\n")
+    except testing.FamilyCheckError as error:  # `check` ran and the family failed a check
+        parser.exit(1, f"metabelief: {_one_line(error)}\n")
     return 0
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from metabelief.tasks.base import TaskFamily
-from metabelief.tasks.validation import integer_at_least
+from metabelief.tasks.validation import boolean, integer_at_least
 
 LSTMCarry = tuple[jax.Array, jax.Array]  # (cell, hidden), each float32[..., hidden_size]
 
@@ -58,10 +58,9 @@ class RecurrentAgent:
     time_input: bool = False
 
     def __post_init__(self):
-        integer_at_least("num_actions", self.num_actions, 2)
-        integer_at_least("obs_size", self.obs_size, 0)
-        integer_at_least("horizon", self.horizon, 1)
-        integer_at_least("hidden_size", self.hidden_size, 1)
+        for name, minimum in (("num_actions", 2), ("obs_size", 0), ("horizon", 1), ("hidden_size", 1)):
+            object.__setattr__(self, name, integer_at_least(name, getattr(self, name), minimum))
+        object.__setattr__(self, "time_input", boolean("time_input", self.time_input))
 
     @property
     def input_size(self) -> int:
@@ -111,6 +110,10 @@ class RecurrentAgent:
 
 def agent_for(family: TaskFamily, hidden_size: int = 48, time_input: bool = False) -> RecurrentAgent:
     """The actor-critic sized for ``family``'s actions, observations and horizon."""
+    if not all(hasattr(family, name) for name in ("num_actions", "obs_size", "horizon")):
+        raise ValueError(
+            f"family must be a task family (with num_actions, obs_size and horizon), got {family!r}"
+        )
     return RecurrentAgent(
         num_actions=family.num_actions,
         obs_size=family.obs_size,

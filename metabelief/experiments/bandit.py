@@ -23,6 +23,8 @@ from metabelief import baselines, train
 from metabelief.analysis import state_machine
 from metabelief.experiments import output, plots, protocol, seeds
 from metabelief.experiments.probing import split_sizes
+from metabelief.tasks import BernoulliBandit
+from metabelief.tasks.validation import integer_at_least
 
 NAME = "bandit"
 SUMMARY = "LSTM A2C on the 2-armed Bernoulli bandit; returns vs Thompson; hidden <-> exact belief probes"
@@ -50,7 +52,9 @@ class BanditConfig:
     mlp_steps: int = 2000
 
     def __post_init__(self):
-        protocol.check_eval_tasks(self.eval_tasks)
+        protocol.check_train(self.train, BernoulliBandit, NAME)
+        object.__setattr__(self, "eval_tasks", protocol.check_eval_tasks(self.eval_tasks))
+        object.__setattr__(self, "mlp_steps", integer_at_least("mlp_steps", self.mlp_steps, 1))
 
     @classmethod
     def quick(cls) -> BanditConfig:

@@ -44,7 +44,8 @@ from metabelief.agents.lstm import RecurrentAgent
 from metabelief.experiments import output, plots, protocol, seeds
 from metabelief.experiments.probing import split_samples, split_sizes, trajectory_moments
 from metabelief.rollout import Trajectory, replay_jit, rollout_population_jit, split_lanes
-from metabelief.tasks import dependent_bandit
+from metabelief.tasks import DiscreteDependentBandit, dependent_bandit
+from metabelief.tasks.validation import integer_at_least
 from metabelief.testing.random_rollout import sample_tasks
 
 NAME = "failure"
@@ -71,9 +72,13 @@ class FailureConfig:
     mlp_steps: int = 2000
 
     def __post_init__(self):
-        protocol.check_eval_tasks(self.eval_tasks)
-        if self.horizon_factor < 2:
-            raise ValueError(f"horizon_factor must be >= 2, got {self.horizon_factor!r}")
+        protocol.check_train(self.train, DiscreteDependentBandit, NAME)
+        support = self.train.make_family().support
+        if support != TRAIN_SUPPORT:  # the test conditions are built around the training prior
+            raise ValueError(f"train.family_args support must be {TRAIN_SUPPORT}, got {support!r}")
+        object.__setattr__(self, "eval_tasks", protocol.check_eval_tasks(self.eval_tasks))
+        object.__setattr__(self, "horizon_factor", integer_at_least("horizon_factor", self.horizon_factor, 2))
+        object.__setattr__(self, "mlp_steps", integer_at_least("mlp_steps", self.mlp_steps, 1))
 
     @classmethod
     def quick(cls) -> FailureConfig:

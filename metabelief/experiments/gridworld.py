@@ -22,6 +22,8 @@ from metabelief import baselines, train
 from metabelief.experiments import output, plots, protocol, seeds
 from metabelief.experiments.probing import split_sizes
 from metabelief.rollout import split_lanes
+from metabelief.tasks import Gridworld
+from metabelief.tasks.validation import integer_at_least
 
 NAME = "gridworld"
 SUMMARY = "LSTM A2C in a 5x5 hidden-goal gridworld; returns vs the belief-greedy explorer; goal-belief probes"
@@ -45,7 +47,9 @@ class GridworldConfig:
     mlp_steps: int = 2000
 
     def __post_init__(self):
-        protocol.check_eval_tasks(self.eval_tasks)
+        protocol.check_train(self.train, Gridworld, NAME)
+        object.__setattr__(self, "eval_tasks", protocol.check_eval_tasks(self.eval_tasks))
+        object.__setattr__(self, "mlp_steps", integer_at_least("mlp_steps", self.mlp_steps, 1))
 
     @classmethod
     def quick(cls) -> GridworldConfig:

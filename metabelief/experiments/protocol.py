@@ -17,6 +17,7 @@ from metabelief.experiments import output, plots, seeds
 from metabelief.experiments.probing import probe_networks
 from metabelief.rollout import Trajectory, rollout_population_jit
 from metabelief.tasks.base import PyTree, TaskFamily
+from metabelief.tasks.validation import integer_at_least
 from metabelief.testing.random_rollout import RandomRollout, sample_tasks
 
 
@@ -119,10 +120,20 @@ def quick_train(config: train.TrainConfig) -> train.TrainConfig:
     return dataclasses.replace(config, num_tasks=128, num_updates=20, updates_per_chunk=10, num_seeds=2)
 
 
-def check_eval_tasks(eval_tasks: int) -> None:
-    """Held-out tasks are cut 1/2 fit, 1/4 validate, 1/4 test: at least 16 of them."""
-    if eval_tasks < 16:
-        raise ValueError(f"eval_tasks must be >= 16, got {eval_tasks!r}")
+def check_eval_tasks(eval_tasks: object) -> int:
+    """Held-out tasks are cut 1/2 fit, 1/4 validate, 1/4 test: an integer, at least 16 of them."""
+    return integer_at_least("eval_tasks", eval_tasks, 16)
+
+
+def check_train(config: object, family_type: type, experiment: str) -> None:
+    """``config`` is a ``TrainConfig`` whose family is the kind ``experiment`` is built on."""
+    if not isinstance(config, train.TrainConfig):
+        raise ValueError(f"train must be a TrainConfig, got {config!r}")
+    if not isinstance(config.make_family(), family_type):
+        raise ValueError(
+            f"train.family must build a {family_type.__name__} for the {experiment} experiment, "
+            f"got {config.family!r} with family_args {dict(config.family_args)}"
+        )
 
 
 def config_dict(config) -> dict:

@@ -25,6 +25,7 @@ from metabelief import baselines, train
 from metabelief.experiments import output, protocol, seeds
 from metabelief.rollout import rollout_population_jit
 from metabelief.tasks import BernoulliBandit
+from metabelief.tasks.validation import integer_at_least
 from metabelief.testing.random_rollout import sample_tasks
 
 NAME = "rl2-table"
@@ -73,7 +74,7 @@ def parse_rows(spec: str) -> tuple[Row, ...]:
     for item in spec.split(","):
         arms, sep, pulls = item.strip().partition("x")
         if not sep or not arms.isdigit() or not pulls.isdigit():
-            raise ValueError(f"rows are 'small', 'all' or KxN pairs like 5x10,10x100; got {spec!r}")
+            raise ValueError(f"rows must be 'small', 'all' or KxN pairs like 5x10,10x100; got {spec!r}")
         rows.append((int(arms), int(pulls)))
     return tuple(rows)
 
@@ -102,13 +103,18 @@ class RL2TableConfig:
     eval_tasks: int = 4096
 
     def __post_init__(self):
+        protocol.check_train(self.train, BernoulliBandit, NAME)
+        if not isinstance(self.rows, list | tuple):
+            raise ValueError(f"rows must be a tuple of (arms, pulls) pairs, got {self.rows!r}")
         if not self.rows:
             raise ValueError("rows must not be empty")
-        for arms, pulls in self.rows:
-            if arms < 2 or pulls < 1:
-                raise ValueError(f"each row needs >= 2 arms and >= 1 pull, got {(arms, pulls)}")
-        if self.eval_tasks < 2:
-            raise ValueError(f"eval_tasks must be >= 2, got {self.eval_tasks!r}")
+        object.__setattr__(self, "rows", tuple(_checked_row(row) for row in self.rows))
+        if len(set(self.rows)) != len(self.rows):  # each row writes its own agent folder
+            raise ValueError(f"rows must not repeat a row, got {self.rows!r}")
+        for name, minimum in (("agent_steps", 1), ("max_updates", 1), ("eval_tasks", 2)):
+            object.__setattr__(self, name, integer_at_least(name, getattr(self, name), minimum))
+        for arms, pulls in self.rows:  # each row's family and training, checked before any row runs
+            self.row_config(arms, pulls)
 
     @classmethod
     def quick(cls) -> RL2TableConfig:
@@ -123,6 +129,15 @@ class RL2TableConfig:
         return dataclasses.replace(
             self.train, family_args=(("num_arms", arms), ("horizon", pulls)), num_updates=updates
         )
+
+
+def _checked_row(row: object) -> Row:
+    """``(arms, pulls)`` as ints, or a ValueError naming ``rows``."""
+    try:
+        arms, pulls = row
+        return integer_at_least("rows", arms, 2), integer_at_least("rows", pulls, 1)
+    except (TypeError, ValueError):
+        raise ValueError(f"rows must be (arms >= 2, pulls >= 1) pairs, got {row!r}") from None
 
 
 def reference_policies(family: BernoulliBandit) -> dict[str, baselines.BeliefPolicy]:

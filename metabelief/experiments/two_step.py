@@ -25,6 +25,8 @@ import numpy as np
 
 from metabelief import analysis, baselines, train
 from metabelief.experiments import output, plots, protocol, seeds
+from metabelief.tasks import TwoStep
+from metabelief.tasks.validation import integer_at_least, non_negative_float, positive_float
 
 NAME = "two-step"
 SUMMARY = "LSTM A2C on the two-step task; stay probabilities vs belief-greedy and model-free agents; probes"
@@ -59,11 +61,25 @@ class TwoStepConfig:
     mlp_steps: int = 2000
 
     def __post_init__(self):
-        protocol.check_eval_tasks(self.eval_tasks)
-        if self.stay_blocks < 2 or self.eval_tasks % self.stay_blocks:
-            raise ValueError(
-                f"stay_blocks must be >= 2 and divide eval_tasks {self.eval_tasks}, got {self.stay_blocks!r}"
-            )
+        protocol.check_train(self.train, TwoStep, NAME)
+        eval_tasks = protocol.check_eval_tasks(self.eval_tasks)
+        stay_blocks = integer_at_least("stay_blocks", self.stay_blocks, 2)
+        if eval_tasks % stay_blocks:
+            raise ValueError(f"stay_blocks must divide eval_tasks {eval_tasks}, got {stay_blocks!r}")
+        learning_rate = positive_float("model_free_learning_rate", self.model_free_learning_rate)
+        if learning_rate > 1.0:
+            raise ValueError(f"model_free_learning_rate must lie in (0, 1], got {learning_rate!r}")
+        inverse_temperature = non_negative_float(
+            "model_free_inverse_temperature", self.model_free_inverse_temperature
+        )
+        for name, value in (
+            ("eval_tasks", eval_tasks),
+            ("stay_blocks", stay_blocks),
+            ("model_free_learning_rate", learning_rate),
+            ("model_free_inverse_temperature", inverse_temperature),
+            ("mlp_steps", integer_at_least("mlp_steps", self.mlp_steps, 1)),
+        ):
+            object.__setattr__(self, name, value)
 
     @classmethod
     def quick(cls) -> TwoStepConfig:

@@ -27,10 +27,12 @@ raises ``FamilyCheckError`` naming the first check that fails:
 import functools
 
 import jax
+import jax.numpy as jnp
 
 from metabelief.tasks.base import TaskFamily
+from metabelief.tasks.validation import integer_at_least, positive_float
 from metabelief.testing import structure
-from metabelief.testing.calibration import CheckReport, check_calibration
+from metabelief.testing.calibration import MIN_TASKS_PER_GROUP, CheckReport, check_calibration
 from metabelief.testing.failures import FamilyCheckError
 from metabelief.testing.random_rollout import RandomRollout, random_rollout, sample_tasks
 
@@ -57,7 +59,7 @@ def check_family(
     Args:
       family: any object with the contract's attributes and methods.
       key: PRNG key for every random draw (default ``jax.random.key(0)``).
-      num_tasks: tasks sampled for the calibration check.
+      num_tasks: tasks sampled for the calibration check, at least 50 (its smallest tested group).
       num_steps: steps per task for the calibration check (default ``min(horizon, 100)``).
       false_alarm_rate: probability that an exact belief fails the calibration check.
 
@@ -65,8 +67,10 @@ def check_family(
       A ``CheckReport`` with the calibration statistics.
 
     Raises:
+      ValueError: a bad argument (named), before anything runs.
       FamilyCheckError: naming the first check that failed.
     """
+    _check_arguments(family, key, num_tasks, num_steps, false_alarm_rate)
     key = jax.random.key(0) if key is None else key
     structure.check_sizes(family)
     shape_key, task_key, trace_key, vmap_key, rollout_key, calibration_key = jax.random.split(key, 6)
@@ -79,3 +83,25 @@ def check_family(
     sampled = jax.device_get(structure.jit_rollout(family, steps)(calibration_key, tasks))
     structure.check_long_rollout(family, rollout_key, tasks, sampled)
     return check_calibration(family, sampled, false_alarm_rate)
+
+
+def _check_arguments(family, key, num_tasks, num_steps, false_alarm_rate) -> None:
+    """``check_family``'s own arguments; the family itself is what the checks are for."""
+    if isinstance(family, str):
+        raise ValueError(f"family must be a task family object, e.g. metabelief.make({family!r}), not a name")
+    if key is not None:
+        is_key = isinstance(key, jax.Array) and (
+            (jnp.issubdtype(key.dtype, jax.dtypes.prng_key) and key.shape == ())
+            or (key.dtype == jnp.uint32 and key.shape == (2,))
+        )
+        if not is_key:
+            raise ValueError(f"key must be one PRNG key such as jax.random.key(0), got {key!r}")
+    if integer_at_least("num_tasks", num_tasks, 1) < MIN_TASKS_PER_GROUP:
+        raise ValueError(
+            f"num_tasks must be >= {MIN_TASKS_PER_GROUP} (the calibration check tests groups of steps "
+            f"that at least {MIN_TASKS_PER_GROUP} tasks reached), got {num_tasks!r}"
+        )
+    if num_steps is not None:
+        integer_at_least("num_steps", num_steps, 1)
+    if positive_float("false_alarm_rate", false_alarm_rate) >= 1.0:
+        raise ValueError(f"false_alarm_rate must lie in (0, 1), got {false_alarm_rate!r}")

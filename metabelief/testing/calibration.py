@@ -11,6 +11,8 @@ from metabelief.tasks.base import TaskFamily
 from metabelief.testing.failures import fail
 from metabelief.testing.random_rollout import RandomRollout
 
+MIN_TASKS_PER_GROUP = 50  # a group of steps is tested once this many tasks reached it
+
 
 @dataclasses.dataclass(frozen=True)
 class CheckReport:
@@ -26,7 +28,7 @@ def check_calibration(
     data: RandomRollout,
     false_alarm_rate: float,
     num_bins: int = 10,
-    min_tasks_per_group: int = 50,
+    min_tasks_per_group: int = MIN_TASKS_PER_GROUP,
 ) -> CheckReport:
     """Tests E[truth | group] = E[belief | group] in every group of steps of ``data``.
 

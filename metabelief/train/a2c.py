@@ -99,7 +99,13 @@ def discounted_returns(rewards: jax.Array, gamma: float) -> jax.Array:
 
 
 def optimiser(config: TrainConfig) -> optax.GradientTransformation:
-    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(config.learning_rate))
+    """Adam after clipping the global gradient norm; with ``anneal_learning_rate`` its step size
+    falls linearly from ``learning_rate`` to 0 over ``num_updates`` (no late collapse of a policy
+    that had converged, as a constant 5e-3 sometimes gives)."""
+    learning_rate = config.learning_rate
+    if config.anneal_learning_rate:
+        learning_rate = optax.linear_schedule(config.learning_rate, 0.0, config.num_updates)
+    return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(learning_rate))
 
 
 def init_state(config: TrainConfig, key: jax.Array | None = None) -> TrainState:

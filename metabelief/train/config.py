@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,15 @@ import numpy as np
 from metabelief.agents.lstm import RecurrentAgent, agent_for
 from metabelief.tasks import registry
 from metabelief.tasks.base import TaskFamily
-from metabelief.tasks.validation import integer_at_least, positive_float, probability
+from metabelief.tasks.validation import (
+    boolean,
+    integer_at_least,
+    non_negative_float,
+    positive_float,
+    probability,
+)
+
+SEED_LIMIT = 2**32  # seeds become uint32 PRNG keys: every seed of a population must lie below this
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +38,7 @@ class TrainConfig:
     num_updates: int = 400
     updates_per_chunk: int = 20  # updates per jitted call between progress-bar refreshes
     learning_rate: float = 7e-4
+    anneal_learning_rate: bool = False  # decay linearly to 0 over the updates (purejaxrl's ANNEAL_LR)
     max_grad_norm: float = 1.0
     gamma: float = 0.9
     value_coef: float = 0.05
@@ -38,25 +48,38 @@ class TrainConfig:
     devices: int | None = 1  # devices each update's tasks are spread over, None: all (metabelief.sharding)
 
     def __post_init__(self):
-        object.__setattr__(
-            self, "family_args", tuple(sorted((str(k), _frozen(v)) for k, v in self.family_args))
-        )
+        # Each check stores the value it returns, so numpy scalars become plain Python numbers.
+        def checked(name, check, *args):
+            object.__setattr__(self, name, check(name, getattr(self, name), *args))
+
+        if not isinstance(self.family, str):
+            raise ValueError(f"family must be a registered family name (a str), got {self.family!r}")
+        object.__setattr__(self, "family_args", _family_args(self.family_args))
         for name in ("num_tasks", "num_updates", "updates_per_chunk", "hidden_size", "num_seeds"):
-            integer_at_least(name, getattr(self, name), 1)
-        integer_at_least("seed", self.seed, 0)
+            checked(name, integer_at_least, 1)
+        checked("seed", integer_at_least, 0)
+        if self.seed + self.num_seeds > SEED_LIMIT:
+            raise ValueError(
+                f"seed + num_seeds must be <= 2**32 (each seed becomes a uint32 key), got "
+                f"seed={self.seed}, num_seeds={self.num_seeds}"
+            )
         if self.devices is not None:
-            integer_at_least("devices", self.devices, 1)
+            checked("devices", integer_at_least, 1)
             if self.num_tasks % self.devices:
                 raise ValueError(
                     f"num_tasks ({self.num_tasks}) must be divisible by devices ({self.devices})"
                 )
+        for name in ("time_input", "anneal_learning_rate"):
+            checked(name, boolean)
         for name in ("learning_rate", "max_grad_norm"):
-            positive_float(name, getattr(self, name))
-        probability("gamma", self.gamma)
+            checked(name, positive_float)
+        checked("gamma", probability)
         for name in ("value_coef", "entropy_coef"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
-        self.make_family()  # an unknown family or bad family argument fails here, before any jit
+            checked(name, non_negative_float)
+        try:  # an unknown family or bad family argument fails here, before any jit
+            self.make_family()
+        except TypeError as error:  # e.g. a factory called with an argument of the wrong kind
+            raise ValueError(f"family_args do not fit family {self.family!r}: {error}") from error
 
     def make_family(self) -> TaskFamily:
         return registry.make(self.family, **dict(self.family_args))
@@ -92,13 +115,34 @@ class TrainConfig:
         return fields
 
     @classmethod
-    def from_dict(cls, fields: dict[str, Any]) -> TrainConfig:
-        fields = dict(fields)
+    def from_dict(cls, fields: Mapping[str, Any]) -> TrainConfig:
+        if not isinstance(fields, Mapping):
+            raise ValueError(f"fields must be a dict of TrainConfig fields, got {fields!r}")
         unknown = set(fields) - {field.name for field in dataclasses.fields(cls)}
         if unknown:
-            raise ValueError(f"unknown TrainConfig fields: {', '.join(sorted(unknown))}")
-        fields["family_args"] = tuple(fields.get("family_args", {}).items())
-        return cls(**fields)
+            raise ValueError(f"unknown TrainConfig fields: {', '.join(sorted(map(str, unknown)))}")
+        return cls(**fields)  # family_args may be a dict: __post_init__ takes its items
+
+
+def _family_args(pairs: Any) -> tuple[tuple[str, Any], ...]:
+    """``family_args`` as sorted, hashable ``(name, value)`` pairs; a dict gives its items."""
+    if isinstance(pairs, Mapping):
+        pairs = tuple(pairs.items())
+    if not isinstance(pairs, list | tuple) or not all(
+        isinstance(pair, list | tuple) and len(pair) == 2 and isinstance(pair[0], str) for pair in pairs
+    ):
+        raise ValueError(f"family_args must be (name, value) pairs with str names, got {pairs!r}")
+    names = [name for name, _ in pairs]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"family_args give {', '.join(repeated)} more than once")
+    frozen = tuple(sorted(((str(name), _frozen(value)) for name, value in pairs), key=lambda pair: pair[0]))
+    for name, value in frozen:
+        try:
+            hash(value)
+        except TypeError:
+            raise ValueError(f"family_args value of {name} must be hashable, got {value!r}") from None
+    return frozen
 
 
 def _frozen(value: Any) -> Any:
