@@ -267,3 +267,21 @@ def test_config_seeds_and_for_seed():
     old_fields = TrainConfig().to_dict()
     del old_fields["num_seeds"]  # saved before the field existed: one seed, as then
     assert TrainConfig.from_dict(old_fields).num_seeds == 1
+
+
+@pytest.mark.parametrize("anneal", [False, True])
+def test_optimiser_step_sizes(anneal):
+    """Adam on a constant gradient steps by its learning rate exactly (m / sqrt(v) = 1 after bias
+    correction): constant 1e-2, or falling linearly from 1e-2 to 0 over the 4 updates."""
+    from metabelief.train.a2c import optimiser
+
+    config = TrainConfig(num_updates=4, learning_rate=1e-2, anneal_learning_rate=anneal)
+    params = {"w": jnp.zeros(3)}
+    transform = optimiser(config)
+    state = transform.init(params)
+    steps = []
+    for _ in range(4):
+        updates, state = transform.update({"w": jnp.full(3, 0.1)}, state, params)
+        steps.append(-float(updates["w"][0]))
+    expected = [1e-2 * (1 - t / 4) for t in range(4)] if anneal else [1e-2] * 4
+    np.testing.assert_allclose(steps, expected, rtol=1e-4)  # Adam's eps: 1e-8 next to sqrt(v) = 0.1
