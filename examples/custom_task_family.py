@@ -118,9 +118,7 @@ def main(num_updates: int = 150) -> dict:
     params, initial_params = result.seed_params(0), result.seed_initial_params(0)  # the one seed
     agent = config.make_agent()
     tasks = jax.vmap(family.sample_task)(jax.random.split(jax.random.key(1), 2048))
-    history = jax.jit(rollout.rollout, static_argnums=(0, 1))(
-        family, agent, params, jax.random.key(2), tasks
-    )
+    history = jax.jit(rollout.rollout, static_argnums=(0, 1))(family, agent, params, jax.random.key(2), tasks)
     print(f"return per episode: {float(history.rewards.sum(0).mean()):.2f} (opening doors blindly: 0)")
 
     hidden, belief = slice(0, agent.hidden_size), slice(agent.hidden_size, agent.hidden_size + 1)

@@ -227,7 +227,7 @@ def test_tiny_training_run_in_two_chunks():
 
 def test_a_population_trained_together_equals_one_seed_runs():
     """Three seeds in one program = three one-seed runs with seeds 3, 4, 5 (own init, tasks, actions)."""
-    config = TrainConfig(num_updates=3, updates_per_chunk=2, seed=3, num_seeds=3, **SMALL)
+    config = TrainConfig(num_updates=2, updates_per_chunk=2, seed=3, num_seeds=3, **SMALL)
     population = train(config, progress=False)
     assert population.num_seeds == 3
     for index in range(3):
