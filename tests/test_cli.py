@@ -5,9 +5,13 @@ import pathlib
 import subprocess
 import sys
 
+import jax
 import pytest
 
-from metabelief import cli
+from metabelief import cli, probes, train
+from metabelief.experiments import protocol
+from metabelief.experiments.probing import split_sizes
+from metabelief.rollout import probe_moments, rollout
 
 
 def test_list_prints_every_experiment_and_family(capsys):
@@ -43,6 +47,22 @@ def test_run_bandit_quick_writes_results_plots_and_agent(tmp_path, capsys):
         assert len(entry["probe"]["trained"]["r2_per_dim"]) == 4  # means and stds of 2 arms
     # Distinct agents: different initialisations give different untrained probes.
     assert len({entry["probe"]["untrained"]["r2"] for entry in results["seeds"]}) == 3
+    # Each entry is its own seed's: agent i, loaded alone, earns that entry's return on the
+    # experiment's held-out tasks with the experiment's keys.
+    config = train.TrainConfig.from_dict(results["config"]["train"])
+    family, agent = config.make_family(), config.make_agent()
+    task_key, agent_key, *_ = jax.random.split(protocol.held_out_key(config), 6)
+    tasks = jax.vmap(family.sample_task)(jax.random.split(task_key, results["config"]["eval_tasks"]))
+    for index, entry in enumerate(results["seeds"]):
+        params, seed_config = train.load_agent(out_dir / "agent", seed=index)
+        assert seed_config.seed == entry["seed"]
+        played = rollout(family, agent, params, agent_key, tasks)
+        assert float(played.rewards.sum(axis=0).mean()) == pytest.approx(entry["return"]["agent"], abs=0.05)
+        # ... and its probes were fitted on its own histories.
+        moments = probe_moments(family, agent, params, split_sizes(len(played.actions[0])), history=played)
+        hidden, features = slice(0, agent.hidden_size), slice(agent.hidden_size, agent.hidden_size + 4)
+        r2 = float(probes.linear_probe(moments, hidden, features).test.r2)
+        assert r2 == pytest.approx(entry["probe"]["trained"]["r2"], abs=2e-3)
     # The summary holds the mean over seeds of every figure, the references' identical across seeds.
     summary = results["summary"]
     agent_returns = [entry["return"]["agent"] for entry in results["seeds"]]
