@@ -16,8 +16,8 @@ Both sides of a ratio draw their randomness the same way (keys or numbers drawn 
 Then (d) a probe over ``probe_tasks x T`` (hidden, belief) pairs: tasks sampled and probed chunk
 by chunk inside one ``lax.scan``, so device memory does not grow with the number of pairs. And
 (e) ``seeds``: one A2C update of a population of S agents (``train.population_update``, vmapped
-over seeds) for S in ``seed_counts`` at the same tasks per seed, timed in interleaved rounds,
-each as agent steps per second over all seeds and as a ratio to S = 1 (S when the extra seeds
+over seeds) for S in ``seed_counts`` at the same tasks per seed, each S timed apart, each as
+agent steps per second over all seeds and as a ratio to S = 1 (S when the extra seeds
 come free, 1 when they cost as much as separate runs).
 """
 
@@ -237,9 +237,10 @@ def seed_cases(num_tasks: int, num_steps: int, hidden_size: int, seed_counts: Se
 
 def seed_scaling(config: BenchConfig) -> dict:
     """(e) measured: per S, seconds per update, agent steps/s over all seeds and the ratio to S = 1."""
-    measured = measure(
-        seed_cases(config.seed_tasks, config.num_steps, config.hidden_size, config.seed_counts), config.rounds
-    )
+    cases = seed_cases(config.seed_tasks, config.num_steps, config.hidden_size, config.seed_counts)
+    # Each S timed apart: interleaved, the large population's buffers slowed the next case (S = 1
+    # at 1,024 tasks per seed ran at half its speed after S = 16), flattering every ratio.
+    measured = {name: measure({name: case}, config.rounds)[name] for name, case in cases.items()}
     steps = config.seed_tasks * config.num_steps
     out = {}
     for num_seeds, (compile_s, run_s) in zip(config.seed_counts, measured.values(), strict=True):
