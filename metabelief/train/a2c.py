@@ -12,8 +12,8 @@ Python loop between chunks only refreshes the progress bar.
 
 Seeds are one more vmapped axis: ``train`` runs ``config.num_seeds`` independent agents in the
 same program, each with its own initialisation and its own task and action streams (agent i is
-exactly the one-seed run with seed ``config.seed + i``), so parameters, optimiser state and
-metrics carry a leading ``[S]`` axis.
+the one-seed run with seed ``config.seed + i``, up to float rounding, which a long and chaotic
+training run can grow), so parameters, optimiser state and metrics carry a leading ``[S]`` axis.
 
 With ``config.devices`` other than 1 (D devices), the work is split over them one of two ways
 (``metabelief.sharding.spreads_seeds``):

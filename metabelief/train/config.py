@@ -93,7 +93,7 @@ class TrainConfig:
         return tuple(range(self.seed, self.seed + self.num_seeds))
 
     def for_seed(self, index: int) -> TrainConfig:
-        """The one-seed config that trains exactly agent ``index`` of this population."""
+        """The one-seed config that trains agent ``index`` of this population (to float rounding)."""
         integer_at_least("index", index, 0)
         if index >= self.num_seeds:
             raise ValueError(f"index must be < num_seeds ({self.num_seeds}), got {index!r}")
