@@ -77,10 +77,9 @@ def run(config: BanditConfig, out_dir: pathlib.Path, *, progress: bool = True) -
     trained, evaluations = protocol.train_and_evaluate(
         config.train, config.eval_tasks, references, out_dir, progress=progress
     )
-    final_returns = protocol.final_training_return(trained)
     per_seed, decoded = [], None
-    for evaluation, final_return in zip(evaluations, final_returns, strict=True):
-        entry, seed_decoded = _seed_results(config, evaluation, final_return, bayes)
+    for evaluation in evaluations:
+        entry, seed_decoded = _seed_results(config, evaluation, bayes)
         per_seed.append(entry)
         decoded = decoded or seed_decoded  # the first seed's decoded beliefs are drawn
     results = protocol.population_results(NAME, protocol.config_dict(config), trained, per_seed)
@@ -96,12 +95,12 @@ def run(config: BanditConfig, out_dir: pathlib.Path, *, progress: bool = True) -
 
 
 def _seed_results(
-    config: BanditConfig, evaluation: protocol.Evaluation, final_return: float, bayes: baselines.BeliefPolicy
+    config: BanditConfig, evaluation: protocol.Evaluation, bayes: baselines.BeliefPolicy
 ) -> tuple[dict, dict]:
     """One seed's entry of ``results.json`` and its decoded beliefs."""
     means = {name: evaluation.mean_return(name) for name in evaluation.returns}
     networks, probe, decoded = protocol.probe_trained_and_untrained(evaluation, config.mlp_steps)
-    entry = protocol.seed_results(evaluation, final_return) | {
+    entry = protocol.seed_results(evaluation) | {
         "return_fraction_random_to_thompson": (means["agent"] - means["random"])
         / (means["thompson"] - means["random"]),
         "probe": probe,

@@ -68,12 +68,12 @@ def run(config: GridworldConfig, out_dir: pathlib.Path, *, progress: bool = True
         config.train, config.eval_tasks, references, out_dir, progress=progress
     )
     per_seed, decoded = [], None
-    for evaluation, final_return in zip(evaluations, protocol.final_training_return(trained), strict=True):
+    for evaluation in evaluations:
         means = {name: evaluation.mean_return(name) for name in evaluation.returns}
         _, probe, seed_decoded = protocol.probe_trained_and_untrained(evaluation, config.mlp_steps)
         decoded = decoded or seed_decoded  # the first seed's decoded beliefs are drawn
         per_seed.append(
-            protocol.seed_results(evaluation, final_return)
+            protocol.seed_results(evaluation)
             | {
                 "return_fraction_random_to_belief_greedy": (means["agent"] - means["random"])
                 / (means["belief_greedy"] - means["random"]),

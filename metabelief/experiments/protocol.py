@@ -28,6 +28,7 @@ class Evaluation:
     family: TaskFamily
     agent: RecurrentAgent
     seed: int  # the agent's training seed
+    final_training_return: float  # its mean training return over the last 10 updates
     params: PyTree  # its trained parameters
     initial_params: PyTree  # the same network before training (the untrained baseline)
     history: Trajectory  # the trained agent on the held-out tasks, beliefs in lockstep
@@ -95,6 +96,7 @@ def train_and_evaluate(
     }
     reference_returns = {name: output.mean_and_se(run.rewards.sum(axis=0)) for name, run in played.items()}
     agent_returns = np.asarray(histories.rewards.sum(axis=1))  # [S, N]
+    final_returns = final_training_return(trained)
     evaluations = []
     for index, seed in enumerate(config.seeds):
         returns = {"agent": output.mean_and_se(agent_returns[index])} | reference_returns
@@ -103,6 +105,7 @@ def train_and_evaluate(
                 family=family,
                 agent=agent,
                 seed=seed,
+                final_training_return=float(final_returns[index]),
                 params=trained.seed_params(index),
                 initial_params=trained.seed_initial_params(index),
                 history=train.select_seed(histories, index),
@@ -159,11 +162,11 @@ def probe_trained_and_untrained(evaluation: Evaluation, mlp_steps: int) -> tuple
     return networks, report, decoded
 
 
-def seed_results(evaluation: Evaluation, final_return: float) -> dict:
+def seed_results(evaluation: Evaluation) -> dict:
     """The start of one seed's entry in ``results.json``: its seed, training return and returns."""
     return {
         "seed": evaluation.seed,
-        "train": {"final_training_return": float(final_return)},
+        "train": {"final_training_return": evaluation.final_training_return},
         "return": {name: mean for name, (mean, _) in evaluation.returns.items()},
         "return_se": {name: se for name, (_, se) in evaluation.returns.items()},
     }

@@ -103,18 +103,20 @@ def run(config: TwoStepConfig, out_dir: pathlib.Path, *, progress: bool = True) 
         config.train, config.eval_tasks, references, out_dir, progress=progress
     )
     num_trials = family.num_trials
+
+    def stay_summary(played):
+        return _stay_summary(played.actions, played.obs[1:], played.rewards, config.stay_blocks)
+
+    # The references play the same tasks for every seed: their stay analysis runs once.
+    reference_stays = {name: stay_summary(played) for name, played in evaluations[0].references.items()}
     per_seed, decoded, stays = [], None, {}
-    for evaluation, final_return in zip(evaluations, protocol.final_training_return(trained), strict=True):
-        behaviour = {"agent": evaluation.history} | evaluation.references
-        seed_stays = {
-            name: _stay_summary(played.actions, played.obs[1:], played.rewards, config.stay_blocks)
-            for name, played in behaviour.items()
-        }
+    for evaluation in evaluations:
+        seed_stays = {"agent": stay_summary(evaluation.history)} | reference_stays
         stays = stays or seed_stays  # the first seed's stay probabilities are drawn
         _, probe, seed_decoded = protocol.probe_trained_and_untrained(evaluation, config.mlp_steps)
         decoded = decoded or seed_decoded
         per_seed.append(
-            protocol.seed_results(evaluation, final_return)
+            protocol.seed_results(evaluation)
             | {
                 "reward_per_trial": {
                     name: mean / num_trials for name, (mean, _) in evaluation.returns.items()
