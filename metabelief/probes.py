@@ -297,19 +297,66 @@ def mlp_map(
     return _mlp_fit_predict(key, train, validation, inputs, width, num_steps, batch_size, learning_rate)
 
 
+@chex.dataclass(frozen=True)
+class MLPReadout:
+    """A fitted MLP map, frozen: apply it to new inputs with ``apply_mlp``."""
+
+    params: dict
+    x_mean: jax.Array
+    x_std: jax.Array
+    y_mean: jax.Array
+    y_std: jax.Array
+
+
+def fit_mlp(
+    key: jax.Array,
+    train: tuple[jax.Array, jax.Array],
+    validation: tuple[jax.Array, jax.Array],
+    *,
+    width: int = 64,
+    num_steps: int = 2000,
+    batch_size: int = 2048,
+    learning_rate: float = 1e-3,
+) -> MLPReadout:
+    """The MLP of ``mlp_map``, returned rather than applied (to apply one read-out, unchanged, to
+    inputs that arrive later)."""
+    return _mlp_fit(key, train, validation, width, num_steps, batch_size, learning_rate)
+
+
+@jax.jit
+def apply_mlp(readout: MLPReadout, inputs: jax.Array) -> jax.Array:
+    """A fitted MLP's predictions ``[n, dy]`` for ``inputs [n, dx]``."""
+    network = _MLP(
+        width=readout.params["params"]["Dense_0"]["kernel"].shape[-1], out_size=readout.y_mean.shape[-1]
+    )
+    return (
+        network.apply(readout.params, (inputs - readout.x_mean) / readout.x_std) * readout.y_std
+        + readout.y_mean
+    )
+
+
 @jax.jit(static_argnums=(4, 5, 6, 7))
 def _mlp_fit_predict(key, train, validation, inputs, width, num_steps, batch_size, learning_rate):
+    return apply_mlp(_mlp_fit(key, train, validation, width, num_steps, batch_size, learning_rate), inputs)
+
+
+@jax.jit(static_argnums=(3, 4, 5, 6))
+def _mlp_fit(key, train, validation, width, num_steps, batch_size, learning_rate) -> MLPReadout:
     x_train, y_train = train
-    x_mean, x_std = x_train.mean(0), x_train.std(0) + 1e-6
-    y_mean, y_std = y_train.mean(0), y_train.std(0) + 1e-6
     network = _MLP(width=width, out_size=y_train.shape[-1])
-    predict_fn = lambda params, x: network.apply(params, (x - x_mean) / x_std) * y_std + y_mean  # noqa: E731
+    standard = MLPReadout(
+        params={},
+        x_mean=x_train.mean(0),
+        x_std=x_train.std(0) + 1e-6,
+        y_mean=y_train.mean(0),
+        y_std=y_train.std(0) + 1e-6,
+    )
     init_key, batch_key = jax.random.split(key)
     params = network.init(init_key, x_train[:1])
     optimiser = optax.adam(learning_rate)
 
     def loss(params, x, y):
-        return jnp.mean(((predict_fn(params, x) - y) / y_std) ** 2)
+        return jnp.mean(((apply_mlp(standard.replace(params=params), x) - y) / standard.y_std) ** 2)
 
     def train_step(carry, step_key):
         params, opt_state = carry
@@ -332,4 +379,4 @@ def _mlp_fit_predict(key, train, validation, inputs, width, num_steps, batch_siz
 
     carry = (params, optimiser.init(params), params, jnp.asarray(jnp.inf, jnp.float32))
     (_, _, best_params, _), _ = jax.lax.scan(train_round, carry, jax.random.split(batch_key, num_rounds))
-    return predict_fn(best_params, inputs)
+    return standard.replace(params=best_params)

@@ -163,17 +163,33 @@ def test_run_failure_quick_reports_every_test_condition(tmp_path, capsys):
     for condition in conditions.values():
         # The Bayes-optimal agent of the test prior earns at least what any agent does, on average.
         assert condition["gap"] > -4 * condition["gap_se"]
-        assert set(condition["r2_posterior_mean"]) == {"training prior", "test prior"}
-        for r2 in condition["r2_posterior_mean"].values():
-            assert set(r2) == {"linear", "mlp"}
-        assert set(condition["readout"]["rmse"]) == {"training prior", "test prior"}
-        assert len(condition["readout"]["rmse_by_time"]["test prior"]) == condition["steps"]
-    # Only the asymmetric prior makes the two posteriors disagree about the better arm.
-    assert conditions["support (0.1, 0.5)"]["follows_training_prior"]["steps"] > 0
-    assert conditions["support (0.4, 0.6)"]["follows_training_prior"] == {"steps": 0, "probability": None}
+        assert list(condition["states"]) == [
+            "agent",
+            "untrained",
+            "counts",
+            "training posterior",
+            "test posterior",
+        ]
+        for state in condition["states"].values():
+            assert set(state["r2_posterior_mean"]) == {"training prior", "test prior"}
+            assert set(state["readout"]["rmse"]) == {"training prior", "test prior"}
+            assert len(state["readout"]["rmse_by_time"]["test prior"]) == condition["steps"]
+        # The hypothesis controls score what they embody: the counts act on the majority, each
+        # posterior on itself.
+        controls = condition["states"]
+        if controls["counts"]["follows_posterior_not_majority"]["steps"]:
+            assert controls["counts"]["follows_posterior_not_majority"]["probability"] == 0.0
+        assert controls["training posterior"]["follows_posterior_not_majority"]["probability"] in (1.0, None)
+        assert controls["training posterior"]["follows_training_prior"]["probability"] in (1.0, None)
+        assert controls["test posterior"]["follows_training_prior"]["probability"] in (0.0, None)
+    # The posteriors of the training prior and of a symmetric test prior disagree; in distribution never.
+    assert conditions["support (0.4, 0.6)"]["disagreement"]["training_vs_test"] > 0
+    assert conditions["in distribution"]["disagreement"]["training_vs_test"] == 0
+    assert conditions["in distribution"]["states"]["agent"]["follows_training_prior"]["steps"] == 0
     assert conditions["past the horizon"]["steps"] == 2 * conditions["in distribution"]["steps"]
+    assert isinstance(results["verdicts"], list)
     assert (out_dir / "failure.png").read_bytes().startswith(b"\x89PNG")
-    assert "read-out nearer train prior" in capsys.readouterr().out
+    assert "which hypothesis the agent scores nearest" in capsys.readouterr().out
 
 
 def test_run_rl2_table_quick_prints_every_policy(tmp_path, capsys):

@@ -1,14 +1,16 @@
-"""The failure experiment's measures of whose posterior an agent acts on and reads out."""
+"""The failure experiment's measures of whose posterior an agent acts on and reads out, and its verdicts."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metabelief import probes
-from metabelief.agents.lstm import RecurrentAgent
-from metabelief.experiments.failure import belief_readout, compare_readout, follows_training_prior
-from metabelief.experiments.probing import split_sizes
+from metabelief.experiments.failure import (
+    TRAIN_SUPPORT,
+    compare_readout,
+    evidence_counts,
+    prefers_training_arm,
+    verdicts,
+)
 from metabelief.rollout import Trajectory
 
 
@@ -20,66 +22,119 @@ def _posterior_mean(support, successes_0, failures_0, successes_1, failures_1):
     return (weights * p).sum(axis=0) / weights.sum(axis=0)
 
 
-def test_follows_training_prior_counts_only_steps_where_the_greedy_arms_differ():
+def _greedy_arm_0(mean):
+    return np.where(mean > 0.5, 1.0, np.where(mean < 0.5, 0.0, 0.5))
+
+
+@pytest.mark.parametrize("other", ["test posterior", "majority"])
+def test_prefers_training_arm_counts_only_steps_where_the_greedy_arms_differ(other):
     rng = np.random.default_rng(0)
     counts = rng.integers(0, 6, size=(4, 30, 20))
-    training = _posterior_mean((0.1, 0.9), *counts)
-    test = _posterior_mean((0.1, 0.5), *counts)
-    test[0, :5] = 0.5  # ties never count
-    logits = rng.normal(size=(30, 20, 2))
+    training = _posterior_mean(TRAIN_SUPPORT, *counts)
+    if other == "test posterior":
+        other_arm_0 = _greedy_arm_0(_posterior_mean((0.1, 0.5), *counts))
+    else:
+        evidence = counts[0] + counts[3] - counts[1] - counts[2]  # for p minus against p
+        other_arm_0 = _greedy_arm_0(0.5 + evidence)
+    other_arm_0[:5, 0] = 0.5  # ties never count
+    arm_0 = rng.uniform(size=(30, 20))
 
-    got = follows_training_prior(jnp.asarray(logits), jnp.asarray(training), jnp.asarray(test))
+    got = prefers_training_arm(*(jnp.asarray(x, jnp.float32) for x in (arm_0, training, other_arm_0)))
 
-    probability_of_arm_0 = 1.0 / (1.0 + np.exp(logits[..., 1] - logits[..., 0]))
     chosen = []
     for t in range(30):
         for n in range(20):
-            if min(abs(training[t, n] - 0.5), abs(test[t, n] - 0.5)) <= 1e-6:  # a tie, as documented
+            if abs(training[t, n] - 0.5) <= 1e-6 or other_arm_0[t, n] == 0.5:  # a tie, as documented
                 continue
-            training_arm, test_arm = int(training[t, n] < 0.5), int(test[t, n] < 0.5)
-            if training_arm != test_arm:
-                p0 = probability_of_arm_0[t, n]
-                chosen.append(p0 if training_arm == 0 else 1.0 - p0)
-    assert got["steps"] == len(chosen) > 50
+            training_arm_0 = float(training[t, n] > 0.5)
+            if training_arm_0 != other_arm_0[t, n]:
+                chosen.append(arm_0[t, n] if training_arm_0 else 1.0 - arm_0[t, n])
+    assert got["steps"] == len(chosen) > 20
     np.testing.assert_allclose(got["probability"], np.mean(chosen), rtol=1e-5)
 
 
-def test_follows_training_prior_reports_no_steps_when_the_priors_agree():
+def test_prefers_training_arm_reports_no_steps_when_the_rules_agree():
     mean = jnp.linspace(0.05, 0.95, 12).reshape(3, 4)
-    got = follows_training_prior(jnp.zeros((3, 4, 2)), mean, 0.5 + 0.2 * (mean - 0.5))
+    got = prefers_training_arm(jnp.zeros((3, 4)), mean, jnp.where(mean > 0.5, 1.0, 0.0))
     assert got == {"steps": 0, "probability": None}
 
 
-@pytest.mark.parametrize("noise", [0.0, 0.05])
-def test_belief_readout_recovers_a_linearly_encoded_posterior(noise):
-    num_steps, num_tasks, hidden_size = 6, 64, 5
-    keys = jax.random.split(jax.random.key(0), 3)
-    mean_of_p = jax.random.uniform(keys[0], (num_steps, num_tasks, 1), minval=0.1, maxval=0.9)
-    mixing = jax.random.normal(keys[1], (1, hidden_size))
-    hidden = (
-        mean_of_p @ mixing + 0.3 + noise * jax.random.normal(keys[2], (num_steps, num_tasks, hidden_size))
+def test_evidence_counts_are_the_outcomes_before_each_step():
+    rng = np.random.default_rng(2)
+    actions, rewards = rng.integers(0, 2, size=(9, 5)), rng.integers(0, 2, size=(9, 5)).astype(np.float32)
+    history = _history(actions=jnp.asarray(actions, jnp.int32), rewards=jnp.asarray(rewards))
+
+    got = np.asarray(evidence_counts(history))
+
+    for n in range(5):
+        s = f = 0
+        for t in range(9):
+            np.testing.assert_array_equal(got[t, n], [s, f])
+            favours_p = rewards[t, n] if actions[t, n] == 0 else 1.0 - rewards[t, n]
+            s, f = s + favours_p, f + 1.0 - favours_p
+
+
+def test_the_training_support_makes_posterior_and_majority_disagree():
+    """On (0.1, 0.55) the training posterior prefers arm 0 on evidence rates the majority calls for
+    arm 1, for a share of steps the symmetric support never has."""
+    successes, failures = np.meshgrid(np.arange(40), np.arange(40), indexing="ij")
+    zeros = np.zeros_like(successes)
+    for support, disagree in ((TRAIN_SUPPORT, True), ((0.1, 0.9), False)):
+        arm_0 = _greedy_arm_0(_posterior_mean(support, successes, failures, zeros, zeros))
+        majority = _greedy_arm_0(0.5 + successes - failures)
+        differs = (arm_0 != majority) & (arm_0 != 0.5) & (majority != 0.5)
+        assert differs.any() == disagree
+    # e.g. 9 outcomes for p, 11 against: 0.55 is far likelier than 0.1, so E[p] > 1/2.
+    assert _posterior_mean(TRAIN_SUPPORT, 9, 11, 0, 0) > 0.5
+
+
+def _summary_condition(agent, counts, training, test):
+    states = {"agent": agent, "untrained": 0.5, "counts": counts, "training posterior": training}
+    states["test posterior"] = test
+    return {
+        "states": {
+            name: {"follows_posterior_not_majority": {"probability": {"mean": value}}}
+            | {"follows_training_prior": {"probability": {"mean": None}}}
+            | {"readout": {"closer_to_training": {"mean": None}}}
+            | {"r2_posterior_mean": {"test prior": {"mlp": {"mean": None}}}}
+            for name, value in states.items()
+        }
+    }
+
+
+def test_verdicts_name_the_nearest_control_only_where_controls_differ():
+    conditions = {
+        "apart": _summary_condition(agent=0.8, counts=0.0, training=1.0, test=1.0),
+        "together": _summary_condition(agent=0.8, counts=0.5, training=0.55, test=0.6),
+    }
+
+    (row,) = verdicts(conditions)
+
+    assert (row["measure"], row["condition"], row["nearest"]) == (
+        "follows_posterior_not_majority",
+        "apart",
+        "training posterior",
     )
-    features = jnp.concatenate([mean_of_p, 1.0 - mean_of_p], axis=-1)
+    assert row["separates"] == [["counts", "training posterior"], ["counts", "test posterior"]]
+    assert row["untrained"] == 0.5
+
+
+def _history(**fields):
+    num_steps, num_tasks = fields["actions"].shape
     zeros = jnp.zeros((num_steps, num_tasks))
-    history = Trajectory(
+    defaults = dict(
         obs=jnp.zeros((num_steps + 1, num_tasks, 1)),
         actions=zeros.astype(jnp.int32),
         rewards=zeros,
         dones=zeros.astype(bool),
-        hidden=hidden,
-        cell=hidden,
+        hidden=jnp.zeros((num_steps, num_tasks, 3)),
+        cell=jnp.zeros((num_steps, num_tasks, 3)),
         logits=jnp.zeros((num_steps, num_tasks, 2)),
         values=zeros,
-        features=features,
-        truth=features,
+        features=jnp.zeros((num_steps, num_tasks, 2)),
+        truth=jnp.zeros((num_steps, num_tasks, 2)),
     )
-    agent = RecurrentAgent(num_actions=2, obs_size=1, horizon=num_steps, hidden_size=hidden_size)
-
-    readout = belief_readout(history, agent, split_sizes(num_tasks))
-
-    decoded = probes.predict(readout, hidden)
-    error = float(jnp.sqrt(jnp.mean((decoded - mean_of_p) ** 2)))
-    assert error < 1e-3 + noise
+    return Trajectory(**(defaults | fields))
 
 
 def test_compare_readout_against_numpy():

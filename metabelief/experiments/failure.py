@@ -1,33 +1,48 @@
-"""``metabelief run failure``: an agent carries the posterior under its TRAINING prior.
+"""``metabelief run failure``: off its training prior, whose posterior does an agent hold and act on?
 
-The belief view predicts where a meta-trained agent fails: it has learnt the Bayes filter of the
-task distribution it was trained on, so on tasks from another prior it keeps updating as if the
-old prior held. The LSTM is trained on the dependent two-armed bandit with p in {0.1, 0.9} (arm 0
-pays p, arm 1 pays 1 - p), 100 pulls, and tested on:
+The belief view predicts that a meta-trained agent has learnt the Bayes filter of its *training*
+task distribution, so on tasks from another prior it keeps updating as if the old prior held. Two
+other readings fit the same returns: the state holds the *counts* (a sufficient statistic from
+which any prior's posterior can be read), and the agent acts on the empirical majority; or it
+holds the *test* posterior. This experiment is built to tell the three apart.
 
-* ``in distribution``: p in {0.1, 0.9} again;
-* ``support (0.4, 0.6)``: p in {0.4, 0.6}, far harder to tell apart;
-* ``support (0.1, 0.5)``: an asymmetric prior, under which the test and the training posteriors
-  order histories differently (not just by a monotone reshaping of the same evidence count);
-* ``p ~ U[0, 1]``: the continuous prior;
-* ``past the horizon``: p in {0.1, 0.9} for twice the training episode length.
+**Training prior.** The dependent two-armed bandit (arm 0 pays p, arm 1 pays 1 - p, 100 pulls)
+with p uniform on the asymmetric support ``TRAIN_SUPPORT = (0.1, 0.55)``. Every pull is evidence
+about p whatever the arm, so the history's sufficient statistic is the evidence count (s outcomes
+with likelihood p, f with likelihood 1 - p). On a symmetric support the training posterior prefers
+arm 0 exactly when s > f, so acting on the posterior and acting on the majority cannot be told
+apart. On (0.1, 0.55) the posterior prefers arm 0 once p = 0.55 is likely, which it is well
+before s > f (a success rate of 0.45 is far likelier under 0.55 than under 0.1): the two disagree
+on a share of steps the experiment reports (``disagreement``).
 
-For each: (a) the return gap to the Bayes-optimal agent of the TEST prior (exact dynamic
-programming, ``metabelief.baselines.bayes_optimal``); (b) whose posterior the agent holds, three
-ways on the same test histories:
+**Test conditions.** ``in distribution`` (the training prior), ``support (0.4, 0.6)``,
+``support (0.1, 0.5)``, ``p ~ U[0, 1]`` and ``past the horizon`` (the training prior for twice the
+training episode). For each: the return gap to the Bayes-optimal agent of the TEST prior (exact
+dynamic programming, ``metabelief.baselines.bayes_optimal``).
 
-* ``readout``: the agent's own belief coordinate. A linear read-out hidden -> E[p | history] is
-  fitted in distribution (held-out training-prior episodes), frozen, and applied to the test
-  histories: on which share of the pairs where the two posteriors differ it lies nearer the
-  training prior's, its RMSE against each (same units), and how sure it is next to each.
-* ``follows_training_prior``: on the steps where acting greedily on the two posteriors picks
-  different arms (only the asymmetric prior has such steps; for the dependent bandit the
-  Bayes-optimal action is the greedy one), the probability the agent gives the training prior's arm
-  (1: acts on its training posterior; 0: on the test posterior).
-* ``r2_posterior_mean``: probes refitted on the test histories, hidden -> E[p] under each prior
-  (held-out R^2, linear and MLP): what the state holds, whether or not the agent uses it;
+**Hypothesis controls.** The same measures are taken on the trained agent's state and on states
+that embody each hypothesis, read on the same histories (the trained agent's, teacher forced):
 
-(c) the same figures in distribution, where the agent is fine.
+* ``untrained``: the same network at its initial weights (what any random recurrent reservoir gives);
+* ``counts``: the raw evidence counts [s, f]; it acts on the empirical majority (ties: 1/2);
+* ``training posterior``: E[p | history] under the training prior alone; acts greedily on it;
+* ``test posterior``: E[p | history] under the test prior alone; acts greedily on it.
+
+**Measures** (test lanes, every state):
+
+* ``follows_posterior_not_majority`` — on the steps where the training posterior's better arm and
+  the majority's differ, the probability the state's policy gives the posterior's arm (1: the
+  training posterior, 0: the counts);
+* ``follows_training_prior`` — on the steps where the training and the test posteriors' better
+  arms differ, the probability of the training posterior's arm (1: training, 0: test);
+* ``readout`` — an MLP read-out state -> E_train[p] fitted in distribution, frozen and applied to
+  the test histories: on which share of the pairs where the posteriors differ it lies nearer the
+  training posterior, its RMSE against each, how sure it is;
+* ``r2_posterior_mean`` — probes refitted on the test histories, state -> E[p] under each prior
+  (held-out R², linear and MLP): what the state holds, whether or not it is used.
+
+Where two hypothesis controls score apart on a measure, that measure separates those hypotheses;
+``verdicts`` says, for each such measure, which control the agent scores nearest.
 """
 
 from __future__ import annotations
@@ -40,18 +55,21 @@ import jax.numpy as jnp
 import numpy as np
 
 from metabelief import baselines, probes, train
-from metabelief.agents.lstm import RecurrentAgent
 from metabelief.experiments import output, plots, protocol, seeds
-from metabelief.experiments.probing import split_samples, split_sizes, trajectory_moments
+from metabelief.experiments.probing import split_sizes
 from metabelief.rollout import Trajectory, replay_jit, rollout_population_jit, split_lanes
 from metabelief.tasks import DiscreteDependentBandit, dependent_bandit
+from metabelief.tasks.dependent_bandit import evidence_for_p
 from metabelief.tasks.validation import integer_at_least
-from metabelief.testing.random_rollout import sample_tasks
+from metabelief.testing.random_rollout import RandomRollout, sample_tasks
 
 NAME = "failure"
-SUMMARY = "train on p in {0.1, 0.9}; test on other priors and past the horizon: return gap, whose posterior"
+SUMMARY = "train on p in {0.1, 0.55}; test on other priors: return gap, whose posterior it holds and acts on"
 
-TRAIN_SUPPORT = (0.1, 0.9)
+TRAIN_SUPPORT = (0.1, 0.55)
+HYPOTHESES = ("counts", "training posterior", "test posterior")  # the controls that embody one each
+STATES = ("agent", "untrained", *HYPOTHESES)
+SEPARATION = 0.25  # two hypothesis controls this far apart on a measure: it separates them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,11 +83,12 @@ class FailureConfig:
         num_updates=400,
         updates_per_chunk=25,
         learning_rate=5e-3,
+        anneal_learning_rate=True,
         num_seeds=3,
     )
     eval_tasks: int = 4096
     horizon_factor: int = 2  # "past the horizon" runs this many training horizons
-    mlp_steps: int = 2000
+    mlp_steps: int = 1000
 
     def __post_init__(self):
         protocol.check_train(self.train, DiscreteDependentBandit, NAME)
@@ -85,12 +104,7 @@ class FailureConfig:
         """A smoke-test size: seconds, not minutes; the findings are not expected to hold."""
         base = cls()
         quick_train = dataclasses.replace(
-            base.train,
-            family_args=(("horizon", 20), ("support", TRAIN_SUPPORT)),
-            num_tasks=128,
-            num_updates=20,
-            updates_per_chunk=10,
-            num_seeds=2,
+            protocol.quick_train(base.train), family_args=(("horizon", 20), ("support", TRAIN_SUPPORT))
         )
         return cls(train=quick_train, eval_tasks=64, mlp_steps=100)
 
@@ -109,48 +123,104 @@ def test_conditions(horizon: int, horizon_factor: int) -> dict[str, tuple]:
     return out
 
 
+@dataclasses.dataclass(frozen=True)
+class StateView:
+    """One state's reading of a set of histories: the state ``[T, N, d]`` and its policy's
+    probability of arm 0 ``[T, N]``."""
+
+    state: jax.Array
+    arm_0: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Histories:
+    """One seed's agent on one condition's tasks, with the quantities every state is measured against."""
+
+    history: Trajectory  # the trained agent's own play, test beliefs in lockstep
+    untrained: Trajectory  # the initial network replayed on it
+    training_mean: jax.Array  # [T, N] E[p | history] under the training prior
+    test_mean: jax.Array  # [T, N] under the test prior
+    counts: jax.Array  # [T, N, 2] evidence counts [s, f] before each step
+
+    def views(self) -> dict[str, StateView]:
+        """Each state of ``STATES`` on these histories, zero-padded to the network's width (a zero
+        column is standardised away by every probe, and one compiled fit then serves all states)."""
+        s, f = self.counts[..., 0], self.counts[..., 1]
+        width = self.history.hidden.shape[-1]
+        views = {
+            "agent": (self.history.hidden, jax.nn.softmax(self.history.logits)[..., 0]),
+            "untrained": (self.untrained.hidden, jax.nn.softmax(self.untrained.logits)[..., 0]),
+            "counts": (self.counts, _step(s - f)),
+            "training posterior": (self.training_mean[..., None], _step(self.training_mean - 0.5)),
+            "test posterior": (self.test_mean[..., None], _step(self.test_mean - 0.5)),
+        }
+        return {name: StateView(_pad(state, width), arm_0) for name, (state, arm_0) in views.items()}
+
+
+def _pad(state: jax.Array, width: int) -> jax.Array:
+    return jnp.pad(state, [(0, 0)] * (state.ndim - 1) + [(0, width - state.shape[-1])])
+
+
+def evidence_counts(history: Trajectory) -> jax.Array:
+    """``[T, N, 2]``: outcomes with likelihood p and with likelihood 1 - p before each step."""
+    favours_p = evidence_for_p(history.actions, history.rewards)
+    before = jnp.cumsum(favours_p, axis=0) - favours_p
+    steps = jnp.arange(favours_p.shape[0], dtype=jnp.float32)[:, None]
+    return jnp.stack([before, steps - before], axis=-1)
+
+
+def _step(x: jax.Array) -> jax.Array:
+    """1 where x > 0, 0 where x < 0, 1/2 at 0: a greedy choice of arm 0 with ties split."""
+    return 0.5 * (1.0 + jnp.sign(x))
+
+
 def run(config: FailureConfig, out_dir: pathlib.Path, *, progress: bool = True) -> dict:
     """Runs the experiment, writes ``results.json``, the plots and the agents into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     train_family, agent = config.train.make_family(), config.train.make_agent()
     trained = protocol.train_and_save(config.train, out_dir / "agent", progress=progress)
-    eval_key = protocol.held_out_key(config.train)
     sizes = split_sizes(config.eval_tasks)
     run_policy = jax.jit(baselines.run_policy, static_argnums=(0, 1, 4))
+    readout_key, conditions_key = jax.random.split(protocol.held_out_key(config.train))
 
-    readout_key, conditions_key = jax.random.split(eval_key)
-    task_key, agent_key = jax.random.split(readout_key)
-    in_distribution = sample_tasks(train_family, task_key, config.eval_tasks)
-    readout_histories = rollout_population_jit(
-        train_family, agent, trained.params, agent_key, in_distribution
-    )
+    def play(family, key, num_steps):  # every seed's Histories on one condition's tasks
+        task_key, agent_key = jax.random.split(key)
+        tasks = sample_tasks(family, task_key, config.eval_tasks)
+        played = rollout_population_jit(family, agent, trained.params, agent_key, tasks, num_steps)
+        return (
+            tasks,
+            played,
+            [_histories(trained, index, played, train_family, agent) for index in range(trained.num_seeds)],
+        )
+
+    _, _, in_distribution = play(train_family, readout_key, train_family.horizon)
     readouts = [
-        belief_readout(train.select_seed(readout_histories, index), agent, sizes)
-        for index in range(trained.num_seeds)
+        _fit_readouts(seed_histories, sizes, key, config.mlp_steps)
+        for seed_histories, key in zip(
+            in_distribution,
+            jax.random.split(jax.random.fold_in(readout_key, 1), trained.num_seeds),
+            strict=True,
+        )
     ]
-    del readout_histories
+    del in_distribution
 
     conditions = [{} for _ in readouts]  # per seed: condition name -> its figures
     per_step = {}
     for index, (name, (family, num_steps)) in enumerate(
         test_conditions(train_family.horizon, config.horizon_factor).items()
     ):
-        keys = jax.random.split(jax.random.fold_in(conditions_key, index), 4)
-        task_key, agent_key, optimal_key, probe_key = keys
-        tasks = sample_tasks(family, task_key, config.eval_tasks)
-        histories = rollout_population_jit(family, agent, trained.params, agent_key, tasks, num_steps)
+        play_key, optimal_key, probe_key = jax.random.split(jax.random.fold_in(conditions_key, index), 3)
+        tasks, played, per_seed_histories = play(family, play_key, num_steps)
         optimal = run_policy(family, baselines.bayes_optimal(family), optimal_key, tasks, num_steps)
-        for seed_index, readout in enumerate(readouts):
-            history = train.select_seed(histories, seed_index)
-            params = trained.seed_params(seed_index)
-            conditions[seed_index][name] = _condition_results(
-                family, num_steps, train_family, agent, params, readout, history, optimal, probe_key, config
-            )
+        for seed_index, histories in enumerate(per_seed_histories):
+            conditions[seed_index][name] = condition_results(
+                histories, optimal, readouts[seed_index], sizes, probe_key, config.mlp_steps
+            ) | {"test_family": repr(family), "steps": num_steps}
         per_step[name] = (
-            np.asarray(histories.rewards).mean(axis=(0, 2)),  # over seeds and tasks
+            np.asarray(played.rewards).mean(axis=(0, 2)),  # over seeds and tasks
             np.asarray(optimal.rewards).mean(axis=1),
         )
-        del histories
+        del played, per_seed_histories
 
     final_returns = protocol.final_training_return(trained)
     per_seed = [
@@ -158,6 +228,7 @@ def run(config: FailureConfig, out_dir: pathlib.Path, *, progress: bool = True) 
         for seed, final, seed_conditions in zip(config.train.seeds, final_returns, conditions, strict=True)
     ]
     results = protocol.population_results(NAME, protocol.config_dict(config), trained, per_seed)
+    results["verdicts"] = verdicts(results["summary"]["conditions"])
     output.write_json(out_dir / "results.json", results)
     protocol.plot_learning_curve(out_dir / "learning_curve.png", config.train, trained)
     mean_conditions = seeds.means(results["summary"]["conditions"])
@@ -165,59 +236,124 @@ def run(config: FailureConfig, out_dir: pathlib.Path, *, progress: bool = True) 
     return results
 
 
-def _condition_results(
-    family, num_steps, train_family, agent, params, readout, history, optimal, probe_key, config
+def _histories(trained, index, played, train_family, agent) -> Histories:
+    """Seed ``index``'s agent on one condition, with the untrained replay and both posteriors."""
+    history = train.select_seed(played, index)
+    return Histories(
+        history=history,
+        untrained=replay_jit(train_family, agent, trained.seed_initial_params(index), history),
+        training_mean=replay_jit(train_family, agent, trained.seed_params(index), history).features[..., 0],
+        test_mean=history.features[..., 0],
+        counts=evidence_counts(history),
+    )
+
+
+def _fit_readouts(histories: Histories, sizes, key, mlp_steps) -> dict[str, probes.MLPReadout]:
+    """Per state, an MLP read-out state -> E_train[p] fitted on in-distribution train/validation lanes."""
+    target = histories.training_mean[..., None]
+    keys = jax.random.split(key, len(STATES))
+    readouts = {}
+    for (name, view), state_key in zip(histories.views().items(), keys, strict=True):
+        fit, validation, _ = _samples(view.state, target, sizes)
+        readouts[name] = probes.fit_mlp(state_key, fit, validation, num_steps=mlp_steps)
+    return readouts
+
+
+def condition_results(
+    histories: Histories,
+    optimal: RandomRollout,
+    readouts: dict[str, probes.MLPReadout],
+    sizes: tuple[int, int, int],
+    key: jax.Array,
+    mlp_steps: int,
 ) -> dict:
-    """One seed's figures on one test condition: return gap, read-out, choices, refitted probes."""
-    sizes = split_sizes(config.eval_tasks)
-
-    def test_lanes(array):  # [T, N, 1] -> [T, n_test]
-        return split_lanes(array, sizes)[2][..., 0]
-
-    agent_return = output.mean_and_se(history.rewards.sum(axis=0))
+    """One seed's figures on one test condition: the return gap, how often the posteriors and the
+    majority disagree, and every measure for every state of ``STATES``."""
+    agent_return = output.mean_and_se(histories.history.rewards.sum(axis=0))
     optimal_return = output.mean_and_se(optimal.rewards.sum(axis=0))
-    gap = output.mean_and_se(optimal.rewards.sum(axis=0) - history.rewards.sum(axis=0))
-    posterior_means = {  # E[p | history], [T, N, 1]
-        "training prior": replay_jit(train_family, agent, params, history).features[..., :1],
-        "test prior": history.features[..., :1],
-    }
-    decoded = test_lanes(probes.predict(readout, history.hidden))
+    gap = output.mean_and_se(optimal.rewards.sum(axis=0) - histories.history.rewards.sum(axis=0))
+
+    def test_lanes(array):
+        return split_lanes(array, sizes)[2]
+
+    training_mean, test_mean = test_lanes(histories.training_mean), test_lanes(histories.test_mean)
+    majority = _majority_arm_0(test_lanes(histories.counts))
+    states = {}
+    views = histories.views()
+    for (name, view), state_key in zip(views.items(), jax.random.split(key, len(views)), strict=True):
+        state = test_lanes(view.state)
+        decoded = probes.apply_mlp(readouts[name], _flat(state)).reshape(state.shape[:2])
+        arm_0 = test_lanes(view.arm_0)
+        states[name] = {
+            "follows_posterior_not_majority": prefers_training_arm(arm_0, training_mean, majority),
+            "follows_training_prior": prefers_training_arm(arm_0, training_mean, _step(test_mean - 0.5)),
+            "readout": compare_readout(decoded, training_mean, test_mean),
+            "r2_posterior_mean": {
+                prior: _refit_r2(view.state, mean[..., None], sizes, prior_key, mlp_steps)
+                for (prior, mean), prior_key in zip(
+                    (("training prior", histories.training_mean), ("test prior", histories.test_mean)),
+                    jax.random.split(state_key),
+                    strict=True,
+                )
+            },
+        }
     return {
-        "test_family": repr(family),
-        "steps": num_steps,
         "return": {"agent": agent_return[0], "bayes_optimal": optimal_return[0]},
         "return_se": {"agent": agent_return[1], "bayes_optimal": optimal_return[1]},
         "gap": gap[0],
         "gap_se": gap[1],
         "gap_fraction": gap[0] / optimal_return[0],
-        "readout": compare_readout(decoded, *(test_lanes(mean) for mean in posterior_means.values())),
-        "follows_training_prior": follows_training_prior(
-            history.logits, *(mean[..., 0] for mean in posterior_means.values())
-        ),
-        "r2_posterior_mean": {
-            prior: _posterior_mean_r2(history.replace(features=mean), agent, sizes, key, config.mlp_steps)
-            for prior, mean, key in zip(
-                posterior_means, posterior_means.values(), jax.random.split(probe_key), strict=True
-            )
+        "disagreement": {
+            "posterior_vs_majority": _share_disagreeing(_step(training_mean - 0.5), majority),
+            "training_vs_test": _share_disagreeing(_step(training_mean - 0.5), _step(test_mean - 0.5)),
         },
+        "states": states,
     }
 
 
-def belief_readout(
-    history: Trajectory, agent: RecurrentAgent, sizes: tuple[int, int, int]
-) -> probes.LinearProbe:
-    """The agent's belief coordinate: ridge hidden -> E[p | history] on ``history``'s train and
-    validation lanes (its features must be the training-prior belief), to be applied unchanged."""
-    return probes.linear_probe(trajectory_moments(history, sizes), *_hidden_and_mean(agent)).probe
+def _majority_arm_0(counts: jax.Array) -> jax.Array:
+    """``[T, N]``: 1 where the evidence favours arm 0 (s > f), 0 where arm 1, 1/2 on a tie."""
+    return _step(counts[..., 0] - counts[..., 1])
 
 
-def _hidden_and_mean(agent: RecurrentAgent) -> tuple[slice, slice]:
-    """Where the hidden state and E[p] (the first belief feature) sit in ``[hidden, features]``."""
-    return slice(0, agent.hidden_size), slice(agent.hidden_size, agent.hidden_size + 1)
+def _share_disagreeing(first: jax.Array, second: jax.Array) -> float:
+    """Share of steps where two greedy choices (1, 0 or 1/2 for a tie) pick different arms, neither a tie."""
+    return float(jnp.mean((first != 0.5) & (second != 0.5) & (first != second)))
+
+
+def prefers_training_arm(arm_0: jax.Array, training_mean: jax.Array, other_arm_0: jax.Array) -> dict:
+    """Where acting greedily on the training posterior and another rule pick different arms, the
+    probability a policy gives the training posterior's arm.
+
+    Arm 0 pays p and arm 1 pays 1 - p, so acting greedily on a posterior picks arm 0 when
+    E[p] > 1/2. Steps where either choice is a tie do not count.
+
+    Args:
+      arm_0: ``[T, N]`` the policy's probability of arm 0.
+      training_mean: ``[T, N]`` E[p | history] under the training prior.
+      other_arm_0: ``[T, N]`` the other rule's choice of arm 0: 1, 0, or 1/2 for a tie (the test
+        posterior's greedy choice, or the empirical majority's).
+
+    Returns:
+      ``{"steps": number of disagreeing steps, "probability": mean probability, None if none}``
+      (1: the policy acts on the training posterior there; 0: on the other rule).
+    """
+    steps, total = jax.device_get(_preference_sums(arm_0, training_mean, other_arm_0))
+    return {"steps": int(steps), "probability": float(total / steps) if steps else None}
+
+
+@jax.jit
+def _preference_sums(arm_0, training_mean, other_arm_0) -> tuple[jax.Array, jax.Array]:
+    """The number of disagreeing steps and the sum of the training arm's probability over them."""
+    margin = 1e-6  # E[p] within this of 1/2 (in float32, a posterior all but settled on 1/2) is a tie
+    training_arm_0 = jnp.where(jnp.abs(training_mean - 0.5) > margin, _step(training_mean - 0.5), 0.5)
+    disagree = (training_arm_0 != 0.5) & (other_arm_0 != 0.5) & (training_arm_0 != other_arm_0)
+    chosen = jnp.where(training_arm_0 == 1.0, arm_0, 1.0 - arm_0)
+    return disagree.sum(), jnp.sum(jnp.where(disagree, chosen, 0.0))
 
 
 def compare_readout(decoded: jax.Array, training_mean: jax.Array, test_mean: jax.Array) -> dict:
-    """Is the frozen read-out of the agent's belief the posterior under the training or the test prior?
+    """Is the frozen read-out of a state's belief the posterior under the training or the test prior?
 
     Args:
       decoded: ``[T, N]`` the in-distribution read-out applied to test histories; ``training_mean``,
@@ -229,77 +365,137 @@ def compare_readout(decoded: jax.Array, training_mean: jax.Array, test_mean: jax
       which the read-out is nearer the training prior's (None where they never differ);
       ``confidence``, mean |E[p] - 1/2| of the read-out and of each posterior (how sure each is).
     """
+    stats = jax.device_get(_readout_statistics(decoded, training_mean, test_mean))
+    pairs = int(stats["pairs"])
+    return {
+        "rmse": {prior: float(value) for prior, value in stats["rmse"].items()},
+        "rmse_by_time": {prior: value.tolist() for prior, value in stats["rmse_by_time"].items()},
+        "closer_to_training": float(stats["nearer_training"] / pairs) if pairs else None,
+        "differing_pairs": pairs,
+        "confidence": {name: float(value) for name, value in stats["confidence"].items()},
+    }
+
+
+@jax.jit
+def _readout_statistics(decoded, training_mean, test_mean) -> dict:
     means = {"training prior": training_mean, "test prior": test_mean}
     squared = {prior: (decoded - mean) ** 2 for prior, mean in means.items()}
     differ = jnp.abs(training_mean - test_mean) > 1e-3
-    nearer_training = squared["training prior"] < squared["test prior"]
-    pairs = int(differ.sum())
-    closer = float(jnp.sum(differ & nearer_training) / pairs) if pairs else None
     return {
-        "rmse": {prior: float(jnp.sqrt(error.mean())) for prior, error in squared.items()},
-        "rmse_by_time": {
-            prior: np.sqrt(np.asarray(error.mean(axis=1))).tolist() for prior, error in squared.items()
-        },
-        "closer_to_training": closer,
-        "differing_pairs": pairs,
+        "rmse": {prior: jnp.sqrt(error.mean()) for prior, error in squared.items()},
+        "rmse_by_time": {prior: jnp.sqrt(error.mean(axis=1)) for prior, error in squared.items()},
+        "pairs": differ.sum(),
+        "nearer_training": jnp.sum(differ & (squared["training prior"] < squared["test prior"])),
         "confidence": {
-            name: float(jnp.abs(value - 0.5).mean())
-            for name, value in (("read-out", decoded), *means.items())
+            name: jnp.abs(value - 0.5).mean() for name, value in (("read-out", decoded), *means.items())
         },
     }
 
 
-def follows_training_prior(logits: jax.Array, training_mean: jax.Array, test_mean: jax.Array) -> dict:
-    """How the agent acts where the two posteriors disagree about the better arm.
-
-    Arm 0 pays p and arm 1 pays 1 - p, so acting greedily on a posterior picks arm 0 when
-    E[p] > 1/2. On the steps where the greedy arms under the training and the test prior differ
-    (both clear of 1/2), the agent's mean probability of the training prior's arm.
-
-    Args:
-      logits: the agent's ``[T, N, 2]`` action logits; ``training_mean``, ``test_mean``: ``[T, N]``
-        E[p | history] under each prior.
-
-    Returns:
-      ``{"steps": number of disagreeing steps, "probability": mean probability or None if none}``.
-    """
-    margin = 1e-6  # E[p] within this of 1/2 (in float32, a posterior all but settled on 1/2) is a tie
-    clear = (jnp.abs(training_mean - 0.5) > margin) & (jnp.abs(test_mean - 0.5) > margin)
-    training_arm = (training_mean < 0.5).astype(jnp.int32)
-    disagree = clear & (training_arm != (test_mean < 0.5))
-    chosen = jnp.take_along_axis(jax.nn.softmax(logits), training_arm[..., None], axis=-1)[..., 0]
-    steps = int(disagree.sum())
-    probability = float(jnp.sum(jnp.where(disagree, chosen, 0.0)) / steps) if steps else None
-    return {"steps": steps, "probability": probability}
-
-
-def _posterior_mean_r2(
-    history: Trajectory, agent: RecurrentAgent, sizes: tuple[int, int, int], key: jax.Array, mlp_steps: int
-) -> dict:
-    """Held-out R^2 of hidden -> ``history.features`` (one posterior mean), probes refitted on
-    ``history``: a linear read-out and an MLP (a saturating posterior is not linear in anything the
-    LSTM counts)."""
-    linear = probes.linear_probe(trajectory_moments(history, sizes), *_hidden_and_mean(agent)).test.r2
-    mlp = probes.mlp_probe(key, *split_samples(history, sizes), num_steps=mlp_steps).r2
+def _refit_r2(state: jax.Array, target: jax.Array, sizes, key: jax.Array, mlp_steps: int) -> dict:
+    """Held-out R^2 of state -> target (``[T, N, 1]``), probes refitted on these histories: a linear
+    read-out and an MLP (a saturating posterior is not linear in anything that counts)."""
+    width = state.shape[-1]
+    moments = _split_moments(state, target, sizes)
+    linear = probes.linear_probe(moments, slice(0, width), slice(width, width + 1)).test.r2
+    mlp = probes.mlp_probe(key, *_samples(state, target, sizes), num_steps=mlp_steps).r2
     return {"linear": float(linear), "mlp": float(mlp)}
 
 
-def table(results: dict) -> str:
-    """The printed summary over seeds: per test condition, the return gap and whose posterior the
-    agent holds (mean [95% interval over seeds])."""
-    cell = seeds.format_interval
-    returns = [["test condition", "steps", "agent", "Bayes-opt.", "gap", "gap %"]]
-    acts = [
-        [
-            "test condition",
-            "read-out nearer train prior",
-            "RMSE vs train / test",
-            "|E[p] - ½|: read-out / train / test",
-            "P(train-prior arm) [steps]",
-        ]
+@jax.jit(static_argnums=2)
+def _split_moments(state: jax.Array, target: jax.Array, sizes: tuple[int, int, int]) -> probes.Moments:
+    """Probe statistics of ``[state, target]`` per split of task lanes."""
+    pairs = jnp.concatenate([state, target], axis=-1)
+    by_task = pairs.swapaxes(0, 1).reshape(-1, pairs.shape[-1])  # rows task-major, as split_lanes cuts
+    return probes.split_moments(by_task, [size * state.shape[0] for size in sizes])
+
+
+def _samples(state: jax.Array, target: jax.Array, sizes) -> list[tuple[jax.Array, jax.Array]]:
+    """``(x [n * T, d], y [n * T, 1])`` sample rows per split of task lanes."""
+    return [
+        (_flat(x), _flat(y))
+        for x, y in zip(split_lanes(state, sizes), split_lanes(target, sizes), strict=True)
     ]
-    holds = [["test condition", "refitted R² train prior (lin / MLP)", "refitted R² test prior (lin / MLP)"]]
-    for name, c in results["summary"]["conditions"].items():
+
+
+def _flat(array: jax.Array) -> jax.Array:
+    return array.reshape(-1, array.shape[-1])
+
+
+# ----------------------------------------------------------------------------- verdicts
+MEASURES = {  # name -> (label, how to read one state's figure from a condition's summary)
+    "follows_posterior_not_majority": (
+        "P(training-posterior arm) where it and the majority differ",
+        lambda state: state["follows_posterior_not_majority"]["probability"],
+    ),
+    "follows_training_prior": (
+        "P(training-posterior arm) where the training and test posteriors differ",
+        lambda state: state["follows_training_prior"]["probability"],
+    ),
+    "readout_closer_to_training": (
+        "frozen read-out nearer the training posterior (share of pairs)",
+        lambda state: state["readout"]["closer_to_training"],
+    ),
+    "refit_r2_test_prior": (
+        "refitted R² state → test-prior E[p] (MLP)",
+        lambda state: state["r2_posterior_mean"]["test prior"]["mlp"],
+    ),
+}
+
+
+def verdicts(conditions: dict) -> list[dict]:
+    """For each measure and condition where the hypothesis controls score apart, which one the agent
+    scores nearest.
+
+    Args:
+      conditions: ``results["summary"]["conditions"]`` (intervals over seeds).
+
+    Returns:
+      One JSON-ready row per (measure, condition) that separates at least two hypotheses (their
+      controls' mean figures differ by ``SEPARATION`` or more): ``measure``, ``condition``,
+      ``agent`` (its interval), ``untrained`` and ``controls`` (mean figure of each hypothesis
+      control), ``separates`` (the pairs told apart) and ``nearest`` (the hypothesis whose control
+      the agent's mean is nearest).
+    """
+    rows = []
+    for measure, (_, read) in MEASURES.items():
+        for condition, figures in conditions.items():
+            agent = read(figures["states"]["agent"])
+            controls = {h: read(figures["states"][h])["mean"] for h in HYPOTHESES}
+            controls = {h: value for h, value in controls.items() if value is not None}
+            separates = [
+                [first, second]
+                for i, first in enumerate(controls)
+                for second in list(controls)[i + 1 :]
+                if abs(controls[first] - controls[second]) >= SEPARATION
+            ]
+            if not separates or agent["mean"] is None:
+                continue
+            nearest = min(controls, key=lambda h: abs(controls[h] - agent["mean"]))
+            rows.append(
+                {
+                    "measure": measure,
+                    "condition": condition,
+                    "agent": agent,
+                    "untrained": read(figures["states"]["untrained"])["mean"],
+                    "controls": controls,
+                    "separates": separates,
+                    "nearest": nearest,
+                }
+            )
+    return rows
+
+
+# ----------------------------------------------------------------------------- the printed summary
+def table(results: dict) -> str:
+    """The printed summary over seeds: per test condition the return gap and the disagreement
+    shares; per measure every state's figure; the verdicts (mean [95% interval over seeds])."""
+    cell = seeds.format_interval
+    conditions = results["summary"]["conditions"]
+    returns = [
+        ["test condition", "steps", "agent", "Bayes-opt.", "gap", "gap %", "post. ≠ majority", "train ≠ test"]
+    ]
+    for name, c in conditions.items():
         returns.append(
             [
                 name,
@@ -308,40 +504,42 @@ def table(results: dict) -> str:
                 cell(c["return"]["bayes_optimal"], ".2f"),
                 cell(c["gap"], ".2f"),
                 cell(seeds.percent(c["gap_fraction"]), ".1f"),
+                cell(seeds.percent(c["disagreement"]["posterior_vs_majority"]), ".1f") + "%",
+                cell(seeds.percent(c["disagreement"]["training_vs_test"]), ".1f") + "%",
             ]
         )
-        readout, follows = c["readout"], c["follows_training_prior"]
-        confidence = readout["confidence"]
-        acts.append(
-            [
-                name,
-                cell(readout["closer_to_training"], ".2f"),
-                f"{cell(readout['rmse']['training prior'])} / {cell(readout['rmse']['test prior'])}",
-                " / ".join(cell(confidence[k]) for k in ("read-out", "training prior", "test prior")),
-                "–"
-                if follows["probability"]["mean"] is None
-                else f"{cell(follows['probability'], '.2f')} [{follows['steps']['mean']:.0f}]",
-            ]
+    blocks = [_header(results), output.format_table(returns)]
+    for label, read in MEASURES.values():
+        rows = [["test condition", *STATES]]
+        for name, c in conditions.items():
+            rows.append([name, *(_cell_or_dash(read(c["states"][state])) for state in STATES)])
+        blocks.append(f"{label}:\n" + output.format_table(rows))
+    verdict_rows = [
+        ["measure", "condition", "agent", "nearest hypothesis", "controls (counts / train / test)"]
+    ]
+    for row in results["verdicts"]:
+        controls = " / ".join(
+            "–" if row["controls"].get(h) is None else f"{row['controls'][h]:.2f}" for h in HYPOTHESES
         )
-        r2 = c["r2_posterior_mean"]
-        holds.append([name, _r2_cell(r2["training prior"]), _r2_cell(r2["test prior"])])
+        verdict_rows.append(
+            [row["measure"], row["condition"], cell(row["agent"], ".2f"), row["nearest"], controls]
+        )
+    blocks.append(
+        "which hypothesis the agent scores nearest, where the controls differ:\n"
+        + output.format_table(verdict_rows)
+    )
+    return "\n\n".join(blocks)
+
+
+def _header(results: dict) -> str:
     config = results["config"]
-    header = (
+    return (
         f"failure: trained on dependent_bandit(support={TRAIN_SUPPORT}), horizon "
         f"{config['train']['family_args']['horizon']}; {results['train']['num_seeds']} seeds; "
         f"{config['eval_tasks']} test tasks per condition ({results['device']}); trained "
         f"{results['train']['seconds']:.0f} s; figures: mean [95% interval over seeds]"
     )
-    return "\n\n".join(
-        [
-            header,
-            output.format_table(returns),
-            "the agent's own belief (in-distribution read-out, frozen) and its choices:\n"
-            + output.format_table(acts),
-            "what the state holds (probes refitted on the test histories):\n" + output.format_table(holds),
-        ]
-    )
 
 
-def _r2_cell(r2: dict) -> str:
-    return f"{seeds.format_interval(r2['linear'])} / {seeds.format_interval(r2['mlp'])}"
+def _cell_or_dash(interval: dict) -> str:
+    return "–" if interval["mean"] is None else seeds.format_interval(interval, ".2f")

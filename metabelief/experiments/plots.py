@@ -195,7 +195,7 @@ def failure_summary(
     rewards.legend(fontsize="x-small")
 
     for (name, condition), colour in zip(conditions.items(), colours, strict=False):
-        by_time = condition["readout"]["rmse_by_time"]
+        by_time = condition["states"]["agent"]["readout"]["rmse_by_time"]
         steps = np.arange(1, len(by_time["training prior"]) + 1)
         readout.plot(steps, by_time["training prior"], color=colour, label=f"{name}: vs training prior")
         readout.plot(
@@ -213,7 +213,7 @@ def failure_summary(
     positions = np.arange(len(names))
     priors = (("training prior", "tab:purple"), ("test prior", "tab:olive"))
     for offset, (prior, colour) in zip((-0.2, 0.2), priors, strict=True):
-        r2 = [conditions[name]["r2_posterior_mean"][prior]["mlp"] for name in names]
+        r2 = [conditions[name]["states"]["agent"]["r2_posterior_mean"][prior]["mlp"] for name in names]
         refitted.bar(positions + offset, r2, width=0.4, color=colour, label=f"posterior under the {prior}")
     refitted.set(
         ylabel="held-out R², hidden → E[p | history] (MLP)", title="what the state holds: probes refitted"
@@ -221,4 +221,54 @@ def failure_summary(
     refitted.set_ylim(min(0.0, refitted.get_ylim()[0]), 1.0)
     refitted.set_xticks(positions, names, fontsize="x-small", rotation=20)
     refitted.legend(fontsize="small", loc="lower left")
+    save(figure, path)
+
+
+def intervention(path: pathlib.Path, per_seed: list[dict[str, dict]], title: str | None = None) -> None:
+    """The belief intervention's dose-response: change of P(target action) against the shift of the
+    decoded belief, one panel. The first network (e.g. ``trained``) solid, each seed thin and the
+    mean over seeds bold, with its next-step response dotted; other networks (e.g. ``untrained``)
+    dashed; the belief-greedy policy's response to the same shift of the exact belief in black.
+
+    Args:
+      per_seed: one ``metabelief.analysis.intervention.dose_response`` report per seed
+        (``{network: {"deltas", "agent", "agent_next_step", "belief_greedy", ...}}``).
+      title: the panel's title; by default the target's name.
+    """
+
+    def curve(result: dict, key: str) -> np.ndarray:
+        return np.array([np.nan if v is None else v for v in result[key]], dtype=float)
+
+    def mean_over_seeds(curves: np.ndarray) -> np.ndarray:
+        defined = np.isfinite(curves).sum(axis=0)
+        return np.where(defined > 0, np.nansum(curves, axis=0) / np.maximum(defined, 1), np.nan)
+
+    figure, axes = plt.subplots(figsize=(6, 4.5))
+    names = list(per_seed[0])
+    first = per_seed[0][names[0]]
+    deltas = np.asarray(first["deltas"], dtype=float)
+    axes.axhline(0.0, color="gray", linewidth=0.8)
+    axes.axvline(0.0, color="gray", linewidth=0.8)
+    for index, (name, colour) in enumerate(zip(names, ("tab:blue", "tab:orange", "tab:green"), strict=False)):
+        style = "-" if index == 0 else "--"
+        agent = np.stack([curve(seed[name], "agent") for seed in per_seed])
+        for seed_curve in agent:
+            axes.plot(deltas, seed_curve, style, color=colour, linewidth=0.5, alpha=0.35)
+        slopes = [seed[name]["fraction_of_bayes"] for seed in per_seed]
+        slopes = [s for s in slopes if s is not None]
+        slope = f", slope {np.mean(slopes):.2f} × belief-greedy" if slopes else ""
+        label = f"{name}: policy head at h + Δh ({len(per_seed)} seeds{slope})"
+        axes.plot(deltas, mean_over_seeds(agent), style, color=colour, linewidth=1.8, marker="o", label=label)
+        if index == 0:
+            after = mean_over_seeds(np.stack([curve(seed[name], "agent_next_step") for seed in per_seed]))
+            axes.plot(deltas, after, ":", color=colour, linewidth=1.5, label=f"{name}: one LSTM step later")
+    greedy = mean_over_seeds(np.stack([curve(seed[names[0]], "belief_greedy") for seed in per_seed]))
+    label = "belief-greedy, exact belief + δ"
+    axes.plot(deltas, greedy, color="black", linewidth=1.5, marker="s", label=label)
+    axes.set(
+        xlabel="shift δ of the belief (decoded for the network, exact for belief-greedy)",
+        ylabel="change in P(target action)",
+        title=title or first.get("target", "belief intervention"),
+    )
+    axes.legend(fontsize="x-small", loc="upper left")
     save(figure, path)
