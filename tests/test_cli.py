@@ -9,6 +9,7 @@ import jax
 import pytest
 
 from metabelief import cli, probes, train
+from metabelief.analysis import state_machine
 from metabelief.experiments import protocol
 from metabelief.experiments.probing import split_sizes
 from metabelief.rollout import probe_moments, rollout
@@ -37,10 +38,11 @@ def test_run_bandit_quick_writes_results_plots_and_agent(tmp_path, capsys):
         for network in ("trained", "untrained"):
             for direction in ("agent_to_bayes", "bayes_to_agent"):
                 for kind in ("linear", "mlp"):
-                    assert set(entry["state_machine"][network][direction][kind]) == {
-                        "state_dissimilarity",
-                        "output_dissimilarity",
-                    }
+                    assert set(entry["state_machine"][network][direction][kind]) == set(
+                        state_machine.MEASURES
+                    )
+            curve = entry["intervention"][network]
+            assert len(curve["agent"]) == len(curve["belief_greedy"]) == len(curve["deltas"])
         for name in ("trained", "untrained", "reverse_trained", "reverse_untrained"):
             assert {"r2", "r2_per_dim", "mse"} <= set(entry["probe"][name])
             assert -1.0 < entry["probe"][name]["r2"] <= 1.0
@@ -75,7 +77,7 @@ def test_run_bandit_quick_writes_results_plots_and_agent(tmp_path, capsys):
     assert summary["return"]["random"]["low"] == pytest.approx(summary["return"]["random"]["high"])
     r2 = [entry["probe"]["trained"]["r2_per_dim"][1] for entry in results["seeds"]]
     assert summary["probe"]["trained"]["r2_per_dim"][1]["mean"] == pytest.approx(sum(r2) / 3)
-    for plot in ("learning_curve.png", "decoded_belief.png", "probe_r2_by_time.png"):
+    for plot in ("learning_curve.png", "decoded_belief.png", "probe_r2_by_time.png", "intervention.png"):
         assert (out_dir / plot).read_bytes().startswith(b"\x89PNG")
     assert (out_dir / "agent" / "config.json").exists()
     out = capsys.readouterr().out

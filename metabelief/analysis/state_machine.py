@@ -1,23 +1,53 @@
-"""State-machine simulation (Mikulik et al. 2020, "Meta-trained agents implement Bayes-optimal agents").
+"""State-machine simulation (Mikulik et al. 2020; Kuo et al. 2025's public reimplementation).
 
 Two agents are behaviourally equivalent state machines if each one's state can be mapped onto the
 other's so that the mapped state both (i) sits where the other agent's state actually is and (ii)
-makes the other agent act as it actually does. Both agents read the same histories (the trained
-agent's held-out rollout): the recurrent agent's state is its LSTM ``[hidden, cell]``, the
-Bayes-optimal agent's state is the exact posterior of ``bernoulli_bandit`` as counts
-(successes and failures of each arm). Maps are fitted both ways (ridge regression from streaming
-statistics, and an MLP) on the training tasks and scored on held-out test tasks:
+makes the other agent act as the first one actually acts: put the receiving agent B in the state
+the map computes from the source agent A's state, and B must behave as A did (Mikulik et al.
+2020, "Meta-trained agents implement Bayes-optimal agents", NeurIPS; Kuo, Hou, Dabney & Walker
+2025, "Predictive Coding Enhances Meta-RL To Achieve Interpretable Bayes-Optimal Belief
+Representation Under Partial Observability", NeurIPS, whose code is
+github.com/walkerlab/metaRL-predictive-representation, ``utils/state_machine_analysis.py``:
+``dissimilarity_analysis`` scores metaRL -> Bayes with ``get_output_dissimilarity(
+true_actions=true_metaRL_actions, mapped_actions=mapped_bayes_actions)`` and Bayes -> metaRL with
+``true_actions=true_bayes_actions, mapped_actions=mapped_metaRL_actions``).
 
-* **state dissimilarity**: the mapped state's MSE to the true state, normalised by the true
-  state's variance (``1 - R^2``; 0 = the map is exact);
-* **output dissimilarity**: the total-variation distance between the action probabilities the
-  receiving agent produces from the mapped state and from its true state, averaged over test
-  steps. Agent -> Bayes: the Bayes-optimal policy at the mapped counts (rounded to the nearest
-  valid counts) vs at the true counts; Bayes -> agent: the agent's policy head at the mapped
-  ``hidden`` vs its actual policy.
+Both agents read the same histories (the trained agent's held-out rollout): the recurrent agent's
+state is its LSTM ``[hidden, cell]`` and its policy is its policy head on ``hidden``; the
+Bayes-optimal agent's state is the exact posterior of ``bernoulli_bandit`` as counts (successes
+and failures of each arm) and its policy is the DP's (``BayesOptimal.action_probs``: uniform over
+the optimal actions). Maps are fitted both ways (ridge regression from streaming statistics, and
+an MLP) on the training lanes (tasks), chosen on the validation lanes and scored on the held-out
+test lanes. In each direction (``agent_to_bayes``: source = network, receiver = Bayes agent;
+``bayes_to_agent``: source = Bayes agent, receiver = network) and for each map:
+
+* ``state_dissimilarity``: the mapped state's squared error to the receiver's true state, per
+  dimension divided by that dimension's variance and averaged over the dimensions that vary
+  (``1 - R^2``; 0 = the map is exact, 1 = no better than the mean). Kuo et al. instead divide the
+  summed squared error by the mean squared norm of the true states (uncentred); ours does not
+  reward a map for a state's offset from 0, nor let one large dimension drown the others.
+* ``output_total_variation``: mean over test steps of ``0.5 sum_a |pi_source(a | its true state)
+  - pi_receiver(a | mapped state)|`` (0 = B acts exactly as A did, 1 = disjoint actions).
+* ``output_return_difference``: Kuo et al.'s output dissimilarity for the Bernoulli bandit, the
+  expected-return difference per episode: mean over test episodes of ``|sum_t sum_a
+  (pi_source(a) - pi_receiver(a)) p_a|``, p the task's true arm success probabilities. Kuo et al.
+  use one action per step on each side; here each side's expected reward under its action
+  distribution, so the measure has no sampling noise.
+* ``output_return_difference_greedy``: the same with each policy's greedy action (argmax, as a
+  one-hot) in place of its distribution: Kuo et al.'s Bayes agent acts by argmax (of Gittins
+  indices) and so does ours here (the argmax of ``action_probs`` is the first optimal action,
+  so ties go to the lowest arm on both sides).
+
+The Bayes agent at a mapped state reads the mapped counts rounded to the nearest non-negative
+integers (``bayes_count_policy``); counts past the horizon make it greedy on the posterior mean.
+``simulate_states`` is the array core (any two agents given as states and policy functions);
+``simulate`` runs it on a family, a recurrent agent's networks and a recorded history.
 """
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -29,6 +59,18 @@ from metabelief.baselines.bayes_optimal import BayesOptimal
 from metabelief.rollout import Trajectory, replay_jit, split_lanes
 from metabelief.tasks.bandit_base import BetaBelief
 from metabelief.tasks.bernoulli_bandit import BernoulliBandit
+
+# A policy: states ``[..., S]`` -> action probabilities ``[..., A]``.
+Policy = Callable[[jax.Array], jax.Array]
+
+DIRECTIONS = ("agent_to_bayes", "bayes_to_agent")
+MAP_KINDS = ("linear", "mlp")
+MEASURES = (
+    "state_dissimilarity",
+    "output_total_variation",
+    "output_return_difference",
+    "output_return_difference_greedy",
+)
 
 
 def counts_from_features(family: BernoulliBandit, features: jax.Array) -> jax.Array:
@@ -44,6 +86,26 @@ def counts_from_features(family: BernoulliBandit, features: jax.Array) -> jax.Ar
     return jnp.concatenate([alpha - family.prior_a, total - alpha - family.prior_b], axis=-1)
 
 
+def bayes_count_policy(family: BernoulliBandit, bayes: BayesOptimal) -> Policy:
+    """The Bayes-optimal agent's policy on counts ``[..., 2K]`` (successes, then failures).
+
+    Counts are first rounded to the nearest non-negative integers (a mapped state is real-valued),
+    then looked up in the DP table: uniform over the optimal actions, ``float32[..., K]``.
+    """
+    return functools.partial(_bayes_action_probs, family, bayes)
+
+
+def network_policy(agent: RecurrentAgent, params: dict) -> Policy:
+    """The recurrent agent's policy head on states ``[..., 2H]`` = ``[hidden, cell]``: it reads
+    ``hidden`` only, as the network does (``softmax`` of the replay's logits on true states)."""
+    policy = params["params"]["policy"]
+
+    def probs(states: jax.Array) -> jax.Array:
+        return jax.nn.softmax(states[..., : agent.hidden_size] @ policy["kernel"] + policy["bias"])
+
+    return probs
+
+
 def simulate(
     family: BernoulliBandit,
     agent: RecurrentAgent,
@@ -55,62 +117,140 @@ def simulate(
     key: jax.Array,
     mlp_steps: int = 1000,
 ) -> dict:
-    """Both maps, both dissimilarities, for each named network, on ``history``.
+    """``simulate_states`` of each named network against the Bayes-optimal agent on ``history``.
 
-    Returns a JSON-ready dict: for each ``name`` in ``networks``, ``{"agent_to_bayes": ...,
-    "bayes_to_agent": ...}``, each with ``state_dissimilarity`` and ``output_dissimilarity`` for
-    the ``linear`` and ``mlp`` maps.
+    Each network replays ``history`` (teacher forcing); its state is ``[hidden, cell]``, the Bayes
+    agent's the posterior counts recovered from ``history.features``, the arms' means
+    ``history.truth``; lanes are cut into ``split_sizes`` (train, validation, test).
+
+    Returns a JSON-ready dict: ``{name: {direction: {"linear" | "mlp": {measure: float}}}}`` with
+    the directions ``DIRECTIONS`` and the measures ``MEASURES``.
     """
     if not isinstance(family, BernoulliBandit):
         raise ValueError(f"the state-machine simulation needs bernoulli_bandit, got {family!r}")
-    counts = counts_from_features(family, history.features)  # [T, N, 2K]: the Bayes agent's state
-    bayes_probs = _bayes_action_probs(family, bayes, counts)
+    counts = jnp.round(counts_from_features(family, history.features))  # [T, N, 2K]: the Bayes state
     report = {}
     for name, params in networks.items():
         replayed = replay_jit(family, agent, params, history)
-        agent_state = jnp.concatenate([replayed.hidden, replayed.cell], axis=-1)  # [T, N, 2H]
-        agent_probs = jax.nn.softmax(replayed.logits)
-        splits = [_flat(part) for part in split_lanes(agent_state, split_sizes)]
-        count_splits = [_flat(part) for part in split_lanes(counts, split_sizes)]
-        test_bayes_probs = _flat(split_lanes(bayes_probs, split_sizes)[2])
-        test_agent_probs = _flat(split_lanes(agent_probs, split_sizes)[2])
-        key, *mlp_keys = jax.random.split(key, 3)
-        report[name] = {}
-        for direction, inputs, targets, mlp_key in (
-            ("agent_to_bayes", splits, count_splits, mlp_keys[0]),
-            ("bayes_to_agent", count_splits, splits, mlp_keys[1]),
-        ):
-            mapped = {
-                "linear": _linear_map(inputs, targets),
-                "mlp": _mlp_map(mlp_key, inputs, targets, mlp_steps),
-            }
-            report[name][direction] = {}
-            for kind, predicted in mapped.items():
-                if direction == "agent_to_bayes":
-                    mapped_probs = _bayes_action_probs(family, bayes, jnp.maximum(predicted, 0.0))
-                    reference = test_bayes_probs
-                else:
-                    hidden = predicted[:, : agent.hidden_size]
-                    mapped_probs = jax.nn.softmax(
-                        hidden @ _policy(params)["kernel"] + _policy(params)["bias"]
-                    )
-                    reference = test_agent_probs
-                report[name][direction][kind] = {
-                    "state_dissimilarity": _normalised_mse(predicted, targets[2]),
-                    "output_dissimilarity": float(0.5 * jnp.abs(mapped_probs - reference).sum(-1).mean()),
-                }
+        agent_states = jnp.concatenate([replayed.hidden, replayed.cell], axis=-1)  # [T, N, 2H]
+        key, network_key = jax.random.split(key)
+        report[name] = simulate_states(
+            counts,
+            bayes_count_policy(family, bayes),
+            agent_states,
+            network_policy(agent, params),
+            history.truth,
+            split_sizes,
+            key=network_key,
+            mlp_steps=mlp_steps,
+        )
     return report
 
 
+def simulate_states(
+    bayes_counts: jax.Array,
+    bayes_policy: Policy,
+    agent_states: jax.Array,
+    agent_policy: Policy,
+    arm_means: jax.Array,
+    split_sizes: Sequence[int],
+    *,
+    key: jax.Array,
+    mlp_steps: int = 1000,
+) -> dict:
+    """The state-machine simulation of two agents given as states and policies (the array core).
+
+    Args:
+      bayes_counts: ``[T, N, 2K]``, the Bayes agent's state at each step of N episodes.
+      bayes_policy: its policy, counts ``[..., 2K]`` -> action probabilities ``[..., A]``; it must
+        accept real-valued (mapped) counts (``bayes_count_policy`` rounds them).
+      agent_states: ``[T, N, S]``, the other agent's state on the same steps.
+      agent_policy: its policy, states ``[..., S]`` -> action probabilities ``[..., A]``.
+      arm_means: the arms' true success probabilities, ``[N, A]`` or ``[T, N, A]``.
+      split_sizes: lanes (episodes) of the train, validation and test splits, in order.
+      key: PRNG key of the MLP maps.
+      mlp_steps: the MLP maps' training steps.
+
+    Returns:
+      ``{direction: {"linear" | "mlp": {measure: float}}}`` over ``DIRECTIONS``, ``MAP_KINDS`` and
+      ``MEASURES``, every figure on the test lanes (see the module docstring).
+    """
+    split_sizes = tuple(int(size) for size in split_sizes)
+    num_steps, num_lanes = bayes_counts.shape[:2]
+    if len(split_sizes) != 3 or sum(split_sizes) != num_lanes:
+        raise ValueError(f"split_sizes must be 3 sizes adding up to the {num_lanes} lanes, got {split_sizes}")
+    if agent_states.shape[:2] != (num_steps, num_lanes):
+        raise ValueError(
+            f"agent_states must be [T, N, S] = [{num_steps}, {num_lanes}, S] like bayes_counts, "
+            f"got {agent_states.shape}"
+        )
+    arm_means = jnp.asarray(arm_means, jnp.float32)
+    if arm_means.ndim == 2:
+        arm_means = jnp.broadcast_to(arm_means, (num_steps, *arm_means.shape))
+    if arm_means.shape[:2] != (num_steps, num_lanes):
+        raise ValueError(f"arm_means must be [N, A] or [T, N, A] with N = {num_lanes}, got {arm_means.shape}")
+    test_means = split_lanes(arm_means, split_sizes)[2]
+    agents = {"bayes": (bayes_counts, bayes_policy), "agent": (agent_states, agent_policy)}
+    report = {}
+    for direction, map_key in zip(DIRECTIONS, jax.random.split(key, len(DIRECTIONS)), strict=True):
+        source, receiver = direction.split("_to_")
+        source_states, source_policy = agents[source]
+        receiver_states, receiver_policy = agents[receiver]
+        source_splits = split_lanes(source_states, split_sizes)
+        receiver_splits = split_lanes(receiver_states, split_sizes)
+        inputs = [_flat(part) for part in source_splits]
+        targets = [_flat(part) for part in receiver_splits]
+        source_probs = source_policy(source_splits[2])  # what the source actually does: [T, n, A]
+        mapped = {
+            "linear": _linear_map(inputs, targets),
+            "mlp": _mlp_map(map_key, inputs, targets, mlp_steps),
+        }
+        report[direction] = {}
+        for kind, predicted in mapped.items():
+            # What the receiver does when put in the mapped state.
+            receiver_probs = receiver_policy(predicted.reshape(receiver_splits[2].shape))
+            report[direction][kind] = {
+                "state_dissimilarity": _normalised_mse(predicted, targets[2])
+            } | output_dissimilarities(source_probs, receiver_probs, test_means)
+    return report
+
+
+def output_dissimilarities(source_probs: jax.Array, receiver_probs: jax.Array, arm_means: jax.Array) -> dict:
+    """The output measures of the module docstring, from the source's action probabilities at its
+    true states and the receiver's at the mapped states (``[T, N, A]`` each; ``arm_means``
+    ``[T, N, A]`` or ``[N, A]``): ``output_total_variation``, ``output_return_difference`` and
+    ``output_return_difference_greedy``, as floats."""
+    num_actions = source_probs.shape[-1]
+    greedy = lambda probs: jax.nn.one_hot(jnp.argmax(probs, axis=-1), num_actions)  # noqa: E731
+    return {
+        "output_total_variation": float(0.5 * jnp.abs(source_probs - receiver_probs).sum(-1).mean()),
+        "output_return_difference": return_difference(source_probs, receiver_probs, arm_means),
+        "output_return_difference_greedy": return_difference(
+            greedy(source_probs), greedy(receiver_probs), arm_means
+        ),
+    }
+
+
+def return_difference(source_probs: jax.Array, receiver_probs: jax.Array, arm_means: jax.Array) -> float:
+    """Kuo et al.'s expected-return difference: mean over episodes of ``|sum_t sum_a (source(a) -
+    receiver(a)) p_a|`` for action distributions ``[T, N, A]`` (one-hot: their sampled actions)
+    and arm success probabilities ``p`` ``[T, N, A]`` or ``[N, A]``."""
+    per_step = ((source_probs - receiver_probs) * arm_means).sum(-1)  # [T, N]
+    return float(jnp.abs(per_step.sum(0)).mean())
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
 def _bayes_action_probs(family: BernoulliBandit, bayes: BayesOptimal, counts: jax.Array) -> jax.Array:
-    """The Bayes-optimal policy's action probabilities at observed counts ``[..., 2K]``."""
+    """The Bayes-optimal policy's action probabilities at counts ``[..., 2K]``, rounded to the
+    nearest non-negative integers."""
     num_arms = family.num_arms
+    counts = jnp.maximum(jnp.round(counts), 0.0)
     beliefs = BetaBelief(
-        alpha=jnp.round(counts[..., :num_arms]) + family.prior_a,
-        beta=jnp.round(counts[..., num_arms:]) + family.prior_b,
+        alpha=counts[..., :num_arms] + family.prior_a,
+        beta=counts[..., num_arms:] + family.prior_b,
     )
     flat = jax.tree.map(lambda leaf: leaf.reshape(-1, num_arms), beliefs)
-    probs = jax.jit(jax.vmap(bayes.action_probs))(flat)
+    probs = jax.vmap(bayes.action_probs)(flat)
     return probs.reshape(*counts.shape[:-1], family.num_actions)
 
 
@@ -136,10 +276,6 @@ def _normalised_mse(predicted: jax.Array, target: jax.Array) -> float:
     varies = variance > 1e-8 * jnp.maximum(1.0, (target**2).mean(axis=0))
     per_dim = ((predicted - target) ** 2).mean(axis=0) / jnp.where(varies, variance, 1.0)
     return float(np.asarray(per_dim)[np.asarray(varies)].mean())
-
-
-def _policy(params: dict) -> dict:
-    return params["params"]["policy"]
 
 
 def _flat(array: jax.Array) -> jax.Array:

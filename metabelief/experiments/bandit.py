@@ -20,7 +20,7 @@ import pathlib
 import jax
 
 from metabelief import baselines, train
-from metabelief.analysis import state_machine
+from metabelief.analysis import intervention, state_machine
 from metabelief.experiments import output, plots, protocol, seeds
 from metabelief.experiments.probing import split_sizes
 from metabelief.tasks import BernoulliBandit
@@ -91,6 +91,11 @@ def run(config: BanditConfig, out_dir: pathlib.Path, *, progress: bool = True) -
     )
     plots.decoded_beliefs(out_dir / "decoded_belief.png", decoded)
     plots.r2_by_time(out_dir / "probe_r2_by_time.png", [entry["probe"]["r2_by_time"] for entry in per_seed])
+    plots.intervention(
+        out_dir / "intervention.png",
+        [entry["intervention"] for entry in per_seed],
+        title="push the decoded posterior mean of arm 0 by δ",
+    )
     return results
 
 
@@ -104,6 +109,14 @@ def _seed_results(
         "return_fraction_random_to_thompson": (means["agent"] - means["random"])
         / (means["thompson"] - means["random"]),
         "probe": probe,
+        "intervention": intervention.dose_response(
+            evaluation.family,
+            evaluation.agent,
+            networks,
+            evaluation.history,
+            split_sizes(config.eval_tasks),
+            target=intervention.bandit_arm_target(evaluation.family),
+        ),
         "state_machine": state_machine.simulate(
             evaluation.family,
             evaluation.agent,
@@ -133,6 +146,8 @@ def table(results: dict) -> str:
         "",
         state_machine_table(summary["state_machine"]),
         "",
+        protocol.intervention_table(summary["intervention"]),
+        "",
         seed_table(results["seeds"]),
     ]
     return "\n".join(lines)
@@ -154,17 +169,27 @@ def seed_table(per_seed: list[dict]) -> str:
     return output.format_table(rows)
 
 
+STATE_MACHINE_LABELS = {
+    "state_dissimilarity": "state",
+    "output_total_variation": "output TV",
+    "output_return_difference": "output |Δ return|",
+    "output_return_difference_greedy": "output |Δ return|, greedy",
+}
+
+
 def state_machine_table(report: dict) -> str:
-    """Mikulik et al.'s dissimilarities (0 = equivalent), trained vs untrained network, over seeds."""
+    """Mikulik et al.'s dissimilarities (0 = equivalent), trained vs untrained network, over seeds:
+    the mapped state's error, and the source agent's outputs vs the receiving agent's from the
+    mapped state (total variation; Kuo et al.'s expected-return difference per episode)."""
     rows = [["state machine (held-out)", "trained", "untrained"]]
     for direction, label in (("agent_to_bayes", "agent → Bayes"), ("bayes_to_agent", "Bayes → agent")):
-        for kind in ("linear", "mlp"):
-            for measure in ("state", "output"):
-                values = [
-                    report[name][direction][kind][f"{measure}_dissimilarity"]
-                    for name in ("trained", "untrained")
-                ]
+        for kind in state_machine.MAP_KINDS:
+            for measure in state_machine.MEASURES:
+                values = [report[name][direction][kind][measure] for name in ("trained", "untrained")]
                 rows.append(
-                    [f"{label} {measure} dissimilarity ({kind})", *(seeds.format_interval(v) for v in values)]
+                    [
+                        f"{label} {STATE_MACHINE_LABELS[measure]} ({kind})",
+                        *(seeds.format_interval(v) for v in values),
+                    ]
                 )
     return output.format_table(rows)

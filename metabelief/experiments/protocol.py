@@ -242,6 +242,30 @@ def probe_table(probe: dict) -> str:
     )
 
 
+def intervention_table(report: dict) -> str:
+    """The causal test (``metabelief.analysis.intervention``) over seeds: how much of the
+    belief-greedy policy's response to a shift of the belief the network shows when its hidden
+    state is pushed along the read-out's direction by the same amount (least-squares slope over
+    the shifts: 1 = as the belief policy, 0 = none), now and at the next step."""
+    names = list(report)
+    rows = [["intervention (held-out)", *names]]
+    for label, key, spec in (
+        ("fraction of the belief-greedy response", "fraction_of_bayes", ".2f"),
+        ("  … at the next step", "fraction_of_bayes_next_step", ".2f"),
+        ("read-out R² (its direction)", "read_out_r2_target", ".3f"),
+        ("‖shift‖ per unit δ / mean ‖hidden‖", None, ".3f"),
+    ):
+        if key is None:
+            cells = [
+                f"{report[name]['shift_norm']['mean']:.3f} / {report[name]['hidden_norm']['mean']:.2f}"
+                for name in names
+            ]
+        else:
+            cells = [seeds.format_interval(report[name][key], spec) for name in names]
+        rows.append([label, *cells])
+    return output.format_table(rows)
+
+
 def header(results: dict, description: str) -> str:
     """First line of the printed summary: the experiment, seeds, the device and the training speed."""
     train_stats = results["train"]
