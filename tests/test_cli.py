@@ -143,14 +143,19 @@ def test_run_two_step_quick_writes_stay_probabilities_for_every_agent(tmp_path, 
         assert abs(entry["stay"]["model_free"]["model_based_index"]) < 0.15
         assert entry["stay"]["model_free"]["model_free_index"] > 0.5
         assert len(entry["probe"]["trained"]["r2_per_dim"]) == 1  # P(A rich)
+        # Belief-greedy acts on P(A rich) > 1/2: pushing the belief up never lowers its choice of A.
+        greedy = entry["intervention"]["trained"]["belief_greedy"]
+        assert greedy == sorted(greedy) and greedy[-1] > 0
     for plot in (
         "learning_curve.png",
         "stay_probabilities.png",
         "decoded_belief.png",
         "probe_r2_by_time.png",
+        "intervention.png",
     ):
         assert (out_dir / plot).read_bytes().startswith(b"\x89PNG")
-    assert "MB index" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "MB index" in out and "fraction of the belief-greedy response" in out
 
 
 def test_run_failure_quick_reports_every_test_condition(tmp_path, capsys):

@@ -24,7 +24,9 @@ import jax
 import numpy as np
 
 from metabelief import analysis, baselines, train
+from metabelief.analysis import intervention
 from metabelief.experiments import output, plots, protocol, seeds
+from metabelief.experiments.probing import split_sizes
 from metabelief.tasks import TwoStep
 from metabelief.tasks.validation import integer_at_least, non_negative_float, positive_float
 
@@ -113,7 +115,7 @@ def run(config: TwoStepConfig, out_dir: pathlib.Path, *, progress: bool = True) 
     for evaluation in evaluations:
         seed_stays = {"agent": stay_summary(evaluation.history)} | reference_stays
         stays = stays or seed_stays  # the first seed's stay probabilities are drawn
-        _, probe, seed_decoded = protocol.probe_trained_and_untrained(evaluation, config.mlp_steps)
+        networks, probe, seed_decoded = protocol.probe_trained_and_untrained(evaluation, config.mlp_steps)
         decoded = decoded or seed_decoded
         per_seed.append(
             protocol.seed_results(evaluation)
@@ -126,6 +128,14 @@ def run(config: TwoStepConfig, out_dir: pathlib.Path, *, progress: bool = True) 
                 },
                 "stay": {name: _stay_dict(summary) for name, summary in seed_stays.items()},
                 "probe": probe,
+                "intervention": intervention.dose_response(
+                    family,
+                    evaluation.agent,
+                    networks,
+                    evaluation.history,
+                    split_sizes(config.eval_tasks),
+                    target=intervention.two_step_target(family),
+                ),
             }
         )
     results = protocol.population_results(NAME, protocol.config_dict(config), trained, per_seed)
@@ -146,6 +156,11 @@ def run(config: TwoStepConfig, out_dir: pathlib.Path, *, progress: bool = True) 
     )
     plots.decoded_beliefs(out_dir / "decoded_belief.png", decoded, quantity="P(A is rich)")
     plots.r2_by_time(out_dir / "probe_r2_by_time.png", [entry["probe"]["r2_by_time"] for entry in per_seed])
+    plots.intervention(
+        out_dir / "intervention.png",
+        [entry["intervention"] for entry in per_seed],
+        title="push the decoded P(A rich) by δ",
+    )
     return results
 
 
@@ -214,5 +229,7 @@ def table(results: dict) -> str:
         "(the reference agents' stay figures: s.e. over task blocks in results.json)",
         "",
         protocol.probe_table(summary["probe"]),
+        "",
+        protocol.intervention_table(summary["intervention"]),
     ]
     return "\n".join(lines)
