@@ -88,15 +88,16 @@ def test_the_training_support_makes_posterior_and_majority_disagree():
     assert _posterior_mean(TRAIN_SUPPORT, 9, 11, 0, 0) > 0.5
 
 
-def _summary_condition(agent, counts, training, test):
+def _summary_condition(agent, counts, training, test, read=lambda x: {"mean": x}):
+    """A condition's figures as ``verdicts`` reads them: summary intervals, or a seed's numbers."""
     states = {"agent": agent, "untrained": 0.5, "counts": counts, "training posterior": training}
     states["test posterior"] = test
     return {
         "states": {
-            name: {"follows_posterior_not_majority": {"probability": {"mean": value}}}
-            | {"follows_training_prior": {"probability": {"mean": None}}}
-            | {"readout": {"closer_to_training": {"mean": None}}}
-            | {"r2_posterior_mean": {"test prior": {"mlp": {"mean": None}}}}
+            name: {"follows_posterior_not_majority": {"probability": read(value)}}
+            | {"follows_training_prior": {"probability": read(None)}}
+            | {"readout": {"closer_to_training": read(None)}}
+            | {"r2_posterior_mean": {"test prior": {"mlp": read(None)}}}
             for name, value in states.items()
         }
     }
@@ -108,13 +109,19 @@ def test_verdicts_name_the_nearest_control_only_where_controls_differ():
         "together": _summary_condition(agent=0.8, counts=0.5, training=0.55, test=0.6),
     }
 
-    (row,) = verdicts(conditions)
+    seed = {
+        "apart": _summary_condition(agent=0.1, counts=0.0, training=1.0, test=1.0, read=lambda x: x),
+        "together": _summary_condition(agent=0.1, counts=0.5, training=0.55, test=0.6, read=lambda x: x),
+    }
+
+    (row,) = verdicts(conditions, [seed])
 
     assert (row["measure"], row["condition"], row["nearest"]) == (
         "follows_posterior_not_majority",
         "apart",
         "training posterior",
     )
+    assert row["nearest_per_seed"] == ["counts"]
     assert row["separates"] == [["counts", "training posterior"], ["counts", "test posterior"]]
     assert row["untrained"] == 0.5
 

@@ -70,6 +70,7 @@ TRAIN_SUPPORT = (0.1, 0.55)
 HYPOTHESES = ("counts", "training posterior", "test posterior")  # the controls that embody one each
 STATES = ("agent", "untrained", *HYPOTHESES)
 SEPARATION = 0.25  # two hypothesis controls this far apart on a measure: it separates them
+SHORT = {"counts": "counts", "training posterior": "train", "test posterior": "test"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,7 +229,7 @@ def run(config: FailureConfig, out_dir: pathlib.Path, *, progress: bool = True) 
         for seed, final, seed_conditions in zip(config.train.seeds, final_returns, conditions, strict=True)
     ]
     results = protocol.population_results(NAME, protocol.config_dict(config), trained, per_seed)
-    results["verdicts"] = verdicts(results["summary"]["conditions"])
+    results["verdicts"] = verdicts(results["summary"]["conditions"], conditions)
     output.write_json(out_dir / "results.json", results)
     protocol.plot_learning_curve(out_dir / "learning_curve.png", config.train, trained)
     mean_conditions = seeds.means(results["summary"]["conditions"])
@@ -443,19 +444,20 @@ MEASURES = {  # name -> (label, how to read one state's figure from a condition'
 }
 
 
-def verdicts(conditions: dict) -> list[dict]:
+def verdicts(conditions: dict, per_seed: list[dict]) -> list[dict]:
     """For each measure and condition where the hypothesis controls score apart, which one the agent
-    scores nearest.
+    scores nearest, over seeds and seed by seed (seeds can settle on different solutions).
 
     Args:
       conditions: ``results["summary"]["conditions"]`` (intervals over seeds).
+      per_seed: each seed's ``conditions``.
 
     Returns:
       One JSON-ready row per (measure, condition) that separates at least two hypotheses (their
       controls' mean figures differ by ``SEPARATION`` or more): ``measure``, ``condition``,
       ``agent`` (its interval), ``untrained`` and ``controls`` (mean figure of each hypothesis
-      control), ``separates`` (the pairs told apart) and ``nearest`` (the hypothesis whose control
-      the agent's mean is nearest).
+      control), ``separates`` (the pairs told apart), ``nearest`` (the hypothesis whose control
+      the agent's mean is nearest) and ``nearest_per_seed`` (the same for each seed's agent).
     """
     rows = []
     for measure, (_, read) in MEASURES.items():
@@ -471,7 +473,7 @@ def verdicts(conditions: dict) -> list[dict]:
             ]
             if not separates or agent["mean"] is None:
                 continue
-            nearest = min(controls, key=lambda h: abs(controls[h] - agent["mean"]))
+            seed_values = [read(seed[condition]["states"]["agent"]) for seed in per_seed]
             rows.append(
                 {
                     "measure": measure,
@@ -480,10 +482,15 @@ def verdicts(conditions: dict) -> list[dict]:
                     "untrained": read(figures["states"]["untrained"])["mean"],
                     "controls": controls,
                     "separates": separates,
-                    "nearest": nearest,
+                    "nearest": _nearest(controls, agent["mean"]),
+                    "nearest_per_seed": [None if v is None else _nearest(controls, v) for v in seed_values],
                 }
             )
     return rows
+
+
+def _nearest(controls: dict[str, float], value: float) -> str:
+    return min(controls, key=lambda h: abs(controls[h] - value))
 
 
 # ----------------------------------------------------------------------------- the printed summary
@@ -515,14 +522,22 @@ def table(results: dict) -> str:
             rows.append([name, *(_cell_or_dash(read(c["states"][state])) for state in STATES)])
         blocks.append(f"{label}:\n" + output.format_table(rows))
     verdict_rows = [
-        ["measure", "condition", "agent", "nearest hypothesis", "controls (counts / train / test)"]
+        [
+            "measure",
+            "condition",
+            "agent",
+            "nearest hypothesis",
+            "per seed",
+            "controls (counts / train / test)",
+        ]
     ]
     for row in results["verdicts"]:
         controls = " / ".join(
             "–" if row["controls"].get(h) is None else f"{row['controls'][h]:.2f}" for h in HYPOTHESES
         )
+        per_seed = ", ".join(SHORT.get(h, "–") for h in row["nearest_per_seed"])
         verdict_rows.append(
-            [row["measure"], row["condition"], cell(row["agent"], ".2f"), row["nearest"], controls]
+            [row["measure"], row["condition"], cell(row["agent"], ".2f"), row["nearest"], per_seed, controls]
         )
     blocks.append(
         "which hypothesis the agent scores nearest, where the controls differ:\n"
