@@ -118,6 +118,15 @@ def split_lanes(array: jax.Array, sizes: Sequence[int]) -> list[jax.Array]:
     return jnp.split(array, np.cumsum(sizes)[:-1], axis=1)
 
 
+def lane_moments(x: jax.Array, y: jax.Array, sizes: Sequence[int]) -> probes.Moments:
+    """Probe statistics of ``z = [x, y]`` from stored arrays ``[T, N, dx]`` and ``[T, N, dy]``,
+    per block of task lanes (``split_lanes``): the statistics ``probe_moments`` streams, for
+    arrays a caller holds anyway. Returns ``Moments`` stacked over the blocks."""
+    pairs = jnp.concatenate([x, y], axis=-1)  # [T, N, dx + dy]
+    by_task = pairs.swapaxes(0, 1).reshape(-1, pairs.shape[-1])  # rows task-major: [N * T, dx + dy]
+    return probes.split_moments(by_task, [size * pairs.shape[0] for size in sizes])
+
+
 def probe_moments(
     family: TaskFamily,
     agent: RecurrentAgent,

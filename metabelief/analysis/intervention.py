@@ -80,7 +80,7 @@ import numpy as np
 
 from metabelief import probes
 from metabelief.agents.lstm import RecurrentAgent
-from metabelief.rollout import Trajectory, replay_jit, split_lanes
+from metabelief.rollout import Trajectory, lane_moments, replay_jit, split_lanes
 from metabelief.tasks.base import PyTree, TaskFamily
 from metabelief.tasks.two_step import STATE_A, TwoStep
 
@@ -190,13 +190,8 @@ def fit_read_out(
 ) -> probes.LinearProbeResult:
     """The linear read-out hidden -> the first ``num_means`` belief features (``linear_probe``:
     fitted on the train and validation lanes, scored on the test lanes).
-
-    The statistics are those of ``metabelief.experiments.probing.trajectory_moments`` (computed
-    here, so that analyses do not import the experiments package, which imports analyses).
     """
-    pairs = jnp.concatenate([replayed.hidden, replayed.features], axis=-1)  # [T, N, H + F]
-    by_task = pairs.swapaxes(0, 1).reshape(-1, pairs.shape[-1])  # rows task-major
-    moments = probes.split_moments(by_task, [size * pairs.shape[0] for size in sizes])
+    moments = lane_moments(replayed.hidden, replayed.features, sizes)
     hidden = slice(0, agent.hidden_size)
     means = slice(agent.hidden_size, agent.hidden_size + num_means)
     return probes.linear_probe(moments, hidden, means)

@@ -57,7 +57,7 @@ import numpy as np
 from metabelief import baselines, probes, train
 from metabelief.experiments import output, plots, protocol, seeds
 from metabelief.experiments.probing import split_sizes
-from metabelief.rollout import Trajectory, replay_jit, rollout_population_jit, split_lanes
+from metabelief.rollout import Trajectory, lane_moments, replay_jit, rollout_population_jit, split_lanes
 from metabelief.tasks import DiscreteDependentBandit, dependent_bandit
 from metabelief.tasks.dependent_bandit import evidence_for_p
 from metabelief.tasks.validation import integer_at_least
@@ -397,18 +397,10 @@ def _refit_r2(state: jax.Array, target: jax.Array, sizes, key: jax.Array, mlp_st
     """Held-out R^2 of state -> target (``[T, N, 1]``), probes refitted on these histories: a linear
     read-out and an MLP (a saturating posterior is not linear in anything that counts)."""
     width = state.shape[-1]
-    moments = _split_moments(state, target, sizes)
+    moments = lane_moments(state, target, sizes)
     linear = probes.linear_probe(moments, slice(0, width), slice(width, width + 1)).test.r2
     mlp = probes.mlp_probe(key, *_samples(state, target, sizes), num_steps=mlp_steps).r2
     return {"linear": float(linear), "mlp": float(mlp)}
-
-
-@jax.jit(static_argnums=2)
-def _split_moments(state: jax.Array, target: jax.Array, sizes: tuple[int, int, int]) -> probes.Moments:
-    """Probe statistics of ``[state, target]`` per split of task lanes."""
-    pairs = jnp.concatenate([state, target], axis=-1)
-    by_task = pairs.swapaxes(0, 1).reshape(-1, pairs.shape[-1])  # rows task-major, as split_lanes cuts
-    return probes.split_moments(by_task, [size * state.shape[0] for size in sizes])
 
 
 def _samples(state: jax.Array, target: jax.Array, sizes) -> list[tuple[jax.Array, jax.Array]]:

@@ -9,12 +9,11 @@ score is on the test tasks.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from metabelief import probes
 from metabelief.agents.lstm import RecurrentAgent
-from metabelief.rollout import Trajectory, replay_jit, split_lanes
+from metabelief.rollout import Trajectory, lane_moments, replay_jit, split_lanes
 from metabelief.tasks.base import PyTree, TaskFamily
 
 
@@ -79,10 +78,7 @@ def trajectory_moments(trajectory: Trajectory, sizes: tuple[int, ...]) -> probes
     The same statistics ``metabelief.rollout.probe_moments`` streams, taken here from the replay
     the MLP probe and the per-step scores need anyway, so the history is replayed once.
     """
-    pairs = jnp.concatenate([trajectory.hidden, trajectory.features], axis=-1)  # [T, N, H + F]
-    num_steps = pairs.shape[0]
-    by_task = pairs.swapaxes(0, 1).reshape(-1, pairs.shape[-1])  # rows task-major: [N * T, H + F]
-    return probes.split_moments(by_task, [size * num_steps for size in sizes])
+    return lane_moments(trajectory.hidden, trajectory.features, sizes)
 
 
 def split_samples(trajectory: Trajectory, sizes: tuple[int, ...]) -> list[tuple[jax.Array, jax.Array]]:
