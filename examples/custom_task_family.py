@@ -10,7 +10,8 @@ The steps every family goes through:
 1. implement the contract (sizes, sample_task, reset, step, belief_init, belief_update,
    belief_features, true_features) as pure functions for ONE task;
 2. register it, so ``metabelief.make`` and ``metabelief run``/``check`` know its name;
-3. prove the belief is the exact posterior with ``metabelief.testing.check_family``;
+3. test that the belief is calibrated as the exact posterior must be (``metabelief.testing.check_family``;
+   a necessary condition, not a proof);
 4. train an agent on it and probe its hidden state for the belief, like any built-in family.
 
 Run: ``python examples/custom_task_family.py`` (about a minute on a 2-core CPU).

@@ -158,6 +158,9 @@ class OneStepLate(BernoulliBandit):
     def belief_features(self, belief):
         return super().belief_features(belief.counts)
 
+    def belief_variance(self, belief):
+        return super().belief_variance(belief.counts)
+
 
 @dataclasses.dataclass(frozen=True)
 class SwappedEvidence(DiscreteDependentBandit):

@@ -19,6 +19,11 @@ Shapes and dtypes (per task, before any vmap):
 Optional: ``expected_rewards(belief, obs) -> float32[num_actions]``, the posterior expected
 reward of each action in the current state; ``metabelief.baselines.belief_greedy`` acts on it.
 
+Optional: ``belief_variance(belief) -> float32[D]``, the posterior variance of each entry of
+``true_features`` (so ``E[(truth - mean)^2 | history]``, not the spread of a parameter behind it);
+``metabelief.testing.check_family`` then tests it against the squared errors of the posterior
+mean (its check 8).
+
 Timing: the belief after ``belief_update`` on transition t (``obs`` -> ``next_obs``) describes the
 hidden quantity in the state that ``step`` returned at t, the state the agent acts in next.
 """

@@ -88,3 +88,7 @@ class BernoulliBandit(BanditFamily):
     def belief_features(self, belief: BetaBelief) -> jax.Array:
         """``[posterior means (num_arms), posterior stds (num_arms)]``, float32."""
         return jnp.concatenate([beta_mean(belief), beta_std(belief)])
+
+    def belief_variance(self, belief: BetaBelief) -> jax.Array:
+        """The posterior variance of each arm's success probability, float32[num_arms]."""
+        return beta_std(belief) ** 2

@@ -91,6 +91,10 @@ class DependentBandit(_DependentBanditBase):
         mean = beta_mean(belief)
         return jnp.stack([mean, 1.0 - mean, beta_std(belief)])
 
+    def belief_variance(self, belief: BetaBelief) -> jax.Array:
+        """The posterior variance of p and of 1 - p (equal), float32[2]."""
+        return jnp.full((2,), beta_std(belief) ** 2)
+
 
 @dataclasses.dataclass(frozen=True)
 class DiscreteDependentBandit(_DependentBanditBase):
@@ -141,6 +145,13 @@ class DiscreteDependentBandit(_DependentBanditBase):
         posterior = jnp.exp(belief.log_posterior)
         mean = posterior @ jnp.asarray(self.support, jnp.float32)
         return jnp.concatenate([jnp.stack([mean, 1.0 - mean]), posterior])
+
+    def belief_variance(self, belief: SupportBelief) -> jax.Array:
+        """The posterior variance of p and of 1 - p (equal), float32[2]."""
+        posterior = jnp.exp(belief.log_posterior)
+        support = jnp.asarray(self.support, jnp.float32)
+        mean = posterior @ support
+        return jnp.full((2,), jnp.maximum(posterior @ (support - mean) ** 2, 0.0))
 
     def _belief_from_evidence(self, evidence: jax.Array) -> SupportBelief:
         # Recomputing from exact integer counts (not accumulating per-step log-likelihoods) means

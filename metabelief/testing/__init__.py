@@ -21,7 +21,31 @@ raises ``FamilyCheckError`` naming the first check that fails:
    last step is what exposes beliefs that skip, delay or ignore part of an update. Standard
    errors cluster by task, the bound is Bonferroni over groups, and a near-certain belief gets
    slack for the rare tasks a finite sample misses (none of 1,000 tasks may hold a 1-in-200
-   outcome).
+   outcome);
+8. second moment: in the same groups, the squared error (truth - posterior mean)^2 averages the
+   belief's own posterior variance, as E[(truth - mean)^2 | history] does for an exact belief.
+   A family states its variance with the optional ``belief_variance(belief) -> float32[D]`` (the
+   posterior variance of each truth dimension; see ``metabelief.tasks.base``). Without it, a truth
+   dimension that takes only the values 0 and 1 in the sample (two_step, gridworld, tabular:
+   indicator and one-hot truths) is tested against the Bernoulli variance m (1 - m) of its mean
+   m, and any other dimension only by check 7. With a reported variance the check sees a right
+   mean with the wrong uncertainty, too confident (positive residual) or too unsure (negative).
+   For a 0/1 truth it adds little: the mean fixes the distribution, so no belief has the right
+   mean and the wrong variance, and as (t - m)^2 - m (1 - m) = (t - m)(1 - 2m) the test is check
+   7 with each step's residual weighted by 1 - 2m (measured, its z tracks check 7's). Standard
+   errors and the slack for unseen outcomes are as in check 7 (a near-certain belief's rare
+   outcome would add a large squared error), both checks allow 64 float32 ulps of rounding, and
+   one Bonferroni bound at ``false_alarm_rate`` covers every test of checks 7 and 8 together; a
+   family failing both is reported as failing check 7.
+
+Checks 7 and 8 are necessary conditions for an exact belief, not a proof: they test only the
+first two moments, only averaged within these groups, and only along random-action histories.
+What they cannot see: a belief that is the exact posterior given LESS of the history, as long as
+what it keeps tells the groups apart (its own mean and the last step). Its mean and variance are
+then E[truth | what it kept] and the variance given that, calibrated in every such group; a Beta
+bandit that remembers only the last transition passes both checks. Likewise errors that cancel
+within every group in both moments, and errors only in higher moments or in the correlations
+across truth dimensions.
 """
 
 import functools
@@ -32,7 +56,14 @@ import jax.numpy as jnp
 from metabelief.tasks.base import TaskFamily
 from metabelief.tasks.validation import integer_at_least, positive_float
 from metabelief.testing import structure
-from metabelief.testing.calibration import MIN_TASKS_PER_GROUP, CheckReport, check_calibration
+from metabelief.testing.calibration import (
+    MIN_TASKS_PER_GROUP,
+    CheckReport,
+    check_calibration,
+    reports_variance,
+    split_variance_features,
+    with_variance_features,
+)
 from metabelief.testing.failures import FamilyCheckError
 from metabelief.testing.random_rollout import RandomRollout, random_rollout, sample_tasks
 
@@ -61,10 +92,11 @@ def check_family(
       key: PRNG key for every random draw (default ``jax.random.key(0)``).
       num_tasks: tasks sampled for the calibration check, at least 50 (its smallest tested group).
       num_steps: steps per task for the calibration check (default ``min(horizon, 100)``).
-      false_alarm_rate: probability that an exact belief fails the calibration check.
+      false_alarm_rate: probability that an exact belief fails the calibration checks (7 and 8
+        together).
 
     Returns:
-      A ``CheckReport`` with the calibration statistics.
+      A ``CheckReport`` with the calibration statistics of both moments.
 
     Raises:
       ValueError: a bad argument (named), before anything runs.
@@ -75,14 +107,17 @@ def check_family(
     structure.check_sizes(family)
     shape_key, task_key, trace_key, vmap_key, rollout_key, calibration_key = jax.random.split(key, 6)
     structure.check_shapes_and_dtypes(family, shape_key)
+    # With belief_variance, the calibration rollout records it beside the features (check 8).
+    calibrated = with_variance_features(family, shape_key) if reports_variance(family) else family
     # One batch of tasks serves every check below: sampling can be the costliest part to compile.
     tasks = jax.jit(functools.partial(sample_tasks, family, num_tasks=num_tasks))(task_key)
     structure.check_compiles_once(family, trace_key, jax.tree.map(lambda x: x[0], tasks))
     structure.check_vmap_matches_loop(family, vmap_key)
     steps = min(family.horizon, 100) if num_steps is None else num_steps
-    sampled = jax.device_get(structure.jit_rollout(family, steps)(calibration_key, tasks))
+    sampled = jax.device_get(structure.jit_rollout(calibrated, steps)(calibration_key, tasks))
+    sampled, variance = (sampled, None) if calibrated is family else split_variance_features(sampled)
     structure.check_long_rollout(family, rollout_key, tasks, sampled)
-    return check_calibration(family, sampled, false_alarm_rate)
+    return check_calibration(family, sampled, false_alarm_rate, variance)
 
 
 def _check_arguments(family, key, num_tasks, num_steps, false_alarm_rate) -> None:
