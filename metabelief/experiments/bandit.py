@@ -135,6 +135,7 @@ def table(results: dict) -> str:
     """The printed summary over seeds: returns, probe R^2 of the trained and untrained network,
     the state-machine simulation, and each seed's acceptance figures."""
     summary = results["summary"]
+    num_arms = len(summary["probe"]["controls"]["per_dimension"]["trained"]) // 2  # means, then stds
     lines = [
         protocol.header(results, "2-armed Bernoulli, horizon 100"),
         "",
@@ -143,6 +144,11 @@ def table(results: dict) -> str:
         + seeds.format_interval(seeds.percent(summary["return_fraction_random_to_thompson"]), ".0f"),
         "",
         protocol.probe_table(summary["probe"]),
+        "",
+        protocol.controls_table(
+            summary["probe"]["controls"],
+            [f"posterior {stat}, arm {arm}" for stat in ("mean", "std") for arm in range(num_arms)],
+        ),
         "",
         state_machine_table(summary["state_machine"]),
         "",

@@ -126,5 +126,7 @@ def table(results: dict) -> str:
         + seeds.format_interval(seeds.percent(summary["return_fraction_random_to_belief_greedy"]), ".0f"),
         "",
         protocol.probe_table(summary["probe"]),
+        "",
+        protocol.controls_table(summary["probe"]["controls"]),
     ]
     return "\n".join(lines)

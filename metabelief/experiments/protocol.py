@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
+from collections.abc import Sequence
 
 import jax
 import numpy as np
 
 from metabelief import baselines, train
 from metabelief.agents.lstm import RecurrentAgent
-from metabelief.experiments import output, plots, seeds
+from metabelief.experiments import controls, output, plots, seeds
 from metabelief.experiments.probing import probe_networks
 from metabelief.rollout import Trajectory, rollout_population_jit
 from metabelief.tasks.base import PyTree, TaskFamily
@@ -146,7 +147,8 @@ def config_dict(config) -> dict:
 
 
 def probe_trained_and_untrained(evaluation: Evaluation, mlp_steps: int) -> tuple[dict, dict, dict]:
-    """``probe_networks`` on the held-out history, trained vs initial weights.
+    """``probe_networks`` on the held-out history, trained vs initial weights, with the probe
+    controls (``metabelief.experiments.controls``) under ``report["controls"]``.
 
     Returns ``(networks, report, decoded)``.
     """
@@ -158,6 +160,9 @@ def probe_trained_and_untrained(evaluation: Evaluation, mlp_steps: int) -> tuple
         evaluation.history,
         key=evaluation.probe_key,
         mlp_steps=mlp_steps,
+    )
+    report["controls"] = controls.probe_controls(
+        evaluation.family, evaluation.agent, networks, evaluation.history, report["split_sizes"]
     )
     return networks, report, decoded
 
@@ -240,6 +245,85 @@ def probe_table(probe: dict) -> str:
             row("belief features → hidden (linear)", "reverse_", "r2"),
         ]
     )
+
+
+def controls_table(controls: dict, feature_names: Sequence[str] | None = None) -> str:
+    """The probe controls (``metabelief.experiments.controls``) over seeds: held-out R² of hidden →
+    posterior means for the trained and untrained networks beside the input-only baseline (the
+    last k inputs and the time step, no network), pooled and with time partialled out; [hidden,
+    cell]; each belief feature apart (named by ``feature_names``, else their mean and range); and
+    decoding the true task quantity against the Bayes minimum."""
+    names = list(controls["hidden_and_cell"])
+    largest = list(controls["input_only"])[-1]  # "k<lags>", the most recent inputs the largest k
+    columns = [*names, f"input only ({largest[1:]} inputs)"]
+    cell = seeds.format_interval
+
+    def input_only(key):
+        return controls["input_only"][largest][key]
+
+    rows = [["probe controls, held-out R² (over seeds)", *columns]]
+    rows.append(
+        [
+            "hidden → posterior means",
+            *(cell(controls["hidden_and_cell"][n]["hidden"]["r2_posterior_mean"]) for n in names),
+            cell(input_only("r2_posterior_mean")),
+        ]
+    )
+    rows.append(
+        [
+            "  … with time partialled out",
+            *(cell(controls["within_time"][n]["r2_posterior_mean"]) for n in names),
+            cell(controls["within_time"]["input_only"]["r2_posterior_mean"]),
+        ]
+    )
+    rows.append(
+        [
+            "[hidden, cell] → posterior means",
+            *(cell(controls["hidden_and_cell"][n]["hidden_and_cell"]["r2_posterior_mean"]) for n in names),
+            "",
+        ]
+    )
+    per_dimension = {n: controls["per_dimension"][n] for n in names} | {"input": input_only("per_dimension")}
+    if feature_names is not None:
+        for index, feature in enumerate(feature_names):
+            rows.append([f"hidden → {feature}", *(cell(values[index]) for values in per_dimension.values())])
+    else:
+        for label, reduce in (("mean", np.mean), ("lowest", np.min), ("highest", np.max)):
+            rows.append(
+                [
+                    f"hidden → each feature apart: {label}",
+                    *(f"{reduce([v['mean'] for v in values if v['mean'] is not None]):.3f}"
+                      for values in per_dimension.values()),
+                ]
+            )  # fmt: skip
+    truth = controls["truth"]
+    rows.append(
+        [
+            "decoding the truth: fraction of achievable",
+            *(cell(truth["fraction_of_achievable"][n]) for n in [*names, "input_only"]),
+        ]
+    )
+    rows.append(
+        [
+            "  MSE of that decoding",
+            *(cell(truth["mse"][n], ".4f") for n in [*names, "input_only"]),
+        ]
+    )
+    headline = controls["headline"]
+    lines = [
+        output.format_table(rows),
+        f"  Bayes minimum (exact posterior mean) MSE {cell(truth['bayes_minimum'], '.4f')}, "
+        f"prior (no history) MSE {cell(truth['prior'], '.4f')}",
+    ]
+    if headline:
+        lines.append(
+            "  trained − untrained "
+            f"{cell(headline['trained_minus_untrained'], '+.3f')} (within time "
+            f"{cell(headline['within_time_trained_minus_untrained'], '+.3f')}); trained − input only "
+            f"{cell(headline['trained_minus_input_only'], '+.3f')} (within time "
+            f"{cell(headline['within_time_trained_minus_input_only'], '+.3f')})"
+        )
+    return "\n".join(lines)
 
 
 def intervention_table(report: dict) -> str:

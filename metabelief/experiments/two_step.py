@@ -230,6 +230,8 @@ def table(results: dict) -> str:
         "",
         protocol.probe_table(summary["probe"]),
         "",
+        protocol.controls_table(summary["probe"]["controls"], ["P(A rich)"]),
+        "",
         protocol.intervention_table(summary["intervention"]),
     ]
     return "\n".join(lines)

@@ -1,0 +1,493 @@
+"""Controls beside every probe: what would any network, or no network at all, decode from the same histories?
+
+A hidden state that decodes the belief is weak evidence by itself: an untrained LSTM fed the same
+histories decodes most of the bandit posterior, because the recent inputs and the time step already
+carry much of it. ``probe_controls`` reports, on the test tasks of one held-out trajectory:
+
+* per network (e.g. ``trained`` and ``untrained``, each teacher forced on the same history), the
+  R^2 of hidden -> each belief feature on its own (means and uncertainties apart);
+* an input-only baseline: the last ``k`` network inputs and the time step, no network at all;
+* R^2 with time partialled out, for each network and the input-only baseline;
+* ``[hidden, cell]`` beside hidden alone;
+* predictive sufficiency: the MSE of decoding the *true* task quantity against the Bayes minimum
+  (the exact posterior mean, the MSE-optimal predictor given the history) and the prior;
+* the headline differences: trained minus untrained, trained minus input-only.
+
+Every probe is a ridge regression in closed form from sufficient statistics, with the protocol of
+``probes.linear_probe``: fitted on the training tasks for each strength of the grid, the strength
+chosen on the validation tasks, refitted on training + validation tasks, scored on the test tasks.
+R^2 and MSE are ``probes.score_moments`` / ``probes.score_arrays``'s: R^2 pooled over the
+dimensions that vary (``1 - sum of squared errors / total sum of squares``), MSE the mean over
+samples and dimensions.
+
+Time enters a probe as a one-hot of the step t whose coefficients are not penalised. It is fitted
+by Frisch-Waugh-Lovell rather than as 100 more columns: subtract from inputs and targets their
+per-step means over the fitting tasks (the training tasks while choosing the strength, training +
+validation tasks for the refit), ridge-regress the residual targets on the residual inputs, and
+predict ``mean_y(t) + ridge(x - mean_x(t))``. That is exactly ridge regression on ``[x, one-hot(t)]``
+with the time coefficients free, and its linear system has no one-hot columns to condition. The
+same residuals give "within time" scores: R^2 on the test tasks' residuals against the variance of
+those residuals, i.e. of what the time step alone does not explain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from metabelief import probes
+from metabelief.agents.lstm import RecurrentAgent
+from metabelief.rollout import Trajectory, replay_jit, split_lanes
+from metabelief.tasks.base import PyTree, TaskFamily
+
+INPUT_ONLY = "input_only"  # the key of the input-only baseline beside the networks' names
+
+# Probe statistics are float32 matrix products; keep them at full float32 on accelerators whose
+# default float32 matmul rounds inputs to fewer bits (e.g. TF32 on recent NVIDIA GPUs).
+_PRECISION = "highest"
+
+
+def probe_controls(
+    family: TaskFamily,
+    agent: RecurrentAgent,
+    networks: Mapping[str, PyTree],
+    history: Trajectory,
+    sizes: Sequence[int],
+    *,
+    input_lags: Sequence[int] = (1, 5),
+    ridge_grid: Sequence[float] = probes.DEFAULT_RIDGE_GRID,
+) -> dict:
+    """Probes of each network's hidden state for the belief, next to the controls that calibrate them.
+
+    Args:
+      family: the task family ``history`` was recorded on.
+      agent: the recurrent agent's sizes; ``networks`` maps names to its parameters (e.g.
+        ``{"trained": params, "untrained": initial_params}``), each replayed on ``history``.
+      history: the held-out trajectory (arrays ``[T (+ 1), N, ...]``) with exact belief
+        ``features [T, N, F]`` and ``truth [T, N, D]``; the first ``D`` features are the posterior
+        means of the truth.
+      sizes: ``(train, validation, test)`` numbers of task lanes, consecutive blocks of the N.
+      input_lags: the numbers ``k`` of most recent network inputs of the input-only baselines.
+      ridge_grid: candidate relative ridge strengths (see ``probes.fit_ridge``).
+
+    Returns:
+      JSON-ready numbers (``None`` where a score is undefined, e.g. a target that does not vary):
+
+      - ``split_sizes``: ``[train, validation, test]``; ``input_lags``: ``[k, ...]``.
+      - ``per_dimension[name]``: ``[F]`` test R^2 of hidden -> each belief feature, one probe each.
+      - ``input_only["k<k>"]``: ``{"r2", "r2_posterior_mean", "per_dimension": [F]}``, the last k
+        inputs and a one-hot of t -> the belief features (``r2``: all F features, pooled;
+        ``r2_posterior_mean``: the D posterior means).
+      - ``within_time[name]`` and ``within_time["input_only"]`` (the largest k):
+        ``{"r2", "r2_posterior_mean"}`` with time partialled out.
+      - ``hidden_and_cell[name]``: ``{"hidden": {"r2", "r2_posterior_mean"},
+        "hidden_and_cell": {"r2", "r2_posterior_mean"}}``.
+      - ``truth``: ``{"bayes_minimum", "prior", "mse": {name..., "input_only"},
+        "fraction_of_achievable": {name..., "input_only"}}``: test MSE of decoding the truth, the
+        exact posterior mean's MSE, the train-tasks mean's MSE, and
+        ``(prior - mse) / (prior - bayes_minimum)``.
+      - ``headline``: with a network named ``trained``, ``trained_minus_input_only`` and, with one
+        named ``untrained``, ``trained_minus_untrained`` of hidden -> posterior means R^2, and the
+        same two differences ``within_time_...`` with time partialled out.
+    """
+    num_tasks = history.actions.shape[1]
+    sizes = _check_sizes(sizes, num_tasks)
+    lags = _check_lags(input_lags)
+    if not networks:
+        raise ValueError("networks must name at least one parameter set, got none")
+    for name in networks:
+        if not isinstance(name, str) or name == INPUT_ONLY:
+            raise ValueError(f"networks must be named by strings other than {INPUT_ONLY!r}, got {name!r}")
+    _check_targets(history.features, history.truth)
+
+    report = {
+        "split_sizes": list(sizes),
+        "input_lags": list(lags),
+        "per_dimension": {},
+        "input_only": {},
+        "within_time": {},
+        "hidden_and_cell": {},
+        "truth": {},
+        "headline": {},
+    }
+    mse = {}
+    for name, params in networks.items():
+        replayed = replay_jit(family, agent, params, history)
+        scores = network_scores(
+            replayed.hidden, replayed.cell, history.features, history.truth, sizes, ridge_grid=ridge_grid
+        )
+        report["per_dimension"][name] = scores["per_dimension"]
+        report["within_time"][name] = scores["within_time"]
+        report["hidden_and_cell"][name] = {key: scores[key] for key in ("hidden", "hidden_and_cell")}
+        mse[name] = scores["truth_mse"]
+    for lag in lags:  # ascending: the last is the largest k, which also gives the other controls
+        inputs = lagged_inputs(agent, history, lag)
+        baseline, _ = input_only_scores(inputs, history.features, history.truth, sizes, ridge_grid=ridge_grid)
+        report["input_only"][f"k{lag}"] = {
+            key: baseline[key] for key in ("r2", "r2_posterior_mean", "per_dimension")
+        }
+    report["within_time"][INPUT_ONLY] = baseline["within_time"]
+    mse[INPUT_ONLY] = baseline["truth_mse"]
+
+    baselines = truth_baselines(history.features, history.truth, sizes)
+    report["truth"] = baselines | {
+        "mse": mse,
+        "fraction_of_achievable": {
+            name: fraction_of_achievable(value, baselines["prior"], baselines["bayes_minimum"])
+            for name, value in mse.items()
+        },
+    }
+    report["headline"] = _headline(report, f"k{lags[-1]}")
+    return report
+
+
+# ----------------------------------------------------------------------------- representations
+def network_scores(
+    hidden: jax.Array,
+    cell: jax.Array,
+    features: jax.Array,
+    truth: jax.Array,
+    sizes: Sequence[int],
+    *,
+    ridge_grid: Sequence[float] = probes.DEFAULT_RIDGE_GRID,
+) -> dict:
+    """Test scores of one network's states ``hidden``, ``cell`` ``[T, N, H]`` as probe inputs.
+
+    Returns ``{"hidden": {"r2", "r2_posterior_mean"}, "hidden_and_cell": {...},
+    "per_dimension": [F], "within_time": {"r2", "r2_posterior_mean"}, "truth_mse"}``: hidden (or
+    ``[hidden, cell]``) -> all ``F`` belief features (pooled R^2) and -> the ``D`` posterior means;
+    hidden -> each feature with its own probe; hidden -> features with time partialled out; and the
+    test MSE of hidden -> ``truth``.
+    """
+    num_tasks = features.shape[1]
+    sizes = _check_sizes(sizes, num_tasks)
+    _check_targets(features, truth)
+    for name, array in (("hidden", hidden), ("cell", cell)):
+        if array.shape[:2] != features.shape[:2] or array.shape != hidden.shape:
+            raise ValueError(f"{name} must be [T, N, H] like features' [T, N], got {array.shape}")
+        _check_finite(name, array)
+    _check_counts(sizes, features.shape[0], 2 * hidden.shape[-1])
+    with jax.default_matmul_precision(_PRECISION):
+        scores = _network_analysis(hidden, cell, features, truth, sizes, jnp.asarray(ridge_grid, jnp.float32))
+    scores = jax.device_get(scores)
+    pair = lambda prefix: {  # noqa: E731
+        "r2": _number(scores[f"{prefix}r2"]),
+        "r2_posterior_mean": _number(scores[f"{prefix}r2_posterior_mean"]),
+    }
+    return {
+        "hidden": pair(""),
+        "hidden_and_cell": pair("cell_"),
+        "per_dimension": [_number(v) for v in scores["per_dimension"]],
+        "within_time": pair("within_"),
+        "truth_mse": _number(scores["truth_mse"]),
+    }
+
+
+def input_only_scores(
+    inputs: jax.Array,
+    features: jax.Array,
+    truth: jax.Array,
+    sizes: Sequence[int],
+    *,
+    ridge_grid: Sequence[float] = probes.DEFAULT_RIDGE_GRID,
+) -> tuple[dict, jax.Array]:
+    """Test scores of ``inputs [T, N, dx]`` together with a one-hot of the time step as probe inputs.
+
+    Returns:
+      ``(scores, predictions)``: ``scores`` is ``{"r2", "r2_posterior_mean", "per_dimension": [F],
+      "within_time": {"r2", "r2_posterior_mean"}, "truth_mse"}`` (as ``network_scores``'s), and
+      ``predictions`` the probe's belief features on the test tasks, ``[T, n_test, F]``.
+    """
+    sizes = _check_sizes(sizes, features.shape[1])
+    _check_targets(features, truth)
+    if inputs.ndim != 3 or inputs.shape[:2] != features.shape[:2]:
+        raise ValueError(f"inputs must be [T, N, dx] like features' [T, N], got {inputs.shape}")
+    _check_finite("inputs", inputs)
+    _check_counts(sizes, features.shape[0], inputs.shape[-1] + features.shape[0])
+    with jax.default_matmul_precision(_PRECISION):
+        scores, predictions = _input_analysis(
+            inputs, features, truth, sizes, jnp.asarray(ridge_grid, jnp.float32)
+        )
+    scores = jax.device_get(scores)
+    return {
+        "r2": _number(scores["r2"]),
+        "r2_posterior_mean": _number(scores["r2_posterior_mean"]),
+        "per_dimension": [_number(v) for v in scores["per_dimension"]],
+        "within_time": {
+            "r2": _number(scores["within_r2"]),
+            "r2_posterior_mean": _number(scores["within_r2_posterior_mean"]),
+        },
+        "truth_mse": _number(scores["truth_mse"]),
+    }, predictions
+
+
+def lagged_inputs(agent: RecurrentAgent, history: Trajectory, lags: int) -> jax.Array:
+    """The last ``lags`` network inputs at each step, ``float32[T, N, lags * input_size]``.
+
+    Block ``j`` (``j = 0 .. lags - 1``) holds ``agent.inputs`` of step ``t - j`` — the vector the
+    LSTM reads there: ``obs[t - j]``, the action and reward of step ``t - j - 1`` (none before the
+    first) and the time — or zeros when ``t - j < 0``. Block 0 is what the network reads at t.
+    """
+    lags = _check_lags((lags,))[0]
+    num_steps, num_tasks = history.actions.shape
+    prev_actions = jnp.concatenate([jnp.full((1, num_tasks), -1, jnp.int32), history.actions[:-1]])
+    prev_rewards = jnp.concatenate([jnp.zeros((1, num_tasks), jnp.float32), history.rewards[:-1]])
+    steps = jnp.arange(num_steps, dtype=jnp.int32)
+    inputs = jax.vmap(agent.inputs)(history.obs[:-1], prev_actions, prev_rewards, steps)  # [T, N, I]
+    padded = jnp.concatenate([jnp.zeros((lags - 1, *inputs.shape[1:]), inputs.dtype), inputs])
+    blocks = [padded[lags - 1 - lag : lags - 1 - lag + num_steps] for lag in range(lags)]
+    return jnp.concatenate(blocks, axis=-1)
+
+
+# ----------------------------------------------------------------------------- truth
+def truth_baselines(features: jax.Array, truth: jax.Array, sizes: Sequence[int]) -> dict:
+    """``{"bayes_minimum", "prior"}``: test MSE of the exact posterior mean ``features[..., :D]``
+    and of the training tasks' mean of ``truth``, as predictions of ``truth`` ``[T, N, D]``."""
+    sizes = _check_sizes(sizes, features.shape[1])
+    _check_targets(features, truth)
+    num_means = truth.shape[-1]
+    train, _, test = split_lanes(truth.astype(jnp.float32), sizes)
+    posterior_mean = split_lanes(features[..., :num_means].astype(jnp.float32), sizes)[2]
+    prior_mean = train.mean(axis=(0, 1))
+    return {
+        "bayes_minimum": _number(jnp.mean((test - posterior_mean) ** 2)),
+        "prior": _number(jnp.mean((test - prior_mean) ** 2)),
+    }
+
+
+def fraction_of_achievable(
+    mse: float | None, prior: float | None, bayes_minimum: float | None
+) -> float | None:
+    """``(prior - mse) / (prior - bayes_minimum)``: 0 for no information, 1 for the exact posterior
+    mean; ``None`` when a term is undefined or the history can carry no information (no gap)."""
+    if mse is None or prior is None or bayes_minimum is None or not prior > bayes_minimum:
+        return None
+    return float((prior - mse) / (prior - bayes_minimum))
+
+
+# ----------------------------------------------------------------------------- jitted analyses
+@jax.jit(static_argnames=("sizes",))
+def _network_analysis(hidden, cell, features, truth, sizes, ridge_grid) -> dict:
+    size, num_features, num_means = hidden.shape[-1], features.shape[-1], truth.shape[-1]
+    z = jnp.concatenate([hidden, cell, features, truth], axis=-1).astype(jnp.float32)
+    select, refit = _lane_moments(z, sizes)
+    targets = slice(2 * size, 2 * size + num_features + num_means)  # [features, truth]
+    columns = {
+        "features": slice(0, num_features),
+        "means": slice(0, num_means),
+        "truth": slice(num_features, num_features + num_means),
+    }
+    scores = {}
+    for prefix, x in (("cell_", slice(0, 2 * size)), ("", slice(0, size))):
+        probe = _Probe(select, refit, ridge_grid, x, targets)
+        scores[f"{prefix}r2"] = probe.scores(columns["features"])[1].r2
+        scores[f"{prefix}r2_posterior_mean"] = probe.scores(columns["means"])[1].r2
+    scores["per_dimension"] = probe.scores(columns["features"], per_column=True)[1].r2_per_dim
+    scores["truth_mse"] = probe.scores(columns["truth"])[1].mse
+
+    z = jnp.concatenate([hidden, features], axis=-1).astype(jnp.float32)
+    select, refit, _ = _time_moments(z, sizes)
+    probe = _Probe(select, refit, ridge_grid, slice(0, size), slice(size, size + num_features))
+    scores["within_r2"] = probe.scores(columns["features"])[1].r2
+    scores["within_r2_posterior_mean"] = probe.scores(columns["means"])[1].r2
+    return scores
+
+
+@jax.jit(static_argnames=("sizes",))
+def _input_analysis(inputs, features, truth, sizes, ridge_grid) -> tuple[dict, jax.Array]:
+    size, num_features, num_means = inputs.shape[-1], features.shape[-1], truth.shape[-1]
+    z = jnp.concatenate([inputs, features, truth], axis=-1).astype(jnp.float32)
+    select, refit, fit_means = _time_moments(z, sizes)
+    num_fit = sizes[0] + sizes[1]
+    test = z[:, num_fit:]
+    test_residuals = test - fit_means
+    x = slice(0, size)
+    probe = _Probe(select, refit, ridge_grid, x, slice(size, size + num_features + num_means))
+
+    def fit(columns: slice, per_column: bool = False):
+        """(pooled test scores, within-time test scores, test predictions) of the target ``columns``
+        on ``[inputs, one-hot t]``."""
+        linear, within = probe.scores(columns, per_column)
+        y = slice(size + columns.start, size + columns.stop)
+        predictions = fit_means[..., y] + probes.predict(linear, test_residuals[..., x])
+        return probes.score_arrays(predictions, test[..., y]), within, predictions
+
+    features_columns, means_columns = slice(0, num_features), slice(0, num_means)
+    pooled, within, predictions = fit(features_columns)
+    pooled_means, within_means, _ = fit(means_columns)
+    scores = {
+        "r2": pooled.r2,
+        "r2_posterior_mean": pooled_means.r2,
+        "per_dimension": fit(features_columns, per_column=True)[0].r2_per_dim,
+        "within_r2": within.r2,
+        "within_r2_posterior_mean": within_means.r2,
+        "truth_mse": fit(slice(num_features, num_features + num_means))[0].mse,
+    }
+    return scores, predictions
+
+
+class _Probe:
+    """``probes.linear_probe``'s protocol for targets ``z[y]`` on inputs ``z[x]``, given statistics
+    ``select`` = (train, validation) and ``refit`` = (train + validation, test), stacked ``[2, ...]``.
+
+    The ridge solutions for every strength of the grid are computed once for all target columns
+    (a ridge regression fits each column on its own); ``scores`` then selects a strength for any
+    subset of the columns, as ``linear_probe`` would have for that subset alone.
+    """
+
+    def __init__(self, select, refit, ridge_grid, x: slice, y: slice):
+        self.train, self.validation, self.fit, self.test = (
+            jax.tree.map(lambda leaf, i=i: leaf[i], stats) for stats in (select, refit) for i in (0, 1)
+        )
+        self.x, self.y = x, y
+        weights = lambda moments: jax.vmap(lambda r: probes.fit_ridge(moments, x, y, r).weights)(ridge_grid)  # noqa: E731
+        self.train_weights, self.fit_weights = weights(self.train), weights(self.fit)  # [R, dx, dy] each
+
+    def scores(
+        self, columns: slice, per_column: bool = False
+    ) -> tuple[probes.LinearProbe, probes.ProbeScores]:
+        """The probe of target ``columns`` (a slice of ``z[y]``'s) refitted with the strength chosen
+        on validation (by pooled R^2, or for each column on its own when ``per_column``), and its
+        test scores."""
+        x, y = self.x, slice(self.y.start + columns.start, self.y.start + columns.stop)
+
+        def validate(weights):
+            probe = probes.LinearProbe(
+                weights=weights, bias=self.train.mean[y] - self.train.mean[x] @ weights
+            )
+            return probes.score_moments(probe, self.validation, x, y)
+
+        candidates = jax.vmap(validate)(self.train_weights[..., columns])
+        weights = self.fit_weights[..., columns]  # [R, dx, dy]
+        if per_column:
+            r2 = jnp.where(jnp.isnan(candidates.r2_per_dim), -jnp.inf, candidates.r2_per_dim)  # [R, dy]
+            chosen = jnp.take_along_axis(weights, jnp.argmax(r2, axis=0)[None, None, :], axis=0)[0]
+        else:
+            chosen = weights[jnp.nanargmax(candidates.r2)]  # as linear_probe (the last when all are NaN)
+        probe = probes.LinearProbe(weights=chosen, bias=self.fit.mean[y] - self.fit.mean[x] @ chosen)
+        return probe, probes.score_moments(probe, self.test, x, y)
+
+
+def _lane_moments(z: jax.Array, sizes: tuple[int, int, int]) -> tuple[probes.Moments, probes.Moments]:
+    """``(select, refit)`` statistics of the rows of ``z [T, N, d]`` in each block of lanes."""
+    train, validation, test = (probes.moments_of(_rows(block)) for block in split_lanes(z, sizes))
+    return _stack(train, validation), _stack(probes.merge(train, validation), test)
+
+
+def _time_moments(
+    z: jax.Array, sizes: tuple[int, int, int]
+) -> tuple[probes.Moments, probes.Moments, jax.Array]:
+    """``(select, refit, fit_means)``: ``_lane_moments`` of ``z`` less its per-step means over the
+    fitting lanes (training lanes for ``select``, training + validation lanes for ``refit``);
+    ``fit_means [T, 1, d]`` are the latter."""
+    num_train, num_fit = sizes[0], sizes[0] + sizes[1]
+    train_means, fit_means = time_means(z, num_train), time_means(z, num_fit)
+    blocks = (
+        z[:, :num_train] - train_means,
+        z[:, num_train:num_fit] - train_means,
+        z[:, :num_fit] - fit_means,
+        z[:, num_fit:] - fit_means,
+    )
+    train, validation, fit, test = (probes.moments_of(_rows(block)) for block in blocks)
+    return _stack(train, validation), _stack(fit, test), fit_means
+
+
+def time_means(z: jax.Array, num_lanes: int) -> jax.Array:
+    """Per-step means of ``z [T, N, d]`` over its first ``num_lanes`` lanes, ``[T, 1, d]``.
+
+    Taken about the first lane's value, so a quantity that is the same in every lane at a step (the
+    prior at t = 0, a function of time alone) has a residual of exactly 0, not a float32 rounding
+    error that would count as variance left to explain.
+    """
+    reference = z[:, :1]
+    return reference + (z[:, :num_lanes] - reference).mean(axis=1, keepdims=True)
+
+
+def _rows(array: jax.Array) -> jax.Array:
+    return array.reshape(-1, array.shape[-1])
+
+
+def _stack(*moments: probes.Moments) -> probes.Moments:
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *moments)
+
+
+# ----------------------------------------------------------------------------- reporting
+def _headline(report: dict, largest: str) -> dict:
+    names = report["hidden_and_cell"]
+    if "trained" not in names:
+        return {}
+    pooled = {name: report["hidden_and_cell"][name]["hidden"]["r2_posterior_mean"] for name in names}
+    pooled[INPUT_ONLY] = report["input_only"][largest]["r2_posterior_mean"]
+    within = {name: scores["r2_posterior_mean"] for name, scores in report["within_time"].items()}
+    headline = {}
+    for other in ("untrained", INPUT_ONLY):
+        if other in pooled:
+            headline[f"trained_minus_{other}"] = _difference(pooled["trained"], pooled[other])
+            headline[f"within_time_trained_minus_{other}"] = _difference(within["trained"], within[other])
+    return headline
+
+
+def _difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else float(a - b)
+
+
+def _number(value) -> float | None:
+    value = float(value)
+    return None if np.isnan(value) else value
+
+
+# ----------------------------------------------------------------------------- validation
+def _check_sizes(sizes: Sequence[int], num_tasks: int) -> tuple[int, int, int]:
+    try:
+        sizes = tuple(int(size) for size in sizes)
+    except (TypeError, ValueError):
+        raise ValueError(f"sizes must be three numbers of tasks, got {sizes!r}") from None
+    if len(sizes) != 3 or min(sizes) < 1 or sum(sizes) != num_tasks:
+        raise ValueError(
+            f"sizes must be (train, validation, test) numbers of tasks, each at least 1, adding up "
+            f"to the {num_tasks} tasks, got {sizes}"
+        )
+    return sizes
+
+
+def _check_lags(lags: Sequence[int]) -> tuple[int, ...]:
+    if isinstance(lags, (str, bytes)) or not np.iterable(lags) or len(lags) == 0:
+        raise ValueError(f"input_lags must be a non-empty sequence of positive integers, got {lags!r}")
+    checked = []
+    for lag in lags:
+        if isinstance(lag, bool) or not isinstance(lag, (int, np.integer)) or lag < 1:
+            raise ValueError(f"input_lags must be positive integers, got {lags!r}")
+        checked.append(int(lag))
+    if len(set(checked)) != len(checked):
+        raise ValueError(f"input_lags must be distinct, got {lags!r}")
+    return tuple(sorted(checked))
+
+
+def _check_targets(features: jax.Array, truth: jax.Array) -> None:
+    if features.ndim != 3 or truth.ndim != 3 or features.shape[:2] != truth.shape[:2]:
+        raise ValueError(
+            f"features and truth must be [T, N, F] and [T, N, D], got {features.shape} and {truth.shape}"
+        )
+    if not 1 <= truth.shape[-1] <= features.shape[-1]:
+        raise ValueError(
+            f"truth must have 1 to F = {features.shape[-1]} dimensions (the first features are its "
+            f"posterior means), got {truth.shape[-1]}"
+        )
+    _check_finite("features", features)
+    _check_finite("truth", truth)
+
+
+def _check_finite(name: str, array: jax.Array) -> None:
+    if not bool(jnp.isfinite(array).all()):
+        raise ValueError(f"probe inputs contain NaN or inf ({name})")
+
+
+def _check_counts(sizes: tuple[int, int, int], num_steps: int, num_inputs: int) -> None:
+    fewest = min(sizes) * num_steps
+    if fewest < num_inputs + 2:
+        raise ValueError(
+            f"too few samples for a probe: a split has {fewest}, needs at least {num_inputs + 2}"
+        )
