@@ -47,6 +47,17 @@ def test_run_bandit_quick_writes_results_plots_and_agent(tmp_path, capsys):
             assert {"r2", "r2_per_dim", "mse"} <= set(entry["probe"][name])
             assert -1.0 < entry["probe"][name]["r2"] <= 1.0
         assert len(entry["probe"]["trained"]["r2_per_dim"]) == 4  # means and stds of 2 arms
+        controls = entry["probe"]["controls"]
+        assert (
+            len(controls["per_dimension"]["untrained"])
+            == len(controls["input_only"]["k5"]["per_dimension"])
+            == 4
+        )
+        assert set(controls["within_time"]) == {"trained", "untrained", "input_only"}
+        # The exact posterior mean is the best predictor of the truth: no probe beats it by much.
+        truth = controls["truth"]
+        assert truth["bayes_minimum"] < truth["prior"]
+        assert min(truth["mse"].values()) > 0.9 * truth["bayes_minimum"]
     # Distinct agents: different initialisations give different untrained probes.
     assert len({entry["probe"]["untrained"]["r2"] for entry in results["seeds"]}) == 3
     # Each entry is its own seed's: agent i, loaded alone, earns that entry's return on the
@@ -124,9 +135,11 @@ def test_run_gridworld_quick_writes_results_and_the_goal_belief_plot(tmp_path, c
         assert set(entry["return"]) == {"agent", "random", "belief_greedy"}
         assert entry["return"]["belief_greedy"] > 5 * entry["return"]["random"]
         assert len(entry["probe"]["trained"]["r2_per_dim"]) == 24  # one per candidate goal
+        assert len(entry["probe"]["controls"]["per_dimension"]["trained"]) == 24
     for plot in ("learning_curve.png", "goal_belief.png", "probe_r2_by_time.png"):
         assert (out_dir / plot).read_bytes().startswith(b"\x89PNG")
-    assert "belief-greedy explorer" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "belief-greedy explorer" in out and "each feature apart" in out
 
 
 def test_run_two_step_quick_writes_stay_probabilities_for_every_agent(tmp_path, capsys):
