@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 import metabelief
+from metabelief import probes
 from metabelief.agents.lstm import agent_for
 from metabelief.analysis import intervention
 from metabelief.experiments.probing import split_sizes
-from metabelief.rollout import replay_jit, rollout, split_lanes
+from metabelief.rollout import lane_moments, replay_jit, rollout, split_lanes
 from metabelief.testing import sample_tasks
 
 NUM_TASKS, HORIZON, HIDDEN = 64, 12, 8
@@ -253,7 +254,7 @@ def test_trained_vs_untrained_report_is_complete_finite_and_belief_greedy_is_mon
     keys = {
         "target", "deltas", "agent", "agent_next_step", "belief_greedy", "fraction_of_bayes",
         "fraction_of_bayes_next_step", "read_out_r2", "read_out_r2_target", "ridge",
-        "read_out_per_unit_shift", "shift_norm", "hidden_norm", "num_steps", "num_steps_next",
+        "read_out_per_unit_shift", "shift_norm", "hidden_norm", "num_steps", "num_steps_next", "encoding",
     }  # fmt: skip
     assert set(report) == {"trained", "untrained"}
     for result in report.values():
@@ -294,6 +295,31 @@ def test_bad_arguments_raise_value_errors(bandit, two_step):
         intervention.bandit_arm_target(family, arm=2)
 
 
+def test_encoding_direction_is_the_regression_of_hidden_on_the_posterior_means(bandit):
+    """Row d of the ridge regression hidden ~ 1 + means on the train and validation lanes, in NumPy
+    float64 with the strength the probe chose: (S_mm + ridge * tr(S_mm) / D * I)^-1 S_mh."""
+    family, agent, params, history = bandit
+    replayed = replay_jit(family, agent, params, history)
+    got = intervention.encoding_direction(agent, replayed, SIZES, num_means=2, dimension=0)
+
+    moments = lane_moments(replayed.hidden, replayed.features, SIZES)
+    means_block = slice(HIDDEN, HIDDEN + 2)
+    ridge = probes.linear_probe(moments, means_block, slice(0, HIDDEN)).ridge
+    fit_lanes = slice(0, SIZES[0] + SIZES[1])
+    means = np.asarray(replayed.features[:, fit_lanes, :2], np.float64).reshape(-1, 2)
+    hidden = np.asarray(replayed.hidden[:, fit_lanes], np.float64).reshape(-1, HIDDEN)
+    means, hidden = means - means.mean(0), hidden - hidden.mean(0)
+    scatter = means.T @ means
+    coefficients = np.linalg.solve(scatter + ridge * np.trace(scatter) / 2 * np.eye(2), means.T @ hidden)
+    np.testing.assert_allclose(got, coefficients[0], rtol=1e-3, atol=1e-4 * np.abs(coefficients[0]).max())
+
+    report = intervention.dose_response(
+        family, agent, {"net": params}, history, SIZES, target=intervention.bandit_arm_target(family)
+    )["net"]["encoding"]
+    assert report["shift_norm"] == pytest.approx(np.linalg.norm(got), rel=1e-5)
+    assert len(report["agent"]) == len(intervention.DEFAULT_DELTAS)
+
+
 def test_plot_draws_every_seed_and_network(tmp_path):
     from metabelief.experiments import plots
 
@@ -307,6 +333,11 @@ def test_plot_draws_every_seed_and_network(tmp_path):
             "agent_next_step": [-scale / 2, 0.0, None],
             "belief_greedy": [-0.3, 0.0, 0.3],
             "fraction_of_bayes": scale / 0.3,
+            "encoding": {
+                "agent": [-2 * scale, 0.0, 2 * scale],
+                "agent_next_step": [-scale, 0.0, scale],
+                "fraction_of_bayes": 2 * scale / 0.3,
+            },
         }
 
     per_seed = [

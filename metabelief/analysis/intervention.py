@@ -16,6 +16,11 @@ agent's policy is compared with what the belief policy does under the same chang
    ``W^T``, the directions the read-out cannot see). ``u`` is computed once per network on the
    host in float64 (``numpy.linalg.pinv`` of ``W^T``; ``W`` is tiny). When ``W`` has full column
    rank (``D <= H`` and the read-outs are linearly independent) ``W^T u = e_d`` holds exactly.
+   **Encoding direction.** The minimum-norm shift is the smallest push the read-out can see; it
+   need not be a direction the network ever moves in. The second push follows ordinary activity:
+   ``u_enc`` = row ``d`` of the ridge regression posterior means -> hidden (``encoding_direction``),
+   how the hidden state moves on average per unit of mean ``d`` with the other means fixed. Its
+   responses are reported under ``"encoding"`` with the read-out's view of it (``W^T u_enc``).
 3. **Agent response.** On the TEST lanes, at every counted decision (``target.decisions``), with
    ``h`` the replayed hidden state and ``c`` the cell:
 
@@ -228,7 +233,9 @@ def dose_response(
       and ``read_out_r2_target`` (dimension d), ``ridge``, ``read_out_per_unit_shift`` (``W^T u``,
       ``e_d`` when the shift is exact), ``shift_norm`` (``||u||``), ``hidden_norm`` (mean
       ``||h||`` on the counted test steps), ``num_steps`` and ``num_steps_next`` (test steps
-      averaged over).
+      averaged over); ``encoding``: ``agent``, ``agent_next_step``, ``fraction_of_bayes``,
+      ``fraction_of_bayes_next_step``, ``read_out_per_unit_shift`` and ``shift_norm`` for the push
+      along ``encoding_direction``.
     """
     sizes = tuple(int(size) for size in sizes)
     num_tasks, num_steps = history.actions.shape[1], history.actions.shape[0]
@@ -285,6 +292,22 @@ def dose_response(
             deltas_jax,
         )
         now, after = np.asarray(now, np.float64), np.asarray(after, np.float64)
+        encoding = encoding_direction(agent, replayed, sizes, num_means, target.feature)
+        enc_now, enc_after = (
+            np.asarray(x, np.float64)
+            for x in _agent_response(
+                agent,
+                target.action,
+                params,
+                hidden,
+                cell,
+                next_inputs,
+                mask,
+                next_mask,
+                jnp.asarray(encoding, jnp.float32),
+                deltas_jax,
+            )
+        )
         hidden_norm = _masked_mean(jnp.linalg.norm(hidden, axis=-1), mask)
         scores = read_out.test.to_dict()
         report[name] = {
@@ -303,8 +326,29 @@ def dose_response(
             "hidden_norm": float(hidden_norm),
             "num_steps": int(mask.sum()),
             "num_steps_next": int(next_mask.sum()),
+            "encoding": {
+                "agent": _floats(enc_now),
+                "agent_next_step": _floats(enc_after),
+                "fraction_of_bayes": fraction_of_bayes(enc_now, greedy),
+                "fraction_of_bayes_next_step": fraction_of_bayes(enc_after, greedy),
+                "read_out_per_unit_shift": _floats(weights.T @ encoding),
+                "shift_norm": float(np.linalg.norm(encoding)),
+            },
         }
     return report
+
+
+def encoding_direction(
+    agent: RecurrentAgent, replayed: Trajectory, sizes: tuple[int, int, int], num_means: int, dimension: int
+) -> np.ndarray:
+    """``[H]``: how the hidden state moves, on average, per unit of posterior mean ``dimension`` with
+    the other means held fixed: row ``dimension`` of the ridge regression posterior means -> hidden
+    (fitted on the train and validation lanes). The direction ordinary activity takes when the
+    belief changes, where the minimum-norm shift is the smallest push the read-out can see."""
+    moments = lane_moments(replayed.hidden, replayed.features, sizes)
+    hidden = slice(0, agent.hidden_size)
+    means = slice(agent.hidden_size, agent.hidden_size + num_means)
+    return np.asarray(probes.linear_probe(moments, means, hidden).probe.weights[dimension], np.float64)
 
 
 def fraction_of_bayes(agent: Sequence[float], bayes: Sequence[float]) -> float | None:

@@ -226,49 +226,70 @@ def failure_summary(
 
 def intervention(path: pathlib.Path, per_seed: list[dict[str, dict]], title: str | None = None) -> None:
     """The belief intervention's dose-response: change of P(target action) against the shift of the
-    decoded belief, one panel. The first network (e.g. ``trained``) solid, each seed thin and the
-    mean over seeds bold, with its next-step response dotted; other networks (e.g. ``untrained``)
-    dashed; the belief-greedy policy's response to the same shift of the exact belief in black.
+    belief, two panels: the hidden state pushed by the read-out's minimum-norm shift (left) and
+    along the encoding direction, the way it moves with the belief (right). The first network (e.g.
+    ``trained``) solid, each seed thin and the mean over seeds bold, with its next-step response
+    dotted; other networks (e.g. ``untrained``) dashed; the belief-greedy policy's response to the
+    same shift of the exact belief in black.
 
     Args:
       per_seed: one ``metabelief.analysis.intervention.dose_response`` report per seed
-        (``{network: {"deltas", "agent", "agent_next_step", "belief_greedy", ...}}``).
-      title: the panel's title; by default the target's name.
+        (``{network: {"deltas", "agent", "agent_next_step", "belief_greedy", "encoding", ...}}``).
+      title: the figure's title; by default the target's name.
     """
+    figure, (minimum_norm, encoding) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    first = next(iter(per_seed[0].values()))
+    _intervention_panel(minimum_norm, per_seed, lambda result: result, "minimum-norm shift (read-out)")
+    _intervention_panel(encoding, per_seed, lambda result: result["encoding"], "encoding direction")
+    minimum_norm.set_ylabel("change in P(target action)")
+    figure.suptitle(title or first.get("target", "belief intervention"))
+    save(figure, path)
 
-    def curve(result: dict, key: str) -> np.ndarray:
-        return np.array([np.nan if v is None else v for v in result[key]], dtype=float)
+
+def _intervention_panel(axes, per_seed: list[dict[str, dict]], shifted, label: str) -> None:
+    """One panel of ``intervention``: ``shifted(result)`` holds the agent's curves of one direction."""
+
+    def curve(values) -> np.ndarray:
+        return np.array([np.nan if v is None else v for v in values], dtype=float)
 
     def mean_over_seeds(curves: np.ndarray) -> np.ndarray:
         defined = np.isfinite(curves).sum(axis=0)
         return np.where(defined > 0, np.nansum(curves, axis=0) / np.maximum(defined, 1), np.nan)
 
-    figure, axes = plt.subplots(figsize=(6, 4.5))
     names = list(per_seed[0])
-    first = per_seed[0][names[0]]
-    deltas = np.asarray(first["deltas"], dtype=float)
+    deltas = np.asarray(per_seed[0][names[0]]["deltas"], dtype=float)
     axes.axhline(0.0, color="gray", linewidth=0.8)
     axes.axvline(0.0, color="gray", linewidth=0.8)
     for index, (name, colour) in enumerate(zip(names, ("tab:blue", "tab:orange", "tab:green"), strict=False)):
         style = "-" if index == 0 else "--"
-        agent = np.stack([curve(seed[name], "agent") for seed in per_seed])
+        agent = np.stack([curve(shifted(seed[name])["agent"]) for seed in per_seed])
         for seed_curve in agent:
             axes.plot(deltas, seed_curve, style, color=colour, linewidth=0.5, alpha=0.35)
-        slopes = [seed[name]["fraction_of_bayes"] for seed in per_seed]
+        slopes = [shifted(seed[name])["fraction_of_bayes"] for seed in per_seed]
         slopes = [s for s in slopes if s is not None]
         slope = f", slope {np.mean(slopes):.2f} × belief-greedy" if slopes else ""
-        label = f"{name}: policy head at h + Δh ({len(per_seed)} seeds{slope})"
-        axes.plot(deltas, mean_over_seeds(agent), style, color=colour, linewidth=1.8, marker="o", label=label)
+        axes.plot(
+            deltas,
+            mean_over_seeds(agent),
+            style,
+            color=colour,
+            linewidth=1.8,
+            marker="o",
+            label=f"{name}: policy head at h + Δh ({len(per_seed)} seeds{slope})",
+        )
         if index == 0:
-            after = mean_over_seeds(np.stack([curve(seed[name], "agent_next_step") for seed in per_seed]))
-            axes.plot(deltas, after, ":", color=colour, linewidth=1.5, label=f"{name}: one LSTM step later")
-    greedy = mean_over_seeds(np.stack([curve(seed[names[0]], "belief_greedy") for seed in per_seed]))
-    label = "belief-greedy, exact belief + δ"
-    axes.plot(deltas, greedy, color="black", linewidth=1.5, marker="s", label=label)
-    axes.set(
-        xlabel="shift δ of the belief (decoded for the network, exact for belief-greedy)",
-        ylabel="change in P(target action)",
-        title=title or first.get("target", "belief intervention"),
+            after = np.stack([curve(shifted(seed[name])["agent_next_step"]) for seed in per_seed])
+            axes.plot(
+                deltas,
+                mean_over_seeds(after),
+                ":",
+                color=colour,
+                linewidth=1.5,
+                label=f"{name}: one LSTM step later",
+            )
+    greedy = mean_over_seeds(np.stack([curve(seed[names[0]]["belief_greedy"]) for seed in per_seed]))
+    axes.plot(
+        deltas, greedy, color="black", linewidth=1.5, marker="s", label="belief-greedy, exact belief + δ"
     )
+    axes.set(xlabel="shift δ of the belief (decoded for the network, exact for belief-greedy)", title=label)
     axes.legend(fontsize="x-small", loc="upper left")
-    save(figure, path)

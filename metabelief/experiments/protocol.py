@@ -329,25 +329,37 @@ def controls_table(controls: dict, feature_names: Sequence[str] | None = None) -
 def intervention_table(report: dict) -> str:
     """The causal test (``metabelief.analysis.intervention``) over seeds: how much of the
     belief-greedy policy's response to a shift of the belief the network shows when its hidden
-    state is pushed along the read-out's direction by the same amount (least-squares slope over
-    the shifts: 1 = as the belief policy, 0 = none), now and at the next step."""
+    state is pushed by the same amount of decoded belief (least-squares slope over the shifts:
+    1 = as the belief policy, 0 = none), now and at the next step; pushed by the read-out's
+    minimum-norm shift, and along the encoding direction (how the state moves with the belief)."""
     names = list(report)
     rows = [["intervention (held-out)", *names]]
-    for label, key, spec in (
-        ("fraction of the belief-greedy response", "fraction_of_bayes", ".2f"),
-        ("  … at the next step", "fraction_of_bayes_next_step", ".2f"),
-        ("read-out R² (its direction)", "read_out_r2_target", ".3f"),
-        ("‖shift‖ per unit δ / mean ‖hidden‖", None, ".3f"),
-    ):
-        if key is None:
-            cells = [
-                f"{report[name]['shift_norm']['mean']:.3f} / {report[name]['hidden_norm']['mean']:.2f}"
-                for name in names
-            ]
-        else:
-            cells = [seeds.format_interval(report[name][key], spec) for name in names]
-        rows.append([label, *cells])
+    for direction, label in (("minimum_norm", "minimum-norm shift"), ("encoding", "encoding direction")):
+        for key, description in (
+            ("fraction_of_bayes", "fraction of the belief-greedy response"),
+            ("fraction_of_bayes_next_step", "  … at the next step"),
+        ):
+            cells = [seeds.format_interval(_direction(report[name], direction)[key], ".2f") for name in names]
+            rows.append([f"{label}: {description}", *cells])
+        cells = [
+            f"{_direction(report[name], direction)['shift_norm']['mean']:.2f} / "
+            f"{report[name]['hidden_norm']['mean']:.2f}"
+            for name in names
+        ]
+        rows.append([f"{label}: ‖shift‖ per unit δ / mean ‖hidden‖", *cells])
+    rows.append(
+        [
+            "read-out R² (the shifted belief)",
+            *(seeds.format_interval(report[n]["read_out_r2_target"]) for n in names),
+        ]
+    )
     return output.format_table(rows)
+
+
+def _direction(result: dict, direction: str) -> dict:
+    """A network's intervention figures along ``direction``: the minimum-norm shift's are at the top
+    level of its result, the encoding direction's under ``"encoding"``."""
+    return result["encoding"] if direction == "encoding" else result
 
 
 def header(results: dict, description: str) -> str:
