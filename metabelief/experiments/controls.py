@@ -1,8 +1,8 @@
 """Controls beside every probe: what would any network, or no network at all, decode from the same histories?
 
 A hidden state that decodes the belief is weak evidence by itself: an untrained LSTM fed the same
-histories decodes most of the bandit posterior, because the recent inputs and the time step already
-carry much of it. ``probe_controls`` reports, on the test tasks of one held-out trajectory:
+histories decodes much of the bandit posterior too. ``probe_controls`` reports, on the test tasks of
+one held-out trajectory:
 
 * per network (e.g. ``trained`` and ``untrained``, each teacher forced on the same history), the
   R^2 of hidden -> each belief feature on its own (means and uncertainties apart);
@@ -171,7 +171,9 @@ def network_scores(
         _check_finite(name, array)
     _check_counts(sizes, features.shape[0], 2 * hidden.shape[-1])
     with jax.default_matmul_precision(_PRECISION):
-        scores = _network_analysis(hidden, cell, features, truth, sizes, jnp.asarray(ridge_grid, jnp.float32))
+        raw, within = _network_moments(hidden, cell, features, truth, sizes)
+        shapes = dict(size=hidden.shape[-1], num_features=features.shape[-1], num_means=truth.shape[-1])
+        scores = _network_probes(raw, within, jnp.asarray(ridge_grid, jnp.float32), **shapes)
     scores = jax.device_get(scores)
     pair = lambda prefix: {  # noqa: E731
         "r2": _number(scores[f"{prefix}r2"]),
@@ -208,10 +210,11 @@ def input_only_scores(
     _check_finite("inputs", inputs)
     _check_counts(sizes, features.shape[0], inputs.shape[-1] + features.shape[0])
     with jax.default_matmul_precision(_PRECISION):
-        scores, predictions = _input_analysis(
-            inputs, features, truth, sizes, jnp.asarray(ridge_grid, jnp.float32)
-        )
-    scores = jax.device_get(scores)
+        select, refit, fit_means = _input_moments(inputs, features, truth, sizes)
+        shapes = dict(size=inputs.shape[-1], num_features=features.shape[-1], num_means=truth.shape[-1])
+        linear, within = _input_probes(select, refit, jnp.asarray(ridge_grid, jnp.float32), **shapes)
+        pooled, predictions = _input_predictions(inputs, features, truth, fit_means, linear, sizes)
+    scores = jax.device_get(pooled | {f"within_{key}": value for key, value in within.items()})
     return {
         "r2": _number(scores["r2"]),
         "r2_posterior_mean": _number(scores["r2_posterior_mean"]),
@@ -269,64 +272,80 @@ def fraction_of_achievable(
 
 
 # ----------------------------------------------------------------------------- jitted analyses
+# The statistics (large matrix products over all samples) and predictions run as jitted programs;
+# the probes on the statistics run as small programs, each batched ridge solve in one of its own.
+# XLA's CPU runtime (jax 0.10.2, 2 cores) wedges a program holding a dozen independent batched
+# LAPACK solves of ~100 x 100 systems (every worker thread idle, the result never ready), so solves
+# are never gathered into one program, nor left in flight together.
 @jax.jit(static_argnames=("sizes",))
-def _network_analysis(hidden, cell, features, truth, sizes, ridge_grid) -> dict:
-    size, num_features, num_means = hidden.shape[-1], features.shape[-1], truth.shape[-1]
-    z = jnp.concatenate([hidden, cell, features, truth], axis=-1).astype(jnp.float32)
-    select, refit = _lane_moments(z, sizes)
-    targets = slice(2 * size, 2 * size + num_features + num_means)  # [features, truth]
-    columns = {
-        "features": slice(0, num_features),
-        "means": slice(0, num_means),
-        "truth": slice(num_features, num_features + num_means),
-    }
-    scores = {}
-    for prefix, x in (("cell_", slice(0, 2 * size)), ("", slice(0, size))):
-        probe = _Probe(select, refit, ridge_grid, x, targets)
-        scores[f"{prefix}r2"] = probe.scores(columns["features"])[1].r2
-        scores[f"{prefix}r2_posterior_mean"] = probe.scores(columns["means"])[1].r2
-    scores["per_dimension"] = probe.scores(columns["features"], per_column=True)[1].r2_per_dim
-    scores["truth_mse"] = probe.scores(columns["truth"])[1].mse
+def _network_moments(hidden, cell, features, truth, sizes):
+    """``(raw, within)``: (select, refit) statistics of ``[hidden, cell, features, truth]`` per block
+    of lanes, and of ``[hidden, features]`` less their per-step means."""
+    raw = _lane_moments(jnp.concatenate([hidden, cell, features, truth], axis=-1).astype(jnp.float32), sizes)
+    within = _time_moments(jnp.concatenate([hidden, features], axis=-1).astype(jnp.float32), sizes)[:2]
+    return raw, within
 
-    z = jnp.concatenate([hidden, features], axis=-1).astype(jnp.float32)
-    select, refit, _ = _time_moments(z, sizes)
-    probe = _Probe(select, refit, ridge_grid, slice(0, size), slice(size, size + num_features))
-    scores["within_r2"] = probe.scores(columns["features"])[1].r2
-    scores["within_r2_posterior_mean"] = probe.scores(columns["means"])[1].r2
+
+def _network_probes(raw, within, ridge_grid, size, num_features, num_means) -> dict:
+    targets = slice(2 * size, 2 * size + num_features + num_means)  # [features, truth]
+    features, means = slice(0, num_features), slice(0, num_means)
+    scores = {}
+    hidden = _Probe(*raw, ridge_grid, slice(0, size), targets)
+    for prefix, probe in (("", hidden), ("cell_", _Probe(*raw, ridge_grid, slice(0, 2 * size), targets))):
+        scores[f"{prefix}r2"] = probe.scores(features)[1].r2
+        scores[f"{prefix}r2_posterior_mean"] = probe.scores(means)[1].r2
+    scores["per_dimension"] = hidden.scores(features, per_column=True)[1].r2_per_dim
+    scores["truth_mse"] = hidden.scores(slice(num_features, num_features + num_means))[1].mse
+    probe = _Probe(*within, ridge_grid, slice(0, size), slice(size, size + num_features))
+    scores["within_r2"] = probe.scores(features)[1].r2
+    scores["within_r2_posterior_mean"] = probe.scores(means)[1].r2
     return scores
 
 
 @jax.jit(static_argnames=("sizes",))
-def _input_analysis(inputs, features, truth, sizes, ridge_grid) -> tuple[dict, jax.Array]:
-    size, num_features, num_means = inputs.shape[-1], features.shape[-1], truth.shape[-1]
-    z = jnp.concatenate([inputs, features, truth], axis=-1).astype(jnp.float32)
-    select, refit, fit_means = _time_moments(z, sizes)
-    num_fit = sizes[0] + sizes[1]
-    test = z[:, num_fit:]
-    test_residuals = test - fit_means
-    x = slice(0, size)
-    probe = _Probe(select, refit, ridge_grid, x, slice(size, size + num_features + num_means))
+def _input_moments(inputs, features, truth, sizes):
+    """``(select, refit, fit_means)`` of ``[inputs, features, truth]`` less their per-step means."""
+    return _time_moments(jnp.concatenate([inputs, features, truth], axis=-1).astype(jnp.float32), sizes)
 
-    def fit(columns: slice, per_column: bool = False):
-        """(pooled test scores, within-time test scores, test predictions) of the target ``columns``
-        on ``[inputs, one-hot t]``."""
-        linear, within = probe.scores(columns, per_column)
-        y = slice(size + columns.start, size + columns.stop)
-        predictions = fit_means[..., y] + probes.predict(linear, test_residuals[..., x])
-        return probes.score_arrays(predictions, test[..., y]), within, predictions
 
-    features_columns, means_columns = slice(0, num_features), slice(0, num_means)
-    pooled, within, predictions = fit(features_columns)
-    pooled_means, within_means, _ = fit(means_columns)
-    scores = {
-        "r2": pooled.r2,
-        "r2_posterior_mean": pooled_means.r2,
-        "per_dimension": fit(features_columns, per_column=True)[0].r2_per_dim,
-        "within_r2": within.r2,
-        "within_r2_posterior_mean": within_means.r2,
-        "truth_mse": fit(slice(num_features, num_features + num_means))[0].mse,
+def _input_probes(select, refit, ridge_grid, size, num_features, num_means) -> tuple[dict, dict]:
+    """``(linear, within)``: probes of the features, the means, each feature alone (``columns``) and
+    the truth on the residual inputs, and the within-time scores of the first two."""
+    probe = _Probe(select, refit, ridge_grid, slice(0, size), slice(size, size + num_features + num_means))
+    features, means = slice(0, num_features), slice(0, num_means)
+    linear_features, within_features = probe.scores(features)
+    linear_means, within_means = probe.scores(means)
+    linear = {
+        "features": linear_features,
+        "means": linear_means,
+        "columns": probe.scores(features, per_column=True)[0],
+        "truth": probe.scores(slice(num_features, num_features + num_means))[0],
     }
-    return scores, predictions
+    return linear, {"r2": within_features.r2, "r2_posterior_mean": within_means.r2}
+
+
+@jax.jit(static_argnames=("sizes",))
+def _input_predictions(inputs, features, truth, fit_means, linear, sizes) -> tuple[dict, jax.Array]:
+    """Pooled test scores of the input-only probes: ``mean_y(t) + probe(x - mean_x(t))``."""
+    num_fit, size, num_features = sizes[0] + sizes[1], inputs.shape[-1], features.shape[-1]
+    means = features[..., : truth.shape[-1]]
+    targets = {"features": features, "means": means, "columns": features, "truth": truth}
+    offsets = {"features": size, "means": size, "columns": size, "truth": size + num_features}
+    residual_inputs = inputs[:, num_fit:].astype(jnp.float32) - fit_means[..., :size]
+    predictions, scores = {}, {}
+    for name, probe in linear.items():
+        target = targets[name][:, num_fit:].astype(jnp.float32)
+        start = offsets[name]
+        mean = fit_means[..., start : start + target.shape[-1]]
+        predictions[name] = mean + probes.predict(probe, residual_inputs)
+        scores[name] = probes.score_arrays(predictions[name], target)
+    pooled = {
+        "r2": scores["features"].r2,
+        "r2_posterior_mean": scores["means"].r2,
+        "per_dimension": scores["columns"].r2_per_dim,
+        "truth_mse": scores["truth"].mse,
+    }
+    return pooled, predictions["features"]
 
 
 class _Probe:
@@ -342,9 +361,10 @@ class _Probe:
         self.train, self.validation, self.fit, self.test = (
             jax.tree.map(lambda leaf, i=i: leaf[i], stats) for stats in (select, refit) for i in (0, 1)
         )
-        self.x, self.y = x, y
-        weights = lambda moments: jax.vmap(lambda r: probes.fit_ridge(moments, x, y, r).weights)(ridge_grid)  # noqa: E731
-        self.train_weights, self.fit_weights = weights(self.train), weights(self.fit)  # [R, dx, dy] each
+        self.x, self.y = (x.start, x.stop), (y.start, y.stop)
+        # [R, dx, dy] each; waited for, so no two batched solves are ever in flight together.
+        self.train_weights = jax.block_until_ready(_ridge_path(self.train, ridge_grid, self.x, self.y))
+        self.fit_weights = jax.block_until_ready(_ridge_path(self.fit, ridge_grid, self.x, self.y))
 
     def scores(
         self, columns: slice, per_column: bool = False
@@ -352,23 +372,34 @@ class _Probe:
         """The probe of target ``columns`` (a slice of ``z[y]``'s) refitted with the strength chosen
         on validation (by pooled R^2, or for each column on its own when ``per_column``), and its
         test scores."""
-        x, y = self.x, slice(self.y.start + columns.start, self.y.start + columns.stop)
+        statistics = (self.train, self.validation, self.fit, self.test)
+        columns = (columns.start, columns.stop)
+        return _choose(*statistics, self.train_weights, self.fit_weights, self.x, self.y, columns, per_column)
 
-        def validate(weights):
-            probe = probes.LinearProbe(
-                weights=weights, bias=self.train.mean[y] - self.train.mean[x] @ weights
-            )
-            return probes.score_moments(probe, self.validation, x, y)
 
-        candidates = jax.vmap(validate)(self.train_weights[..., columns])
-        weights = self.fit_weights[..., columns]  # [R, dx, dy]
-        if per_column:
-            r2 = jnp.where(jnp.isnan(candidates.r2_per_dim), -jnp.inf, candidates.r2_per_dim)  # [R, dy]
-            chosen = jnp.take_along_axis(weights, jnp.argmax(r2, axis=0)[None, None, :], axis=0)[0]
-        else:
-            chosen = weights[jnp.nanargmax(candidates.r2)]  # as linear_probe (the last when all are NaN)
-        probe = probes.LinearProbe(weights=chosen, bias=self.fit.mean[y] - self.fit.mean[x] @ chosen)
-        return probe, probes.score_moments(probe, self.test, x, y)
+@jax.jit(static_argnames=("x", "y"))
+def _ridge_path(moments: probes.Moments, ridge_grid: jax.Array, x: tuple, y: tuple) -> jax.Array:
+    """``probes.fit_ridge`` weights of ``z[y]`` on ``z[x]`` for each strength, ``[R, dx, dy]``."""
+    return jax.vmap(lambda ridge: probes.fit_ridge(moments, slice(*x), slice(*y), ridge).weights)(ridge_grid)
+
+
+@jax.jit(static_argnames=("x", "y", "columns", "per_column"))
+def _choose(train, validation, fit, test, train_weights, fit_weights, x, y, columns, per_column):
+    x, y = slice(*x), slice(y[0] + columns[0], y[0] + columns[1])
+    train_weights, fit_weights = train_weights[..., slice(*columns)], fit_weights[..., slice(*columns)]
+
+    def validate(weights):
+        probe = probes.LinearProbe(weights=weights, bias=train.mean[y] - train.mean[x] @ weights)
+        return probes.score_moments(probe, validation, x, y)
+
+    candidates = jax.vmap(validate)(train_weights)
+    if per_column:
+        r2 = jnp.where(jnp.isnan(candidates.r2_per_dim), -jnp.inf, candidates.r2_per_dim)  # [R, dy]
+        chosen = jnp.take_along_axis(fit_weights, jnp.argmax(r2, axis=0)[None, None, :], axis=0)[0]
+    else:
+        chosen = fit_weights[jnp.nanargmax(candidates.r2)]  # as linear_probe (the last when all are NaN)
+    probe = probes.LinearProbe(weights=chosen, bias=fit.mean[y] - fit.mean[x] @ chosen)
+    return probe, probes.score_moments(probe, test, x, y)
 
 
 def _lane_moments(z: jax.Array, sizes: tuple[int, int, int]) -> tuple[probes.Moments, probes.Moments]:
