@@ -9,6 +9,7 @@ os.environ["XLA_FLAGS"] = " ".join(
     [os.environ.get("XLA_FLAGS", ""), "--xla_backend_optimization_level=0"]
 ).strip()
 
+import jax  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
 
@@ -33,3 +34,13 @@ def clean_registry():
     yield
     registry._FACTORIES.clear()
     registry._FACTORIES.update(before)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _fresh_compilation_caches():
+    """Drops JAX's compiled programs after each test module. One process compiling the whole
+    suite's programs (thousands) crashed inside XLA's CPU compiler (a segfault in
+    ``backend_compile_and_load``, always at the same late test, which passes on its own); starting
+    each module with empty caches avoids it, at the price of some recompilation."""
+    yield
+    jax.clear_caches()
