@@ -420,9 +420,9 @@ def table(results: dict) -> str:
 
 def plot(results: dict, path: pathlib.Path) -> None:
     """Throughput against N (log-log), with the H200 anchors as dashed lines."""
-    from metabelief.experiments.plots import plt, save  # noqa: PLC0415 - matplotlib only when plotting
+    from metabelief.experiments.plots import save, subplots  # noqa: PLC0415 - matplotlib only when plotting
 
-    figure, axes = plt.subplots(figsize=(7, 4.5))
+    figure, axes = subplots(figsize=(7, 4.5))
     sizes = [int(size) for size in results["sizes"]]
     names = list(next(iter(results["sizes"].values())).keys())
     for name in names:

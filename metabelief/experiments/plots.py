@@ -5,12 +5,11 @@ from __future__ import annotations
 import pathlib
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.cm as cm  # noqa: E402
-import matplotlib.colors as colors  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.cm as cm
+import matplotlib.colors as colors
+import matplotlib.patches as patches
 import numpy as np  # noqa: E402
+from matplotlib.figure import Figure
 
 
 def learning_curve(
@@ -18,7 +17,7 @@ def learning_curve(
 ) -> None:
     """Mean episode return per update against agent steps, each seed thin and their mean bold
     (``returns`` ``[S, num_updates]``), with reference policies as lines."""
-    figure, axes = plt.subplots(figsize=(6, 4))
+    figure, axes = subplots(figsize=(6, 4))
     returns = np.atleast_2d(returns)
     for seed_returns in returns:
         axes.plot(steps, seed_returns, color="black", linewidth=0.5, alpha=0.35)
@@ -40,7 +39,7 @@ def decoded_beliefs(
     """Decoded vs exact first belief feature (``quantity``): over a few test episodes, and all test steps."""
     exact = decoded["exact"][..., 0]  # [T, n]
     names = [name for name in decoded if name != "exact"]
-    figure, (over_time, scatter) = plt.subplots(1, 2, figsize=(11, 4))
+    figure, (over_time, scatter) = subplots(1, 2, figsize=(11, 4))
     time = np.arange(exact.shape[0])
     for episode, colour in zip(range(episodes), ("tab:blue", "tab:orange", "tab:green"), strict=False):
         over_time.plot(time, exact[:, episode], color=colour, linewidth=2)
@@ -61,7 +60,7 @@ def decoded_beliefs(
 def r2_by_time(path: pathlib.Path, per_seed: list[dict[str, list[float | None]]]) -> None:
     """Held-out R^2 (hidden -> posterior means) at each step of the episode, per network: each
     seed thin, the mean over seeds bold (``per_seed``: one ``{network: [T]}`` per seed)."""
-    figure, axes = plt.subplots(figsize=(6, 4))
+    figure, axes = subplots(figsize=(6, 4))
     for name, colour in zip(per_seed[0], ("tab:blue", "tab:orange", "tab:green"), strict=False):
         values = np.array(
             [[np.nan if v is None else v for v in seed[name]] for seed in per_seed], dtype=float
@@ -82,7 +81,13 @@ def save(figure, path: pathlib.Path) -> None:
     if figure.get_layout_engine() is None:
         figure.tight_layout()
     figure.savefig(path, dpi=120)
-    plt.close(figure)
+
+
+def subplots(*grid, figsize: tuple[float, float], layout: str | None = None, **options):
+    """``(figure, axes)`` like ``pyplot.subplots``, without pyplot: a bare ``Figure`` renders to PNG
+    through Agg when saved, so no global backend is set and no figure is left registered."""
+    figure = Figure(figsize=figsize, layout=layout)
+    return figure, figure.subplots(*grid, **options)
 
 
 def goal_beliefs(
@@ -106,14 +111,14 @@ def goal_beliefs(
       beliefs: row label -> ``[T, G]`` probability of each candidate at each step.
       times: the steps (columns) to show.
     """
-    figure, axes = plt.subplots(
+    figure, axes = subplots(
         len(beliefs),
         len(times),
         figsize=(2.2 * len(times) + 1, 2.2 * len(beliefs)),
         squeeze=False,
         layout="constrained",
     )
-    cmap = plt.get_cmap("viridis").with_extremes(bad="lightgray")
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="lightgray")
     norm = colors.PowerNorm(gamma=0.4, vmin=0.0, vmax=1.0)  # so 1/G stands out from 0
     for row, (label, belief) in enumerate(beliefs.items()):
         for column, t in enumerate(times):
@@ -128,7 +133,9 @@ def goal_beliefs(
             agent_row, agent_col = divmod(int(positions[t]), size)
             ax.scatter([agent_col], [agent_row], s=40, color="white", edgecolors="black")
             goal_row, goal_col = divmod(int(goal_cells[goal]), size)
-            ax.add_patch(plt.Rectangle((goal_col - 0.5, goal_row - 0.5), 1, 1, fill=False, color="red", lw=2))
+            ax.add_patch(
+                patches.Rectangle((goal_col - 0.5, goal_row - 0.5), 1, 1, fill=False, color="red", lw=2)
+            )
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:
@@ -147,7 +154,7 @@ def stay_probabilities(path: pathlib.Path, stays: dict[str, tuple[np.ndarray, np
       stays: agent name -> ``(probs, se)``, each ``[2, 2]`` indexed [rewarded, common] as in
         ``metabelief.analysis.stay``.
     """
-    figure, axes = plt.subplots(1, len(stays), figsize=(3 * len(stays), 3.5), sharey=True, squeeze=False)
+    figure, axes = subplots(1, len(stays), figsize=(3 * len(stays), 3.5), sharey=True, squeeze=False)
     for ax, (name, (probs, se)) in zip(axes[0], stays.items(), strict=True):
         for transition, (label, colour, offset) in enumerate(
             (("common", "tab:blue", -0.2), ("rare", "tab:red", 0.2))
@@ -179,7 +186,7 @@ def failure_summary(
     """Reward per step of the agent vs the Bayes-optimal agent per test condition, and whose posterior
     (training or test prior) the hidden state carries: the in-distribution read-out's error against
     each, and probes refitted on the test histories."""
-    figure, (rewards, readout, refitted) = plt.subplots(1, 3, figsize=(17, 4))
+    figure, (rewards, readout, refitted) = subplots(1, 3, figsize=(17, 4))
     colours = ("tab:blue", "tab:orange", "tab:purple", "tab:green", "tab:red")
     window = 5  # a running mean over steps, for legibility
 
@@ -237,7 +244,7 @@ def intervention(path: pathlib.Path, per_seed: list[dict[str, dict]], title: str
         (``{network: {"deltas", "agent", "agent_next_step", "belief_greedy", "encoding", ...}}``).
       title: the figure's title; by default the target's name.
     """
-    figure, (minimum_norm, encoding) = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    figure, (minimum_norm, encoding) = subplots(1, 2, figsize=(12, 4.5), sharey=True)
     first = next(iter(per_seed[0].values()))
     _intervention_panel(minimum_norm, per_seed, lambda result: result, "minimum-norm shift (read-out)")
     _intervention_panel(encoding, per_seed, lambda result: result["encoding"], "encoding direction")
