@@ -279,34 +279,25 @@ def dose_response(
         weights = np.asarray(read_out.probe.weights, np.float64)
         direction = minimum_norm_shift(weights, target.feature)
         hidden, cell = (split_lanes(leaf, sizes)[2] for leaf in (replayed.hidden, replayed.cell))
-        now, after = _agent_response(
-            agent,
-            target.action,
-            params,
-            hidden,
-            cell,
-            next_inputs,
-            mask,
-            next_mask,
-            jnp.asarray(direction, jnp.float32),
-            deltas_jax,
-        )
-        now, after = np.asarray(now, np.float64), np.asarray(after, np.float64)
         encoding = encoding_direction(agent, replayed, sizes, num_means, target.feature)
-        enc_now, enc_after = (
-            np.asarray(x, np.float64)
-            for x in _agent_response(
-                agent,
-                target.action,
-                params,
-                hidden,
-                cell,
-                next_inputs,
-                mask,
-                next_mask,
-                jnp.asarray(encoding, jnp.float32),
-                deltas_jax,
-            )
+        # Mean change of P(target action) per delta along each push: now and one LSTM step later.
+        (now, after), (enc_now, enc_after) = (
+            [
+                np.asarray(response, np.float64)
+                for response in _agent_response(
+                    agent,
+                    target.action,
+                    params,
+                    hidden,
+                    cell,
+                    next_inputs,
+                    mask,
+                    next_mask,
+                    jnp.asarray(shift, jnp.float32),
+                    deltas_jax,
+                )  # fmt: skip
+            ]
+            for shift in (direction, encoding)
         )
         hidden_norm = _masked_mean(jnp.linalg.norm(hidden, axis=-1), mask)
         scores = read_out.test.to_dict()
