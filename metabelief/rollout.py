@@ -113,6 +113,20 @@ def replay(family: TaskFamily, agent: RecurrentAgent, params: PyTree, history: T
 replay_jit = jax.jit(replay, static_argnums=(0, 1))
 
 
+def replay_beliefs(family: TaskFamily, history: Trajectory) -> PyTree:
+    """The exact belief before each decision of ``history``: the belief pytree with leaves
+    ``[T, N, ...]`` (index t: given ``obs[:t + 1]``, ``actions[:t]``, ``rewards[:t]``), so
+    ``family.belief_features`` of entry t is ``history.features[t]``."""
+
+    def transition(beliefs, step):
+        obs, actions, rewards, next_obs = step
+        return jax.vmap(family.belief_update)(beliefs, obs, actions, rewards, next_obs), beliefs
+
+    steps = (history.obs[:-1], history.actions, history.rewards, history.obs[1:])
+    _, beliefs = jax.lax.scan(transition, jax.vmap(family.belief_init)(history.obs[0]), steps)
+    return beliefs
+
+
 def split_lanes(array: jax.Array, sizes: Sequence[int]) -> list[jax.Array]:
     """``[T, N, ...]`` -> a list of ``[T, n_split, ...]``: consecutive blocks of task lanes."""
     return jnp.split(array, np.cumsum(sizes)[:-1], axis=1)
