@@ -8,11 +8,14 @@ P(tiger left now | history), one number: a two-state HMM forward filter.
 
 The steps every family goes through:
 1. implement the contract (sizes, sample_task, reset, step, belief_init, belief_update,
-   belief_features, true_features) as pure functions for ONE task;
-2. register it, so ``metabelief.make`` and ``metabelief run``/``check`` know its name;
-3. test that the belief is calibrated as the exact posterior must be (``metabelief.testing.check_family``;
+   belief_features, true_features) as pure functions for ONE task, in a frozen dataclass;
+2. test that the belief is calibrated as the exact posterior must be (``metabelief.testing.check_family``;
    a necessary condition, not a proof);
-4. train an agent on it and probe its hidden state for the belief, like any built-in family.
+3. train an agent on the instance itself, ``TrainConfig(family=RestlessTiger(...))``, save it and
+   load it back (``load_agent(path, family=...)``), and probe its hidden state for the belief, like
+   any built-in family.
+``metabelief.register`` is only needed for using the family by name: ``metabelief.make`` and the
+CLI (``metabelief check restless_tiger``); the last step does it.
 
 Run: ``python examples/custom_task_family.py`` (about a minute on a 2-core CPU).
 """
@@ -20,6 +23,7 @@ Run: ``python examples/custom_task_family.py`` (about a minute on a 2-core CPU).
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -104,19 +108,22 @@ class RestlessTiger(metabelief.TaskFamily):
 
 
 def main(num_updates: int = 150) -> dict:
-    metabelief.register("restless_tiger", RestlessTiger, overwrite=True)
-    family = metabelief.make("restless_tiger", accuracy=0.8)
+    family = RestlessTiger(accuracy=0.8)
     report = metabelief.testing.check_family(family, num_tasks=1024)
     print(
         f"check_family passed: max |z| {report.calibration_max_z:.2f} over {report.calibration_groups} groups"
     )
 
     config = metabelief.TrainConfig(
-        family="restless_tiger", family_args=(("accuracy", 0.8),), num_tasks=512, num_updates=num_updates,
-        updates_per_chunk=25, learning_rate=5e-3,
-    )  # fmt: skip
+        family=family, num_tasks=512, num_updates=num_updates, updates_per_chunk=25, learning_rate=5e-3
+    )
     result = metabelief.train.train(config, progress=False)
-    params, initial_params = result.seed_params(0), result.seed_initial_params(0)  # the one seed
+    with tempfile.TemporaryDirectory() as folder:  # config.json records the class and its fields
+        metabelief.train.save_agent(folder, result.params, config)
+        # A class defined in a script cannot be imported by name elsewhere: hand the family back.
+        params, loaded = metabelief.train.load_agent(folder, seed=0, family=family)  # the one seed
+    assert loaded == config
+    initial_params = result.seed_initial_params(0)
     agent = config.make_agent()
     tasks = jax.vmap(family.sample_task)(jax.random.split(jax.random.key(1), 2048))
     history = jax.jit(rollout.rollout, static_argnums=(0, 1))(family, agent, params, jax.random.key(2), tasks)
@@ -130,6 +137,8 @@ def main(num_updates: int = 150) -> dict:
     print(
         f"held-out R², hidden → P(tiger left): trained {r2['trained']:.3f}, untrained {r2['untrained']:.3f}"
     )
+    metabelief.register("restless_tiger", RestlessTiger, overwrite=True)  # now `make` knows its name
+    assert metabelief.make("restless_tiger", accuracy=0.8) == family
     return r2
 
 

@@ -6,6 +6,12 @@ alone, with the one-seed config that trains exactly that agent (``TrainConfig.fo
 Both files are written under temporary names and renamed into place, so an interrupted save
 leaves either the previous agent or none, never a half-written one; anything wrong on loading
 raises a ``ValueError`` naming the file and what is wrong with it.
+
+A config whose family is an instance (``TrainConfig(family=my_family)``, registered or not) is
+saved with its class and fields (``metabelief.tasks.registry.family_spec``). ``load_agent`` rebuilds
+it from them when its class can be imported by name (a dataclass in an importable module); for one
+defined in a script (``__main__``) or inside a function, pass it back:
+``load_agent(path, family=my_family)``, which checks it against the saved class and fields.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import pathlib
 import jax
 from flax import serialization
 
-from metabelief.tasks.base import PyTree
+from metabelief.tasks.base import PyTree, TaskFamily
 from metabelief.train.a2c import population_size, select_seed
 from metabelief.train.config import TrainConfig
 
@@ -27,7 +33,8 @@ CONFIG_FILE, PARAMS_FILE = "config.json", "params.msgpack"
 def save_agent(directory: str | pathlib.Path, params: PyTree, config: TrainConfig) -> pathlib.Path:
     """Writes ``config.json`` and ``params.msgpack`` into ``directory`` (created if needed).
 
-    ``params`` is a population ``[config.num_seeds, ...]``, as ``train`` returns it.
+    ``params`` is a population ``[config.num_seeds, ...]``, as ``train`` returns it. A family
+    instance in ``config`` is written as its class and fields (see the module docstring).
     """
     directory = pathlib.Path(directory)
     _check_shapes(params, config, f"params for {directory}")
@@ -38,13 +45,19 @@ def save_agent(directory: str | pathlib.Path, params: PyTree, config: TrainConfi
     return directory
 
 
-def load_agent(directory: str | pathlib.Path, seed: int | None = None) -> tuple[PyTree, TrainConfig]:
+def load_agent(
+    directory: str | pathlib.Path, seed: int | None = None, family: TaskFamily | None = None
+) -> tuple[PyTree, TrainConfig]:
     """Reads an agent saved by ``save_agent``: ``(params, config)``.
 
     Args:
       directory: the folder ``save_agent`` wrote.
       seed: None for the whole population (``params [S, ...]`` and its config), or the index of
         one agent: its parameters (no seed axis) and ``config.for_seed(seed)``.
+      family: the family instance of an agent saved with one (``TrainConfig(family=instance)``):
+        checked against the saved class and fields, and used in the returned config. Needed when
+        the saved family cannot be rebuilt from its record (a class defined in a script or inside
+        a function); otherwise optional.
     """
     directory = pathlib.Path(directory)
     if not directory.is_dir():
@@ -54,7 +67,7 @@ def load_agent(directory: str | pathlib.Path, seed: int | None = None) -> tuple[
         if not path.is_file():
             raise ValueError(f"no saved agent at {directory}: {path.name} is missing")
     try:
-        config = TrainConfig.from_dict(json.loads(config_path.read_text()))
+        config = TrainConfig.from_dict(json.loads(config_path.read_text()), family=family)
     except (json.JSONDecodeError, TypeError, ValueError) as error:
         raise ValueError(f"{config_path} is not a valid TrainConfig: {error}") from error
     template = _population_template(config)
@@ -97,8 +110,8 @@ def _check_shapes(params: PyTree, config: TrainConfig, what: str) -> None:
                 break
     if problem:
         raise ValueError(
-            f"{what}: {problem} for the config (family {config.family}, hidden_size {config.hidden_size}, "
-            f"num_seeds {config.num_seeds})"
+            f"{what}: {problem} for the config (family {config.family_name}, "
+            f"hidden_size {config.hidden_size}, num_seeds {config.num_seeds})"
         )
 
 

@@ -24,13 +24,19 @@ SEED_LIMIT = 2**32  # seeds become uint32 PRNG keys: every seed of a population 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """A2C on a registered task family, one full episode of fresh tasks per update (Wang et al. 2016).
+    """A2C on a task family, one full episode of fresh tasks per update (Wang et al. 2016).
 
-    ``family_args`` are the family's keyword arguments as ``(name, value)`` pairs, so the config
-    stays hashable and can be a static jit argument.
+    ``family`` is a registered family name, with ``family_args`` its keyword arguments as
+    ``(name, value)`` pairs, so the config stays hashable and can be a static jit argument; or a
+    family instance (e.g. your own frozen dataclass, registered or not; subclassing ``TaskFamily``
+    is optional) with no ``family_args``. The instance must be hashable; ``make_family()``
+    returns it as it is.
+
+    ``to_dict()`` records an instance through ``metabelief.tasks.registry.family_spec`` (its class
+    and fields); ``from_dict`` rebuilds it from there or takes it back as ``family=``.
     """
 
-    family: str = "bernoulli_bandit"
+    family: str | TaskFamily = "bernoulli_bandit"
     family_args: tuple[tuple[str, Any], ...] = ()
     hidden_size: int = 48
     time_input: bool = False
@@ -52,9 +58,25 @@ class TrainConfig:
         def checked(name, check, *args):
             object.__setattr__(self, name, check(name, getattr(self, name), *args))
 
-        if not isinstance(self.family, str):
-            raise ValueError(f"family must be a registered family name (a str), got {self.family!r}")
+        if not (isinstance(self.family, str) or registry.is_family(self.family)):
+            raise ValueError(
+                "family must be a registered family name (a str) or a task family instance (a "
+                f"TaskFamily, or any object with its sizes and methods), got {self.family!r}"
+            )
         object.__setattr__(self, "family_args", _family_args(self.family_args))
+        if not isinstance(self.family, str):
+            if self.family_args:
+                raise ValueError(
+                    f"family_args must be empty when family is an instance (its fields are its "
+                    f"arguments), got {dict(self.family_args)} with family {self.family!r}"
+                )
+            try:
+                hash(self.family)
+            except Exception as error:
+                raise ValueError(
+                    f"family must be hashable (the config is a static jit argument; a frozen dataclass "
+                    f"with hashable fields is), got {self.family!r}: {error}"
+                ) from None
         for name in ("num_tasks", "num_updates", "updates_per_chunk", "hidden_size", "num_seeds"):
             checked(name, integer_at_least, 1)
         checked("seed", integer_at_least, 0)
@@ -82,7 +104,15 @@ class TrainConfig:
             raise ValueError(f"family_args do not fit family {self.family!r}: {error}") from error
 
     def make_family(self) -> TaskFamily:
+        """The family: the instance itself, or the registered one built with ``family_args``."""
+        if not isinstance(self.family, str):
+            return self.family
         return registry.make(self.family, **dict(self.family_args))
+
+    @property
+    def family_name(self) -> str:
+        """A printable name of the family: the registered name, or the instance's class name."""
+        return self.family if isinstance(self.family, str) else type(self.family).__qualname__
 
     def make_agent(self) -> RecurrentAgent:
         return agent_for(self.make_family(), hidden_size=self.hidden_size, time_input=self.time_input)
@@ -109,19 +139,44 @@ class TrainConfig:
         return self.num_tasks * self.make_family().horizon
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields (``family_args`` as a dict)."""
-        fields = dataclasses.asdict(self)
+        """JSON-ready fields: ``family_args`` as a dict, a family instance as its
+        ``registry.family_spec`` (``{"class": ..., "fields": {...}, "rebuildable": ...}``)."""
+        fields = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        fields["family"] = registry.family_spec(self.family)
         fields["family_args"] = dict(self.family_args)
         return fields
 
     @classmethod
-    def from_dict(cls, fields: Mapping[str, Any]) -> TrainConfig:
+    def from_dict(cls, fields: Mapping[str, Any], family: TaskFamily | None = None) -> TrainConfig:
+        """The config ``to_dict`` gave (also after a JSON round trip).
+
+        Args:
+          fields: ``to_dict()``'s fields; missing ones take their defaults.
+          family: the family instance, for a config saved with one: checked against the record
+            (class and fields) and used as it is. Without it the instance is rebuilt from the
+            record (``registry.family_from_spec``), which needs its class importable by name;
+            a ValueError says when it is not. For a registered name, it must equal the family
+            that name and ``family_args`` build.
+        """
         if not isinstance(fields, Mapping):
             raise ValueError(f"fields must be a dict of TrainConfig fields, got {fields!r}")
         unknown = set(fields) - {field.name for field in dataclasses.fields(cls)}
         if unknown:
             raise ValueError(f"unknown TrainConfig fields: {', '.join(sorted(map(str, unknown)))}")
-        return cls(**fields)  # family_args may be a dict: __post_init__ takes its items
+        if family is not None and not registry.is_family(family):
+            raise ValueError(f"family must be a task family instance or None, got {family!r}")
+        spec = fields.get("family", cls.family)
+        if isinstance(spec, str):
+            config = cls(**fields)  # family_args may be a dict: __post_init__ takes its items
+            if family is not None and family != config.make_family():
+                raise ValueError(
+                    f"family {family!r} does not match the recorded family {spec!r} with family_args "
+                    f"{dict(config.family_args)}, which builds {config.make_family()!r}"
+                )
+            return config
+        if not isinstance(spec, Mapping):
+            raise ValueError(f"family must be a registered family name or a family record, got {spec!r}")
+        return cls(**{**fields, "family": registry.family_from_spec(spec, family)})
 
 
 def _family_args(pairs: Any) -> tuple[tuple[str, Any], ...]:
