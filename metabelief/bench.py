@@ -41,7 +41,6 @@ from metabelief.agents import agent_for
 from metabelief.cli import Parser, checked_out_dir, naming_flags
 from metabelief.experiments.probing import split_sizes
 from metabelief.tasks.validation import boolean, integer_at_least, integer_tuple
-from metabelief.testing.random_rollout import sample_tasks
 
 # Anchors measured on one NVIDIA H200 (jax 0.11.2, flax 0.12.10; 128 steps, random inputs), from
 # the issue that asked for this benchmark: N -> M steps/s.
@@ -95,26 +94,17 @@ def lstm_floor(hidden_size: int, num_actions: int, input_size: int, num_tasks: i
 
 
 def env_and_belief(family, num_tasks: int, num_steps: int):
-    """(a) The family with its exact belief, random actions; keys and actions drawn before the scan."""
+    """(a) The family with its exact belief, random actions: the lockstep engine with
+    ``UniformActions`` (every step's actions and keys drawn before the scan), nothing recorded."""
 
     def run(key):
-        task_key, reset_key, action_key, env_key = jax.random.split(key, 4)
-        tasks = sample_tasks(family, task_key, num_tasks)
-        states, obs = jax.vmap(family.reset)(jax.random.split(reset_key, num_tasks), tasks)
-        beliefs = jax.vmap(family.belief_init)(obs)
-        actions = jax.random.randint(action_key, (num_steps, num_tasks), 0, family.num_actions, jnp.int32)
-        env_keys = jax.random.split(env_key, (num_steps, num_tasks))
-
-        def step(carry, inputs):
-            states, obs, beliefs, total = carry
-            actions, keys = inputs
-            states, next_obs, rewards, _ = jax.vmap(family.step)(keys, tasks, states, actions)
-            beliefs = jax.vmap(family.belief_update)(beliefs, obs, actions, rewards, next_obs)
-            return (states, next_obs, beliefs, total + rewards), None
-
-        carry = (states, obs, beliefs, jnp.zeros((num_tasks,), jnp.float32))
-        (_, _, beliefs, total), _ = jax.lax.scan(step, carry, (actions, env_keys))
-        return total.sum() + jax.vmap(family.belief_features)(beliefs).sum()
+        task_key, run_key = jax.random.split(key)
+        tasks = lockstep.sample_tasks(family, task_key, num_tasks)
+        actor = lockstep.UniformActions(family.num_actions)
+        last = lockstep.lockstep(
+            family, actor, key=run_key, tasks=tasks, num_steps=num_steps, record=False
+        ).last
+        return last.prev_reward.sum() + jax.vmap(family.belief_features)(last.belief).sum()
 
     return jax.jit(run), (jax.random.key(0),)
 
@@ -153,7 +143,7 @@ def probe_at_scale(family, agent, params, key: jax.Array, num_chunks: int, chunk
     def run(params, key):
         def chunk(moments, chunk_key):
             task_key, run_key = jax.random.split(chunk_key)
-            tasks = sample_tasks(family, task_key, chunk_size)
+            tasks = lockstep.sample_tasks(family, task_key, chunk_size)
             more = lockstep.probe_moments(family, agent, params, sizes, key=run_key, tasks=tasks)
             return metabelief.probes.merge(moments, more), None
 
@@ -197,7 +187,7 @@ def throughput_cases(
     family = metabelief.make("bernoulli_bandit", num_arms=2, horizon=num_steps)
     agent = agent_for(family, hidden_size=hidden_size)
     params = agent.init(jax.random.key(0))
-    tasks = sample_tasks(family, jax.random.key(1), num_tasks)
+    tasks = lockstep.sample_tasks(family, jax.random.key(1), num_tasks)
     sizes = split_sizes(num_tasks)
     environment = {"env + belief": env_and_belief(family, num_tasks, num_steps)}
     if with_gymnax:

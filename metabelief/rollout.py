@@ -1,9 +1,20 @@
-"""The lockstep rollout: task family, recurrent agent and exact belief stepped together.
+"""THE lockstep engine: a task family, a policy and the exact belief stepped together.
 
-One ``lax.scan`` over time of everything vmapped over N tasks. At step t the agent reads the
-observation ``obs[t]`` with the previous action and reward, updates its LSTM state to
-``hidden[t]``/``cell[t]`` and acts; ``features[t]`` is the exact belief given the same history,
-so ``(hidden[t], features[t])`` are the pairs a probe compares. Three entry points share the scan:
+One ``lax.scan`` over time of everything vmapped over N tasks (``lockstep``). At step t the
+policy reads the observation ``obs[t]`` (the recurrent network also the previous action and
+reward) and acts; ``features[t]`` is the exact belief given the same history, so for the network
+``(hidden[t], features[t])`` are the pairs a probe compares. Any policy drives it (an ``Actor``):
+
+* ``NetworkActor``: the recurrent actor-critic, sampling from its softmax;
+* ``BeliefActor``: a policy acting on the exact belief (``metabelief.baselines``);
+* ``LearnerActor``: a learner with a memory of its own (e.g. Q-learning), the belief beside it;
+* ``UniformActions``: uniformly random actions (the conformance kit's data, the benchmarks).
+
+One key schedule for every actor: ``key -> (key, reset_key)``, then ``key -> (action_key,
+env_key)``; the actor draws its randomness for every step and lane from ``action_key`` in one
+vectorised call before the scan (``Actor.noise``), the environment's keys are
+``split(env_key, (T, N))``. The engine returns a ``Trajectory`` (one type for every policy),
+streaming probe statistics, or both, and the final ``Carry``. The network's entry points:
 
 * ``rollout``: the agent samples its own actions (training, evaluation);
 * ``replay``: teacher forcing, the agent reads a recorded history (e.g. an untrained network fed
@@ -14,12 +25,15 @@ so ``(hidden[t], features[t])`` are the pairs a probe compares. Three entry poin
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from metabelief import probes
 from metabelief.agents.lstm import RecurrentAgent
@@ -28,18 +42,312 @@ from metabelief.tasks.base import PyTree, TaskFamily
 
 @chex.dataclass(frozen=True)
 class Trajectory:
-    """One episode of N tasks; index t is the t-th decision."""
+    """One episode of N tasks under any policy; index t is the t-th decision.
+
+    The network's outputs (``hidden``, ``cell``, ``logits``, ``values``) are None for a policy
+    that is not the recurrent network.
+    """
 
     obs: jax.Array  # float32[T + 1, N, O]: obs[t] is acted on at step t, obs[T] is the last seen
     actions: jax.Array  # int32[T, N]
     rewards: jax.Array  # float32[T, N]
     dones: jax.Array  # bool[T, N]
-    hidden: jax.Array  # float32[T, N, H]: LSTM output after reading step t's input
-    cell: jax.Array  # float32[T, N, H]
-    logits: jax.Array  # float32[T, N, A]
-    values: jax.Array  # float32[T, N]
     features: jax.Array  # float32[T, N, F]: belief_features given obs[:t + 1], actions[:t], rewards[:t]
     truth: jax.Array  # float32[T, N, D]: true_features in the state acted on at step t
+    hidden: jax.Array | None = None  # float32[T, N, H]: LSTM output after reading step t's input
+    cell: jax.Array | None = None  # float32[T, N, H]
+    logits: jax.Array | None = None  # float32[T, N, A]
+    values: jax.Array | None = None  # float32[T, N]
+
+
+@struct.dataclass
+class Carry:
+    """What the scan carries from one step to the next, batched over the N tasks."""
+
+    env_state: PyTree  # the family's states; None under teacher forcing
+    obs: jax.Array  # float32[N, O]: the observation acted on next
+    belief: PyTree  # the exact beliefs; None when not tracked
+    memory: PyTree  # the policy's own memory: the LSTM state, a learner's memory, or None
+    prev_action: jax.Array  # int32[N]: -1 before the first step
+    prev_reward: jax.Array  # float32[N]
+    moments: probes.Moments | None  # probe statistics per split of lanes, or None
+
+
+@struct.dataclass
+class Lockstep:
+    """What ``lockstep`` returns; ``trajectory`` and ``moments`` are None unless asked for."""
+
+    trajectory: Trajectory | None
+    moments: probes.Moments | None
+    last: Carry  # after the last step: e.g. the final beliefs and environment states
+
+
+class Actor(Protocol):
+    """A policy driving the engine, over the batch of N tasks.
+
+    ``noise(key, num_steps, num_tasks)`` draws the policy's randomness for every step and lane
+    before the scan. ``act`` gets step t's slice of it (None under teacher forcing, where the
+    recorded actions are taken) and returns ``(memory, actions int32[N] or None, outputs)``,
+    ``outputs`` a dict of ``Trajectory`` fields (the network's ``hidden``, ...) or empty.
+    ``observe`` updates the memory after the transition.
+    """
+
+    def noise(self, key: jax.Array, num_steps: int, num_tasks: int) -> PyTree: ...
+
+    def init(self, obs: jax.Array, beliefs: PyTree) -> PyTree: ...
+
+    def act(
+        self, memory: PyTree, beliefs: PyTree, carry: Carry, time: jax.Array, noise: PyTree | None
+    ) -> tuple[PyTree, jax.Array | None, dict[str, jax.Array]]: ...
+
+    def observe(
+        self, memory: PyTree, obs: jax.Array, actions: jax.Array, rewards: jax.Array, next_obs: jax.Array
+    ) -> PyTree: ...
+
+
+class Learner(Protocol):
+    """A non-Bayesian agent of ONE task: its own memory of the history (e.g. Q-values), updated
+    per transition, and its choice ``learner(key, memory, obs) -> int32[]``."""
+
+    def init(self, obs: jax.Array) -> PyTree: ...
+
+    def update(
+        self, memory: PyTree, obs: jax.Array, action: jax.Array, reward: jax.Array, next_obs: jax.Array
+    ) -> PyTree: ...
+
+    def __call__(self, key: jax.Array, memory: PyTree, obs: jax.Array) -> jax.Array: ...
+
+
+class _Memoryless:
+    """``init`` and ``observe`` of an actor with no memory of its own."""
+
+    def init(self, obs: jax.Array, beliefs: PyTree) -> None:
+        return None
+
+    def observe(self, memory, obs, actions, rewards, next_obs) -> None:
+        return None
+
+
+@struct.dataclass
+class NetworkActor:
+    """The recurrent actor-critic: reads ``[obs, one-hot previous action, previous reward]`` and
+    samples from ``softmax(logits)`` by inverting the CDF at one uniform number per step and lane."""
+
+    agent: RecurrentAgent = struct.field(pytree_node=False)
+    params: PyTree
+
+    def noise(self, key: jax.Array, num_steps: int, num_tasks: int) -> jax.Array:
+        return jax.random.uniform(key, (num_steps, num_tasks))
+
+    def init(self, obs: jax.Array, beliefs: PyTree) -> PyTree:
+        return self.agent.initial_carry(obs.shape[0])
+
+    def act(self, memory, beliefs, carry, time, noise):
+        inputs = self.agent.inputs(carry.obs, carry.prev_action, carry.prev_reward, time)
+        memory, logits, values = self.agent.step(self.params, memory, inputs)
+        cell, hidden = memory
+        actions = None if noise is None else _sample(jax.lax.stop_gradient(logits), noise)
+        return memory, actions, {"hidden": hidden, "cell": cell, "logits": logits, "values": values}
+
+    def observe(self, memory, obs, actions, rewards, next_obs):
+        return memory
+
+
+@dataclasses.dataclass(frozen=True)
+class BeliefActor(_Memoryless):
+    """A belief policy ``policy(key, belief, obs) -> int32[]`` of ONE task, vmapped; one key per
+    step and lane."""
+
+    policy: Callable[[jax.Array, PyTree, jax.Array], jax.Array]
+
+    def noise(self, key: jax.Array, num_steps: int, num_tasks: int) -> jax.Array:
+        return jax.random.split(key, (num_steps, num_tasks))
+
+    def act(self, memory, beliefs, carry, time, noise):
+        actions = None if noise is None else jax.vmap(self.policy)(noise, beliefs, carry.obs)
+        return memory, actions, {}
+
+
+@dataclasses.dataclass(frozen=True)
+class LearnerActor:
+    """A ``Learner`` acting on its own memory; the exact belief still runs beside it."""
+
+    learner: Learner
+
+    def noise(self, key: jax.Array, num_steps: int, num_tasks: int) -> jax.Array:
+        return jax.random.split(key, (num_steps, num_tasks))
+
+    def init(self, obs: jax.Array, beliefs: PyTree) -> PyTree:
+        return jax.vmap(self.learner.init)(obs)
+
+    def act(self, memory, beliefs, carry, time, noise):
+        actions = None if noise is None else jax.vmap(self.learner)(noise, memory, carry.obs)
+        return memory, actions, {}
+
+    def observe(self, memory, obs, actions, rewards, next_obs):
+        return jax.vmap(self.learner.update)(memory, obs, actions, rewards, next_obs)
+
+
+@dataclasses.dataclass(frozen=True)
+class UniformActions(_Memoryless):
+    """Uniformly random actions, every step's drawn before the scan."""
+
+    num_actions: int
+
+    def noise(self, key: jax.Array, num_steps: int, num_tasks: int) -> jax.Array:
+        return jax.random.randint(key, (num_steps, num_tasks), 0, self.num_actions, jnp.int32)
+
+    def act(self, memory, beliefs, carry, time, noise):
+        return memory, noise, {}
+
+
+def sample_tasks(family: TaskFamily, key: jax.Array, num_tasks: int) -> PyTree:
+    """``num_tasks`` tasks from the family's prior: its task pytree with a leading [num_tasks] axis."""
+    return jax.vmap(family.sample_task)(jax.random.split(key, num_tasks))
+
+
+def lockstep(
+    family: TaskFamily,
+    actor: Actor,
+    *,
+    key: jax.Array | None = None,
+    tasks: PyTree | None = None,
+    num_steps: int | None = None,
+    history: Trajectory | None = None,
+    track_belief: bool = True,
+    record: bool = True,
+    split_sizes: Sequence[int] | None = None,
+) -> Lockstep:
+    """Steps ``family``, ``actor`` and the exact belief together over N tasks: THE scan.
+
+    Args:
+      family: the task family.
+      actor: the policy (``NetworkActor``, ``BeliefActor``, ``LearnerActor``, ``UniformActions``).
+      key: with ``tasks``, the actor acts in the environment: PRNG key of resets, the actor's
+        noise and the environment's.
+      tasks: task pytree with a leading [N] axis.
+      num_steps: T (default: the horizon); past the horizon the task stays and ``done`` stays true.
+      history: instead of ``key`` and ``tasks``, a recorded ``Trajectory`` to replay (teacher
+        forcing): the environment is not stepped and the actor reads the recorded observations,
+        actions and rewards; ``dones`` and ``truth`` are copied.
+      track_belief: update the belief; without it ``features`` and ``truth`` have zero width.
+      record: return the ``Trajectory``.
+      split_sizes: return the probe statistics of ``z = [hidden, belief_features]`` (the
+        network's ``hidden``) per consecutive block of lanes of these sizes (``probe_moments``).
+
+    Returns:
+      ``Lockstep(trajectory, moments, last)``.
+    """
+    forced = _check_source(key, tasks, history)
+    if forced:
+        num_tasks, num_steps = history.actions.shape[1], history.actions.shape[0]
+        first_obs, env_states = history.obs[0], None
+    else:
+        num_tasks = jax.tree.leaves(tasks)[0].shape[0]
+        num_steps = family.horizon if num_steps is None else num_steps
+        key, reset_key = jax.random.split(key)
+        env_states, first_obs = jax.vmap(family.reset)(jax.random.split(reset_key, num_tasks), tasks)
+    if split_sizes is not None:
+        split_sizes = tuple(int(size) for size in split_sizes)
+        if sum(split_sizes) != num_tasks:
+            raise ValueError(f"split_sizes must add up to the {num_tasks} tasks, got {split_sizes}")
+
+    belief_features = jax.vmap(family.belief_features)
+    true_features = jax.vmap(family.true_features)
+    no_features = jnp.zeros((num_tasks, 0), jnp.float32)
+
+    def advance(carry: Carry, step: dict[str, Any]) -> tuple[Carry, dict[str, jax.Array], jax.Array]:
+        """One step of every lane: the next carry, what is recorded, and the probe pairs."""
+        memory, actions, outputs = actor.act(
+            carry.memory, carry.belief, carry, step["time"], step.get("noise")
+        )
+        if track_belief:
+            features = belief_features(carry.belief)
+            truth = step["truth"] if forced else true_features(tasks, carry.env_state)
+        else:
+            features = truth = no_features
+        env_states = carry.env_state
+        if forced:
+            actions, rewards, dones, next_obs = (
+                step[name] for name in ("actions", "rewards", "dones", "next_obs")
+            )
+        else:
+            env_states, next_obs, rewards, dones = jax.vmap(family.step)(
+                step["env_keys"], tasks, env_states, actions
+            )
+        beliefs = carry.belief
+        if track_belief:
+            beliefs = jax.vmap(family.belief_update)(beliefs, carry.obs, actions, rewards, next_obs)
+        next_carry = Carry(
+            env_state=env_states,
+            obs=next_obs,
+            belief=beliefs,
+            memory=actor.observe(memory, carry.obs, actions, rewards, next_obs),
+            prev_action=actions,
+            prev_reward=rewards,
+            moments=carry.moments,
+        )
+        recorded = {}
+        if record:
+            recorded = dict(
+                obs=next_obs, actions=actions, rewards=rewards, dones=dones, features=features, truth=truth
+            )
+            recorded.update(outputs)
+        pairs = jnp.concatenate([outputs["hidden"], features], axis=-1) if split_sizes is not None else None
+        return next_carry, recorded, pairs
+
+    def transition(carry: Carry, step: dict[str, Any]) -> tuple[Carry, dict[str, jax.Array]]:
+        next_carry, recorded, pairs = advance(carry, step)
+        if split_sizes is not None:
+            # Folded in step by step: one [n, d] scatter per split stays in cache (accumulating
+            # blocks of steps in one matmul measured slower on a CPU, and costs the same FLOPs).
+            moments = probes.merge(carry.moments, probes.split_moments(pairs, split_sizes))
+            next_carry = next_carry.replace(moments=moments)
+        return next_carry, recorded
+
+    steps = {"time": jnp.arange(num_steps, dtype=jnp.int32)}
+    if forced:
+        steps.update(
+            actions=history.actions, rewards=history.rewards, dones=history.dones, next_obs=history.obs[1:],
+            truth=history.truth,
+        )  # fmt: skip
+    else:
+        # All randomness drawn before the scan, in large vectorised calls: per-step key splits
+        # and sampling inside the loop cost a third of the LSTM step on a CPU.
+        action_key, env_key = jax.random.split(key)
+        steps["noise"] = actor.noise(action_key, num_steps, num_tasks)
+        steps["env_keys"] = jax.random.split(env_key, (num_steps, num_tasks))
+    beliefs = jax.vmap(family.belief_init)(first_obs) if track_belief else None
+    carry = Carry(
+        env_state=env_states,
+        obs=first_obs,
+        belief=beliefs,
+        memory=actor.init(first_obs, beliefs),
+        prev_action=jnp.full((num_tasks,), -1, jnp.int32),
+        prev_reward=jnp.zeros((num_tasks,), jnp.float32),
+        moments=None,
+    )
+    if split_sizes is not None:
+        _, _, pairs = jax.eval_shape(advance, carry, jax.tree.map(lambda leaf: leaf[0], steps))
+        carry = carry.replace(moments=probes.empty_moments(pairs.shape[-1], batch_shape=(len(split_sizes),)))
+    carry, recorded = jax.lax.scan(transition, carry, steps)
+    trajectory = None
+    if record:
+        recorded["obs"] = jnp.concatenate([first_obs[None], recorded["obs"]])
+        trajectory = Trajectory(**recorded)
+    return Lockstep(trajectory=trajectory, moments=carry.moments, last=carry)
+
+
+def _check_source(key: jax.Array | None, tasks: PyTree | None, history: Trajectory | None) -> bool:
+    """True for a replay of ``history``; raises unless exactly one of (key and tasks) or history."""
+    acting = key is not None or tasks is not None
+    if (history is not None) == acting or (acting and (key is None or tasks is None)):
+        raise ValueError(
+            "pass either key and tasks (the policy acts in the environment) or history (a recorded "
+            f"trajectory to replay), exactly one of them; got key={'set' if key is not None else None}, "
+            f"tasks={'set' if tasks is not None else None}, history={'set' if history is not None else None}"
+        )
+    return history is not None
 
 
 def rollout(
@@ -67,17 +375,10 @@ def rollout(
     Returns:
       A ``Trajectory`` of arrays ``[T (+ 1), N, ...]``.
     """
-    trajectory, _ = _lockstep(
-        family,
-        agent,
-        params,
-        tasks=tasks,
-        key=key,
-        num_steps=num_steps,
-        track_belief=track_belief,
-        record=True,
-    )
-    return trajectory
+    actor = NetworkActor(agent=agent, params=params)
+    return lockstep(
+        family, actor, key=key, tasks=tasks, num_steps=num_steps, track_belief=track_belief
+    ).trajectory
 
 
 def rollout_population(
@@ -105,8 +406,8 @@ def replay(family: TaskFamily, agent: RecurrentAgent, params: PyTree, history: T
     recomputed. Replaying an agent's own rollout with the same parameters reproduces it.
     """
     track_belief = history.features.shape[-1] > 0  # a history recorded without beliefs stays so
-    trajectory, _ = _lockstep(family, agent, params, history=history, track_belief=track_belief, record=True)
-    return trajectory
+    actor = NetworkActor(agent=agent, params=params)
+    return lockstep(family, actor, history=history, track_belief=track_belief).trajectory
 
 
 # One compiled cache for every caller that replays histories (probes, state-machine simulation, ...).
@@ -155,121 +456,19 @@ def probe_moments(
     """Streaming probe statistics of ``z = [hidden, belief_features]`` without storing the trajectory.
 
     The N lanes (tasks) are cut, in order, into consecutive blocks of ``split_sizes`` (e.g. train,
-    validation and test tasks), so no task is on both sides of a probe. Pass ``key`` and ``tasks``
-    to let the agent act, or ``history`` to replay one.
+    validation and test tasks), so no task is on both sides of a probe. Pass exactly one of:
+    ``key`` and ``tasks`` (the agent acts), or ``history`` (a replay); anything else raises
+    ``ValueError``.
 
     Returns:
       ``Moments`` stacked over the splits: ``count [S]``, ``mean [S, H + F]``,
       ``scatter [S, H + F, H + F]``, over all steps of each split's tasks.
     """
-    split_sizes = tuple(int(size) for size in split_sizes)
-    _, moments = _lockstep(
-        family,
-        agent,
-        params,
-        tasks=tasks,
-        key=key,
-        num_steps=num_steps,
-        history=history,
+    actor = NetworkActor(agent=agent, params=params)
+    return lockstep(
+        family, actor, key=key, tasks=tasks, history=history, num_steps=num_steps, record=False,
         split_sizes=split_sizes,
-    )
-    return moments
-
-
-def _lockstep(
-    family: TaskFamily,
-    agent: RecurrentAgent,
-    params: PyTree,
-    *,
-    tasks: PyTree | None = None,
-    key: jax.Array | None = None,
-    num_steps: int | None = None,
-    history: Trajectory | None = None,
-    split_sizes: tuple[int, ...] | None = None,
-    track_belief: bool = True,
-    record: bool = False,
-) -> tuple[Trajectory | None, probes.Moments | None]:
-    """The shared scan; ``history`` selects teacher forcing, ``split_sizes`` the probe statistics."""
-    forced = history is not None
-    if forced:
-        num_tasks, num_steps = history.actions.shape[1], history.actions.shape[0]
-        first_obs, env_states = history.obs[0], None
-    else:
-        num_tasks = jax.tree.leaves(tasks)[0].shape[0]
-        num_steps = family.horizon if num_steps is None else num_steps
-        key, reset_key = jax.random.split(key)
-        env_states, first_obs = jax.vmap(family.reset)(jax.random.split(reset_key, num_tasks), tasks)
-    if split_sizes is not None and sum(split_sizes) != num_tasks:
-        raise ValueError(f"split_sizes must add up to the {num_tasks} tasks, got {split_sizes}")
-
-    belief_features = jax.vmap(family.belief_features)
-    true_features = jax.vmap(family.true_features)
-    beliefs = jax.vmap(family.belief_init)(first_obs) if track_belief else None
-
-    def transition(carry, step):
-        env_states, obs, beliefs, lstm, prev_action, prev_reward, moments = carry
-        time = step["time"]
-        inputs = agent.inputs(obs, prev_action, prev_reward, time)
-        lstm, logits, values = agent.step(params, lstm, inputs)
-        cell, hidden = lstm
-        if track_belief:
-            features = belief_features(beliefs)
-            truth = step["truth"] if forced else true_features(tasks, env_states)
-        else:
-            features = truth = jnp.zeros((num_tasks, 0), jnp.float32)
-
-        if forced:
-            actions, rewards, dones, next_obs = (
-                step[name] for name in ("actions", "rewards", "dones", "next_obs")
-            )
-        else:
-            actions = _sample(jax.lax.stop_gradient(logits), step["uniform"])
-            env_states, next_obs, rewards, dones = jax.vmap(family.step)(
-                step["env_keys"], tasks, env_states, actions
-            )
-        if track_belief:
-            beliefs = jax.vmap(family.belief_update)(beliefs, obs, actions, rewards, next_obs)
-        if split_sizes is not None:
-            pairs = jnp.concatenate([hidden, features], axis=-1)
-            moments = probes.merge(moments, probes.split_moments(pairs, split_sizes))
-        record_step = None
-        if record:
-            record_step = dict(
-                obs=next_obs, actions=actions, rewards=rewards, dones=dones, hidden=hidden, cell=cell,
-                logits=logits, values=values, features=features, truth=truth,
-            )  # fmt: skip
-        return (env_states, next_obs, beliefs, lstm, actions, rewards, moments), record_step
-
-    steps = {"time": jnp.arange(num_steps, dtype=jnp.int32)}
-    if forced:
-        steps.update(
-            actions=history.actions, rewards=history.rewards, dones=history.dones, next_obs=history.obs[1:],
-            truth=history.truth,
-        )  # fmt: skip
-    else:
-        # All randomness drawn before the scan, in two large vectorised calls: per-step key splits
-        # and Gumbel sampling inside the loop cost a third of the LSTM step on a CPU.
-        action_key, env_key = jax.random.split(key)
-        steps["uniform"] = jax.random.uniform(action_key, (num_steps, num_tasks))
-        steps["env_keys"] = jax.random.split(env_key, (num_steps, num_tasks))
-    moments = None
-    if split_sizes is not None:
-        feature_size = jax.eval_shape(belief_features, beliefs).shape[-1]
-        moments = probes.empty_moments(agent.hidden_size + feature_size, batch_shape=(len(split_sizes),))
-    carry = (
-        env_states,
-        first_obs,
-        beliefs,
-        agent.initial_carry(num_tasks),
-        jnp.full((num_tasks,), -1, jnp.int32),
-        jnp.zeros((num_tasks,), jnp.float32),
-        moments,
-    )
-    carry, recorded = jax.lax.scan(transition, carry, steps)
-    if not record:
-        return None, carry[-1]
-    recorded["obs"] = jnp.concatenate([first_obs[None], recorded["obs"]])
-    return Trajectory(**recorded), carry[-1]
+    ).moments  # fmt: skip
 
 
 def _sample(logits: jax.Array, uniform: jax.Array) -> jax.Array:

@@ -17,7 +17,7 @@ from metabelief.analysis import (
     stay_probabilities,
     summarize_runs,
 )
-from metabelief.testing.random_rollout import belief_policy_rollout
+from metabelief.baselines import run_policy
 
 
 def loop_counts(
@@ -161,7 +161,7 @@ def test_bayes_greedy_agent_on_the_two_step_task_is_model_based():
 
     @jax.jit
     def analyse(key):
-        out = belief_policy_rollout(family, key, tasks, family.horizon, greedy)
+        out = run_policy(family, greedy, key, tasks)
         return stay_probabilities(out.actions, out.obs[1:], out.rewards)
 
     result = analyse(jax.random.key(1))

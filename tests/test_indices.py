@@ -112,11 +112,11 @@ def test_gittins_default_discount_and_bad_arguments():
     assert gittins(family) == gittins(family, 0.95)
     with pytest.raises(ValueError, match="discount"):
         gittins(family, 1.0)
-    with pytest.raises(ValueError, match="bernoulli_bandit"):
+    with pytest.raises(ValueError, match="gittins needs a family with the BetaArms capability"):
         gittins(metabelief.make("dependent_bandit", horizon=20))
     with pytest.raises(ValueError, match="epsilon"):
         epsilon_greedy(family, 1.5)
-    with pytest.raises(ValueError, match="bernoulli_bandit"):
+    with pytest.raises(ValueError, match="ucb1 needs a family with the BetaArms capability"):
         ucb1(metabelief.make("dependent_bandit", horizon=20))
 
 

@@ -1,4 +1,5 @@
-"""The state-machine simulation's Bayes state: posterior counts recovered from the belief features."""
+"""The state-machine simulation: the Bayes state (posterior counts of the replayed belief), the
+dissimilarity measures on hand-built states with known answers, and a run on a network."""
 
 from __future__ import annotations
 
@@ -8,25 +9,33 @@ import numpy as np
 import pytest
 
 import metabelief
-from metabelief.analysis.state_machine import counts_from_features
+from metabelief.analysis.state_machine import bayes_counts
 from metabelief.testing import random_rollout, sample_tasks
 
 
-def test_counts_from_features_equal_float64_counts_of_the_history():
+def test_bayes_counts_equal_float64_counts_of_the_history():
     family = metabelief.make("bernoulli_bandit", num_arms=3, horizon=30, prior_a=2.0, prior_b=0.5)
     tasks = sample_tasks(family, jax.random.key(0), 64)
     history = jax.jit(random_rollout, static_argnames=("family", "num_steps"))(
         family, jax.random.key(1), tasks, num_steps=30
     )
-    counts = np.asarray(counts_from_features(family, history.features))  # [T + 1, N, 6]
+    counts = np.asarray(bayes_counts(family, history))  # [T, N, 6]: before each decision
+    assert counts.shape == (30, 64, 6)
     actions, rewards = np.asarray(history.actions), np.asarray(history.rewards, np.float64)
     successes, failures = np.zeros((64, 3)), np.zeros((64, 3))
-    for t in range(31):
-        np.testing.assert_allclose(counts[t], np.concatenate([successes, failures], axis=1), atol=2e-3)
-        if t < 30:
-            lanes = np.arange(64)
-            successes[lanes, actions[t]] += rewards[t]
-            failures[lanes, actions[t]] += 1.0 - rewards[t]
+    for t in range(30):
+        # Exact: integers plus a prior of 2 and 0.5 are exact in float32.
+        np.testing.assert_array_equal(counts[t], np.concatenate([successes, failures], axis=1))
+        lanes = np.arange(64)
+        successes[lanes, actions[t]] += rewards[t]
+        failures[lanes, actions[t]] += 1.0 - rewards[t]
+
+
+def test_bayes_counts_need_beta_arms():
+    family = metabelief.make("dependent_bandit", horizon=5)
+    history = random_rollout(family, jax.random.key(0), sample_tasks(family, jax.random.key(1), 4), 5)
+    with pytest.raises(ValueError, match="the state-machine simulation needs a family with the BetaArms"):
+        bayes_counts(family, history)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -89,7 +98,7 @@ def bandit():
     history = jax.jit(random_rollout, static_argnames=("family", "num_steps"))(
         family, jax.random.key(1), tasks, num_steps=NUM_STEPS
     )
-    counts = jnp.round(counts_from_features(family, history.features[:NUM_STEPS]))  # [T, N, 4]
+    counts = bayes_counts(family, history)  # [T, N, 4]
     # The Bayes agent's action probabilities at the true counts, straight from BayesOptimal.
     beliefs = metabelief.tasks.bandit_base.BetaBelief(
         alpha=counts[..., :2].reshape(-1, 2) + family.prior_a,

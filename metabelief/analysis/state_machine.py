@@ -14,12 +14,14 @@ true_actions=true_metaRL_actions, mapped_actions=mapped_bayes_actions)`` and Bay
 
 Both agents read the same histories (the trained agent's held-out rollout): the recurrent agent's
 state is its LSTM ``[hidden, cell]`` and its policy is its policy head on ``hidden``; the
-Bayes-optimal agent's state is the exact posterior of ``bernoulli_bandit`` as counts (successes
-and failures of each arm) and its policy is the DP's (``BayesOptimal.action_probs``: uniform over
-the optimal actions). Maps are fitted both ways (ridge regression from streaming statistics, and
-an MLP) on the training lanes (tasks), chosen on the validation lanes and scored on the held-out
-test lanes. In each direction (``agent_to_bayes``: source = network, receiver = Bayes agent;
-``bayes_to_agent``: source = Bayes agent, receiver = network) and for each map:
+Bayes-optimal agent's state is the exact posterior of a family with the ``BetaArms`` capability
+(``metabelief.tasks.base``; built in: ``bernoulli_bandit``) as counts (successes and failures of
+each arm, ``bayes_counts``: ``beta_posterior`` of the replayed belief minus the prior) and its
+policy is the DP's (``BayesOptimal.action_probs_at``: uniform over the optimal actions). Maps are
+fitted both ways (ridge regression from streaming statistics, and an MLP) on the training lanes
+(tasks), chosen on the validation lanes and scored on the held-out test lanes. In each direction
+(``agent_to_bayes``: source = network, receiver = Bayes agent; ``bayes_to_agent``: source = Bayes
+agent, receiver = network) and for each map:
 
 * ``state_dissimilarity``: the mapped state's squared error to the receiver's true state, per
   dimension divided by that dimension's variance and averaged over the dimensions that vary
@@ -48,6 +50,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -56,9 +59,9 @@ import numpy as np
 from metabelief import probes
 from metabelief.agents.lstm import RecurrentAgent
 from metabelief.baselines.bayes_optimal import BayesOptimal
-from metabelief.rollout import Trajectory, replay_jit, split_lanes
+from metabelief.rollout import Trajectory, replay_beliefs, replay_jit, split_lanes
 from metabelief.tasks.bandit_base import BetaBelief
-from metabelief.tasks.bernoulli_bandit import BernoulliBandit
+from metabelief.tasks.base import BetaArms, TaskFamily, require_capability
 
 # A policy: states ``[..., S]`` -> action probabilities ``[..., A]``.
 Policy = Callable[[jax.Array], jax.Array]
@@ -73,20 +76,34 @@ MEASURES = (
 )
 
 
-def counts_from_features(family: BernoulliBandit, features: jax.Array) -> jax.Array:
-    """Observed ``[successes (K), failures (K)]`` from ``bernoulli_bandit`` belief features.
+def bayes_counts(family: TaskFamily, history: Trajectory) -> jax.Array:
+    """The Bayes agent's state along ``history``: observed ``[successes (K), failures (K)]`` of each
+    arm before each decision, ``float32[T, N, 2K]``, for a family with the ``BetaArms`` capability.
 
-    The features are the posterior means m and standard deviations s of each arm's Beta(a, b):
-    a + b = m (1 - m) / s^2 - 1 and a = m (a + b); the prior's pseudo-counts are subtracted.
+    The exact belief is replayed on the history (``metabelief.rollout.replay_beliefs``; any record
+    with ``obs`` [T + 1, N, O], ``actions`` and ``rewards`` [T, N] will do) and read through
+    ``beta_posterior``; the prior's pseudo-counts are subtracted.
     """
-    num_arms = family.num_arms
-    means, stds = features[..., :num_arms], features[..., num_arms : 2 * num_arms]
-    total = means * (1.0 - means) / stds**2 - 1.0
-    alpha = means * total
-    return jnp.concatenate([alpha - family.prior_a, total - alpha - family.prior_b], axis=-1)
+    require_capability("the state-machine simulation", family, BetaArms)
+    return _bayes_counts(family, history.obs, history.actions, history.rewards)
 
 
-def bayes_count_policy(family: BernoulliBandit, bayes: BayesOptimal) -> Policy:
+@functools.partial(jax.jit, static_argnums=0)
+def _bayes_counts(family: BetaArms, obs: jax.Array, actions: jax.Array, rewards: jax.Array) -> jax.Array:
+    history = _History(obs=obs, actions=actions, rewards=rewards)
+    posterior = jax.vmap(jax.vmap(family.beta_posterior))(replay_beliefs(family, history))
+    return jnp.concatenate([posterior.alpha - family.prior_a, posterior.beta - family.prior_b], axis=-1)
+
+
+class _History(NamedTuple):
+    """What ``replay_beliefs`` reads of a history."""
+
+    obs: jax.Array
+    actions: jax.Array
+    rewards: jax.Array
+
+
+def bayes_count_policy(family: TaskFamily, bayes: BayesOptimal) -> Policy:
     """The Bayes-optimal agent's policy on counts ``[..., 2K]`` (successes, then failures).
 
     Counts are first rounded to the nearest non-negative integers (a mapped state is real-valued),
@@ -107,7 +124,7 @@ def network_policy(agent: RecurrentAgent, params: dict) -> Policy:
 
 
 def simulate(
-    family: BernoulliBandit,
+    family: TaskFamily,
     agent: RecurrentAgent,
     networks: dict[str, dict],
     history: Trajectory,
@@ -119,16 +136,15 @@ def simulate(
 ) -> dict:
     """``simulate_states`` of each named network against the Bayes-optimal agent on ``history``.
 
+    ``family`` needs the ``BetaArms`` capability (``metabelief.tasks.base``), whatever its class.
     Each network replays ``history`` (teacher forcing); its state is ``[hidden, cell]``, the Bayes
-    agent's the posterior counts recovered from ``history.features``, the arms' means
-    ``history.truth``; lanes are cut into ``split_sizes`` (train, validation, test).
+    agent's the posterior counts of the exact belief replayed on ``history`` (``bayes_counts``),
+    the arms' means ``history.truth``; lanes are cut into ``split_sizes`` (train, validation, test).
 
     Returns a JSON-ready dict: ``{name: {direction: {"linear" | "mlp": {measure: float}}}}`` with
     the directions ``DIRECTIONS`` and the measures ``MEASURES``.
     """
-    if not isinstance(family, BernoulliBandit):
-        raise ValueError(f"the state-machine simulation needs bernoulli_bandit, got {family!r}")
-    counts = jnp.round(counts_from_features(family, history.features))  # [T, N, 2K]: the Bayes state
+    counts = jnp.round(bayes_counts(family, history))  # [T, N, 2K]: the Bayes state
     report = {}
     for name, params in networks.items():
         replayed = replay_jit(family, agent, params, history)
@@ -240,17 +256,17 @@ def return_difference(source_probs: jax.Array, receiver_probs: jax.Array, arm_me
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _bayes_action_probs(family: BernoulliBandit, bayes: BayesOptimal, counts: jax.Array) -> jax.Array:
+def _bayes_action_probs(family: BetaArms, bayes: BayesOptimal, counts: jax.Array) -> jax.Array:
     """The Bayes-optimal policy's action probabilities at counts ``[..., 2K]``, rounded to the
     nearest non-negative integers."""
     num_arms = family.num_arms
     counts = jnp.maximum(jnp.round(counts), 0.0)
-    beliefs = BetaBelief(
+    posteriors = BetaBelief(
         alpha=counts[..., :num_arms] + family.prior_a,
         beta=counts[..., num_arms:] + family.prior_b,
     )
-    flat = jax.tree.map(lambda leaf: leaf.reshape(-1, num_arms), beliefs)
-    probs = jax.vmap(bayes.action_probs)(flat)
+    flat = jax.tree.map(lambda leaf: leaf.reshape(-1, num_arms), posteriors)
+    probs = jax.vmap(bayes.action_probs_at)(flat)
     return probs.reshape(*counts.shape[:-1], family.num_actions)
 
 

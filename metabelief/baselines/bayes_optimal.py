@@ -9,16 +9,23 @@ and V = 0 once the horizon is used up. Every belief here is a function of intege
 counts' total is the number of pulls made, so the time is known from the counts and the DP runs
 backward over that total ("level") with NumPy float64, one vectorised step per level.
 
-* ``bernoulli_bandit``: the counts are (successes, failures) per arm. The value is symmetric in
+It takes any family with one of two capabilities of ``metabelief.tasks.base``, whatever its class:
+
+* ``BetaArms`` (``bernoulli_bandit``): the counts are (successes, failures) per arm, read from
+  ``beta_posterior(belief)`` minus the prior. The value is symmetric in
   the arms, so a state is the multiset of per-arm counts: the arms' count ids sorted in decreasing
   order. Only ``min(num_arms, horizon)`` columns are kept, since at most ``horizon - 1`` arms can
   have been pulled before the last decision; the arms beyond are untouched (id 0). What fits
   the size limits below (each under ~16 s and 1.4 GB on one CPU core): 2 arms up to horizon 155,
   3 arms 54, 5 arms 29, 10 arms 21, any number of arms at horizon <= 19; not 5 or more arms at
   horizon 100, nor 2 arms at 500.
-* ``dependent_bandit``: the counts are the evidence for p and against p (one Beta over p, or a
-  posterior over a finite support). Both arms give the same information, so the DP is 1-D per
-  level (and its policy is the greedy one: pull arm 0 iff E p > 1/2).
+* ``DependentArms`` (``dependent_bandit``): the counts are the evidence for p and against p
+  (``evidence_counts(belief)``; p ~ U[0, 1] or uniform over ``p_support``). Both arms give the
+  same information, so the DP is 1-D per level (and its policy is the greedy one: pull arm 0 iff
+  E p > 1/2).
+
+The tables are built and cached on plain numbers (arms, horizon, prior; horizon, support), so
+equal models share one table whatever family object they come from.
 """
 
 from __future__ import annotations
@@ -31,10 +38,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metabelief.tasks.bandit_base import BetaBelief
-from metabelief.tasks.base import PyTree, TaskFamily
-from metabelief.tasks.bernoulli_bandit import BernoulliBandit
-from metabelief.tasks.dependent_bandit import DependentBandit, DiscreteDependentBandit, SupportBelief
+from metabelief.tasks.bandit_base import BetaBelief, beta_mean
+from metabelief.tasks.base import (
+    BetaArms,
+    DependentArms,
+    ExpectedRewards,
+    PyTree,
+    TaskFamily,
+    require_capability,
+)
+from metabelief.tasks.dependent_bandit import support_log_posterior
 
 # Table entries (belief states x columns) above which the DP refuses. On one CPU core 4.4M entries
 # (2 arms, horizon 100) take ~2 s; 22M (2 arms, horizon 150) ~12 s and ~1.2 GB.
@@ -68,10 +81,15 @@ class BayesOptimalTable:
 class BayesOptimal:
     """Acts Bayes-optimally from the exact belief: the best action of the belief-MDP's DP table.
 
-    Defined for ``bernoulli_bandit`` (any prior, sizes up to ``MAX_TABLE_ENTRIES``; see
-    ``bayes_optimal_table_size``) and both ``dependent_bandit`` variants. Ties are broken at
-    random. Beyond the family's horizon (``run_policy`` with more steps) it plays greedily on the
-    posterior mean.
+    Defined for families with the ``BetaArms`` capability (``bernoulli_bandit``: any prior, sizes
+    up to ``MAX_TABLE_ENTRIES``; see ``bayes_optimal_table_size``) or the ``DependentArms`` one
+    (both ``dependent_bandit`` variants). Ties are broken at random. Beyond the family's horizon
+    (``run_policy`` with more steps) it plays greedily on the posterior mean.
+
+    The table is keyed on the belief's sufficient statistic (``statistic``): the per-arm Beta
+    posterior of a ``BetaArms`` family, the evidence counts of a ``DependentArms`` one.
+    ``action_values_at`` and ``action_probs_at`` act on that statistic directly (the
+    state-machine simulation puts the Bayes agent in mapped counts that way).
 
     Example::
 
@@ -90,41 +108,77 @@ class BayesOptimal:
         """The expected total reward of this policy from the prior (``bayes_optimal_value``)."""
         return bayes_optimal_table(self.family).value
 
+    def statistic(self, belief: PyTree) -> BetaBelief | jax.Array:
+        """The sufficient statistic the table is keyed on: ``beta_posterior(belief)`` (a
+        ``BetaBelief``, ``float32[num_arms]`` each) for ``BetaArms``, else
+        ``evidence_counts(belief)`` (``float32[2]``)."""
+        if isinstance(self.family, BetaArms):
+            return self.family.beta_posterior(belief)
+        return self.family.evidence_counts(belief)
+
     def action_values(self, belief: PyTree) -> jax.Array:
         """Q-value of each action for one belief: expected reward to the end of the episode.
 
         Returns ``float32[num_actions]`` (beyond the horizon: the posterior expected rewards).
         """
-        index, columns, within = self._locate(belief)
-        q_values = jnp.asarray(bayes_optimal_table(self.family).q_values, jnp.float32)[index, columns]
-        return jnp.where(within, q_values, self._expected_rewards(belief))
+        return self._action_values(self.statistic(belief), belief)
 
     def action_probs(self, belief: PyTree) -> jax.Array:
         """The policy's action distribution for one belief: uniform over the optimal actions.
 
         Returns ``float32[num_actions]``.
         """
-        index, columns, within = self._locate(belief)
-        optimal = jnp.asarray(bayes_optimal_table(self.family).optimal)[index, columns]
-        expected = self._expected_rewards(belief)
-        optimal = jnp.where(within, optimal, expected == expected.max())
-        return optimal / optimal.sum()
+        return self._action_probs(self.statistic(belief), belief)
+
+    def action_values_at(self, statistic: BetaBelief | jax.Array) -> jax.Array:
+        """``action_values`` of the belief whose sufficient statistic (``statistic``) this is."""
+        return self._action_values(statistic)
+
+    def action_probs_at(self, statistic: BetaBelief | jax.Array) -> jax.Array:
+        """``action_probs`` of the belief whose sufficient statistic (``statistic``) this is."""
+        return self._action_probs(statistic)
 
     def __call__(self, key: jax.Array, belief: PyTree, obs: jax.Array) -> jax.Array:
         del obs
         probs = self.action_probs(belief)
         return jax.random.choice(key, probs.shape[0], p=probs).astype(jnp.int32)
 
-    def _expected_rewards(self, belief: PyTree) -> jax.Array:
-        return self.family.expected_rewards(belief, jnp.zeros((0,), jnp.float32))
+    def _action_values(self, statistic: BetaBelief | jax.Array, belief: PyTree = None) -> jax.Array:
+        index, columns, within = self._locate(statistic)
+        q_values = jnp.asarray(bayes_optimal_table(self.family).q_values, jnp.float32)[index, columns]
+        return jnp.where(within, q_values, self._expected_rewards(statistic, belief))
 
-    def _locate(self, belief: PyTree) -> tuple[jax.Array, jax.Array, jax.Array]:
-        """The belief's row in the table, the column of each action, and whether n < horizon."""
-        table = bayes_optimal_table(self.family)
-        if isinstance(self.family, BernoulliBandit):
-            level, key, columns = _bernoulli_key(self.family, belief, table.rows.shape[1])
+    def _action_probs(self, statistic: BetaBelief | jax.Array, belief: PyTree = None) -> jax.Array:
+        index, columns, within = self._locate(statistic)
+        optimal = jnp.asarray(bayes_optimal_table(self.family).optimal)[index, columns]
+        expected = self._expected_rewards(statistic, belief)
+        optimal = jnp.where(within, optimal, expected == expected.max())
+        return optimal / optimal.sum()
+
+    def _expected_rewards(self, statistic: BetaBelief | jax.Array, belief: PyTree = None) -> jax.Array:
+        """The posterior expected reward of each arm (its posterior mean), for play past the horizon:
+        the family's own ``expected_rewards`` given a belief and the capability, else from the
+        statistic."""
+        if belief is not None and isinstance(self.family, ExpectedRewards):
+            return self.family.expected_rewards(belief, jnp.zeros((0,), jnp.float32))
+        if isinstance(self.family, BetaArms):
+            return beta_mean(statistic)
+        support = _support(self.family)
+        if support is None:  # Beta(1 + evidence for p, 1 + evidence against p)
+            mean = beta_mean(BetaBelief(alpha=1.0 + statistic[0], beta=1.0 + statistic[1]))
         else:
-            level, key = _dependent_key(self.family, belief)
+            posterior = jnp.exp(support_log_posterior(support, statistic))
+            mean = posterior @ jnp.asarray(support, jnp.float32)
+        return jnp.stack([mean, 1.0 - mean])
+
+    def _locate(self, statistic: BetaBelief | jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """The statistic's row in the table, the column of each action, and whether n < horizon."""
+        table = bayes_optimal_table(self.family)
+        if isinstance(self.family, BetaArms):
+            prior = (float(self.family.prior_a), float(self.family.prior_b))
+            level, key, columns = _bernoulli_key(*prior, statistic, table.rows.shape[1])
+        else:
+            level, key = _dependent_key(statistic)
             columns = jnp.arange(2)
         within = level < self.family.horizon
         level = jnp.clip(level, 0, self.family.horizon - 1)
@@ -146,15 +200,12 @@ def bayes_optimal_value(family: TaskFamily) -> float:
 
 def bayes_optimal_table_size(family: TaskFamily) -> int:
     """Entries (belief states x columns) of ``family``'s DP table, counted without building it."""
-    if isinstance(family, BernoulliBandit):
-        width = min(family.num_arms, family.horizon)
-        return _count_arm_multisets(family.num_arms, family.horizon) * width
-    if isinstance(family, DependentBandit | DiscreteDependentBandit):
-        return family.horizon * (family.horizon + 1) // 2 * 2
-    raise ValueError(
-        "bayes_optimal needs a Bernoulli bandit family (bernoulli_bandit or dependent_bandit), "
-        f"got {family!r}"
-    )
+    require_capability("bayes_optimal", family, BetaArms, DependentArms)
+    if isinstance(family, BetaArms):
+        num_arms, horizon = int(family.num_arms), int(family.horizon)
+        return _count_arm_multisets(num_arms, horizon) * min(num_arms, horizon)
+    horizon = int(family.horizon)
+    return horizon * (horizon + 1) // 2 * 2
 
 
 def bayes_optimal_table(family: TaskFamily) -> BayesOptimalTable:
@@ -165,16 +216,21 @@ def bayes_optimal_table(family: TaskFamily) -> BayesOptimalTable:
             f"the Bayes-optimal DP table of {family!r} would hold {size:.3g} entries, more than "
             f"MAX_TABLE_ENTRIES = {MAX_TABLE_ENTRIES:.3g}; use fewer arms or a shorter horizon"
         )
-    if isinstance(family, BernoulliBandit):
-        candidates = size * min(family.num_arms, family.horizon) * 2
+    if isinstance(family, BetaArms):
+        num_arms, horizon = int(family.num_arms), int(family.horizon)
+        candidates = size * min(num_arms, horizon) * 2
         if candidates > MAX_SUCCESSOR_ENTRIES:
             raise ValueError(
                 f"the Bayes-optimal DP of {family!r} would sort {candidates:.3g} successor entries, more "
                 f"than MAX_SUCCESSOR_ENTRIES = {MAX_SUCCESSOR_ENTRIES:.3g}; use a shorter horizon"
             )
-        return _bernoulli_table(family.num_arms, family.horizon, family.prior_a, family.prior_b)
-    support = family.support if isinstance(family, DiscreteDependentBandit) else None
-    return _dependent_table(family.horizon, support)
+        return _bernoulli_table(num_arms, horizon, float(family.prior_a), float(family.prior_b))
+    return _dependent_table(int(family.horizon), _support(family))
+
+
+def _support(family: DependentArms) -> tuple[float, ...] | None:
+    """``p_support`` as a hashable tuple of floats (None: p ~ U[0, 1])."""
+    return None if family.p_support is None else tuple(float(value) for value in family.p_support)
 
 
 # --- independent arms: states are multisets of per-arm counts ----------------------------------
@@ -311,25 +367,21 @@ def _observed_counts(counts: jax.Array, prior: float) -> jax.Array:
 
 
 def _bernoulli_key(
-    family: BernoulliBandit, belief: BetaBelief, width: int
+    prior_a: float, prior_b: float, posterior: BetaBelief, width: int
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Level, canonical row and each arm's column: an arm's rank in decreasing id order, and
     the last column (an untouched arm, id 0) for the arms beyond the table's width."""
-    successes = _observed_counts(belief.alpha, family.prior_a)
-    failures = _observed_counts(belief.beta, family.prior_b)
+    successes = _observed_counts(posterior.alpha, prior_a)
+    failures = _observed_counts(posterior.beta, prior_b)
     ids = _arm_id(successes, failures)  # [num_arms]
     order = jnp.argsort(-ids)
     rank = jnp.argsort(order)
     return (successes + failures).sum(), ids[order][:width], jnp.minimum(rank, width - 1)
 
 
-def _dependent_key(
-    family: DependentBandit | DiscreteDependentBandit, belief: BetaBelief | SupportBelief
-) -> tuple[jax.Array, jax.Array]:
-    if isinstance(family, DiscreteDependentBandit):
-        evidence = jnp.round(belief.evidence).astype(jnp.int32)  # [for p, against p]
-    else:
-        evidence = jnp.stack([_observed_counts(belief.alpha, 1.0), _observed_counts(belief.beta, 1.0)])
+def _dependent_key(evidence: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Level and row of the evidence counts ``[for p, against p]``."""
+    evidence = jnp.round(evidence).astype(jnp.int32)
     return evidence.sum(), evidence[:1]
 
 

@@ -1,10 +1,11 @@
 """Classic index policies of the Bernoulli bandit, acting on the per-arm counts in its belief.
 
-``bernoulli_bandit``'s exact belief is one Beta(prior_a + successes, prior_b + failures) per arm,
-so the observed counts are the belief's counts minus the prior. These policies need per-arm counts
-and independent arms; the dependent bandit's belief pools both arms' outcomes into evidence about
-p (and there the greedy policy on its belief is already Bayes-optimal), so they take
-``bernoulli_bandit`` only.
+They take any family with the ``BetaArms`` capability (``metabelief.tasks.base``; built in:
+``bernoulli_bandit``): its ``beta_posterior(belief)`` is one Beta(prior_a + successes, prior_b +
+failures) per arm, so the observed counts are the posterior's counts minus the prior. These
+policies need per-arm counts and independent arms; the dependent bandit's belief pools both arms'
+outcomes into evidence about p (and there the greedy policy on its belief is already
+Bayes-optimal), so it does not have the capability.
 
 * ``gittins``: the Gittins index of each arm's Beta posterior for a discount factor (Gittins 1979),
   computed once per (prior, discount, horizon) as a table over the counts.
@@ -25,9 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from metabelief.tasks import validation
-from metabelief.tasks.bandit_base import BetaBelief, beta_mean
-from metabelief.tasks.base import TaskFamily
-from metabelief.tasks.bernoulli_bandit import BernoulliBandit
+from metabelief.tasks.bandit_base import beta_mean
+from metabelief.tasks.base import BetaArms, PyTree, TaskFamily, require_capability
 
 # Calibration of the Gittins index: the depth past which an arm's mean is taken as known (its
 # discounted value of information below TRUNCATION_TOLERANCE changes indices by ~1e-7), and the
@@ -40,16 +40,14 @@ MAX_CALIBRATION_ENTRIES = 3_000_000_000
 
 
 def _check_family(name: str, family: TaskFamily) -> None:
-    if not isinstance(family, BernoulliBandit):
-        raise ValueError(
-            f"{name} needs a bernoulli_bandit family (independent arms with Beta posteriors), got {family!r}"
-        )
+    require_capability(name, family, BetaArms)
 
 
-def _observed_counts(family: BernoulliBandit, belief: BetaBelief) -> tuple[jax.Array, jax.Array]:
-    """Observed successes and pulls of each arm: the belief's counts minus the prior, float32."""
-    successes = jnp.round(belief.alpha - family.prior_a)
-    failures = jnp.round(belief.beta - family.prior_b)
+def _observed_counts(family: BetaArms, belief: PyTree) -> tuple[jax.Array, jax.Array]:
+    """Observed successes and pulls of each arm: the posterior's counts minus the prior, float32."""
+    posterior = family.beta_posterior(belief)
+    successes = jnp.round(posterior.alpha - family.prior_a)
+    failures = jnp.round(posterior.beta - family.prior_b)
     return successes, successes + failures
 
 
@@ -68,7 +66,7 @@ def _unplayed_first(key: jax.Array, pulls: jax.Array, scores: jax.Array) -> jax.
 
 @dataclasses.dataclass(frozen=True)
 class GittinsIndex:
-    """Plays the arm with the highest Gittins index of its Beta posterior (``bernoulli_bandit``).
+    """Plays the arm with the highest Gittins index of its Beta posterior (``BetaArms``).
 
     The Gittins index policy is Bayes-optimal for the infinite-horizon discounted bandit; on a
     finite horizon n it is a (close) approximation whose quality depends on the ``discount``
@@ -77,7 +75,7 @@ class GittinsIndex:
     steps) an arm's index is its posterior mean.
     """
 
-    family: BernoulliBandit
+    family: TaskFamily
     discount: float | None = None
 
     def __post_init__(self):
@@ -92,9 +90,11 @@ class GittinsIndex:
     def table(self) -> np.ndarray:
         """``float64[horizon, horizon]``: the index after s successes, f failures at ``[s, f]``."""
         family = self.family
-        return gittins_index_table(family.horizon, self.discount, family.prior_a, family.prior_b)
+        return gittins_index_table(
+            family.horizon, self.discount, float(family.prior_a), float(family.prior_b)
+        )
 
-    def indices(self, belief: BetaBelief) -> jax.Array:
+    def indices(self, belief: PyTree) -> jax.Array:
         """Each arm's Gittins index, ``float32[num_arms]``."""
         successes, pulls = _observed_counts(self.family, belief)
         successes, pulls = successes.astype(jnp.int32), pulls.astype(jnp.int32)
@@ -102,14 +102,14 @@ class GittinsIndex:
         last = self.family.horizon - 1
         table = jnp.asarray(np.nan_to_num(self.table()), jnp.float32)
         indices = table[jnp.clip(successes, 0, last), jnp.clip(pulls - successes, 0, last)]
-        return jnp.where(within, indices, beta_mean(belief))
+        return jnp.where(within, indices, beta_mean(self.family.beta_posterior(belief)))
 
-    def __call__(self, key: jax.Array, belief: BetaBelief, obs: jax.Array) -> jax.Array:
+    def __call__(self, key: jax.Array, belief: PyTree, obs: jax.Array) -> jax.Array:
         del obs
         return _argmax_random_ties(key, self.indices(belief))
 
 
-def gittins(family: BernoulliBandit, discount: float | None = None) -> GittinsIndex:
+def gittins(family: TaskFamily, discount: float | None = None) -> GittinsIndex:
     """The Gittins index policy; ``discount`` defaults to ``1 - 1 / family.horizon``."""
     return GittinsIndex(family, discount)
 
@@ -211,18 +211,18 @@ def _calibrated_root(grid: np.ndarray, advantage: np.ndarray, advantage_slope: n
 
 @dataclasses.dataclass(frozen=True)
 class UCB1:
-    """UCB1 (Auer et al. 2002) on the observed counts of ``bernoulli_bandit``.
+    """UCB1 (Auer et al. 2002) on the observed counts of a ``BetaArms`` family.
 
     Plays every arm once (a random unplayed arm first), then the arm maximising
     ``successes / pulls + sqrt(2 ln t / pulls)`` with t the total pulls so far.
     """
 
-    family: BernoulliBandit
+    family: TaskFamily
 
     def __post_init__(self):
         _check_family("ucb1", self.family)
 
-    def __call__(self, key: jax.Array, belief: BetaBelief, obs: jax.Array) -> jax.Array:
+    def __call__(self, key: jax.Array, belief: PyTree, obs: jax.Array) -> jax.Array:
         del obs
         successes, pulls = _observed_counts(self.family, belief)
         played = jnp.maximum(pulls, 1.0)
@@ -239,14 +239,14 @@ class EpsilonGreedy:
     ``greedy``.
     """
 
-    family: BernoulliBandit
+    family: TaskFamily
     epsilon: float = 0.1
 
     def __post_init__(self):
         _check_family("epsilon_greedy", self.family)
         object.__setattr__(self, "epsilon", validation.probability("epsilon", self.epsilon))
 
-    def __call__(self, key: jax.Array, belief: BetaBelief, obs: jax.Array) -> jax.Array:
+    def __call__(self, key: jax.Array, belief: PyTree, obs: jax.Array) -> jax.Array:
         del obs
         explore_key, random_key, greedy_key = jax.random.split(key, 3)
         successes, pulls = _observed_counts(self.family, belief)
@@ -255,16 +255,16 @@ class EpsilonGreedy:
         return jnp.where(jax.random.bernoulli(explore_key, self.epsilon), random_arm, greedy_arm)
 
 
-def ucb1(family: BernoulliBandit) -> UCB1:
+def ucb1(family: TaskFamily) -> UCB1:
     """UCB1 on ``family``'s observed counts."""
     return UCB1(family)
 
 
-def greedy(family: BernoulliBandit) -> EpsilonGreedy:
+def greedy(family: TaskFamily) -> EpsilonGreedy:
     """The best observed mean, after one pull of every arm (``epsilon_greedy`` with epsilon 0)."""
     return EpsilonGreedy(family, 0.0)
 
 
-def epsilon_greedy(family: BernoulliBandit, epsilon: float = 0.1) -> EpsilonGreedy:
+def epsilon_greedy(family: TaskFamily, epsilon: float = 0.1) -> EpsilonGreedy:
     """A random arm with probability ``epsilon``, else the greedy arm."""
     return EpsilonGreedy(family, epsilon)

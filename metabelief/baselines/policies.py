@@ -4,6 +4,9 @@ A belief policy is a pure function ``policy(key, belief, obs) -> action`` for ON
 by ``run_policy``), so it sees exactly what a Bayesian agent knows: the posterior and the current
 observation, nothing else.
 The built-in policies are frozen dataclasses, so equal policies are equal static jit arguments.
+They take any family with the capability they need (``metabelief.tasks.base``), whatever its
+class: ``thompson_sampling`` ``BetaArms`` or ``DependentArms``, ``belief_greedy``
+``ExpectedRewards``, ``nearest_candidate`` ``GoalCandidates``.
 """
 
 from __future__ import annotations
@@ -14,12 +17,17 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from metabelief.tasks.bandit_base import BetaBelief
-from metabelief.tasks.base import PyTree, TaskFamily
-from metabelief.tasks.bernoulli_bandit import BernoulliBandit
-from metabelief.tasks.dependent_bandit import DependentBandit
-from metabelief.tasks.gridworld import GoalBelief, Gridworld
-from metabelief.testing.random_rollout import RandomRollout, belief_policy_rollout
+from metabelief.rollout import BeliefActor, LearnerActor, Trajectory, lockstep
+from metabelief.tasks.base import (
+    BetaArms,
+    DependentArms,
+    ExpectedRewards,
+    GoalCandidates,
+    PyTree,
+    TaskFamily,
+    require_capability,
+)
+from metabelief.tasks.dependent_bandit import support_log_posterior
 
 BeliefPolicy = Callable[[jax.Array, PyTree, jax.Array], jax.Array]
 
@@ -39,39 +47,47 @@ class RandomPolicy:
 class ThompsonSampling:
     """Draws the task from the posterior and plays its best arm (Thompson 1933).
 
-    Defined for Beta posteriors: ``bernoulli_bandit`` (one Beta per arm) and the continuous
-    ``dependent_bandit`` (one Beta over p; arm 0 pays p, arm 1 pays 1 - p).
+    Defined by capability (``metabelief.tasks.base``):
+
+    * ``BetaArms`` (``bernoulli_bandit``): each arm's p drawn from its Beta posterior; the
+      highest draw is played.
+    * ``DependentArms`` (``dependent_bandit``; arm 0 pays p, arm 1 pays 1 - p): p drawn from its
+      posterior, Beta(1 + evidence for p, 1 + evidence against) when p ~ U[0, 1], else the
+      categorical posterior over ``p_support``; arm 1 when the draw is below 1/2, else arm 0.
     """
 
     family: TaskFamily
 
     def __post_init__(self):
-        if not isinstance(self.family, BernoulliBandit | DependentBandit):
-            raise ValueError(f"thompson_sampling needs a Beta-posterior bandit family, got {self.family!r}")
+        require_capability("thompson_sampling", self.family, BetaArms, DependentArms)
 
-    def __call__(self, key: jax.Array, belief: BetaBelief, obs: jax.Array) -> jax.Array:
+    def __call__(self, key: jax.Array, belief: PyTree, obs: jax.Array) -> jax.Array:
         del obs
-        draw = jax.random.beta(key, belief.alpha, belief.beta)
-        if isinstance(self.family, DependentBandit):
-            return (draw < 0.5).astype(jnp.int32)  # arm 1 pays 1 - p
-        return jnp.argmax(draw).astype(jnp.int32)
+        if isinstance(self.family, BetaArms):
+            posterior = self.family.beta_posterior(belief)
+            return jnp.argmax(jax.random.beta(key, posterior.alpha, posterior.beta)).astype(jnp.int32)
+        evidence = self.family.evidence_counts(belief)  # [for p, against p]
+        support = self.family.p_support
+        if support is None:
+            draw = jax.random.beta(key, 1.0 + evidence[0], 1.0 + evidence[1])
+        else:
+            index = jax.random.categorical(key, support_log_posterior(support, evidence))
+            draw = jnp.asarray(support, jnp.float32)[index]
+        return (draw < 0.5).astype(jnp.int32)  # arm 1 pays 1 - p
 
 
 @dataclasses.dataclass(frozen=True)
 class BeliefGreedy:
     """Takes the action with the highest posterior expected reward now (ties broken at random).
 
-    Myopic: it never explores for the sake of information. Defined for families that provide
-    ``expected_rewards(belief, obs)`` (the bandits, ``two_step``).
+    Myopic: it never explores for the sake of information. Defined for families with the
+    ``ExpectedRewards`` capability, ``expected_rewards(belief, obs)`` (the bandits, ``two_step``).
     """
 
     family: TaskFamily
 
     def __post_init__(self):
-        if not callable(getattr(self.family, "expected_rewards", None)):
-            raise ValueError(
-                f"belief_greedy needs a family with expected_rewards(belief, obs), got {self.family!r}"
-            )
+        require_capability("belief_greedy", self.family, ExpectedRewards)
 
     def __call__(self, key: jax.Array, belief: PyTree, obs: jax.Array) -> jax.Array:
         expected = self.family.expected_rewards(belief, obs)
@@ -111,24 +127,24 @@ class QLearning:
 
 @dataclasses.dataclass(frozen=True)
 class NearestCandidate:
-    """Walks a shortest path to the nearest goal candidate the belief still allows (``gridworld``).
+    """Walks a shortest path to the nearest goal candidate the belief still allows.
 
-    The belief-greedy explorer: it rules candidates out by visiting them, nearest first (ties
-    broken at random), and once the goal is known it walks the shortest path back to it after
-    every return to the start.
+    The belief-greedy explorer of a family with the ``GoalCandidates`` capability (``gridworld``):
+    it rules candidates out by visiting them, nearest first (ties broken at random), and once the
+    goal is known it walks the shortest path back to it after every return to the start.
     """
 
-    family: Gridworld
+    family: TaskFamily
 
     def __post_init__(self):
-        if not isinstance(self.family, Gridworld):
-            raise ValueError(f"nearest_candidate needs a gridworld family, got {self.family!r}")
+        require_capability("nearest_candidate", self.family, GoalCandidates)
 
-    def __call__(self, key: jax.Array, belief: GoalBelief, obs: jax.Array) -> jax.Array:
+    def __call__(self, key: jax.Array, belief: PyTree, obs: jax.Array) -> jax.Array:
         distances = jnp.asarray(self.family.distance_table())
         goal_cells = jnp.asarray(self.family.goal_cells())
-        position = jnp.argmax(obs)
-        to_candidates = jnp.where(belief.possible, distances[position, goal_cells], jnp.iinfo(jnp.int32).max)
+        position = self.family.current_cell(obs)
+        possible = self.family.possible_goals(belief)
+        to_candidates = jnp.where(possible, distances[position, goal_cells], jnp.iinfo(jnp.int32).max)
         nearest = to_candidates == to_candidates.min()
         target = goal_cells[jax.random.choice(key, goal_cells.shape[0], p=nearest / nearest.sum())]
         next_cells = jnp.asarray(self.family.move_table())[position]  # [4]
@@ -141,38 +157,34 @@ def random_policy(family: TaskFamily) -> RandomPolicy:
 
 
 def thompson_sampling(family: TaskFamily) -> ThompsonSampling:
-    """Thompson sampling on ``family``'s exact Beta posterior."""
+    """Thompson sampling on ``family``'s exact posterior (``BetaArms`` or ``DependentArms``)."""
     return ThompsonSampling(family)
 
 
 def belief_greedy(family: TaskFamily) -> BeliefGreedy:
-    """The action with the highest posterior expected reward (``family.expected_rewards``)."""
+    """The action with the highest posterior expected reward (``ExpectedRewards``)."""
     return BeliefGreedy(family)
 
 
-def nearest_candidate(family: Gridworld) -> NearestCandidate:
-    """The belief-greedy explorer of a gridworld: the nearest goal candidate still possible."""
+def nearest_candidate(family: TaskFamily) -> NearestCandidate:
+    """The belief-greedy explorer of a gridworld (``GoalCandidates``): the nearest goal candidate
+    still possible."""
     return NearestCandidate(family)
 
 
 def run_policy(
     family: TaskFamily, policy: BeliefPolicy, key: jax.Array, tasks: PyTree, num_steps: int | None = None
-) -> RandomRollout:
-    """Runs ``policy`` on a batch of tasks with the exact belief in lockstep.
+) -> Trajectory:
+    """Runs ``policy`` on a batch of tasks with the exact belief in lockstep (``metabelief.rollout``).
 
     ``policy`` acts on the exact belief, or, when it has ``init`` and ``update`` methods (a
-    ``metabelief.testing.random_rollout.Learner``, such as ``QLearning``), on its own memory.
+    ``metabelief.rollout.Learner``, such as ``QLearning``), on its own memory.
 
     Returns:
-      A ``RandomRollout``: ``actions`` int32[T, N], ``rewards`` float32[T, N], ``obs``
-      float32[T + 1, N, O], beliefs ``features`` and ``truth`` [T + 1, N, ...]; T = ``num_steps``
-      (default: the horizon).
+      A ``Trajectory`` without network outputs: ``actions`` int32[T, N], ``rewards`` float32[T, N],
+      ``obs`` float32[T + 1, N, O], the beliefs acted on ``features`` and the ``truth``
+      [T, N, ...]; T = ``num_steps`` (default: the horizon).
     """
-    num_tasks = jax.tree.leaves(tasks)[0].shape[0]
-    num_steps = family.horizon if num_steps is None else num_steps
-    learner = policy if callable(getattr(policy, "update", None)) else None
-
-    def policy_actions(policy_key, memories, obs):
-        return jax.vmap(policy)(jax.random.split(policy_key, num_tasks), memories, obs)
-
-    return belief_policy_rollout(family, key, tasks, num_steps, policy_actions, learner)
+    learner = callable(getattr(policy, "update", None))
+    actor = LearnerActor(policy) if learner else BeliefActor(policy)
+    return lockstep(family, actor, key=key, tasks=tasks, num_steps=num_steps).trajectory

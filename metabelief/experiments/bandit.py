@@ -23,7 +23,7 @@ from metabelief import baselines, train
 from metabelief.analysis import intervention, state_machine
 from metabelief.experiments import output, plots, protocol, seeds
 from metabelief.experiments.probing import split_sizes
-from metabelief.tasks import BernoulliBandit
+from metabelief.tasks import BetaArms
 from metabelief.tasks.validation import integer_at_least
 
 NAME = "bandit"
@@ -54,7 +54,7 @@ class BanditConfig:
     mlp_steps: int = 1000
 
     def __post_init__(self):
-        protocol.check_train(self.train, BernoulliBandit, NAME)
+        protocol.check_train(self.train, BetaArms, NAME)
         object.__setattr__(self, "eval_tasks", protocol.check_eval_tasks(self.eval_tasks))
         object.__setattr__(self, "mlp_steps", integer_at_least("mlp_steps", self.mlp_steps, 1))
 

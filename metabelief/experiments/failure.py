@@ -57,11 +57,17 @@ import numpy as np
 from metabelief import baselines, probes, train
 from metabelief.experiments import output, plots, protocol, seeds
 from metabelief.experiments.probing import split_sizes
-from metabelief.rollout import Trajectory, lane_moments, replay_jit, rollout_population_jit, split_lanes
-from metabelief.tasks import DiscreteDependentBandit, dependent_bandit
+from metabelief.rollout import (
+    Trajectory,
+    lane_moments,
+    replay_jit,
+    rollout_population_jit,
+    sample_tasks,
+    split_lanes,
+)
+from metabelief.tasks import DependentArms, dependent_bandit
 from metabelief.tasks.dependent_bandit import evidence_for_p
 from metabelief.tasks.validation import integer_at_least
-from metabelief.testing.random_rollout import RandomRollout, sample_tasks
 
 NAME = "failure"
 SUMMARY = "train on p in {0.1, 0.55}; test on other priors: return gap, whose posterior it holds and acts on"
@@ -92,8 +98,8 @@ class FailureConfig:
     mlp_steps: int = 1000
 
     def __post_init__(self):
-        protocol.check_train(self.train, DiscreteDependentBandit, NAME)
-        support = self.train.make_family().support
+        protocol.check_train(self.train, DependentArms, NAME)
+        support = self.train.make_family().p_support
         if support != TRAIN_SUPPORT:  # the test conditions are built around the training prior
             raise ValueError(f"train.family_args support must be {TRAIN_SUPPORT}, got {support!r}")
         object.__setattr__(self, "eval_tasks", protocol.check_eval_tasks(self.eval_tasks))
@@ -262,7 +268,7 @@ def _fit_readouts(histories: Histories, sizes, key, mlp_steps) -> dict[str, prob
 
 def condition_results(
     histories: Histories,
-    optimal: RandomRollout,
+    optimal: Trajectory,
     readouts: dict[str, probes.MLPReadout],
     sizes: tuple[int, int, int],
     key: jax.Array,

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from collections.abc import Sequence
+import typing
+from collections.abc import Callable, Sequence
 
 import jax
 import numpy as np
@@ -16,10 +17,9 @@ from metabelief import baselines, train
 from metabelief.agents.lstm import RecurrentAgent
 from metabelief.experiments import controls, output, plots, seeds
 from metabelief.experiments.probing import probe_networks
-from metabelief.rollout import Trajectory, rollout_population_jit
-from metabelief.tasks.base import PyTree, TaskFamily
+from metabelief.rollout import Trajectory, rollout_population_jit, sample_tasks
+from metabelief.tasks.base import PyTree, TaskFamily, describe_capability
 from metabelief.tasks.validation import integer_at_least
-from metabelief.testing.random_rollout import RandomRollout, sample_tasks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Evaluation:
     params: PyTree  # its trained parameters
     initial_params: PyTree  # the same network before training (the untrained baseline)
     history: Trajectory  # the trained agent on the held-out tasks, beliefs in lockstep
-    references: dict[str, RandomRollout]  # each reference policy on the same tasks (shared by all seeds)
+    references: dict[str, Trajectory]  # each reference policy on the same tasks (shared by all seeds)
     returns: dict[str, tuple[float, float]]  # "agent" and each reference: mean and s.e. over tasks
     probe_key: jax.Array  # for the probes of ``history``
 
@@ -129,14 +129,39 @@ def check_eval_tasks(eval_tasks: object) -> int:
     return integer_at_least("eval_tasks", eval_tasks, 16)
 
 
-def check_train(config: object, family_type: type, experiment: str) -> None:
-    """``config`` is a ``TrainConfig`` whose family is the kind ``experiment`` is built on."""
+def check_train(
+    config: object,
+    requirement: type | tuple[type, ...] | Callable[[TaskFamily], bool],
+    experiment: str,
+) -> None:
+    """``config`` is a ``TrainConfig`` whose family has what ``experiment`` is built on.
+
+    ``requirement``: a capability of ``metabelief.tasks.base`` (a runtime-checkable ``Protocol``
+    such as ``BetaArms``: any family with it will do, whatever its class), a tuple of them (all
+    needed), a family class (an experiment built on one task's own structure), or a predicate
+    ``family -> bool`` (its docstring's first line says what it wants).
+    """
     if not isinstance(config, train.TrainConfig):
         raise ValueError(f"train must be a TrainConfig, got {config!r}")
-    if not isinstance(config.make_family(), family_type):
+    family = config.make_family()
+    if isinstance(requirement, type | tuple):
+        required = requirement if isinstance(requirement, tuple) else (requirement,)
+        met = all(isinstance(family, kind) for kind in required)
+        capabilities = [kind for kind in required if typing.Protocol in kind.__bases__]
+        classes = [f"a {kind.__name__}" for kind in required if kind not in capabilities]
+        if capabilities:
+            classes.append("a family with " + " and ".join(map(describe_capability, capabilities)))
+        needed = " and ".join(classes)
+    else:
+        met = bool(requirement(family))
+        doc = (requirement.__doc__ or "").strip()
+        needed = f"a family that passes {getattr(requirement, '__name__', repr(requirement))}" + (
+            f" ({doc.splitlines()[0]})" if doc else ""
+        )
+    if not met:
         raise ValueError(
-            f"train.family must build a {family_type.__name__} for the {experiment} experiment, "
-            f"got {config.family!r} with family_args {dict(config.family_args)}"
+            f"train.family must build {needed} for the {experiment} experiment, "
+            f"got {config.family_name!r} with family_args {dict(config.family_args)}"
         )
 
 

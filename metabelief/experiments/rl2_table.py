@@ -23,10 +23,9 @@ import jax
 
 from metabelief import baselines, train
 from metabelief.experiments import output, protocol, seeds
-from metabelief.rollout import rollout_population_jit
-from metabelief.tasks import BernoulliBandit
+from metabelief.rollout import rollout_population_jit, sample_tasks
+from metabelief.tasks import BernoulliBandit, BetaArms, ExpectedRewards
 from metabelief.tasks.validation import integer_at_least
-from metabelief.testing.random_rollout import sample_tasks
 
 NAME = "rl2-table"
 SUMMARY = "RL² Table 1: k arms x n pulls; LSTM vs Gittins, Thompson, UCB1, greedy, Bayes-optimal"
@@ -103,7 +102,7 @@ class RL2TableConfig:
     eval_tasks: int = 4096
 
     def __post_init__(self):
-        protocol.check_train(self.train, BernoulliBandit, NAME)
+        protocol.check_train(self.train, (BetaArms, ExpectedRewards), NAME)
         if not isinstance(self.rows, list | tuple):
             raise ValueError(f"rows must be a tuple of (arms, pulls) pairs, got {self.rows!r}")
         if not self.rows:

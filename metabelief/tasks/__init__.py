@@ -1,7 +1,14 @@
-"""Task families: the contract, the built-in families and the registry."""
+"""Task families: the contract, its optional capabilities, the built-in families and the registry."""
 
 from metabelief.tasks.bandit_base import BanditFamily, BanditState, BetaBelief
-from metabelief.tasks.base import TaskFamily
+from metabelief.tasks.base import (
+    BeliefVariance,
+    BetaArms,
+    DependentArms,
+    ExpectedRewards,
+    GoalCandidates,
+    TaskFamily,
+)
 from metabelief.tasks.bernoulli_bandit import BernoulliBandit, BernoulliTask
 from metabelief.tasks.dependent_bandit import (
     DependentBandit,
@@ -31,13 +38,18 @@ register("two_step", TwoStep)
 __all__ = [
     "BanditFamily",
     "BanditState",
+    "BeliefVariance",
     "BernoulliBandit",
     "BernoulliTask",
+    "BetaArms",
     "BetaBelief",
+    "DependentArms",
     "DependentBandit",
     "DependentTask",
     "DiscreteDependentBandit",
+    "ExpectedRewards",
     "GoalBelief",
+    "GoalCandidates",
     "GoalTask",
     "GridState",
     "Gridworld",

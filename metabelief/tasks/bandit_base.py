@@ -1,7 +1,9 @@
 """What every Bernoulli bandit shares: the step counter, its dynamics and the Beta posterior.
 
 A bandit has no observation (``obs_size == 0``): all information about the task comes from the
-rewards. Subclasses say how a task maps to the arms' success probabilities (``arm_probs``).
+rewards. Subclasses say how a task maps to the arms' success probabilities (``arm_probs``). Every
+bandit has the ``ExpectedRewards`` capability of ``metabelief.tasks.base``; ``BetaBelief`` is the
+per-arm posterior of the ``BetaArms`` capability.
 """
 
 from __future__ import annotations
@@ -70,8 +72,8 @@ class BanditFamily(TaskFamily):
         return state, jnp.zeros((0,), jnp.float32), reward, done
 
     def expected_rewards(self, belief: PyTree, obs: jax.Array) -> jax.Array:
-        """Posterior expected reward of each arm, ``float32[num_actions]``: the posterior means
-        that open ``belief_features``."""
+        """Posterior expected reward of each arm, ``float32[num_actions]`` (``ExpectedRewards``):
+        the posterior means that open ``belief_features``."""
         del obs
         return self.belief_features(belief)[: self.num_actions]
 

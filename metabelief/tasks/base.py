@@ -16,13 +16,27 @@ Shapes and dtypes (per task, before any vmap):
 * ``belief_features(belief)``: ``float32[F]``; its first ``D`` entries are the posterior mean of
   ``true_features(task, state)``, ``float32[D]``.
 
-Optional: ``expected_rewards(belief, obs) -> float32[num_actions]``, the posterior expected
-reward of each action in the current state; ``metabelief.baselines.belief_greedy`` acts on it.
+Optional capabilities: a family may also implement any of the ``typing.Protocol`` classes below
+(``ExpectedRewards``, ``BeliefVariance``, ``BetaArms``, ``DependentArms``, ``GoalCandidates``).
+Nothing registers them: a family has a capability when it has the attributes and methods, which
+``isinstance(family, BetaArms)`` tests. Each one unlocks the baselines and analyses that need it
+(``metabelief.baselines`` and ``metabelief.analysis`` select by capability, never by class), and
+``metabelief.testing.check_family`` checks every capability a family declares (its step 9; a
+declared ``belief_variance`` is check 8).
 
-Optional: ``belief_variance(belief) -> float32[D]``, the posterior variance of each entry of
-``true_features`` (so ``E[(truth - mean)^2 | history]``, not the spread of a parameter behind it);
-``metabelief.testing.check_family`` then tests it against the squared errors of the posterior
-mean (its check 8).
+* ``expected_rewards(belief, obs) -> float32[num_actions]``, the posterior expected reward of each
+  action in the current state; ``metabelief.baselines.belief_greedy`` acts on it.
+* ``belief_variance(belief) -> float32[D]``, the posterior variance of each entry of
+  ``true_features`` (so ``E[(truth - mean)^2 | history]``, not the spread of a parameter behind it);
+  ``metabelief.testing.check_family`` then tests it against the squared errors of the posterior
+  mean (its check 8).
+* ``BetaArms``: independent Beta-Bernoulli arms (``num_arms``, ``prior_a``, ``prior_b``,
+  ``beta_posterior(belief)``): Thompson sampling, Gittins, UCB1, (epsilon-)greedy, the exact
+  Bayes-optimal DP and the state-machine simulation.
+* ``DependentArms``: two arms paying p and 1 - p (``p_support``, ``evidence_counts(belief)``): the
+  Bayes-optimal DP and Thompson sampling.
+* ``GoalCandidates``: a deterministic grid with a hidden goal among candidate cells: the
+  nearest-candidate explorer.
 
 Timing: the belief after ``belief_update`` on transition t (``obs`` -> ``next_obs``) describes the
 hidden quantity in the state that ``step`` returned at t, the state the agent acts in next.
@@ -31,9 +45,13 @@ hidden quantity in the state that ``step`` returned at t, the state the agent ac
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import jax
+import numpy as np
+
+if TYPE_CHECKING:
+    from metabelief.tasks.bandit_base import BetaBelief
 
 PyTree = Any
 
@@ -93,3 +111,147 @@ class TaskFamily(abc.ABC):
     @abc.abstractmethod
     def true_features(self, task: PyTree, state: PyTree) -> jax.Array:
         """The true value of what the first entries of ``belief_features`` estimate, ``float32[D]``."""
+
+
+# --- Optional capabilities ---------------------------------------------------------------------
+# Structural: a family has one when it has its members (``isinstance`` checks names, not
+# signatures, and a method set to None counts as absent). ``metabelief.testing.check_family``
+# checks the semantics of every capability a family has.
+
+
+@runtime_checkable
+class ExpectedRewards(Protocol):
+    """The posterior expected reward of each action in the current state.
+
+    ``expected_rewards(belief, obs) -> float32[num_actions]``: entry a is ``E[reward | history,
+    take a now]`` under the exact belief ``belief`` and the current observation ``obs``, so over
+    many tasks the reward that follows action a from belief b averages ``expected_rewards(b,
+    obs)[a]``.
+
+    Unlocks: ``metabelief.baselines.belief_greedy``. Built in: the bandits, ``two_step``.
+    """
+
+    def expected_rewards(self, belief: PyTree, obs: jax.Array) -> jax.Array: ...
+
+
+@runtime_checkable
+class BeliefVariance(Protocol):
+    """The posterior variance of each entry of the truth.
+
+    ``belief_variance(belief) -> float32[D]``: ``E[(truth - mean)^2 | history]`` for each entry of
+    ``true_features`` (D of them), ``mean`` the posterior mean that opens ``belief_features``; the
+    variance of the truth itself, not the spread of a parameter behind it.
+
+    Unlocks: check 8 of ``metabelief.testing.check_family`` on a continuous truth (the squared
+    error of the posterior mean must average this variance). Built in: the bandits.
+    """
+
+    def belief_variance(self, belief: PyTree) -> jax.Array: ...
+
+
+@runtime_checkable
+class BetaArms(Protocol):
+    """Independent Beta-Bernoulli arms, as ``bernoulli_bandit``.
+
+    What must hold for the baselines that use it to be right:
+
+    * one action per arm (``num_actions == num_arms``) and one pull per step: action k pulls arm k,
+      which pays reward 1 with probability p_k, else 0, with no observation that informs p;
+    * the task draws p_k ~ Beta(``prior_a``, ``prior_b``) independently for each arm, fixed for the
+      episode of ``horizon`` pulls;
+    * ``beta_posterior(belief)`` is the exact posterior as a ``metabelief.tasks.BetaBelief`` with
+      ``alpha = prior_a + successes`` and ``beta = prior_b + failures`` of each arm, each
+      ``float32[num_arms]``; its means ``alpha / (alpha + beta)`` open ``belief_features``.
+
+    Unlocks: ``thompson_sampling``, ``gittins``, ``ucb1``, ``greedy``, ``epsilon_greedy``,
+    ``bayes_optimal`` (exact DP) and ``metabelief.analysis.state_machine.simulate``. (UCB1 and
+    the greedy policies read only the observed counts; Gittins, Thompson and the DP also rely on
+    the prior.) Built in: ``bernoulli_bandit``.
+    """
+
+    num_arms: int
+    prior_a: float
+    prior_b: float
+
+    def beta_posterior(self, belief: PyTree) -> BetaBelief: ...
+
+
+@runtime_checkable
+class DependentArms(Protocol):
+    """Two arms with complementary success probabilities, as ``dependent_bandit``.
+
+    What must hold for the baselines that use it to be right:
+
+    * two actions; arm 0 pays reward 1 with probability p, arm 1 with probability 1 - p, else 0;
+      one pull per step, no observation that informs p;
+    * ``p_support``: None when p ~ U[0, 1], else the tuple of values p is uniform over; p is fixed
+      for the episode of ``horizon`` pulls;
+    * ``evidence_counts(belief) -> float32[2]``: the outcomes so far whose likelihood is p (a
+      success on arm 0 or a failure on arm 1) and those whose likelihood is 1 - p, a sufficient
+      statistic of the exact posterior over p.
+
+    Unlocks: ``bayes_optimal`` (exact DP) and ``thompson_sampling`` (p drawn from the Beta posterior,
+    or from the categorical posterior over ``p_support``). Built in: ``dependent_bandit``.
+    """
+
+    p_support: tuple[float, ...] | None
+
+    def evidence_counts(self, belief: PyTree) -> jax.Array: ...
+
+
+@runtime_checkable
+class GoalCandidates(Protocol):
+    """A hidden goal among candidate cells of a world with deterministic moves, as ``gridworld``.
+
+    What must hold for the baselines that use it to be right:
+
+    * ``move_table() -> int[C, num_actions]``: action a from cell c enters ``move_table()[c, a]``
+      (a step without reward lands there);
+    * ``distance_table() -> int[C, C]``: the fewest moves of ``move_table`` from each cell to each
+      cell (unreachable pairs: C or more);
+    * ``goal_cells() -> int[G]``: the candidate goals' cells; the hidden goal is one of them and
+      entering it pays;
+    * ``current_cell(obs) -> int32[]``: the cell the agent is in, read from the observation;
+    * ``possible_goals(belief) -> bool[G]``: the candidates the history has not ruled out, so the
+      support of the posterior over candidates (``belief_features`` opens with that posterior).
+
+    Unlocks: ``metabelief.baselines.nearest_candidate``. Built in: ``gridworld``.
+    """
+
+    def move_table(self) -> np.ndarray: ...
+
+    def distance_table(self) -> np.ndarray: ...
+
+    def goal_cells(self) -> np.ndarray: ...
+
+    def current_cell(self, obs: jax.Array) -> jax.Array: ...
+
+    def possible_goals(self, belief: PyTree) -> jax.Array: ...
+
+
+CAPABILITIES = (ExpectedRewards, BeliefVariance, BetaArms, DependentArms, GoalCandidates)
+
+_SUMMARIES = {
+    ExpectedRewards: "the posterior expected reward of each action: expected_rewards(belief, obs)",
+    BeliefVariance: "the posterior variance of the truth: belief_variance(belief)",
+    BetaArms: "independent Beta-Bernoulli arms: num_arms, prior_a, prior_b, beta_posterior(belief)",
+    DependentArms: "two arms paying p and 1 - p: p_support, evidence_counts(belief)",
+    GoalCandidates: (
+        "a hidden goal among candidate cells: move_table(), distance_table(), goal_cells(), "
+        "current_cell(obs), possible_goals(belief)"
+    ),
+}
+
+
+def describe_capability(capability: type) -> str:
+    """``"the BetaArms capability (independent Beta-Bernoulli arms: ...)"``, for messages."""
+    summary = _SUMMARIES.get(capability)
+    return f"the {capability.__name__} capability" + (f" ({summary})" if summary else "")
+
+
+def require_capability(user: str, family: object, *capabilities: type) -> None:
+    """Raises ``ValueError`` naming what ``user`` needs unless ``family`` has one of ``capabilities``."""
+    if any(isinstance(family, capability) for capability in capabilities):
+        return
+    needed = " or ".join(describe_capability(capability) for capability in capabilities)
+    raise ValueError(f"{user} needs a family with {needed}; got {family!r}")

@@ -30,6 +30,7 @@ class BernoulliBandit(BanditFamily):
     Belief: ``BetaBelief`` with ``alpha``, ``beta`` of shape ``float32[num_arms]``.
     Belief features, ``float32[2 * num_arms]``: the posterior mean success probability of each
     arm, then each arm's posterior standard deviation. True features: the arms' probabilities.
+    Capabilities (``metabelief.tasks.base``): ``BetaArms``, ``ExpectedRewards``, ``BeliefVariance``.
 
     Example::
 
@@ -88,6 +89,10 @@ class BernoulliBandit(BanditFamily):
     def belief_features(self, belief: BetaBelief) -> jax.Array:
         """``[posterior means (num_arms), posterior stds (num_arms)]``, float32."""
         return jnp.concatenate([beta_mean(belief), beta_std(belief)])
+
+    def beta_posterior(self, belief: BetaBelief) -> BetaBelief:
+        """Each arm's Beta posterior (``BetaArms``): the belief itself, prior plus counts."""
+        return belief
 
     def belief_variance(self, belief: BetaBelief) -> jax.Array:
         """The posterior variance of each arm's success probability, float32[num_arms]."""

@@ -7,6 +7,10 @@ statistic, so both beliefs below are exact functions of two counts.
 * ``support=None``: p ~ U[0, 1] = Beta(1, 1) and the posterior is a Beta over p.
 * ``support=(0.1, 0.9)`` or any tuple: p is uniform over those values and the posterior is a
   categorical over the support, kept as normalised log-probabilities.
+
+Both have the ``DependentArms`` capability of ``metabelief.tasks.base`` (``p_support`` and the two
+evidence counts, ``evidence_counts``), ``ExpectedRewards`` and ``BeliefVariance``;
+``support_log_posterior`` is the exact posterior over a support given the evidence counts.
 """
 
 from __future__ import annotations
@@ -57,12 +61,23 @@ class DependentBandit(_DependentBanditBase):
 
     Belief: ``BetaBelief`` over p (scalar ``alpha``, ``beta``, prior Beta(1, 1)).
     Belief features, ``float32[3]``: ``[E p, E (1 - p), std p]``. True features: ``[p, 1 - p]``.
+    Capabilities: ``DependentArms`` (``p_support`` None), ``ExpectedRewards``, ``BeliefVariance``.
     """
 
     horizon: int = 100
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "horizon", validation.integer_at_least("horizon", self.horizon, 1))
+
+    @property
+    def p_support(self) -> None:
+        """``DependentArms``: p ~ U[0, 1], no finite support."""
+        return None
+
+    def evidence_counts(self, belief: BetaBelief) -> jax.Array:
+        """``DependentArms``: ``[outcomes for p, outcomes for 1 - p]``, float32[2]: the counts minus
+        the Beta(1, 1) prior."""
+        return jnp.stack([belief.alpha - 1.0, belief.beta - 1.0])
 
     def sample_task(self, key: jax.Array) -> DependentTask:
         """Draws p uniformly from [0, 1]."""
@@ -102,7 +117,8 @@ class DiscreteDependentBandit(_DependentBanditBase):
 
     Belief: ``SupportBelief`` (evidence counts and the normalised log-posterior, ``float32[S]``).
     Belief features, ``float32[2 + S]``: ``[E p, E (1 - p), P(p = support[i]) for each i]``.
-    True features: ``[p, 1 - p]``.
+    True features: ``[p, 1 - p]``. Capabilities: ``DependentArms`` (``p_support`` = ``support``),
+    ``ExpectedRewards``, ``BeliefVariance``.
     """
 
     horizon: int = 100
@@ -116,6 +132,15 @@ class DiscreteDependentBandit(_DependentBanditBase):
         if not support:
             raise ValueError("support must hold at least one probability, got an empty tuple")
         object.__setattr__(self, "support", support)
+
+    @property
+    def p_support(self) -> tuple[float, ...]:
+        """``DependentArms``: the values p is uniform over (``support``)."""
+        return self.support
+
+    def evidence_counts(self, belief: SupportBelief) -> jax.Array:
+        """``DependentArms``: ``[outcomes for p, outcomes for 1 - p]``, float32[2]."""
+        return belief.evidence
 
     def sample_task(self, key: jax.Array) -> DependentTask:
         """Draws p uniformly from the support values."""
@@ -154,32 +179,42 @@ class DiscreteDependentBandit(_DependentBanditBase):
         return jnp.full((2,), jnp.maximum(posterior @ (support - mean) ** 2, 0.0))
 
     def _belief_from_evidence(self, evidence: jax.Array) -> SupportBelief:
-        # Recomputing from exact integer counts (not accumulating per-step log-likelihoods) means
-        # no rounding drift however long the history. float32 products count * log-likelihood
-        # reach ~1e4, too coarse to split mass between nearby support values, so the weights are
-        # taken relative to the most probable value m with float64-built tables of
-        # log p_i - log p_m: entries near m, the only ones that carry mass, stay small and exact.
-        tables = self._relative_log_likelihoods()
-        coarse = _log_weights(evidence, tables, row=-1)
-        log_weights = _log_weights(evidence, tables, row=jnp.argmax(coarse))
-        return SupportBelief(evidence=evidence, log_posterior=log_weights - jax.nn.logsumexp(log_weights))
+        return SupportBelief(evidence=evidence, log_posterior=support_log_posterior(self.support, evidence))
 
-    def _relative_log_likelihoods(self) -> tuple[np.ndarray, np.ndarray]:
-        """float64 ``[S + 1, S]`` tables of ``log p_i - log p_m`` and ``log(1 - p_i) - log(1 - p_m)``.
 
-        Row m < S is relative to support value m; the last row is shifted by the table's largest
-        finite entry, a reference that needs no current belief.
-        """
-        support = np.asarray(self.support, np.float64)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            tables = []
-            for log_likelihood in (np.log(support), np.log1p(-support)):
-                pairwise = log_likelihood[None, :] - log_likelihood[:, None]
-                shifted = log_likelihood - _finite_max(log_likelihood)
-                table = np.vstack([pairwise, shifted])
-                # -inf - (-inf): both values are ruled out by the same outcome; any entry is fine.
-                tables.append(np.where(np.isnan(table), 0.0, table))
-        return tables[0], tables[1]
+def support_log_posterior(support: tuple[float, ...], evidence: jax.Array) -> jax.Array:
+    """The normalised log-posterior over ``support`` (p uniform over it a priori), ``float32[S]``,
+    given ``evidence`` ``float32[2]``: the outcomes whose likelihood is p and those whose is 1 - p.
+
+    Jittable; ``support`` is static.
+    """
+    # Recomputing from exact integer counts (not accumulating per-step log-likelihoods) means
+    # no rounding drift however long the history. float32 products count * log-likelihood
+    # reach ~1e4, too coarse to split mass between nearby support values, so the weights are
+    # taken relative to the most probable value m with float64-built tables of
+    # log p_i - log p_m: entries near m, the only ones that carry mass, stay small and exact.
+    tables = _relative_log_likelihoods(tuple(support))
+    coarse = _log_weights(evidence, tables, row=-1)
+    log_weights = _log_weights(evidence, tables, row=jnp.argmax(coarse))
+    return log_weights - jax.nn.logsumexp(log_weights)
+
+
+def _relative_log_likelihoods(support: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """float64 ``[S + 1, S]`` tables of ``log p_i - log p_m`` and ``log(1 - p_i) - log(1 - p_m)``.
+
+    Row m < S is relative to support value m; the last row is shifted by the table's largest
+    finite entry, a reference that needs no current belief.
+    """
+    support = np.asarray(support, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tables = []
+        for log_likelihood in (np.log(support), np.log1p(-support)):
+            pairwise = log_likelihood[None, :] - log_likelihood[:, None]
+            shifted = log_likelihood - _finite_max(log_likelihood)
+            table = np.vstack([pairwise, shifted])
+            # -inf - (-inf): both values are ruled out by the same outcome; any entry is fine.
+            tables.append(np.where(np.isnan(table), 0.0, table))
+    return tables[0], tables[1]
 
 
 def _finite_max(table: np.ndarray) -> float:

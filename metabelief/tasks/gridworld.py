@@ -51,7 +51,9 @@ class Gridworld(TaskFamily):
     ``start``; else 0. Termination: ``done`` once ``horizon`` steps have been taken.
     State: ``GridState``. Belief: ``GoalBelief``. Belief features: the posterior over the goal
     candidates, ``float32[G]``. True features: the one-hot of the goal, ``float32[G]``. A history
-    no candidate goal could produce gives a NaN belief.
+    no candidate goal could produce gives a NaN belief. Capability (``metabelief.tasks.base``):
+    ``GoalCandidates`` (``move_table``, ``distance_table``, ``goal_cells``, ``current_cell``,
+    ``possible_goals``).
 
     Args:
       size: cells per side (>= 2).
@@ -142,6 +144,14 @@ class Gridworld(TaskFamily):
     def goal_cells(self) -> np.ndarray:
         """``int32[G]``: the candidate goals' cell indices."""
         return np.array([r * self.size + c for r, c in self.goals], np.int32)
+
+    def current_cell(self, obs: jax.Array) -> jax.Array:
+        """``int32[]``: the agent's cell, read from its one-hot observation (``GoalCandidates``)."""
+        return jnp.argmax(obs).astype(jnp.int32)
+
+    def possible_goals(self, belief: GoalBelief) -> jax.Array:
+        """``bool[G]``: the candidates the history has not ruled out (``GoalCandidates``)."""
+        return belief.possible
 
     def sample_task(self, key: jax.Array) -> GoalTask:
         """Draws the goal uniformly from the candidates."""

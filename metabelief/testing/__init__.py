@@ -36,7 +36,16 @@ raises ``FamilyCheckError`` naming the first check that fails:
    errors and the slack for unseen outcomes are as in check 7 (a near-certain belief's rare
    outcome would add a large squared error), both checks allow 64 float32 ulps of rounding, and
    one Bonferroni bound at ``false_alarm_rate`` covers every test of checks 7 and 8 together; a
-   family failing both is reported as failing check 7.
+   family failing both is reported as failing check 7;
+9. declared capabilities (``metabelief.testing.capabilities``): each optional capability of
+   ``metabelief.tasks.base`` the family has (``BetaArms``, ``DependentArms``, ``ExpectedRewards``,
+   ``GoalCandidates``) holds along the same random rollout, the belief replayed on it: Beta counts
+   that start at the prior and grow by the reward on the pulled arm, evidence counts that grow for
+   p exactly on (arm 0, reward 1) and (arm 1, reward 0), means that open ``belief_features``,
+   expected rewards that the rewards after each action average (tested like check 7, with its own
+   Bonferroni bound at ``false_alarm_rate``), a goal world's tables and possible goals. A failure
+   names the capability, e.g. ``[BetaArms capability]``; the baselines that trust a capability
+   (``metabelief.baselines``) are then right for the family.
 
 Checks 7 and 8 are necessary conditions for an exact belief, not a proof: they test only the
 first two moments, only averaged within these groups, and only along random-action histories.
@@ -53,6 +62,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from metabelief.rollout import sample_tasks
 from metabelief.tasks.base import TaskFamily
 from metabelief.tasks.validation import integer_at_least, positive_float
 from metabelief.testing import structure
@@ -64,8 +74,9 @@ from metabelief.testing.calibration import (
     split_variance_features,
     with_variance_features,
 )
+from metabelief.testing.capabilities import check_capabilities
 from metabelief.testing.failures import FamilyCheckError
-from metabelief.testing.random_rollout import RandomRollout, random_rollout, sample_tasks
+from metabelief.testing.random_rollout import RandomRollout, random_rollout
 
 __all__ = [
     "CheckReport",
@@ -93,7 +104,7 @@ def check_family(
       num_tasks: tasks sampled for the calibration check, at least 50 (its smallest tested group).
       num_steps: steps per task for the calibration check (default ``min(horizon, 100)``).
       false_alarm_rate: probability that an exact belief fails the calibration checks (7 and 8
-        together).
+        together); check 9's test of ``expected_rewards`` has a bound of its own at this rate.
 
     Returns:
       A ``CheckReport`` with the calibration statistics of both moments.
@@ -117,7 +128,9 @@ def check_family(
     sampled = jax.device_get(structure.jit_rollout(calibrated, steps)(calibration_key, tasks))
     sampled, variance = (sampled, None) if calibrated is family else split_variance_features(sampled)
     structure.check_long_rollout(family, rollout_key, tasks, sampled)
-    return check_calibration(family, sampled, false_alarm_rate, variance)
+    report = check_calibration(family, sampled, false_alarm_rate, variance)
+    check_capabilities(family, sampled, false_alarm_rate)
+    return report
 
 
 def _check_arguments(family, key, num_tasks, num_steps, false_alarm_rate) -> None:
