@@ -5,7 +5,7 @@ The public surface::
     family = metabelief.make("bernoulli_bandit", num_arms=2, horizon=100)
     metabelief.register("my_family", MyFamily)
     metabelief.families()
-    metabelief.testing.check_family(family)
+    metabelief.check_family(family)  # the conformance kit, metabelief/testing
 
     result = metabelief.train.train(metabelief.TrainConfig(family="bernoulli_bandit", num_seeds=5))
     params = result.seed_params(0)  # result.params: all 5 agents, a leading [5] axis
@@ -19,6 +19,8 @@ from metabelief import agents, baselines, probes, rollout, sharding, tasks, test
 from metabelief.tasks import TaskFamily, families, make, register
 from metabelief.train import TrainConfig
 
+check_family = testing.check_family
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "__version__",
     "agents",
     "baselines",
+    "check_family",
     "families",
     "make",
     "probes",

@@ -115,7 +115,7 @@ def test_the_state_machine_simulation_runs_on_the_scratch_family_as_on_the_built
             )
         )
     assert reports[0] == reports[1]
-    assert set(reports[0]["untrained"]) == set(state_machine.DIRECTIONS)
+    assert set(reports[0]["untrained"].to_dict()) == set(state_machine.DIRECTIONS)
 
 
 # --- Families without a capability get a clear error naming it ------------------------------------

@@ -1,9 +1,12 @@
-"""Reference agents run on the same tasks as the trained network.
+"""Reference agents run on the same tasks as the trained network, each chosen by the capability
+it needs (``metabelief.tasks.base``), never by a family's class.
 
-``policies``: belief policies (random, Thompson sampling, belief-greedy, the gridworld explorer),
-the model-free ``QLearning`` learner and ``run_policy``.
-``bayes_optimal``: the Bayes-optimal policy of Bernoulli bandits by exact DP over the belief.
-``indices``: Gittins index, UCB1, greedy and epsilon-greedy policies of ``bernoulli_bandit``.
+``policies``: belief policies (random; Thompson sampling for ``BetaArms`` or ``DependentArms``;
+belief-greedy for ``ExpectedRewards``; the gridworld explorer for ``GoalCandidates``), the
+model-free ``QLearning`` learner and ``run_policy`` (the lockstep engine, ``metabelief.rollout``).
+``bayes_optimal``: the Bayes-optimal policy by exact DP over the belief (``BetaArms``,
+``DependentArms``).
+``indices``: Gittins index, UCB1, greedy and epsilon-greedy policies (``BetaArms``).
 """
 
 from metabelief.baselines.bayes_optimal import (

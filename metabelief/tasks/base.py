@@ -21,14 +21,14 @@ Optional capabilities: a family may also implement any of the ``typing.Protocol`
 Nothing registers them: a family has a capability when it has the attributes and methods, which
 ``isinstance(family, BetaArms)`` tests. Each one unlocks the baselines and analyses that need it
 (``metabelief.baselines`` and ``metabelief.analysis`` select by capability, never by class), and
-``metabelief.testing.check_family`` checks every capability a family declares (its step 9; a
+``metabelief.check_family`` checks every capability a family declares (its step 9; a
 declared ``belief_variance`` is check 8).
 
 * ``expected_rewards(belief, obs) -> float32[num_actions]``, the posterior expected reward of each
   action in the current state; ``metabelief.baselines.belief_greedy`` acts on it.
 * ``belief_variance(belief) -> float32[D]``, the posterior variance of each entry of
   ``true_features`` (so ``E[(truth - mean)^2 | history]``, not the spread of a parameter behind it);
-  ``metabelief.testing.check_family`` then tests it against the squared errors of the posterior
+  ``metabelief.check_family`` then tests it against the squared errors of the posterior
   mean (its check 8).
 * ``BetaArms``: independent Beta-Bernoulli arms (``num_arms``, ``prior_a``, ``prior_b``,
   ``beta_posterior(belief)``): Thompson sampling, Gittins, UCB1, (epsilon-)greedy, the exact
@@ -115,7 +115,7 @@ class TaskFamily(abc.ABC):
 
 # --- Optional capabilities ---------------------------------------------------------------------
 # Structural: a family has one when it has its members (``isinstance`` checks names, not
-# signatures, and a method set to None counts as absent). ``metabelief.testing.check_family``
+# signatures, and a method set to None counts as absent). ``metabelief.check_family``
 # checks the semantics of every capability a family has.
 
 
@@ -142,7 +142,7 @@ class BeliefVariance(Protocol):
     ``true_features`` (D of them), ``mean`` the posterior mean that opens ``belief_features``; the
     variance of the truth itself, not the spread of a parameter behind it.
 
-    Unlocks: check 8 of ``metabelief.testing.check_family`` on a continuous truth (the squared
+    Unlocks: check 8 of ``metabelief.check_family`` on a continuous truth (the squared
     error of the posterior mean must average this variance). Built in: the bandits.
     """
 

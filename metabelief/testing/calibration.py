@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metabelief.tasks.base import PyTree, TaskFamily
+from metabelief.tasks.base import BeliefVariance, PyTree, TaskFamily
 from metabelief.testing.failures import fail
 from metabelief.testing.random_rollout import RandomRollout
 
@@ -42,8 +42,8 @@ class CheckReport:
 
 
 def reports_variance(family: TaskFamily) -> bool:
-    """Whether ``family`` has the optional ``belief_variance(belief) -> float32[D]``."""
-    return callable(getattr(family, "belief_variance", None))
+    """Whether ``family`` declares the ``BeliefVariance`` capability (``belief_variance(belief)``)."""
+    return isinstance(family, BeliefVariance)
 
 
 def with_variance_features(family: TaskFamily, key: jax.Array) -> TaskFamily:
