@@ -1,18 +1,69 @@
 """The `metabelief` console script."""
 
+import dataclasses
 import json
 import pathlib
+import re
 import subprocess
 import sys
 
 import jax
 import pytest
 
-from metabelief import cli, probes, train
+from metabelief import cli, experiments, probes, train
 from metabelief.analysis import state_machine
-from metabelief.experiments import protocol
-from metabelief.experiments.probing import split_sizes
+from metabelief.experiments import protocol, seeds
+from metabelief.experiments.probing import NetworkProbe, split_sizes
+from metabelief.experiments.results import ExperimentResults, RunResults
 from metabelief.rollout import probe_moments, rollout
+
+# A key built from a name and a prefix or suffix (``mlp_trained``, ``reverse_untrained``, ``k5``).
+BUILT_KEY = re.compile(r"^(mlp|reverse)_|^k\d+$")
+
+
+@pytest.fixture
+def typed_results(monkeypatch):
+    """The typed results each ``run`` the CLI calls returns, in order."""
+    returned = []
+    for module, _ in experiments.EXPERIMENTS.values():
+
+        def recording(*args, _run=module.run, **kwargs):
+            returned.append(_run(*args, **kwargs))
+            return returned[-1]
+
+        monkeypatch.setattr(module, "run", recording)
+    return returned
+
+
+def keys(node: object) -> set[str]:
+    """Every key of a JSON tree."""
+    if isinstance(node, dict):
+        return set(node).union(*(keys(value) for value in node.values()))
+    if isinstance(node, list):
+        return set().union(*(keys(value) for value in node))
+    return set()
+
+
+def check_results(out_dir: pathlib.Path, typed: list, networks=("trained", "untrained")) -> dict:
+    """``results.json`` is the typed results' ``to_dict()`` through ``json.dumps``, its summary the
+    intervals over its seed entries, and no key in it is built from a name; returns it."""
+    results = json.loads((out_dir / "results.json").read_text())
+    (returned,) = typed
+    assert isinstance(returned, RunResults)
+    assert json.loads(json.dumps(returned.to_dict(), allow_nan=False)) == results
+    assert results["summary"] == seeds.summarize(
+        [{key: value for key, value in entry.items() if key != "seed"} for entry in results["seeds"]]
+    )
+    figures = {key: value for key, value in results.items() if key != "config"}  # not settings (mlp_steps)
+    assert not {key for key in keys(figures) if BUILT_KEY.search(key)}
+    for probe in [entry["probe"] for entry in results["seeds"] if "probe" in entry] + (
+        [results["summary"]["probe"]] if "probe" in results["summary"] else []
+    ):
+        assert set(probe) == {"split_sizes", "networks", "controls"}
+        assert set(probe["networks"]) == set(networks)  # exactly the network names
+        for network in probe["networks"].values():
+            assert list(network) == [field.name for field in dataclasses.fields(NetworkProbe)]
+    return results
 
 
 def test_list_prints_every_experiment_and_family(capsys):
@@ -23,11 +74,12 @@ def test_list_prints_every_experiment_and_family(capsys):
     )
 
 
-def test_run_bandit_quick_writes_results_plots_and_agent(tmp_path, capsys):
+def test_run_bandit_quick_writes_results_plots_and_agent(tmp_path, capsys, typed_results):
     out_dir = tmp_path / "run"
     argv = ["run", "bandit", "--quick", "--no-progress", "--out", str(out_dir), "--seed", "3", "--seeds", "3"]
     assert cli.main(argv) == 0
-    results = json.loads((out_dir / "results.json").read_text())
+    results = check_results(out_dir, typed_results)
+    assert isinstance(typed_results[0], ExperimentResults)
     assert results["experiment"] == "bandit" and results["config"]["train"]["seed"] == 3
     assert {"seconds", "agent_steps_per_second", "num_seeds"} <= set(results["train"])
     assert results["config"]["train"]["num_seeds"] == results["train"]["num_seeds"] == 3
@@ -43,14 +95,20 @@ def test_run_bandit_quick_writes_results_plots_and_agent(tmp_path, capsys):
                     )
             curve = entry["intervention"][network]
             assert len(curve["agent"]) == len(curve["belief_greedy"]) == len(curve["deltas"])
-        for name in ("trained", "untrained", "reverse_trained", "reverse_untrained"):
-            assert {"r2", "r2_per_dim", "mse"} <= set(entry["probe"][name])
-            assert -1.0 < entry["probe"][name]["r2"] <= 1.0
-        assert len(entry["probe"]["trained"]["r2_per_dim"]) == 4  # means and stds of 2 arms
+        for network in entry["probe"]["networks"].values():
+            for probe in ("linear", "posterior_mean", "reverse", "mlp"):
+                assert {"r2", "r2_per_dim", "mse"} <= set(network[probe])
+            for probe in ("linear", "posterior_mean", "reverse"):
+                assert -1.0 < network[probe]["r2"] <= 1.0
+            assert len(network["r2_by_time"]) == results["config"]["train"]["family_args"]["horizon"]
+        assert (
+            len(entry["probe"]["networks"]["trained"]["linear"]["r2_per_dim"]) == 4
+        )  # means, stds of 2 arms
         controls = entry["probe"]["controls"]
+        assert [baseline["lags"] for baseline in controls["input_only"]] == [1, 5]
         assert (
             len(controls["per_dimension"]["untrained"])
-            == len(controls["input_only"]["k5"]["per_dimension"])
+            == len(controls["input_only"][-1]["per_dimension"])
             == 4
         )
         assert set(controls["within_time"]) == {"trained", "untrained", "input_only"}
@@ -59,7 +117,7 @@ def test_run_bandit_quick_writes_results_plots_and_agent(tmp_path, capsys):
         assert truth["bayes_minimum"] < truth["prior"]
         assert min(truth["mse"].values()) > 0.9 * truth["bayes_minimum"]
     # Distinct agents: different initialisations give different untrained probes.
-    assert len({entry["probe"]["untrained"]["r2"] for entry in results["seeds"]}) == 3
+    assert len({entry["probe"]["networks"]["untrained"]["linear"]["r2"] for entry in results["seeds"]}) == 3
     # Each entry is its own seed's: agent i, loaded alone, earns that entry's return on the
     # experiment's held-out tasks with the experiment's keys.
     config = train.TrainConfig.from_dict(results["config"]["train"])
@@ -75,7 +133,7 @@ def test_run_bandit_quick_writes_results_plots_and_agent(tmp_path, capsys):
         moments = probe_moments(family, agent, params, split_sizes(len(played.actions[0])), history=played)
         hidden, features = slice(0, agent.hidden_size), slice(agent.hidden_size, agent.hidden_size + 4)
         r2 = float(probes.linear_probe(moments, hidden, features).test.r2)
-        assert r2 == pytest.approx(entry["probe"]["trained"]["r2"], abs=2e-3)
+        assert r2 == pytest.approx(entry["probe"]["networks"]["trained"]["linear"]["r2"], abs=2e-3)
     # The summary holds the mean over seeds of every figure, the references' identical across seeds.
     summary = results["summary"]
     agent_returns = [entry["return"]["agent"] for entry in results["seeds"]]
@@ -86,8 +144,10 @@ def test_run_bandit_quick_writes_results_plots_and_agent(tmp_path, capsys):
         < summary["return"]["agent"]["high"]
     )
     assert summary["return"]["random"]["low"] == pytest.approx(summary["return"]["random"]["high"])
-    r2 = [entry["probe"]["trained"]["r2_per_dim"][1] for entry in results["seeds"]]
-    assert summary["probe"]["trained"]["r2_per_dim"][1]["mean"] == pytest.approx(sum(r2) / 3)
+    r2 = [entry["probe"]["networks"]["trained"]["linear"]["r2_per_dim"][1] for entry in results["seeds"]]
+    assert summary["probe"]["networks"]["trained"]["linear"]["r2_per_dim"][1]["mean"] == pytest.approx(
+        sum(r2) / 3
+    )
     for plot in ("learning_curve.png", "decoded_belief.png", "probe_r2_by_time.png", "intervention.png"):
         assert (out_dir / plot).read_bytes().startswith(b"\x89PNG")
     assert (out_dir / "agent" / "config.json").exists()
@@ -126,15 +186,17 @@ def test_installed_console_script_runs():
     assert "bernoulli_bandit" in result.stdout
 
 
-def test_run_gridworld_quick_writes_results_and_the_goal_belief_plot(tmp_path, capsys):
+def test_run_gridworld_quick_writes_results_and_the_goal_belief_plot(tmp_path, capsys, typed_results):
     out_dir = tmp_path / "run"
     assert cli.main(["run", "gridworld", "--quick", "--no-progress", "--out", str(out_dir)]) == 0
-    results = json.loads((out_dir / "results.json").read_text())
+    results = check_results(out_dir, typed_results)
     assert results["experiment"] == "gridworld" and len(results["seeds"]) == 2
     for entry in results["seeds"]:
         assert set(entry["return"]) == {"agent", "random", "belief_greedy"}
         assert entry["return"]["belief_greedy"] > 5 * entry["return"]["random"]
-        assert len(entry["probe"]["trained"]["r2_per_dim"]) == 24  # one per candidate goal
+        assert (
+            len(entry["probe"]["networks"]["trained"]["linear"]["r2_per_dim"]) == 24
+        )  # one per candidate goal
         assert len(entry["probe"]["controls"]["per_dimension"]["trained"]) == 24
     for plot in ("learning_curve.png", "goal_belief.png", "probe_r2_by_time.png"):
         assert (out_dir / plot).read_bytes().startswith(b"\x89PNG")
@@ -142,10 +204,10 @@ def test_run_gridworld_quick_writes_results_and_the_goal_belief_plot(tmp_path, c
     assert "belief-greedy explorer" in out and "each feature apart" in out
 
 
-def test_run_two_step_quick_writes_stay_probabilities_for_every_agent(tmp_path, capsys):
+def test_run_two_step_quick_writes_stay_probabilities_for_every_agent(tmp_path, capsys, typed_results):
     out_dir = tmp_path / "run"
     assert cli.main(["run", "two-step", "--quick", "--no-progress", "--out", str(out_dir)]) == 0
-    results = json.loads((out_dir / "results.json").read_text())
+    results = check_results(out_dir, typed_results)
     assert results["experiment"] == "two-step" and len(results["seeds"]) == 2
     agents = {"agent", "belief_greedy", "model_free", "random"}
     for entry in results["seeds"]:
@@ -155,7 +217,7 @@ def test_run_two_step_quick_writes_stay_probabilities_for_every_agent(tmp_path, 
         assert entry["stay"]["belief_greedy"]["model_based_index"] > 0.5
         assert abs(entry["stay"]["model_free"]["model_based_index"]) < 0.15
         assert entry["stay"]["model_free"]["model_free_index"] > 0.5
-        assert len(entry["probe"]["trained"]["r2_per_dim"]) == 1  # P(A rich)
+        assert len(entry["probe"]["networks"]["trained"]["linear"]["r2_per_dim"]) == 1  # P(A rich)
         # Belief-greedy acts on P(A rich) > 1/2: pushing the belief up never lowers its choice of A.
         greedy = entry["intervention"]["trained"]["belief_greedy"]
         assert greedy == sorted(greedy) and greedy[-1] > 0
@@ -171,10 +233,10 @@ def test_run_two_step_quick_writes_stay_probabilities_for_every_agent(tmp_path, 
     assert "MB index" in out and "fraction of the belief-greedy response" in out
 
 
-def test_run_failure_quick_reports_every_test_condition(tmp_path, capsys):
+def test_run_failure_quick_reports_every_test_condition(tmp_path, capsys, typed_results):
     out_dir = tmp_path / "run"
     assert cli.main(["run", "failure", "--quick", "--no-progress", "--out", str(out_dir)]) == 0
-    results = json.loads((out_dir / "results.json").read_text())
+    results = check_results(out_dir, typed_results)
     assert len(results["seeds"]) == 2
     assert set(results["summary"]["conditions"]) == set(results["seeds"][1]["conditions"])
     conditions = results["seeds"][0]["conditions"]
@@ -212,10 +274,10 @@ def test_run_failure_quick_reports_every_test_condition(tmp_path, capsys):
     assert "which hypothesis the agent scores nearest" in capsys.readouterr().out
 
 
-def test_run_rl2_table_quick_prints_every_policy(tmp_path, capsys):
+def test_run_rl2_table_quick_prints_every_policy(tmp_path, capsys, typed_results):
     out_dir = tmp_path / "run"
     assert cli.main(["run", "rl2-table", "--quick", "--no-progress", "--out", str(out_dir)]) == 0
-    results = json.loads((out_dir / "results.json").read_text())
+    results = check_results(out_dir, typed_results)
     assert len(results["seeds"]) == 2
     (row,) = results["seeds"][1]["rows"]
     assert (row["arms"], row["pulls"]) == (5, 10)

@@ -6,6 +6,7 @@ import pytest
 
 from metabelief.experiments.failure import (
     TRAIN_SUPPORT,
+    Preference,
     compare_readout,
     evidence_counts,
     prefers_training_arm,
@@ -49,14 +50,15 @@ def test_prefers_training_arm_counts_only_steps_where_the_greedy_arms_differ(oth
             training_arm_0 = float(training[t, n] > 0.5)
             if training_arm_0 != other_arm_0[t, n]:
                 chosen.append(arm_0[t, n] if training_arm_0 else 1.0 - arm_0[t, n])
-    assert got["steps"] == len(chosen) > 20
-    np.testing.assert_allclose(got["probability"], np.mean(chosen), rtol=1e-5)
+    assert got.steps == len(chosen) > 20
+    np.testing.assert_allclose(got.probability, np.mean(chosen), rtol=1e-5)
 
 
 def test_prefers_training_arm_reports_no_steps_when_the_rules_agree():
     mean = jnp.linspace(0.05, 0.95, 12).reshape(3, 4)
     got = prefers_training_arm(jnp.zeros((3, 4)), mean, jnp.where(mean > 0.5, 1.0, 0.0))
-    assert got == {"steps": 0, "probability": None}
+    assert got == Preference(steps=0, probability=None)
+    assert got.to_dict() == {"steps": 0, "probability": None}
 
 
 def test_evidence_counts_are_the_outcomes_before_each_step():
@@ -116,14 +118,17 @@ def test_verdicts_name_the_nearest_control_only_where_controls_differ():
 
     (row,) = verdicts(conditions, [seed])
 
-    assert (row["measure"], row["condition"], row["nearest"]) == (
+    assert (row.measure, row.condition, row.nearest) == (
         "follows_posterior_not_majority",
         "apart",
         "training posterior",
     )
-    assert row["nearest_per_seed"] == ["counts"]
-    assert row["separates"] == [["counts", "training posterior"], ["counts", "test posterior"]]
-    assert row["untrained"] == 0.5
+    assert row.nearest_per_seed == ("counts",)
+    assert row.separates == (("counts", "training posterior"), ("counts", "test posterior"))
+    assert row.untrained == 0.5
+    written = row.to_dict()
+    assert written["separates"] == [["counts", "training posterior"], ["counts", "test posterior"]]
+    assert written["agent"] == {"mean": 0.8} and written["controls"] == row.controls
 
 
 def _history(**fields):
@@ -154,17 +159,20 @@ def test_compare_readout_against_numpy():
 
     differ = np.abs(training - test) > 1e-3
     nearer = np.abs(decoded - training) < np.abs(decoded - test)
-    assert got["differing_pairs"] == differ.sum()
-    np.testing.assert_allclose(got["closer_to_training"], nearer[differ].mean(), rtol=1e-6)
+    assert got.differing_pairs == differ.sum()
+    np.testing.assert_allclose(got.closer_to_training, nearer[differ].mean(), rtol=1e-6)
     for prior, mean in (("training prior", training), ("test prior", test)):
-        np.testing.assert_allclose(got["rmse"][prior], np.sqrt(np.mean((decoded - mean) ** 2)), rtol=1e-5)
+        np.testing.assert_allclose(got.rmse[prior], np.sqrt(np.mean((decoded - mean) ** 2)), rtol=1e-5)
         np.testing.assert_allclose(
-            got["rmse_by_time"][prior], np.sqrt(np.mean((decoded - mean) ** 2, axis=1)), rtol=1e-5
+            got.rmse_by_time[prior], np.sqrt(np.mean((decoded - mean) ** 2, axis=1)), rtol=1e-5
         )
-        np.testing.assert_allclose(got["confidence"][prior], np.abs(mean - 0.5).mean(), rtol=1e-5)
-    np.testing.assert_allclose(got["confidence"]["read-out"], np.abs(decoded - 0.5).mean(), rtol=1e-5)
+        np.testing.assert_allclose(got.confidence[prior], np.abs(mean - 0.5).mean(), rtol=1e-5)
+    np.testing.assert_allclose(got.confidence["read-out"], np.abs(decoded - 0.5).mean(), rtol=1e-5)
+    written = got.to_dict()
+    assert set(written) == {"rmse", "rmse_by_time", "closer_to_training", "differing_pairs", "confidence"}
+    assert written["rmse_by_time"]["test prior"] == list(got.rmse_by_time["test prior"])
 
 
 def test_compare_readout_has_no_vote_when_the_posteriors_agree():
     mean = jnp.full((3, 4), 0.7)
-    assert compare_readout(mean + 0.1, mean, mean)["closer_to_training"] is None
+    assert compare_readout(mean + 0.1, mean, mean).closer_to_training is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import jax
@@ -97,13 +98,13 @@ def test_a_policy_reading_the_decoded_mean_responds_as_the_read_out_predicts(ban
     decoded = _test_lanes(replayed.hidden) @ weights[:, 0]  # [T, n_test]: W^T h, no bias
     sigmoid = lambda x: 1.0 / (1.0 + np.exp(-x))  # noqa: E731
     expected = [np.mean(sigmoid(beta * (decoded + delta)) - sigmoid(beta * decoded)) for delta in DELTAS]
-    np.testing.assert_allclose(report["agent"], expected, atol=2e-6)
-    assert report["agent"][-1] > 0.05  # a real push, not a vacuous match
-    np.testing.assert_allclose(report["read_out_per_unit_shift"], [1.0, 0.0], atol=1e-5)
-    assert report["shift_norm"] == pytest.approx(np.linalg.norm(np.linalg.pinv(weights.T)[:, 0]), rel=1e-5)
-    assert report["num_steps"] == HORIZON * SIZES[2]
-    assert report["num_steps_next"] == (HORIZON - 1) * SIZES[2]
-    assert report["read_out_r2"] == pytest.approx(float(read_out.test.r2))
+    np.testing.assert_allclose(report.agent, expected, atol=2e-6)
+    assert report.agent[-1] > 0.05  # a real push, not a vacuous match
+    np.testing.assert_allclose(report.read_out_per_unit_shift, [1.0, 0.0], atol=1e-5)
+    assert report.shift_norm == pytest.approx(np.linalg.norm(np.linalg.pinv(weights.T)[:, 0]), rel=1e-5)
+    assert report.num_steps == HORIZON * SIZES[2]
+    assert report.num_steps_next == (HORIZON - 1) * SIZES[2]
+    assert report.read_out_r2 == pytest.approx(float(read_out.test.r2))
 
 
 def test_next_step_response_equals_stepping_the_lstm_by_hand_from_the_shifted_carry(two_step):
@@ -130,7 +131,7 @@ def test_next_step_response_equals_stepping_the_lstm_by_hand_from_the_shifted_ca
         _, logits, _ = agent.step(params, (test.cell[t], test.hidden[t] + delta * unit), inputs)
         shifted = np.asarray(jax.nn.softmax(logits)[:, 0])
         changes.append(shifted - np.asarray(jax.nn.softmax(test.logits[t + 1])[:, 0]))
-    assert report["agent_next_step"][0] == pytest.approx(np.mean(changes), abs=2e-6)
+    assert report.agent_next_step[0] == pytest.approx(np.mean(changes), abs=2e-6)
     assert abs(np.mean(changes)) > 1e-4  # the shift does reach the next step
 
 
@@ -141,10 +142,10 @@ def test_a_uniform_policy_does_not_respond(bandit):
     report = intervention.dose_response(
         family, agent, {"uniform": uniform}, history, SIZES, target=target, deltas=DELTAS
     )["uniform"]
-    assert report["agent"] == [0.0] * len(DELTAS)
-    assert report["agent_next_step"] == [0.0] * len(DELTAS)
-    assert report["fraction_of_bayes"] == 0.0 and report["fraction_of_bayes_next_step"] == 0.0
-    assert any(value != 0.0 for value in report["belief_greedy"])  # the belief policy does respond
+    assert report.agent == (0.0,) * len(DELTAS)
+    assert report.agent_next_step == (0.0,) * len(DELTAS)
+    assert report.fraction_of_bayes == 0.0 and report.fraction_of_bayes_next_step == 0.0
+    assert any(value != 0.0 for value in report.belief_greedy)  # the belief policy does respond
 
 
 def test_fraction_of_bayes_is_the_slope_through_the_origin():
@@ -180,8 +181,8 @@ def test_belief_greedy_response_is_the_share_of_test_steps_whose_greedy_arm_flip
     )["net"]
     means = _test_lanes(history.features)[..., :2].astype(np.float32)
     expected = [float(np.mean(_numpy_greedy_change(means, np.float32(d)))) for d in DELTAS]
-    np.testing.assert_allclose(report["belief_greedy"], expected, atol=1e-6)
-    assert report["belief_greedy"][0] < 0 < report["belief_greedy"][-1]
+    np.testing.assert_allclose(report.belief_greedy, expected, atol=1e-6)
+    assert report.belief_greedy[0] < 0 < report.belief_greedy[-1]
     # The test lanes, not the fitting lanes: the same measure there gives other numbers.
     train_means = np.asarray(split_lanes(history.features, SIZES)[0])[..., :2]
     on_train = [float(np.mean(_numpy_greedy_change(train_means, np.float32(d)))) for d in DELTAS]
@@ -203,10 +204,11 @@ def test_belief_greedy_response_counts_only_the_steps_the_target_marks(bandit):
     )["net"]
     means = _test_lanes(history.features)[1::2, :, :2].astype(np.float32)
     expected = [float(np.mean(_numpy_greedy_change(means, np.float32(d)))) for d in DELTAS]
-    np.testing.assert_allclose(report["belief_greedy"], expected, atol=1e-6)
-    assert report["num_steps"] == HORIZON // 2 * SIZES[2]
-    assert report["num_steps_next"] == 0  # no odd step is followed by a counted one
-    assert report["agent_next_step"] == [None] * len(DELTAS)
+    np.testing.assert_allclose(report.belief_greedy, expected, atol=1e-6)
+    assert report.num_steps == HORIZON // 2 * SIZES[2]
+    assert report.num_steps_next == 0  # no odd step is followed by a counted one
+    assert report.agent_next_step == (None,) * len(DELTAS)
+    assert report.to_dict()["agent_next_step"] == [None] * len(DELTAS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -227,7 +229,7 @@ def test_shifted_belief_is_clipped_to_the_feature_range(two_step):
     )["net"]
     p = _test_lanes(history.features)[..., 0]
     expected = [np.mean(np.clip(p + d, 0.0, 1.0) - p) for d in DELTAS]
-    np.testing.assert_allclose(report["belief_greedy"], expected, atol=1e-6)
+    np.testing.assert_allclose(report.belief_greedy, expected, atol=1e-6)
     assert abs(expected[-1]) < 0.3 - 0.01  # some beliefs were clipped
 
 
@@ -257,17 +259,25 @@ def test_trained_vs_untrained_report_is_complete_finite_and_belief_greedy_is_mon
         "read_out_per_unit_shift", "shift_norm", "hidden_norm", "num_steps", "num_steps_next", "encoding",
     }  # fmt: skip
     assert set(report) == {"trained", "untrained"}
-    for result in report.values():
+    for typed in report.values():
+        result = typed.to_dict()
+        assert json.loads(json.dumps(result, allow_nan=False)) == result
         assert set(result) == keys
+        assert set(result["encoding"]) == {
+            "agent", "agent_next_step", "fraction_of_bayes", "fraction_of_bayes_next_step",
+            "read_out_per_unit_shift", "shift_norm",
+        }  # fmt: skip
         for key in ("agent", "agent_next_step", "belief_greedy"):
             assert len(result[key]) == 9 and all(math.isfinite(v) for v in result[key])
+            assert result[key] == list(getattr(typed, key))
         for key in ("fraction_of_bayes", "fraction_of_bayes_next_step", "read_out_r2", "shift_norm"):
-            assert math.isfinite(result[key])
+            assert math.isfinite(result[key]) and result[key] == getattr(typed, key)
         assert result["deltas"] == list(deltas)
         assert np.all(np.diff(result["belief_greedy"]) >= 0)
         assert result["belief_greedy"][0] < 0 < result["belief_greedy"][-1]
         assert result["agent"][4] == pytest.approx(0.0, abs=1e-6)
-    assert report["trained"]["belief_greedy"] == report["untrained"]["belief_greedy"]
+        assert result["encoding"]["shift_norm"] == typed.encoding.shift_norm
+    assert report["trained"].belief_greedy == report["untrained"].belief_greedy
 
 
 def test_bad_arguments_raise_value_errors(bandit, two_step):
@@ -315,9 +325,9 @@ def test_encoding_direction_is_the_regression_of_hidden_on_the_posterior_means(b
 
     report = intervention.dose_response(
         family, agent, {"net": params}, history, SIZES, target=intervention.bandit_arm_target(family)
-    )["net"]["encoding"]
-    assert report["shift_norm"] == pytest.approx(np.linalg.norm(got), rel=1e-5)
-    assert len(report["agent"]) == len(intervention.DEFAULT_DELTAS)
+    )["net"].encoding
+    assert report.shift_norm == pytest.approx(np.linalg.norm(got), rel=1e-5)
+    assert len(report.agent) == len(intervention.DEFAULT_DELTAS)
 
 
 def test_plot_draws_every_seed_and_network(tmp_path):

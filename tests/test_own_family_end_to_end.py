@@ -46,7 +46,7 @@ def runs(tmp_path_factory):
 
 
 def test_every_figure_of_the_bandit_experiment_equals_the_built_in_families(runs):
-    scratch, built_in = (_figures(runs[name][0]) for name in ("scratch", "built_in"))
+    scratch, built_in = (_figures(runs[name][0].to_dict()) for name in ("scratch", "built_in"))
     assert scratch == built_in
     # ... and they are figures: the references, probes and the state machine all ran.
     summary = scratch["summary"]

@@ -162,7 +162,7 @@ def test_the_bayes_policy_reads_mapped_counts_as_the_nearest_valid_counts(bandit
 
 
 def test_the_bayes_agent_simulates_itself_exactly(bandit):
-    report = _simulate(bandit, bandit["counts"], bandit["policy"])
+    report = _simulate(bandit, bandit["counts"], bandit["policy"]).to_dict()
     assert set(report) == {"agent_to_bayes", "bayes_to_agent"}
     for direction in report.values():
         assert set(direction) == {"linear", "mlp"}
@@ -182,7 +182,7 @@ def test_a_uniform_agent_with_the_bayes_state_differs_by_the_bayes_policys_certa
     receiver compared with itself would have scored 0)."""
     embed, _ = _embedding(np.random.default_rng(3))
     uniform = lambda states: jnp.full((*states.shape[:-1], 2), 0.5)  # noqa: E731
-    report = _simulate(bandit, embed(bandit["counts"]), uniform)
+    report = _simulate(bandit, embed(bandit["counts"]), uniform).to_dict()
 
     bayes, means = _test_lanes(bandit["probs"]), _test_lanes(bandit["means"])
     decided = np.abs(bayes[..., 0] - 0.5) > 0.25  # ties (e.g. every t = 0) are uniform too
@@ -209,7 +209,7 @@ def test_a_uniform_agent_with_the_bayes_state_differs_by_the_bayes_policys_certa
 def test_an_agent_acting_bayes_optimally_on_its_decoded_state_simulates_the_bayes_agent(bandit):
     embed, decode = _embedding(np.random.default_rng(4))
     policy = lambda states: bandit["policy"](decode(states))  # noqa: E731
-    report = _simulate(bandit, embed(bandit["counts"]), policy)
+    report = _simulate(bandit, embed(bandit["counts"]), policy).to_dict()
     for name, direction in report.items():
         for measure, value in direction["linear"].items():
             assert value == pytest.approx(0.0, abs=1e-5), (name, measure)
@@ -222,12 +222,12 @@ def test_directions_map_from_the_source_onto_the_receiver(bandit):
     weights = jnp.asarray(rng.standard_normal((2, 3)), jnp.float32)
     uniform = lambda states: jnp.full((*states.shape[:-1], 2), 0.5)  # noqa: E731
     report = _simulate(bandit, bandit["counts"][..., :2] @ weights, uniform)
-    assert report["bayes_to_agent"]["linear"]["state_dissimilarity"] < 1e-5
-    assert report["agent_to_bayes"]["linear"]["state_dissimilarity"] > 0.1
+    assert report.bayes_to_agent.linear.state_dissimilarity < 1e-5
+    assert report.agent_to_bayes.linear.state_dissimilarity > 0.1
     # Bayes -> agent: the source is the Bayes agent at its true counts, the receiver uniform.
     bayes = _test_lanes(bandit["probs"])
     expected = 0.5 * np.abs(bayes - 0.5).sum(-1).mean()
-    assert report["bayes_to_agent"]["linear"]["output_total_variation"] == pytest.approx(expected, abs=1e-6)
+    assert report.bayes_to_agent.linear.output_total_variation == pytest.approx(expected, abs=1e-6)
 
 
 def test_return_difference_is_kuos_expected_return_difference_per_episode():
@@ -290,11 +290,39 @@ def test_simulate_on_an_untrained_network():
         family, agent, {"untrained": params}, history, bayes, SPLITS, key=jax.random.key(10), mlp_steps=100
     )
     assert set(report) == {"untrained"}
+    written = report["untrained"].to_dict()
     for direction in ("agent_to_bayes", "bayes_to_agent"):
         for kind in ("linear", "mlp"):
-            entry = report["untrained"][direction][kind]
+            entry = written[direction][kind]
             assert set(entry) == MEASURES
             assert all(isinstance(value, float) and np.isfinite(value) for value in entry.values())
     # Its near-uniform policy cannot act as the Bayes agent does, whatever state it is put in.
-    assert report["untrained"]["bayes_to_agent"]["linear"]["output_total_variation"] > 0.3
-    assert report["untrained"]["bayes_to_agent"]["mlp"]["output_total_variation"] > 0.3
+    assert report["untrained"].bayes_to_agent.linear.output_total_variation > 0.3
+    assert report["untrained"].bayes_to_agent.mlp.output_total_variation > 0.3
+
+
+# ---------------------------------------------------------------------------------------------
+# The result types: the names of DIRECTIONS, MAP_KINDS and MEASURES are their fields
+
+
+def test_the_result_types_write_directions_maps_and_measures_as_keys():
+    from metabelief.analysis import state_machine
+
+    values = (0.25, 0.5, float("nan"), 1.0)
+    measures = state_machine.SimulationMeasures(*values)
+    assert measures.to_dict() == {
+        "state_dissimilarity": 0.25,
+        "output_total_variation": 0.5,
+        "output_return_difference": None,  # NaN is written as null
+        "output_return_difference_greedy": 1.0,
+    }
+    assert tuple(measures.to_dict()) == state_machine.MEASURES
+    maps = state_machine.MapMeasures(
+        linear=measures, mlp=state_machine.SimulationMeasures(0.0, 0.0, 0.0, 0.0)
+    )
+    simulation = state_machine.Simulation(agent_to_bayes=maps, bayes_to_agent=maps)
+    written = simulation.to_dict()
+    assert tuple(written) == state_machine.DIRECTIONS == ("agent_to_bayes", "bayes_to_agent")
+    assert tuple(written["bayes_to_agent"]) == state_machine.MAP_KINDS == ("linear", "mlp")
+    assert written["agent_to_bayes"]["linear"] == measures.to_dict()
+    assert written["agent_to_bayes"]["mlp"]["state_dissimilarity"] == 0.0

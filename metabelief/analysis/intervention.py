@@ -70,7 +70,7 @@ Usage::
     target = bandit_arm_target(family)
     report = dose_response(family, agent, {"trained": params, "untrained": initial}, history,
                            split_sizes(num_tasks), target=target)
-    report["trained"]["fraction_of_bayes"]
+    report["trained"].fraction_of_bayes  # a DoseResponse; .to_dict() is its JSON form
 """
 
 from __future__ import annotations
@@ -85,6 +85,7 @@ import numpy as np
 
 from metabelief import probes
 from metabelief.agents.lstm import RecurrentAgent
+from metabelief.analysis.records import Record
 from metabelief.rollout import Trajectory, lane_moments, replay_jit, split_lanes
 from metabelief.tasks.base import PyTree, TaskFamily
 from metabelief.tasks.two_step import STATE_A, TwoStep
@@ -177,6 +178,44 @@ def two_step_target(family: TaskFamily) -> InterventionTarget:
     )
 
 
+# ----------------------------------------------------------------------------- results
+@dataclasses.dataclass(frozen=True)
+class EncodingResponse(Record):
+    """The responses to the push along ``encoding_direction`` (the fields of ``DoseResponse`` of
+    the same names, for that push)."""
+
+    agent: tuple[float | None, ...]
+    agent_next_step: tuple[float | None, ...]
+    fraction_of_bayes: float | None
+    fraction_of_bayes_next_step: float | None
+    read_out_per_unit_shift: tuple[float | None, ...]
+    shift_norm: float
+
+
+@dataclasses.dataclass(frozen=True)
+class DoseResponse(Record):
+    """One network's responses to a shift of the belief (``dose_response``); the top-level
+    responses are to the minimum-norm shift, ``encoding`` holds those to the encoding direction.
+    ``to_dict()`` is its JSON form (``None`` for a mean over no step)."""
+
+    target: str  # the target's name
+    deltas: tuple[float, ...]  # the shifts of the belief
+    agent: tuple[float | None, ...]  # per delta: mean change of P(target action), policy head at h + dh
+    agent_next_step: tuple[float | None, ...]  # ... one LSTM step on from the shifted carry
+    belief_greedy: tuple[float | None, ...]  # ... of the belief-greedy policy (the same for every network)
+    fraction_of_bayes: float | None  # slope through the origin of agent on belief_greedy
+    fraction_of_bayes_next_step: float | None  # of agent_next_step on belief_greedy
+    read_out_r2: float | None  # test R^2 of the read-out hidden -> the D posterior means
+    read_out_r2_target: float | None  # ... of the target dimension d
+    ridge: float  # the read-out's ridge strength
+    read_out_per_unit_shift: tuple[float | None, ...]  # W^T u: e_d when the shift is exact
+    shift_norm: float  # ||u||: the norm of the shift per unit delta
+    hidden_norm: float  # mean ||h|| on the counted test steps
+    num_steps: int  # test steps averaged over
+    num_steps_next: int  # ... for the next-step response
+    encoding: EncodingResponse
+
+
 # ----------------------------------------------------------------------------- the shift
 def minimum_norm_shift(weights: np.ndarray | jax.Array, dimension: int) -> np.ndarray:
     """``u = pinv(W^T) e_d``, float64 ``[H]``: the smallest hidden shift with ``W^T u = e_d``.
@@ -212,7 +251,7 @@ def dose_response(
     *,
     target: InterventionTarget,
     deltas: Sequence[float] = DEFAULT_DELTAS,
-) -> dict:
+) -> dict[str, DoseResponse]:
     """The agent's and the belief-greedy policy's response to a shift of the belief, per network.
 
     Args:
@@ -225,17 +264,17 @@ def dose_response(
       deltas: the shifts of the belief (posterior-mean units), e.g. a symmetric grid.
 
     Returns:
-      JSON-ready ``{name: {...}}`` with, for each network: ``target`` (its name), ``deltas``,
-      ``agent`` and ``agent_next_step`` (mean change of P(target action) per delta),
-      ``belief_greedy`` (the belief policy's mean change per delta, the same for every network),
-      ``fraction_of_bayes`` and ``fraction_of_bayes_next_step`` (slopes through the origin, None
-      if the belief policy never responds), ``read_out_r2`` (test R^2 over the D posterior means)
-      and ``read_out_r2_target`` (dimension d), ``ridge``, ``read_out_per_unit_shift`` (``W^T u``,
+      ``{name: DoseResponse}``, for each network: ``target`` (its name), ``deltas``, ``agent`` and
+      ``agent_next_step`` (mean change of P(target action) per delta), ``belief_greedy`` (the
+      belief policy's mean change per delta, the same for every network), ``fraction_of_bayes``
+      and ``fraction_of_bayes_next_step`` (slopes through the origin, None if the belief policy
+      never responds), ``read_out_r2`` (test R^2 over the D posterior means) and
+      ``read_out_r2_target`` (dimension d), ``ridge``, ``read_out_per_unit_shift`` (``W^T u``,
       ``e_d`` when the shift is exact), ``shift_norm`` (``||u||``), ``hidden_norm`` (mean
       ``||h||`` on the counted test steps), ``num_steps`` and ``num_steps_next`` (test steps
-      averaged over); ``encoding``: ``agent``, ``agent_next_step``, ``fraction_of_bayes``,
-      ``fraction_of_bayes_next_step``, ``read_out_per_unit_shift`` and ``shift_norm`` for the push
-      along ``encoding_direction``.
+      averaged over); ``encoding`` (an ``EncodingResponse``): ``agent``, ``agent_next_step``,
+      ``fraction_of_bayes``, ``fraction_of_bayes_next_step``, ``read_out_per_unit_shift`` and
+      ``shift_norm`` for the push along ``encoding_direction``.
     """
     sizes = tuple(int(size) for size in sizes)
     num_tasks, num_steps = history.actions.shape[1], history.actions.shape[0]
@@ -301,31 +340,31 @@ def dose_response(
         )
         hidden_norm = _masked_mean(jnp.linalg.norm(hidden, axis=-1), mask)
         scores = read_out.test.to_dict()
-        report[name] = {
-            "target": target.name,
-            "deltas": [float(d) for d in deltas_array],
-            "agent": _floats(now),
-            "agent_next_step": _floats(after),
-            "belief_greedy": _floats(greedy),
-            "fraction_of_bayes": fraction_of_bayes(now, greedy),
-            "fraction_of_bayes_next_step": fraction_of_bayes(after, greedy),
-            "read_out_r2": scores["r2"],
-            "read_out_r2_target": scores["r2_per_dim"][target.feature],
-            "ridge": float(read_out.ridge),
-            "read_out_per_unit_shift": _floats(weights.T @ direction),
-            "shift_norm": float(np.linalg.norm(direction)),
-            "hidden_norm": float(hidden_norm),
-            "num_steps": int(mask.sum()),
-            "num_steps_next": int(next_mask.sum()),
-            "encoding": {
-                "agent": _floats(enc_now),
-                "agent_next_step": _floats(enc_after),
-                "fraction_of_bayes": fraction_of_bayes(enc_now, greedy),
-                "fraction_of_bayes_next_step": fraction_of_bayes(enc_after, greedy),
-                "read_out_per_unit_shift": _floats(weights.T @ encoding),
-                "shift_norm": float(np.linalg.norm(encoding)),
-            },
-        }
+        report[name] = DoseResponse(
+            target=target.name,
+            deltas=tuple(float(d) for d in deltas_array),
+            agent=_floats(now),
+            agent_next_step=_floats(after),
+            belief_greedy=_floats(greedy),
+            fraction_of_bayes=fraction_of_bayes(now, greedy),
+            fraction_of_bayes_next_step=fraction_of_bayes(after, greedy),
+            read_out_r2=scores["r2"],
+            read_out_r2_target=scores["r2_per_dim"][target.feature],
+            ridge=float(read_out.ridge),
+            read_out_per_unit_shift=_floats(weights.T @ direction),
+            shift_norm=float(np.linalg.norm(direction)),
+            hidden_norm=float(hidden_norm),
+            num_steps=int(mask.sum()),
+            num_steps_next=int(next_mask.sum()),
+            encoding=EncodingResponse(
+                agent=_floats(enc_now),
+                agent_next_step=_floats(enc_after),
+                fraction_of_bayes=fraction_of_bayes(enc_now, greedy),
+                fraction_of_bayes_next_step=fraction_of_bayes(enc_after, greedy),
+                read_out_per_unit_shift=_floats(weights.T @ encoding),
+                shift_norm=float(np.linalg.norm(encoding)),
+            ),
+        )
     return report
 
 
@@ -413,5 +452,5 @@ def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
     return jnp.where(count > 0, jnp.sum(jnp.where(mask, values, 0.0)) / jnp.maximum(count, 1), jnp.nan)
 
 
-def _floats(values: np.ndarray) -> list[float | None]:
-    return [None if np.isnan(v) else float(v) for v in np.asarray(values, np.float64)]
+def _floats(values: np.ndarray) -> tuple[float | None, ...]:
+    return tuple(None if np.isnan(v) else float(v) for v in np.asarray(values, np.float64))

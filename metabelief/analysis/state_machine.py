@@ -48,6 +48,7 @@ integers (``bayes_count_policy``); counts past the horizon make it greedy on the
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -58,6 +59,7 @@ import numpy as np
 
 from metabelief import probes
 from metabelief.agents.lstm import RecurrentAgent
+from metabelief.analysis.records import Record
 from metabelief.baselines.bayes_optimal import BayesOptimal
 from metabelief.rollout import Trajectory, replay_beliefs, replay_jit, split_lanes
 from metabelief.tasks.bandit_base import BetaBelief
@@ -66,14 +68,42 @@ from metabelief.tasks.base import BetaArms, TaskFamily, require_capability
 # A policy: states ``[..., S]`` -> action probabilities ``[..., A]``.
 Policy = Callable[[jax.Array], jax.Array]
 
-DIRECTIONS = ("agent_to_bayes", "bayes_to_agent")
-MAP_KINDS = ("linear", "mlp")
-MEASURES = (
-    "state_dissimilarity",
-    "output_total_variation",
-    "output_return_difference",
-    "output_return_difference_greedy",
-)
+
+@dataclasses.dataclass(frozen=True)
+class SimulationMeasures(Record):
+    """The four measures of one map in one direction, on the test lanes (see the module docstring);
+    0 = the receiver in the mapped state is the source."""
+
+    state_dissimilarity: float
+    output_total_variation: float
+    output_return_difference: float
+    output_return_difference_greedy: float
+
+
+@dataclasses.dataclass(frozen=True)
+class MapMeasures(Record):
+    """The measures of each kind of map, fitted in one direction: ridge regression and an MLP."""
+
+    linear: SimulationMeasures
+    mlp: SimulationMeasures
+
+
+@dataclasses.dataclass(frozen=True)
+class Simulation(Record):
+    """The state-machine simulation of two agents: each direction (source -> receiver) and map.
+    JSON: ``{direction: {map kind: {measure: float}}}`` with the names below."""
+
+    agent_to_bayes: MapMeasures  # source = the network, receiver = the Bayes agent
+    bayes_to_agent: MapMeasures  # source = the Bayes agent, receiver = the network
+
+
+def _field_names(record: type) -> tuple[str, ...]:
+    return tuple(field.name for field in dataclasses.fields(record))
+
+
+DIRECTIONS = _field_names(Simulation)  # ("agent_to_bayes", "bayes_to_agent")
+MAP_KINDS = _field_names(MapMeasures)  # ("linear", "mlp")
+MEASURES = _field_names(SimulationMeasures)
 
 
 def bayes_counts(family: TaskFamily, history: Trajectory) -> jax.Array:
@@ -133,7 +163,7 @@ def simulate(
     *,
     key: jax.Array,
     mlp_steps: int = 1000,
-) -> dict:
+) -> dict[str, Simulation]:
     """``simulate_states`` of each named network against the Bayes-optimal agent on ``history``.
 
     ``family`` needs the ``BetaArms`` capability (``metabelief.tasks.base``), whatever its class.
@@ -141,8 +171,8 @@ def simulate(
     agent's the posterior counts of the exact belief replayed on ``history`` (``bayes_counts``),
     the arms' means ``history.truth``; lanes are cut into ``split_sizes`` (train, validation, test).
 
-    Returns a JSON-ready dict: ``{name: {direction: {"linear" | "mlp": {measure: float}}}}`` with
-    the directions ``DIRECTIONS`` and the measures ``MEASURES``.
+    Returns ``{name: Simulation}`` (``Simulation.to_dict()`` is the JSON form, ``{direction:
+    {"linear" | "mlp": {measure: float}}}`` over ``DIRECTIONS``, ``MAP_KINDS`` and ``MEASURES``).
     """
     counts = jnp.round(bayes_counts(family, history))  # [T, N, 2K]: the Bayes state
     report = {}
@@ -173,7 +203,7 @@ def simulate_states(
     *,
     key: jax.Array,
     mlp_steps: int = 1000,
-) -> dict:
+) -> Simulation:
     """The state-machine simulation of two agents given as states and policies (the array core).
 
     Args:
@@ -188,8 +218,8 @@ def simulate_states(
       mlp_steps: the MLP maps' training steps.
 
     Returns:
-      ``{direction: {"linear" | "mlp": {measure: float}}}`` over ``DIRECTIONS``, ``MAP_KINDS`` and
-      ``MEASURES``, every figure on the test lanes (see the module docstring).
+      A ``Simulation``: ``SimulationMeasures`` for each of ``DIRECTIONS`` and ``MAP_KINDS``, every
+      figure on the test lanes (see the module docstring).
     """
     split_sizes = tuple(int(size) for size in split_sizes)
     num_steps, num_lanes = bayes_counts.shape[:2]
@@ -207,7 +237,7 @@ def simulate_states(
         raise ValueError(f"arm_means must be [N, A] or [T, N, A] with N = {num_lanes}, got {arm_means.shape}")
     test_means = split_lanes(arm_means, split_sizes)[2]
     agents = {"bayes": (bayes_counts, bayes_policy), "agent": (agent_states, agent_policy)}
-    report = {}
+    directions = {}
     for direction, map_key in zip(DIRECTIONS, jax.random.split(key, len(DIRECTIONS)), strict=True):
         source, receiver = direction.split("_to_")
         source_states, source_policy = agents[source]
@@ -221,21 +251,24 @@ def simulate_states(
             "linear": _linear_map(inputs, targets),
             "mlp": _mlp_map(map_key, inputs, targets, mlp_steps),
         }
-        report[direction] = {}
+        measures = {}
         for kind, predicted in mapped.items():
             # What the receiver does when put in the mapped state.
             receiver_probs = receiver_policy(predicted.reshape(receiver_splits[2].shape))
-            report[direction][kind] = {
-                "state_dissimilarity": _normalised_mse(predicted, targets[2])
-            } | output_dissimilarities(source_probs, receiver_probs, test_means)
-    return report
+            measures[kind] = SimulationMeasures(
+                state_dissimilarity=_normalised_mse(predicted, targets[2]),
+                **output_dissimilarities(source_probs, receiver_probs, test_means),
+            )
+        directions[direction] = MapMeasures(**measures)
+    return Simulation(**directions)
 
 
 def output_dissimilarities(source_probs: jax.Array, receiver_probs: jax.Array, arm_means: jax.Array) -> dict:
     """The output measures of the module docstring, from the source's action probabilities at its
     true states and the receiver's at the mapped states (``[T, N, A]`` each; ``arm_means``
     ``[T, N, A]`` or ``[N, A]``): ``output_total_variation``, ``output_return_difference`` and
-    ``output_return_difference_greedy``, as floats."""
+    ``output_return_difference_greedy``, as floats (the ``SimulationMeasures`` fields but the
+    state's)."""
     num_actions = source_probs.shape[-1]
     greedy = lambda probs: jax.nn.one_hot(jnp.argmax(probs, axis=-1), num_actions)  # noqa: E731
     return {

@@ -2,7 +2,9 @@
 
 ``EXPERIMENTS`` maps the names ``metabelief run NAME`` accepts to their modules; a module
 provides ``NAME``, ``SUMMARY``, a config class with a ``train: TrainConfig`` field and a
-``quick()`` constructor, ``run`` and ``table``.
+``quick()`` constructor, ``run`` and ``table``. ``run`` returns typed results (frozen
+dataclasses) and writes their ``to_dict()`` as ``results.json``; ``table(results)`` prints their
+summary. The result types and every key of ``results.json``: ``metabelief.experiments.results``.
 """
 
 from __future__ import annotations

@@ -10,19 +10,24 @@ Alver & Precup (2021) on the two-armed Bernoulli bandit (arm means ~ Beta(1, 1),
 4. simulate each agent by the other (Mikulik et al. 2020): map the LSTM state to the
    Bayes-optimal agent's state and back, and score both the mapped states and the actions
    they produce (``metabelief.analysis.state_machine``).
+
+``run`` returns ``ExperimentResults`` with one ``BanditSeed`` per seed (``results.json``'s keys:
+``metabelief.experiments.results``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import pathlib
+from collections.abc import Sequence
 
 import jax
 
 from metabelief import baselines, train
 from metabelief.analysis import intervention, state_machine
 from metabelief.experiments import output, plots, protocol, seeds
-from metabelief.experiments.probing import split_sizes
+from metabelief.experiments.probing import ProbeReport, split_sizes
+from metabelief.experiments.results import ExperimentResults, SeedResult
 from metabelief.tasks import BetaArms
 from metabelief.tasks.validation import integer_at_least
 
@@ -65,7 +70,17 @@ class BanditConfig:
         return cls(train=quick_train, eval_tasks=128, mlp_steps=100)
 
 
-def run(config: BanditConfig, out_dir: pathlib.Path, *, progress: bool = True) -> dict:
+@dataclasses.dataclass(frozen=True)
+class BanditSeed(SeedResult):
+    """One seed's entry: its returns (``SeedResult``) and what its agent's state holds and does."""
+
+    return_fraction_random_to_thompson: float  # (agent - random) / (thompson - random), returns
+    probe: ProbeReport
+    intervention: dict[str, intervention.DoseResponse]  # per network
+    state_machine: dict[str, state_machine.Simulation]  # per network
+
+
+def run(config: BanditConfig, out_dir: pathlib.Path, *, progress: bool = True) -> ExperimentResults:
     """Runs the experiment, writes ``results.json``, the plots and the agents into ``out_dir``."""
     family = config.train.make_family()
     bayes = baselines.bayes_optimal(family)
@@ -82,18 +97,20 @@ def run(config: BanditConfig, out_dir: pathlib.Path, *, progress: bool = True) -
         entry, seed_decoded = _seed_results(config, evaluation, bayes)
         per_seed.append(entry)
         decoded = decoded or seed_decoded  # the first seed's decoded beliefs are drawn
-    results = protocol.population_results(NAME, protocol.config_dict(config), trained, per_seed)
-    output.write_json(out_dir / "results.json", results)
+    results = ExperimentResults.of(NAME, protocol.config_dict(config), trained, per_seed)
+    output.write_json(out_dir / "results.json", results.to_dict())
 
     labels = {"random": "random", "thompson": "Thompson sampling", "bayes_optimal": "Bayes-optimal"}
     protocol.plot_evaluation_learning_curve(
         out_dir / "learning_curve.png", config.train, trained, evaluations[0], labels
     )
     plots.decoded_beliefs(out_dir / "decoded_belief.png", decoded)
-    plots.r2_by_time(out_dir / "probe_r2_by_time.png", [entry["probe"]["r2_by_time"] for entry in per_seed])
+    plots.r2_by_time(
+        out_dir / "probe_r2_by_time.png", protocol.r2_by_time([entry.probe for entry in per_seed])
+    )
     plots.intervention(
         out_dir / "intervention.png",
-        [entry["intervention"] for entry in per_seed],
+        [entry.to_dict()["intervention"] for entry in per_seed],
         title="push the decoded posterior mean of arm 0 by δ",
     )
     return results
@@ -101,15 +118,16 @@ def run(config: BanditConfig, out_dir: pathlib.Path, *, progress: bool = True) -
 
 def _seed_results(
     config: BanditConfig, evaluation: protocol.Evaluation, bayes: baselines.BeliefPolicy
-) -> tuple[dict, dict]:
+) -> tuple[BanditSeed, dict]:
     """One seed's entry of ``results.json`` and its decoded beliefs."""
     means = {name: evaluation.mean_return(name) for name in evaluation.returns}
     networks, probe, decoded = protocol.probe_trained_and_untrained(evaluation, config.mlp_steps)
-    entry = protocol.seed_results(evaluation) | {
-        "return_fraction_random_to_thompson": (means["agent"] - means["random"])
+    entry = BanditSeed.of(
+        evaluation,
+        return_fraction_random_to_thompson=(means["agent"] - means["random"])
         / (means["thompson"] - means["random"]),
-        "probe": probe,
-        "intervention": intervention.dose_response(
+        probe=probe,
+        intervention=intervention.dose_response(
             evaluation.family,
             evaluation.agent,
             networks,
@@ -117,7 +135,7 @@ def _seed_results(
             split_sizes(config.eval_tasks),
             target=intervention.bandit_arm_target(evaluation.family),
         ),
-        "state_machine": state_machine.simulate(
+        state_machine=state_machine.simulate(
             evaluation.family,
             evaluation.agent,
             networks,
@@ -127,14 +145,14 @@ def _seed_results(
             key=jax.random.fold_in(evaluation.probe_key, 1),
             mlp_steps=config.mlp_steps,
         ),
-    }
+    )
     return entry, decoded
 
 
-def table(results: dict) -> str:
+def table(results: ExperimentResults) -> str:
     """The printed summary over seeds: returns, probe R^2 of the trained and untrained network,
     the state-machine simulation, and each seed's acceptance figures."""
-    summary = results["summary"]
+    summary = results.summary
     num_arms = len(summary["probe"]["controls"]["per_dimension"]["trained"]) // 2  # means, then stds
     lines = [
         protocol.header(results, "2-armed Bernoulli, horizon 100"),
@@ -154,25 +172,28 @@ def table(results: dict) -> str:
         "",
         protocol.intervention_table(summary["intervention"]),
         "",
-        seed_table(results["seeds"]),
+        seed_table(results.seeds),
     ]
     return "\n".join(lines)
 
 
-def seed_table(per_seed: list[dict]) -> str:
+def seed_table(per_seed: Sequence[BanditSeed]) -> str:
     """Each seed's acceptance figures: return from random to Thompson, linear R² trained/untrained."""
     rows = [["seed", "random → Thompson", "R² posterior means: trained", "untrained"]]
     for entry in per_seed:
-        probe = entry["probe"]
+        networks = entry.probe.networks
         rows.append(
             [
-                str(entry["seed"]),
-                f"{entry['return_fraction_random_to_thompson']:.0%}",
-                f"{probe['trained']['r2_posterior_mean']:.3f}",
-                f"{probe['untrained']['r2_posterior_mean']:.3f}",
+                str(entry.seed),
+                f"{entry.return_fraction_random_to_thompson:.0%}",
+                *(_r2(networks[name].posterior_mean.r2) for name in ("trained", "untrained")),
             ]
         )
     return output.format_table(rows)
+
+
+def _r2(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3f}"
 
 
 STATE_MACHINE_LABELS = {

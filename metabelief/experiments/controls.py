@@ -32,6 +32,7 @@ those residuals, i.e. of what the time step alone does not explain.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 import jax
@@ -40,10 +41,108 @@ import numpy as np
 
 from metabelief import probes
 from metabelief.agents.lstm import RecurrentAgent
+from metabelief.analysis.records import Record
 from metabelief.rollout import Trajectory, replay_jit, split_lanes
 from metabelief.tasks.base import PyTree, TaskFamily
 
-INPUT_ONLY = "input_only"  # the key of the input-only baseline beside the networks' names
+INPUT_ONLY = "input_only"  # the name of the input-only baseline beside the networks' names
+
+
+# ----------------------------------------------------------------------------- results
+# Every score is a test-task figure; None where it is undefined (e.g. a target that does not vary).
+@dataclasses.dataclass(frozen=True)
+class ControlScores(Record):
+    """Test R^2 of one probe input -> all ``F`` belief features (pooled) and -> the ``D`` posterior
+    means (pooled)."""
+
+    r2: float | None
+    r2_posterior_mean: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkScores(Record):
+    """``network_scores``: one network's states as probe inputs."""
+
+    hidden: ControlScores  # hidden -> features
+    hidden_and_cell: ControlScores  # [hidden, cell] -> features
+    per_dimension: tuple[float | None, ...]  # [F]: hidden -> each feature, a probe each
+    within_time: ControlScores  # hidden -> features, time partialled out
+    truth_mse: float | None  # hidden -> the truth
+
+
+@dataclasses.dataclass(frozen=True)
+class InputOnlyScores(Record):
+    """``input_only_scores``: the last ``k`` inputs and a one-hot of t as probe inputs."""
+
+    r2: float | None
+    r2_posterior_mean: float | None
+    per_dimension: tuple[float | None, ...]
+    within_time: ControlScores
+    truth_mse: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class InputOnly(Record):
+    """One input-only baseline of the report: the last ``lags`` inputs and a one-hot of t ->
+    the belief features."""
+
+    lags: int  # k
+    r2: float | None
+    r2_posterior_mean: float | None
+    per_dimension: tuple[float | None, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class HiddenAndCell(Record):
+    """Hidden alone beside ``[hidden, cell]`` as probe inputs."""
+
+    hidden: ControlScores
+    hidden_and_cell: ControlScores
+
+
+@dataclasses.dataclass(frozen=True)
+class TruthBaselines(Record):
+    """Test MSE of the exact posterior mean (the Bayes minimum) and of the training tasks' mean of
+    the truth (the prior), as predictions of the truth."""
+
+    bayes_minimum: float | None
+    prior: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class TruthDecoding(TruthBaselines):
+    """``TruthBaselines`` and, per network and ``input_only``, the test MSE of decoding the truth
+    and ``fraction_of_achievable`` of it."""
+
+    mse: dict[str, float | None]
+    fraction_of_achievable: dict[str, float | None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Headline(Record):
+    """Differences of hidden -> posterior means R^2: the network named ``trained`` minus the one
+    named ``untrained`` and minus the input-only baseline (the largest k), pooled and with time
+    partialled out; None where a side is missing or undefined."""
+
+    trained_minus_untrained: float | None = None
+    within_time_trained_minus_untrained: float | None = None
+    trained_minus_input_only: float | None = None
+    within_time_trained_minus_input_only: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeControls(Record):
+    """``probe_controls``: the controls beside the probes of each named network (see there)."""
+
+    split_sizes: tuple[int, int, int]
+    input_lags: tuple[int, ...]
+    per_dimension: dict[str, tuple[float | None, ...]]
+    input_only: tuple[InputOnly, ...]
+    within_time: dict[str, ControlScores]
+    hidden_and_cell: dict[str, HiddenAndCell]
+    truth: TruthDecoding
+    headline: Headline
+
 
 # Probe statistics are float32 matrix products; keep them at full float32 on accelerators whose
 # default float32 matmul rounds inputs to fewer bits (e.g. TF32 on recent NVIDIA GPUs).
@@ -59,7 +158,7 @@ def probe_controls(
     *,
     input_lags: Sequence[int] = (1, 5),
     ridge_grid: Sequence[float] = probes.DEFAULT_RIDGE_GRID,
-) -> dict:
+) -> ProbeControls:
     """Probes of each network's hidden state for the belief, next to the controls that calibrate them.
 
     Args:
@@ -74,13 +173,15 @@ def probe_controls(
       ridge_grid: candidate relative ridge strengths (see ``probes.fit_ridge``).
 
     Returns:
-      JSON-ready numbers (``None`` where a score is undefined, e.g. a target that does not vary):
+      A ``ProbeControls`` (``None`` where a score is undefined, e.g. a target that does not vary;
+      its ``to_dict()`` is the JSON form, with these keys):
 
-      - ``split_sizes``: ``[train, validation, test]``; ``input_lags``: ``[k, ...]``.
+      - ``split_sizes``: ``(train, validation, test)``; ``input_lags``: ``(k, ...)``, ascending.
       - ``per_dimension[name]``: ``[F]`` test R^2 of hidden -> each belief feature, one probe each.
-      - ``input_only["k<k>"]``: ``{"r2", "r2_posterior_mean", "per_dimension": [F]}``, the last k
-        inputs and a one-hot of t -> the belief features (``r2``: all F features, pooled;
-        ``r2_posterior_mean``: the D posterior means).
+      - ``input_only``: one ``InputOnly`` per k of ``input_lags`` (ascending): ``lags`` (k), ``r2``,
+        ``r2_posterior_mean``, ``per_dimension`` ``[F]``: the last k inputs and a one-hot of t ->
+        the belief features (``r2``: all F features, pooled; ``r2_posterior_mean``: the D
+        posterior means).
       - ``within_time[name]`` and ``within_time["input_only"]`` (the largest k):
         ``{"r2", "r2_posterior_mean"}`` with time partialled out.
       - ``hidden_and_cell[name]``: ``{"hidden": {"r2", "r2_posterior_mean"},
@@ -89,9 +190,9 @@ def probe_controls(
         "fraction_of_achievable": {name..., "input_only"}}``: test MSE of decoding the truth, the
         exact posterior mean's MSE, the train-tasks mean's MSE, and
         ``(prior - mse) / (prior - bayes_minimum)``.
-      - ``headline``: with a network named ``trained``, ``trained_minus_input_only`` and, with one
-        named ``untrained``, ``trained_minus_untrained`` of hidden -> posterior means R^2, and the
-        same two differences ``within_time_...`` with time partialled out.
+      - ``headline``: ``trained_minus_untrained`` and ``trained_minus_input_only`` of hidden ->
+        posterior means R^2 (networks named ``trained`` and ``untrained``), and the same two
+        differences ``within_time_...`` with time partialled out; None without such networks.
     """
     num_tasks = history.actions.shape[1]
     sizes = _check_sizes(sizes, num_tasks)
@@ -103,45 +204,54 @@ def probe_controls(
             raise ValueError(f"networks must be named by strings other than {INPUT_ONLY!r}, got {name!r}")
     _check_targets(history.features, history.truth)
 
-    report = {
-        "split_sizes": list(sizes),
-        "input_lags": list(lags),
-        "per_dimension": {},
-        "input_only": {},
-        "within_time": {},
-        "hidden_and_cell": {},
-        "truth": {},
-        "headline": {},
-    }
-    mse = {}
+    scores = {}
     for name, params in networks.items():
         replayed = replay_jit(family, agent, params, history)
-        scores = network_scores(
+        scores[name] = network_scores(
             replayed.hidden, replayed.cell, history.features, history.truth, sizes, ridge_grid=ridge_grid
         )
-        report["per_dimension"][name] = scores["per_dimension"]
-        report["within_time"][name] = scores["within_time"]
-        report["hidden_and_cell"][name] = {key: scores[key] for key in ("hidden", "hidden_and_cell")}
-        mse[name] = scores["truth_mse"]
+    input_only = []
     for lag in lags:  # ascending: the last is the largest k, which also gives the other controls
         inputs = lagged_inputs(agent, history, lag)
         baseline, _ = input_only_scores(inputs, history.features, history.truth, sizes, ridge_grid=ridge_grid)
-        report["input_only"][f"k{lag}"] = {
-            key: baseline[key] for key in ("r2", "r2_posterior_mean", "per_dimension")
-        }
-    report["within_time"][INPUT_ONLY] = baseline["within_time"]
-    mse[INPUT_ONLY] = baseline["truth_mse"]
+        input_only.append(
+            InputOnly(
+                lags=lag,
+                r2=baseline.r2,
+                r2_posterior_mean=baseline.r2_posterior_mean,
+                per_dimension=baseline.per_dimension,
+            )
+        )
+    within_time = {name: network.within_time for name, network in scores.items()}
+    within_time[INPUT_ONLY] = baseline.within_time
+    mse = {name: network.truth_mse for name, network in scores.items()}
+    mse[INPUT_ONLY] = baseline.truth_mse
 
     baselines = truth_baselines(history.features, history.truth, sizes)
-    report["truth"] = baselines | {
-        "mse": mse,
-        "fraction_of_achievable": {
-            name: fraction_of_achievable(value, baselines["prior"], baselines["bayes_minimum"])
+    truth = TruthDecoding(
+        bayes_minimum=baselines.bayes_minimum,
+        prior=baselines.prior,
+        mse=mse,
+        fraction_of_achievable={
+            name: fraction_of_achievable(value, baselines.prior, baselines.bayes_minimum)
             for name, value in mse.items()
         },
-    }
-    report["headline"] = _headline(report, f"k{lags[-1]}")
-    return report
+    )
+    pooled = {name: network.hidden.r2_posterior_mean for name, network in scores.items()}
+    pooled[INPUT_ONLY] = input_only[-1].r2_posterior_mean
+    return ProbeControls(
+        split_sizes=sizes,
+        input_lags=lags,
+        per_dimension={name: network.per_dimension for name, network in scores.items()},
+        input_only=tuple(input_only),
+        within_time=within_time,
+        hidden_and_cell={
+            name: HiddenAndCell(hidden=network.hidden, hidden_and_cell=network.hidden_and_cell)
+            for name, network in scores.items()
+        },
+        truth=truth,
+        headline=_headline(pooled, {name: value.r2_posterior_mean for name, value in within_time.items()}),
+    )
 
 
 # ----------------------------------------------------------------------------- representations
@@ -153,14 +263,13 @@ def network_scores(
     sizes: Sequence[int],
     *,
     ridge_grid: Sequence[float] = probes.DEFAULT_RIDGE_GRID,
-) -> dict:
+) -> NetworkScores:
     """Test scores of one network's states ``hidden``, ``cell`` ``[T, N, H]`` as probe inputs.
 
-    Returns ``{"hidden": {"r2", "r2_posterior_mean"}, "hidden_and_cell": {...},
-    "per_dimension": [F], "within_time": {"r2", "r2_posterior_mean"}, "truth_mse"}``: hidden (or
-    ``[hidden, cell]``) -> all ``F`` belief features (pooled R^2) and -> the ``D`` posterior means;
-    hidden -> each feature with its own probe; hidden -> features with time partialled out; and the
-    test MSE of hidden -> ``truth``.
+    Returns ``NetworkScores``: ``hidden`` (or ``hidden_and_cell``, ``[hidden, cell]``) -> all ``F``
+    belief features (``r2``, pooled) and -> the ``D`` posterior means (``r2_posterior_mean``);
+    ``per_dimension``, hidden -> each feature with its own probe; ``within_time``, hidden ->
+    features with time partialled out; and ``truth_mse``, the test MSE of hidden -> ``truth``.
     """
     num_tasks = features.shape[1]
     sizes = _check_sizes(sizes, num_tasks)
@@ -175,17 +284,13 @@ def network_scores(
         shapes = dict(size=hidden.shape[-1], num_features=features.shape[-1], num_means=truth.shape[-1])
         scores = _network_probes(raw, within, jnp.asarray(ridge_grid, jnp.float32), **shapes)
     scores = jax.device_get(scores)
-    pair = lambda prefix: {  # noqa: E731
-        "r2": _number(scores[f"{prefix}r2"]),
-        "r2_posterior_mean": _number(scores[f"{prefix}r2_posterior_mean"]),
-    }
-    return {
-        "hidden": pair(""),
-        "hidden_and_cell": pair("cell_"),
-        "per_dimension": [_number(v) for v in scores["per_dimension"]],
-        "within_time": pair("within_"),
-        "truth_mse": _number(scores["truth_mse"]),
-    }
+    return NetworkScores(
+        hidden=_control_scores(*scores["hidden"]),
+        hidden_and_cell=_control_scores(*scores["hidden_and_cell"]),
+        per_dimension=tuple(_number(v) for v in scores["per_dimension"]),
+        within_time=_control_scores(*scores["within_time"]),
+        truth_mse=_number(scores["truth_mse"]),
+    )
 
 
 def input_only_scores(
@@ -195,13 +300,14 @@ def input_only_scores(
     sizes: Sequence[int],
     *,
     ridge_grid: Sequence[float] = probes.DEFAULT_RIDGE_GRID,
-) -> tuple[dict, jax.Array]:
+) -> tuple[InputOnlyScores, jax.Array]:
     """Test scores of ``inputs [T, N, dx]`` together with a one-hot of the time step as probe inputs.
 
     Returns:
-      ``(scores, predictions)``: ``scores`` is ``{"r2", "r2_posterior_mean", "per_dimension": [F],
-      "within_time": {"r2", "r2_posterior_mean"}, "truth_mse"}`` (as ``network_scores``'s), and
-      ``predictions`` the probe's belief features on the test tasks, ``[T, n_test, F]``.
+      ``(scores, predictions)``: ``scores`` is an ``InputOnlyScores`` (``r2``,
+      ``r2_posterior_mean``, ``per_dimension`` ``[F]``, ``within_time``, ``truth_mse``, as
+      ``network_scores``'s), and ``predictions`` the probe's belief features on the test tasks,
+      ``[T, n_test, F]``.
     """
     sizes = _check_sizes(sizes, features.shape[1])
     _check_targets(features, truth)
@@ -214,17 +320,15 @@ def input_only_scores(
         shapes = dict(size=inputs.shape[-1], num_features=features.shape[-1], num_means=truth.shape[-1])
         linear, within = _input_probes(select, refit, jnp.asarray(ridge_grid, jnp.float32), **shapes)
         pooled, predictions = _input_predictions(inputs, features, truth, fit_means, linear, sizes)
-    scores = jax.device_get(pooled | {f"within_{key}": value for key, value in within.items()})
-    return {
-        "r2": _number(scores["r2"]),
-        "r2_posterior_mean": _number(scores["r2_posterior_mean"]),
-        "per_dimension": [_number(v) for v in scores["per_dimension"]],
-        "within_time": {
-            "r2": _number(scores["within_r2"]),
-            "r2_posterior_mean": _number(scores["within_r2_posterior_mean"]),
-        },
-        "truth_mse": _number(scores["truth_mse"]),
-    }, predictions
+    pooled, within = jax.device_get((pooled, within))
+    scores = InputOnlyScores(
+        r2=_number(pooled["r2"]),
+        r2_posterior_mean=_number(pooled["r2_posterior_mean"]),
+        per_dimension=tuple(_number(v) for v in pooled["per_dimension"]),
+        within_time=_control_scores(*within),
+        truth_mse=_number(pooled["truth_mse"]),
+    )
+    return scores, predictions
 
 
 def lagged_inputs(agent: RecurrentAgent, history: Trajectory, lags: int) -> jax.Array:
@@ -246,8 +350,8 @@ def lagged_inputs(agent: RecurrentAgent, history: Trajectory, lags: int) -> jax.
 
 
 # ----------------------------------------------------------------------------- truth
-def truth_baselines(features: jax.Array, truth: jax.Array, sizes: Sequence[int]) -> dict:
-    """``{"bayes_minimum", "prior"}``: test MSE of the exact posterior mean ``features[..., :D]``
+def truth_baselines(features: jax.Array, truth: jax.Array, sizes: Sequence[int]) -> TruthBaselines:
+    """``bayes_minimum`` and ``prior``: test MSE of the exact posterior mean ``features[..., :D]``
     and of the training tasks' mean of ``truth``, as predictions of ``truth`` ``[T, N, D]``."""
     sizes = _check_sizes(sizes, features.shape[1])
     _check_targets(features, truth)
@@ -255,10 +359,10 @@ def truth_baselines(features: jax.Array, truth: jax.Array, sizes: Sequence[int])
     train, _, test = split_lanes(truth.astype(jnp.float32), sizes)
     posterior_mean = split_lanes(features[..., :num_means].astype(jnp.float32), sizes)[2]
     prior_mean = train.mean(axis=(0, 1))
-    return {
-        "bayes_minimum": _number(jnp.mean((test - posterior_mean) ** 2)),
-        "prior": _number(jnp.mean((test - prior_mean) ** 2)),
-    }
+    return TruthBaselines(
+        bayes_minimum=_number(jnp.mean((test - posterior_mean) ** 2)),
+        prior=_number(jnp.mean((test - prior_mean) ** 2)),
+    )
 
 
 def fraction_of_achievable(
@@ -287,19 +391,22 @@ def _network_moments(hidden, cell, features, truth, sizes):
 
 
 def _network_probes(raw, within, ridge_grid, size, num_features, num_means) -> dict:
+    """``{"hidden", "hidden_and_cell", "within_time": (r2, r2 of the means), "per_dimension",
+    "truth_mse"}``, arrays (the fields of ``NetworkScores``)."""
     targets = slice(2 * size, 2 * size + num_features + num_means)  # [features, truth]
     features, means = slice(0, num_features), slice(0, num_means)
-    scores = {}
+
+    def pair(probe: _Probe) -> tuple[jax.Array, jax.Array]:
+        return probe.scores(features)[1].r2, probe.scores(means)[1].r2
+
     hidden = _Probe(*raw, ridge_grid, slice(0, size), targets)
-    for prefix, probe in (("", hidden), ("cell_", _Probe(*raw, ridge_grid, slice(0, 2 * size), targets))):
-        scores[f"{prefix}r2"] = probe.scores(features)[1].r2
-        scores[f"{prefix}r2_posterior_mean"] = probe.scores(means)[1].r2
-    scores["per_dimension"] = hidden.scores(features, per_column=True)[1].r2_per_dim
-    scores["truth_mse"] = hidden.scores(slice(num_features, num_features + num_means))[1].mse
-    probe = _Probe(*within, ridge_grid, slice(0, size), slice(size, size + num_features))
-    scores["within_r2"] = probe.scores(features)[1].r2
-    scores["within_r2_posterior_mean"] = probe.scores(means)[1].r2
-    return scores
+    return {
+        "hidden": pair(hidden),
+        "hidden_and_cell": pair(_Probe(*raw, ridge_grid, slice(0, 2 * size), targets)),
+        "per_dimension": hidden.scores(features, per_column=True)[1].r2_per_dim,
+        "truth_mse": hidden.scores(slice(num_features, num_features + num_means))[1].mse,
+        "within_time": pair(_Probe(*within, ridge_grid, slice(0, size), slice(size, size + num_features))),
+    }
 
 
 @jax.jit(static_argnames=("sizes",))
@@ -310,7 +417,8 @@ def _input_moments(inputs, features, truth, sizes):
 
 def _input_probes(select, refit, ridge_grid, size, num_features, num_means) -> tuple[dict, dict]:
     """``(linear, within)``: probes of the features, the means, each feature alone (``columns``) and
-    the truth on the residual inputs, and the within-time scores of the first two."""
+    the truth on the residual inputs, and the within-time R^2 of the first two, ``(r2, r2 of the
+    means)``."""
     probe = _Probe(select, refit, ridge_grid, slice(0, size), slice(size, size + num_features + num_means))
     features, means = slice(0, num_features), slice(0, num_means)
     linear_features, within_features = probe.scores(features)
@@ -321,7 +429,7 @@ def _input_probes(select, refit, ridge_grid, size, num_features, num_means) -> t
         "columns": probe.scores(features, per_column=True)[0],
         "truth": probe.scores(slice(num_features, num_features + num_means))[0],
     }
-    return linear, {"r2": within_features.r2, "r2_posterior_mean": within_means.r2}
+    return linear, (within_features.r2, within_means.r2)
 
 
 @jax.jit(static_argnames=("sizes",))
@@ -446,19 +554,19 @@ def _stack(*moments: probes.Moments) -> probes.Moments:
 
 
 # ----------------------------------------------------------------------------- reporting
-def _headline(report: dict, largest: str) -> dict:
-    names = report["hidden_and_cell"]
-    if "trained" not in names:
-        return {}
-    pooled = {name: report["hidden_and_cell"][name]["hidden"]["r2_posterior_mean"] for name in names}
-    pooled[INPUT_ONLY] = report["input_only"][largest]["r2_posterior_mean"]
-    within = {name: scores["r2_posterior_mean"] for name, scores in report["within_time"].items()}
-    headline = {}
-    for other in ("untrained", INPUT_ONLY):
-        if other in pooled:
-            headline[f"trained_minus_{other}"] = _difference(pooled["trained"], pooled[other])
-            headline[f"within_time_trained_minus_{other}"] = _difference(within["trained"], within[other])
-    return headline
+def _headline(pooled: dict[str, float | None], within: dict[str, float | None]) -> Headline:
+    """``Headline`` from hidden -> posterior means R^2 per name (networks and ``INPUT_ONLY``),
+    pooled and within time."""
+
+    def difference(scores: dict[str, float | None], other: str) -> float | None:
+        return _difference(scores.get("trained"), scores.get(other))
+
+    return Headline(
+        trained_minus_untrained=difference(pooled, "untrained"),
+        within_time_trained_minus_untrained=difference(within, "untrained"),
+        trained_minus_input_only=difference(pooled, INPUT_ONLY),
+        within_time_trained_minus_input_only=difference(within, INPUT_ONLY),
+    )
 
 
 def _difference(a: float | None, b: float | None) -> float | None:
@@ -468,6 +576,10 @@ def _difference(a: float | None, b: float | None) -> float | None:
 def _number(value) -> float | None:
     value = float(value)
     return None if np.isnan(value) else value
+
+
+def _control_scores(r2, r2_posterior_mean) -> ControlScores:
+    return ControlScores(r2=_number(r2), r2_posterior_mean=_number(r2_posterior_mean))
 
 
 # ----------------------------------------------------------------------------- validation

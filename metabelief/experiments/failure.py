@@ -43,6 +43,9 @@ that embody each hypothesis, read on the same histories (the trained agent's, te
 
 Where two hypothesis controls score apart on a measure, that measure separates those hypotheses;
 ``verdicts`` says, for each such measure, which control the agent scores nearest.
+
+``run`` returns ``FailureResults`` with one ``FailureSeed`` per seed (``results.json``'s keys:
+``metabelief.experiments.results``).
 """
 
 from __future__ import annotations
@@ -55,8 +58,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from metabelief import baselines, probes, train
+from metabelief.analysis.records import Record
 from metabelief.experiments import output, plots, protocol, seeds
 from metabelief.experiments.probing import split_sizes
+from metabelief.experiments.results import ExperimentResults, SeedTraining, summarize
 from metabelief.rollout import (
     Trajectory,
     lane_moments,
@@ -114,6 +119,97 @@ class FailureConfig:
             protocol.quick_train(base.train), family_args=(("horizon", 20), ("support", TRAIN_SUPPORT))
         )
         return cls(train=quick_train, eval_tasks=64, mlp_steps=100)
+
+
+# ----------------------------------------------------------------------------- results
+@dataclasses.dataclass(frozen=True)
+class Preference(Record):
+    """``prefers_training_arm``: where the training posterior's greedy arm and another rule's differ."""
+
+    steps: int  # the number of steps where they differ (neither a tie)
+    probability: float | None  # the policy's mean probability of the training arm there; None: no step
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadoutComparison(Record):
+    """``compare_readout``: the frozen read-out of E_train[p] against each prior's posterior mean."""
+
+    rmse: dict[str, float]  # "training prior", "test prior"
+    rmse_by_time: dict[str, tuple[float, ...]]  # the same per step
+    closer_to_training: float | None  # share of the differing pairs nearer the training posterior
+    differing_pairs: int  # (step, task) pairs where the two posterior means differ by > 1e-3
+    confidence: dict[str, float]  # mean |E[p] - 1/2| of the "read-out" and of each posterior
+
+
+@dataclasses.dataclass(frozen=True)
+class RefitR2(Record):
+    """Held-out R^2 of state -> a posterior mean, probes refitted on the test histories."""
+
+    linear: float | None
+    mlp: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class StateFigures(Record):
+    """Every measure of one state (one of ``STATES``) on one test condition."""
+
+    follows_posterior_not_majority: Preference
+    follows_training_prior: Preference
+    readout: ReadoutComparison
+    r2_posterior_mean: dict[str, RefitR2]  # "training prior", "test prior"
+
+
+@dataclasses.dataclass(frozen=True)
+class Disagreement(Record):
+    """Share of test steps where two greedy choices pick different arms (neither a tie)."""
+
+    posterior_vs_majority: float  # the training posterior's vs the empirical majority's
+    training_vs_test: float  # the training posterior's vs the test posterior's
+
+
+@dataclasses.dataclass(frozen=True)
+class Condition(Record):
+    """One seed's figures on one test condition."""
+
+    return_: dict[str, float]  # "agent", "bayes_optimal" (of the test prior): mean return per episode
+    return_se: dict[str, float]
+    gap: float  # bayes_optimal - agent, mean over tasks
+    gap_se: float
+    gap_fraction: float  # gap / bayes_optimal's return
+    disagreement: Disagreement
+    states: dict[str, StateFigures]  # each of ``STATES``
+    test_family: str  # the test family's repr
+    steps: int  # steps per episode played
+
+
+@dataclasses.dataclass(frozen=True)
+class FailureSeed(Record):
+    """One seed's entry: its training and its figures on each test condition."""
+
+    seed: int
+    train: SeedTraining
+    conditions: dict[str, Condition]  # test condition name -> figures
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict(Record):
+    """``verdicts``: one measure on one condition where hypothesis controls score apart."""
+
+    measure: str  # a name of ``MEASURES``
+    condition: str
+    agent: dict  # the agent's figure, an interval over seeds
+    untrained: float | None  # the untrained network's mean figure
+    controls: dict[str, float]  # each hypothesis control's mean figure (defined ones)
+    separates: tuple[tuple[str, str], ...]  # pairs of hypotheses SEPARATION or more apart
+    nearest: str  # the hypothesis whose control the agent's mean is nearest
+    nearest_per_seed: tuple[str | None, ...]  # the same for each seed's agent
+
+
+@dataclasses.dataclass(frozen=True)
+class FailureResults(ExperimentResults):
+    """``ExperimentResults`` and the verdicts."""
+
+    verdicts: tuple[Verdict, ...]
 
 
 def test_conditions(horizon: int, horizon_factor: int) -> dict[str, tuple]:
@@ -181,7 +277,7 @@ def _step(x: jax.Array) -> jax.Array:
     return 0.5 * (1.0 + jnp.sign(x))
 
 
-def run(config: FailureConfig, out_dir: pathlib.Path, *, progress: bool = True) -> dict:
+def run(config: FailureConfig, out_dir: pathlib.Path, *, progress: bool = True) -> FailureResults:
     """Runs the experiment, writes ``results.json``, the plots and the agents into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     train_family, agent = config.train.make_family(), config.train.make_agent()
@@ -221,8 +317,15 @@ def run(config: FailureConfig, out_dir: pathlib.Path, *, progress: bool = True) 
         optimal = run_policy(family, baselines.bayes_optimal(family), optimal_key, tasks, num_steps)
         for seed_index, histories in enumerate(per_seed_histories):
             conditions[seed_index][name] = condition_results(
-                histories, optimal, readouts[seed_index], sizes, probe_key, config.mlp_steps
-            ) | {"test_family": repr(family), "steps": num_steps}
+                histories,
+                optimal,
+                readouts[seed_index],
+                sizes,
+                probe_key,
+                config.mlp_steps,
+                test_family=repr(family),
+                steps=num_steps,
+            )
         per_step[name] = (
             np.asarray(played.rewards).mean(axis=(0, 2)),  # over seeds and tasks
             np.asarray(optimal.rewards).mean(axis=1),
@@ -231,14 +334,19 @@ def run(config: FailureConfig, out_dir: pathlib.Path, *, progress: bool = True) 
 
     final_returns = protocol.final_training_return(trained)
     per_seed = [
-        {"seed": seed, "train": {"final_training_return": float(final)}, "conditions": seed_conditions}
+        FailureSeed(
+            seed=seed,
+            train=SeedTraining(final_training_return=float(final)),
+            conditions=seed_conditions,
+        )
         for seed, final, seed_conditions in zip(config.train.seeds, final_returns, conditions, strict=True)
     ]
-    results = protocol.population_results(NAME, protocol.config_dict(config), trained, per_seed)
-    results["verdicts"] = verdicts(results["summary"]["conditions"], conditions)
-    output.write_json(out_dir / "results.json", results)
+    summary_conditions = summarize(per_seed)["conditions"]
+    found = verdicts(summary_conditions, [entry.to_dict()["conditions"] for entry in per_seed])
+    results = FailureResults.of(NAME, protocol.config_dict(config), trained, per_seed, verdicts=tuple(found))
+    output.write_json(out_dir / "results.json", results.to_dict())
     protocol.plot_learning_curve(out_dir / "learning_curve.png", config.train, trained)
-    mean_conditions = seeds.means(results["summary"]["conditions"])
+    mean_conditions = seeds.means(results.summary["conditions"])
     plots.failure_summary(out_dir / "failure.png", mean_conditions, per_step, train_family.horizon)
     return results
 
@@ -273,9 +381,13 @@ def condition_results(
     sizes: tuple[int, int, int],
     key: jax.Array,
     mlp_steps: int,
-) -> dict:
-    """One seed's figures on one test condition: the return gap, how often the posteriors and the
-    majority disagree, and every measure for every state of ``STATES``."""
+    *,
+    test_family: str,
+    steps: int,
+) -> Condition:
+    """One seed's figures on one test condition (``test_family``, played for ``steps`` steps): the
+    return gap, how often the posteriors and the majority disagree, and every measure for every
+    state of ``STATES``."""
     agent_return = output.mean_and_se(histories.history.rewards.sum(axis=0))
     optimal_return = output.mean_and_se(optimal.rewards.sum(axis=0))
     gap = output.mean_and_se(optimal.rewards.sum(axis=0) - histories.history.rewards.sum(axis=0))
@@ -291,11 +403,11 @@ def condition_results(
         state = test_lanes(view.state)
         decoded = probes.apply_mlp(readouts[name], _flat(state)).reshape(state.shape[:2])
         arm_0 = test_lanes(view.arm_0)
-        states[name] = {
-            "follows_posterior_not_majority": prefers_training_arm(arm_0, training_mean, majority),
-            "follows_training_prior": prefers_training_arm(arm_0, training_mean, _step(test_mean - 0.5)),
-            "readout": compare_readout(decoded, training_mean, test_mean),
-            "r2_posterior_mean": {
+        states[name] = StateFigures(
+            follows_posterior_not_majority=prefers_training_arm(arm_0, training_mean, majority),
+            follows_training_prior=prefers_training_arm(arm_0, training_mean, _step(test_mean - 0.5)),
+            readout=compare_readout(decoded, training_mean, test_mean),
+            r2_posterior_mean={
                 prior: _refit_r2(view.state, mean[..., None], sizes, prior_key, mlp_steps)
                 for (prior, mean), prior_key in zip(
                     (("training prior", histories.training_mean), ("test prior", histories.test_mean)),
@@ -303,19 +415,21 @@ def condition_results(
                     strict=True,
                 )
             },
-        }
-    return {
-        "return": {"agent": agent_return[0], "bayes_optimal": optimal_return[0]},
-        "return_se": {"agent": agent_return[1], "bayes_optimal": optimal_return[1]},
-        "gap": gap[0],
-        "gap_se": gap[1],
-        "gap_fraction": gap[0] / optimal_return[0],
-        "disagreement": {
-            "posterior_vs_majority": _share_disagreeing(_step(training_mean - 0.5), majority),
-            "training_vs_test": _share_disagreeing(_step(training_mean - 0.5), _step(test_mean - 0.5)),
-        },
-        "states": states,
-    }
+        )
+    return Condition(
+        return_={"agent": agent_return[0], "bayes_optimal": optimal_return[0]},
+        return_se={"agent": agent_return[1], "bayes_optimal": optimal_return[1]},
+        gap=gap[0],
+        gap_se=gap[1],
+        gap_fraction=gap[0] / optimal_return[0],
+        disagreement=Disagreement(
+            posterior_vs_majority=_share_disagreeing(_step(training_mean - 0.5), majority),
+            training_vs_test=_share_disagreeing(_step(training_mean - 0.5), _step(test_mean - 0.5)),
+        ),
+        states=states,
+        test_family=test_family,
+        steps=steps,
+    )
 
 
 def _majority_arm_0(counts: jax.Array) -> jax.Array:
@@ -328,7 +442,7 @@ def _share_disagreeing(first: jax.Array, second: jax.Array) -> float:
     return float(jnp.mean((first != 0.5) & (second != 0.5) & (first != second)))
 
 
-def prefers_training_arm(arm_0: jax.Array, training_mean: jax.Array, other_arm_0: jax.Array) -> dict:
+def prefers_training_arm(arm_0: jax.Array, training_mean: jax.Array, other_arm_0: jax.Array) -> Preference:
     """Where acting greedily on the training posterior and another rule pick different arms, the
     probability a policy gives the training posterior's arm.
 
@@ -342,11 +456,12 @@ def prefers_training_arm(arm_0: jax.Array, training_mean: jax.Array, other_arm_0
         posterior's greedy choice, or the empirical majority's).
 
     Returns:
-      ``{"steps": number of disagreeing steps, "probability": mean probability, None if none}``
-      (1: the policy acts on the training posterior there; 0: on the other rule).
+      ``Preference``: ``steps``, the number of disagreeing steps, and ``probability``, the mean
+      probability there, None if none (1: the policy acts on the training posterior there; 0: on
+      the other rule).
     """
     steps, total = jax.device_get(_preference_sums(arm_0, training_mean, other_arm_0))
-    return {"steps": int(steps), "probability": float(total / steps) if steps else None}
+    return Preference(steps=int(steps), probability=float(total / steps) if steps else None)
 
 
 @jax.jit
@@ -359,7 +474,7 @@ def _preference_sums(arm_0, training_mean, other_arm_0) -> tuple[jax.Array, jax.
     return disagree.sum(), jnp.sum(jnp.where(disagree, chosen, 0.0))
 
 
-def compare_readout(decoded: jax.Array, training_mean: jax.Array, test_mean: jax.Array) -> dict:
+def compare_readout(decoded: jax.Array, training_mean: jax.Array, test_mean: jax.Array) -> ReadoutComparison:
     """Is the frozen read-out of a state's belief the posterior under the training or the test prior?
 
     Args:
@@ -367,20 +482,21 @@ def compare_readout(decoded: jax.Array, training_mean: jax.Array, test_mean: jax
         ``test_mean``: ``[T, N]`` E[p | history] under each prior.
 
     Returns:
-      JSON-ready: ``rmse`` and ``rmse_by_time`` against each posterior mean; ``closer_to_training``,
-      the share of the (step, task) pairs where the two posteriors differ (by more than 1e-3) on
-      which the read-out is nearer the training prior's (None where they never differ);
+      ``ReadoutComparison``: ``rmse`` and ``rmse_by_time`` against each posterior mean;
+      ``closer_to_training``, the share of the (step, task) pairs where the two posteriors differ
+      (by more than 1e-3) on which the read-out is nearer the training prior's (None where they
+      never differ); ``differing_pairs``, the number of those pairs;
       ``confidence``, mean |E[p] - 1/2| of the read-out and of each posterior (how sure each is).
     """
     stats = jax.device_get(_readout_statistics(decoded, training_mean, test_mean))
     pairs = int(stats["pairs"])
-    return {
-        "rmse": {prior: float(value) for prior, value in stats["rmse"].items()},
-        "rmse_by_time": {prior: value.tolist() for prior, value in stats["rmse_by_time"].items()},
-        "closer_to_training": float(stats["nearer_training"] / pairs) if pairs else None,
-        "differing_pairs": pairs,
-        "confidence": {name: float(value) for name, value in stats["confidence"].items()},
-    }
+    return ReadoutComparison(
+        rmse={prior: float(value) for prior, value in stats["rmse"].items()},
+        rmse_by_time={prior: tuple(value.tolist()) for prior, value in stats["rmse_by_time"].items()},
+        closer_to_training=float(stats["nearer_training"] / pairs) if pairs else None,
+        differing_pairs=pairs,
+        confidence={name: float(value) for name, value in stats["confidence"].items()},
+    )
 
 
 @jax.jit
@@ -399,14 +515,14 @@ def _readout_statistics(decoded, training_mean, test_mean) -> dict:
     }
 
 
-def _refit_r2(state: jax.Array, target: jax.Array, sizes, key: jax.Array, mlp_steps: int) -> dict:
+def _refit_r2(state: jax.Array, target: jax.Array, sizes, key: jax.Array, mlp_steps: int) -> RefitR2:
     """Held-out R^2 of state -> target (``[T, N, 1]``), probes refitted on these histories: a linear
     read-out and an MLP (a saturating posterior is not linear in anything that counts)."""
     width = state.shape[-1]
     moments = lane_moments(state, target, sizes)
     linear = probes.linear_probe(moments, slice(0, width), slice(width, width + 1)).test.r2
     mlp = probes.mlp_probe(key, *_samples(state, target, sizes), num_steps=mlp_steps).r2
-    return {"linear": float(linear), "mlp": float(mlp)}
+    return RefitR2(linear=float(linear), mlp=float(mlp))
 
 
 def _samples(state: jax.Array, target: jax.Array, sizes) -> list[tuple[jax.Array, jax.Array]]:
@@ -442,16 +558,16 @@ MEASURES = {  # name -> (label, how to read one state's figure from a condition'
 }
 
 
-def verdicts(conditions: dict, per_seed: list[dict]) -> list[dict]:
+def verdicts(conditions: dict, per_seed: list[dict]) -> list[Verdict]:
     """For each measure and condition where the hypothesis controls score apart, which one the agent
     scores nearest, over seeds and seed by seed (seeds can settle on different solutions).
 
     Args:
-      conditions: ``results["summary"]["conditions"]`` (intervals over seeds).
-      per_seed: each seed's ``conditions``.
+      conditions: the summary's ``conditions`` (intervals over seeds).
+      per_seed: each seed's ``conditions`` as in ``results.json`` (``FailureSeed.to_dict()``).
 
     Returns:
-      One JSON-ready row per (measure, condition) that separates at least two hypotheses (their
+      One ``Verdict`` per (measure, condition) that separates at least two hypotheses (their
       controls' mean figures differ by ``SEPARATION`` or more): ``measure``, ``condition``,
       ``agent`` (its interval), ``untrained`` and ``controls`` (mean figure of each hypothesis
       control), ``separates`` (the pairs told apart), ``nearest`` (the hypothesis whose control
@@ -463,26 +579,26 @@ def verdicts(conditions: dict, per_seed: list[dict]) -> list[dict]:
             agent = read(figures["states"]["agent"])
             controls = {h: read(figures["states"][h])["mean"] for h in HYPOTHESES}
             controls = {h: value for h, value in controls.items() if value is not None}
-            separates = [
-                [first, second]
+            separates = tuple(
+                (first, second)
                 for i, first in enumerate(controls)
                 for second in list(controls)[i + 1 :]
                 if abs(controls[first] - controls[second]) >= SEPARATION
-            ]
+            )
             if not separates or agent["mean"] is None:
                 continue
             seed_values = [read(seed[condition]["states"]["agent"]) for seed in per_seed]
             rows.append(
-                {
-                    "measure": measure,
-                    "condition": condition,
-                    "agent": agent,
-                    "untrained": read(figures["states"]["untrained"])["mean"],
-                    "controls": controls,
-                    "separates": separates,
-                    "nearest": _nearest(controls, agent["mean"]),
-                    "nearest_per_seed": [None if v is None else _nearest(controls, v) for v in seed_values],
-                }
+                Verdict(
+                    measure=measure,
+                    condition=condition,
+                    agent=agent,
+                    untrained=read(figures["states"]["untrained"])["mean"],
+                    controls=controls,
+                    separates=separates,
+                    nearest=_nearest(controls, agent["mean"]),
+                    nearest_per_seed=tuple(None if v is None else _nearest(controls, v) for v in seed_values),
+                )
             )
     return rows
 
@@ -492,11 +608,11 @@ def _nearest(controls: dict[str, float], value: float) -> str:
 
 
 # ----------------------------------------------------------------------------- the printed summary
-def table(results: dict) -> str:
+def table(results: FailureResults) -> str:
     """The printed summary over seeds: per test condition the return gap and the disagreement
     shares; per measure every state's figure; the verdicts (mean [95% interval over seeds])."""
     cell = seeds.format_interval
-    conditions = results["summary"]["conditions"]
+    conditions = results.summary["conditions"]
     returns = [
         ["test condition", "steps", "agent", "Bayes-opt.", "gap", "gap %", "post. ≠ majority", "train ≠ test"]
     ]
@@ -529,13 +645,13 @@ def table(results: dict) -> str:
             "controls (counts / train / test)",
         ]
     ]
-    for row in results["verdicts"]:
+    for row in results.verdicts:
         controls = " / ".join(
-            "–" if row["controls"].get(h) is None else f"{row['controls'][h]:.2f}" for h in HYPOTHESES
+            "–" if row.controls.get(h) is None else f"{row.controls[h]:.2f}" for h in HYPOTHESES
         )
-        per_seed = ", ".join(SHORT.get(h, "–") for h in row["nearest_per_seed"])
+        per_seed = ", ".join(SHORT.get(h, "–") for h in row.nearest_per_seed)
         verdict_rows.append(
-            [row["measure"], row["condition"], cell(row["agent"], ".2f"), row["nearest"], per_seed, controls]
+            [row.measure, row.condition, cell(row.agent, ".2f"), row.nearest, per_seed, controls]
         )
     blocks.append(
         "which hypothesis the agent scores nearest, where the controls differ:\n"
@@ -544,13 +660,13 @@ def table(results: dict) -> str:
     return "\n\n".join(blocks)
 
 
-def _header(results: dict) -> str:
-    config = results["config"]
+def _header(results: FailureResults) -> str:
+    config = results.config
     return (
         f"failure: trained on dependent_bandit(support={TRAIN_SUPPORT}), horizon "
-        f"{config['train']['family_args']['horizon']}; {results['train']['num_seeds']} seeds; "
-        f"{config['eval_tasks']} test tasks per condition ({results['device']}); trained "
-        f"{results['train']['seconds']:.0f} s; figures: mean [95% interval over seeds]"
+        f"{config['train']['family_args']['horizon']}; {results.train.num_seeds} seeds; "
+        f"{config['eval_tasks']} test tasks per condition ({results.device}); trained "
+        f"{results.train.seconds:.0f} s; figures: mean [95% interval over seeds]"
     )
 
 

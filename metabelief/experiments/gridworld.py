@@ -9,6 +9,9 @@ the candidates not yet ruled out.
    walks to the nearest candidate still possible (``metabelief.baselines.nearest_candidate``);
 3. probe its hidden state for the posterior over goals, trained vs untrained network on the same
    histories, every R^2 on held-out test tasks, and draw the decoded belief on the grid.
+
+``run`` returns ``ExperimentResults`` with one ``GridworldSeed`` per seed (``results.json``'s keys:
+``metabelief.experiments.results``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import numpy as np
 
 from metabelief import baselines, train
 from metabelief.experiments import output, plots, protocol, seeds
-from metabelief.experiments.probing import split_sizes
+from metabelief.experiments.probing import ProbeReport, split_sizes
+from metabelief.experiments.results import ExperimentResults, SeedResult
 from metabelief.rollout import split_lanes
 from metabelief.tasks import Gridworld
 from metabelief.tasks.validation import integer_at_least
@@ -57,7 +61,15 @@ class GridworldConfig:
         return cls(train=protocol.quick_train(cls().train), eval_tasks=128, mlp_steps=100)
 
 
-def run(config: GridworldConfig, out_dir: pathlib.Path, *, progress: bool = True) -> dict:
+@dataclasses.dataclass(frozen=True)
+class GridworldSeed(SeedResult):
+    """One seed's entry: its returns (``SeedResult``) and the probes of its agent's state."""
+
+    return_fraction_random_to_belief_greedy: float  # (agent - random) / (belief_greedy - random)
+    probe: ProbeReport
+
+
+def run(config: GridworldConfig, out_dir: pathlib.Path, *, progress: bool = True) -> ExperimentResults:
     """Runs the experiment, writes ``results.json``, the plots and the agents into ``out_dir``."""
     family = config.train.make_family()
     references = {
@@ -73,21 +85,23 @@ def run(config: GridworldConfig, out_dir: pathlib.Path, *, progress: bool = True
         _, probe, seed_decoded = protocol.probe_trained_and_untrained(evaluation, config.mlp_steps)
         decoded = decoded or seed_decoded  # the first seed's decoded beliefs are drawn
         per_seed.append(
-            protocol.seed_results(evaluation)
-            | {
-                "return_fraction_random_to_belief_greedy": (means["agent"] - means["random"])
+            GridworldSeed.of(
+                evaluation,
+                return_fraction_random_to_belief_greedy=(means["agent"] - means["random"])
                 / (means["belief_greedy"] - means["random"]),
-                "probe": probe,
-            }
+                probe=probe,
+            )
         )
-    results = protocol.population_results(NAME, protocol.config_dict(config), trained, per_seed)
-    output.write_json(out_dir / "results.json", results)
+    results = ExperimentResults.of(NAME, protocol.config_dict(config), trained, per_seed)
+    output.write_json(out_dir / "results.json", results.to_dict())
 
     labels = {"random": "random", "belief_greedy": "belief-greedy explorer"}
     protocol.plot_evaluation_learning_curve(
         out_dir / "learning_curve.png", config.train, trained, evaluations[0], labels
     )
-    plots.r2_by_time(out_dir / "probe_r2_by_time.png", [entry["probe"]["r2_by_time"] for entry in per_seed])
+    plots.r2_by_time(
+        out_dir / "probe_r2_by_time.png", protocol.r2_by_time([entry.probe for entry in per_seed])
+    )
     _plot_goal_beliefs(out_dir / "goal_belief.png", family, evaluations[0], decoded)
     return results
 
@@ -114,10 +128,10 @@ def _plot_goal_beliefs(path: pathlib.Path, family, evaluation: protocol.Evaluati
     plots.goal_beliefs(path, family.size, family.goal_cells(), walls, positions, goal, beliefs, times)
 
 
-def table(results: dict) -> str:
+def table(results: ExperimentResults) -> str:
     """The printed summary over seeds: returns, then held-out probe R^2 for the trained and
     untrained network."""
-    summary = results["summary"]
+    summary = results.summary
     lines = [
         protocol.header(results, "5 x 5 hidden goal, horizon 50"),
         "",

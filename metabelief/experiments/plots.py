@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 import matplotlib.cm as cm
@@ -57,9 +58,10 @@ def decoded_beliefs(
     save(figure, path)
 
 
-def r2_by_time(path: pathlib.Path, per_seed: list[dict[str, list[float | None]]]) -> None:
+def r2_by_time(path: pathlib.Path, per_seed: Sequence[Mapping[str, Sequence[float | None]]]) -> None:
     """Held-out R^2 (hidden -> posterior means) at each step of the episode, per network: each
-    seed thin, the mean over seeds bold (``per_seed``: one ``{network: [T]}`` per seed)."""
+    seed thin, the mean over seeds bold (``per_seed``: one ``{network: [T]}`` per seed, e.g.
+    ``protocol.r2_by_time`` of the seeds' probe reports)."""
     figure, axes = subplots(figsize=(6, 4))
     for name, colour in zip(per_seed[0], ("tab:blue", "tab:orange", "tab:green"), strict=False):
         values = np.array(
@@ -240,8 +242,9 @@ def intervention(path: pathlib.Path, per_seed: list[dict[str, dict]], title: str
     same shift of the exact belief in black.
 
     Args:
-      per_seed: one ``metabelief.analysis.intervention.dose_response`` report per seed
-        (``{network: {"deltas", "agent", "agent_next_step", "belief_greedy", "encoding", ...}}``).
+      per_seed: one ``metabelief.analysis.intervention.dose_response`` report per seed, as in
+        ``results.json`` (``{network: DoseResponse.to_dict()}``: ``{"deltas", "agent",
+        "agent_next_step", "belief_greedy", "encoding", ...}``).
       title: the figure's title; by default the target's name.
     """
     figure, (minimum_norm, encoding) = subplots(1, 2, figsize=(12, 4.5), sharey=True)

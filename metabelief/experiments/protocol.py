@@ -1,7 +1,6 @@
 """The steps every experiment shares: train a population of seeds, save it, play the held-out
-tasks with each trained agent and with reference belief policies, and the common part of
-``results.json``: one entry per seed under ``"seeds"`` and their ``"summary"`` (95% intervals over
-seeds, ``metabelief.experiments.seeds``)."""
+tasks with each trained agent and with reference belief policies, probe them, and the tables of
+the common part of ``results.json`` (its types and schema: ``metabelief.experiments.results``)."""
 
 from __future__ import annotations
 
@@ -16,7 +15,8 @@ import numpy as np
 from metabelief import baselines, train
 from metabelief.agents.lstm import RecurrentAgent
 from metabelief.experiments import controls, output, plots, seeds
-from metabelief.experiments.probing import probe_networks
+from metabelief.experiments.probing import ProbeReport, probe_networks
+from metabelief.experiments.results import ExperimentResults
 from metabelief.rollout import Trajectory, rollout_population_jit, sample_tasks
 from metabelief.tasks.base import PyTree, TaskFamily, describe_capability
 from metabelief.tasks.validation import integer_at_least
@@ -53,16 +53,6 @@ def train_and_save(
 def held_out_key(config: train.TrainConfig) -> jax.Array:
     """The key of the held-out tasks: derived from the first seed, never used by training."""
     return jax.random.fold_in(jax.random.key(config.seed), 1)
-
-
-def train_stats(trained: train.TrainResult) -> dict:
-    """How long training the population took and how fast it ran, for ``results.json``."""
-    return {
-        "seconds": trained.seconds,
-        "compile_seconds": trained.compile_seconds,
-        "agent_steps_per_second": trained.agent_steps_per_second,
-        "num_seeds": trained.num_seeds,
-    }
 
 
 def final_training_return(trained: train.TrainResult) -> np.ndarray:
@@ -171,9 +161,11 @@ def config_dict(config) -> dict:
     return fields | {"train": config.train.to_dict()}
 
 
-def probe_trained_and_untrained(evaluation: Evaluation, mlp_steps: int) -> tuple[dict, dict, dict]:
+def probe_trained_and_untrained(
+    evaluation: Evaluation, mlp_steps: int
+) -> tuple[dict[str, PyTree], ProbeReport, dict[str, np.ndarray]]:
     """``probe_networks`` on the held-out history, trained vs initial weights, with the probe
-    controls (``metabelief.experiments.controls``) under ``report["controls"]``.
+    controls (``metabelief.experiments.controls``) as the report's ``controls``.
 
     Returns ``(networks, report, decoded)``.
     """
@@ -186,33 +178,15 @@ def probe_trained_and_untrained(evaluation: Evaluation, mlp_steps: int) -> tuple
         key=evaluation.probe_key,
         mlp_steps=mlp_steps,
     )
-    report["controls"] = controls.probe_controls(
-        evaluation.family, evaluation.agent, networks, evaluation.history, report["split_sizes"]
+    probe_controls = controls.probe_controls(
+        evaluation.family, evaluation.agent, networks, evaluation.history, report.split_sizes
     )
-    return networks, report, decoded
+    return networks, dataclasses.replace(report, controls=probe_controls), decoded
 
 
-def seed_results(evaluation: Evaluation) -> dict:
-    """The start of one seed's entry in ``results.json``: its seed, training return and returns."""
-    return {
-        "seed": evaluation.seed,
-        "train": {"final_training_return": evaluation.final_training_return},
-        "return": {name: mean for name, (mean, _) in evaluation.returns.items()},
-        "return_se": {name: se for name, (_, se) in evaluation.returns.items()},
-    }
-
-
-def population_results(name: str, config: dict, trained: train.TrainResult, per_seed: list[dict]) -> dict:
-    """``results.json``: what ran, where, how fast; ``"seeds"``, one entry per seed with the keys a
-    one-seed run writes; ``"summary"``, the same keys with every number an interval over seeds."""
-    return {
-        "experiment": name,
-        "config": config,
-        "device": output.device_description(),
-        "train": train_stats(trained),
-        "summary": seeds.summarize([{k: v for k, v in entry.items() if k != "seed"} for entry in per_seed]),
-        "seeds": per_seed,
-    }
+def r2_by_time(per_seed: Sequence[ProbeReport]) -> list[dict[str, tuple[float | None, ...]]]:
+    """Each seed's ``{network: R² by time}`` (``plots.r2_by_time``'s input)."""
+    return [{name: network.r2_by_time for name, network in probe.networks.items()} for probe in per_seed]
 
 
 def plot_learning_curve(
@@ -253,21 +227,18 @@ def returns_table(summary: dict) -> str:
 def probe_table(probe: dict) -> str:
     """Held-out R² of the trained and the untrained network, probed on the same histories
     (``probe`` from a summary: mean [95% interval] over seeds)."""
+    names = ("trained", "untrained")
 
-    def row(label: str, prefix: str, metric: str) -> list[str]:
-        return [
-            label,
-            seeds.format_interval(probe[prefix + "trained"][metric]),
-            seeds.format_interval(probe[prefix + "untrained"][metric]),
-        ]
+    def row(label: str, probe_name: str) -> list[str]:
+        return [label, *(seeds.format_interval(probe["networks"][n][probe_name]["r2"]) for n in names)]
 
     return output.format_table(
         [
-            ["held-out R² (over seeds)", "trained", "untrained"],
-            row("hidden → posterior means (linear)", "", "r2_posterior_mean"),
-            row("hidden → belief features (linear)", "", "r2"),
-            row("hidden → belief features (MLP)", "mlp_", "r2"),
-            row("belief features → hidden (linear)", "reverse_", "r2"),
+            ["held-out R² (over seeds)", *names],
+            row("hidden → posterior means (linear)", "posterior_mean"),
+            row("hidden → belief features (linear)", "linear"),
+            row("hidden → belief features (MLP)", "mlp"),
+            row("belief features → hidden (linear)", "reverse"),
         ]
     )
 
@@ -279,12 +250,12 @@ def controls_table(controls: dict, feature_names: Sequence[str] | None = None) -
     cell]; each belief feature apart (named by ``feature_names``, else their mean and range); and
     decoding the true task quantity against the Bayes minimum."""
     names = list(controls["hidden_and_cell"])
-    largest = list(controls["input_only"])[-1]  # "k<lags>", the most recent inputs the largest k
-    columns = [*names, f"input only ({largest[1:]} inputs)"]
+    largest = controls["input_only"][-1]  # the largest k (input_lags ascend), as the other controls
+    columns = [*names, f"input only ({largest['lags']['mean']:.0f} inputs)"]
     cell = seeds.format_interval
 
     def input_only(key):
-        return controls["input_only"][largest][key]
+        return largest[key]
 
     rows = [["probe controls, held-out R² (over seeds)", *columns]]
     rows.append(
@@ -340,7 +311,7 @@ def controls_table(controls: dict, feature_names: Sequence[str] | None = None) -
         f"  Bayes minimum (exact posterior mean) MSE {cell(truth['bayes_minimum'], '.4f')}, "
         f"prior (no history) MSE {cell(truth['prior'], '.4f')}",
     ]
-    if headline:
+    if any(value["mean"] is not None for value in headline.values()):
         lines.append(
             "  trained − untrained "
             f"{cell(headline['trained_minus_untrained'], '+.3f')} (within time "
@@ -387,12 +358,12 @@ def _direction(result: dict, direction: str) -> dict:
     return result["encoding"] if direction == "encoding" else result
 
 
-def header(results: dict, description: str) -> str:
+def header(results: ExperimentResults, description: str) -> str:
     """First line of the printed summary: the experiment, seeds, the device and the training speed."""
-    train_stats = results["train"]
+    train_stats = results.train
     return (
-        f"{results['experiment']}: {description}, {train_stats['num_seeds']} seeds, "
-        f"{results['config']['eval_tasks']} held-out tasks ({results['device']}); trained "
-        f"{train_stats['seconds']:.0f} s at {train_stats['agent_steps_per_second'] / 1e6:.2f} M agent "
+        f"{results.experiment}: {description}, {train_stats.num_seeds} seeds, "
+        f"{results.config['eval_tasks']} held-out tasks ({results.device}); trained "
+        f"{train_stats.seconds:.0f} s at {train_stats.agent_steps_per_second / 1e6:.2f} M agent "
         "steps/s (all seeds); figures: mean [95% interval over seeds]"
     )

@@ -12,17 +12,22 @@ Beside ours, the published values (``PUBLISHED``): the paper itself is out of th
 reach, so they come from a transcription of its Table 1 (``PUBLISHED_SOURCE``); on the rows we
 run, its random, Gittins and Thompson columns agree with our exact implementations within 0.8,
 which is what we could check. Rows the paper did not run stay blank.
+
+``run`` returns ``RL2TableResults`` (``results.json``'s keys: ``metabelief.experiments.results``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import pathlib
+from collections.abc import Sequence
 
 import jax
 
 from metabelief import baselines, train
+from metabelief.analysis.records import Record
 from metabelief.experiments import output, protocol, seeds
+from metabelief.experiments.results import RunResults, TrainStats, summarize
 from metabelief.rollout import rollout_population_jit, sample_tasks
 from metabelief.tasks import BernoulliBandit, BetaArms, ExpectedRewards
 from metabelief.tasks.validation import integer_at_least
@@ -139,6 +144,44 @@ def _checked_row(row: object) -> Row:
         raise ValueError(f"rows must be (arms >= 2, pulls >= 1) pairs, got {row!r}") from None
 
 
+@dataclasses.dataclass(frozen=True)
+class RowTrainStats(TrainStats):
+    """A row's population training: ``TrainStats`` and its number of updates."""
+
+    updates: int
+
+
+@dataclasses.dataclass(frozen=True)
+class RowResult(Record):
+    """One seed's figures on one row (k arms, n pulls) of the table."""
+
+    arms: int
+    pulls: int
+    return_: dict[str, float]  # "lstm" and each of ``POLICIES`` that fits: mean total reward per episode
+    return_se: dict[str, float]  # their standard errors over the held-out tasks
+    lstm_over_gittins: float
+    published: dict[str, float] | None  # the paper's values (``PUBLISHED_COLUMNS``), None without a row
+    train: RowTrainStats
+
+
+@dataclasses.dataclass(frozen=True)
+class RL2Seed(Record):
+    """One seed's entry: its LSTM on every row."""
+
+    seed: int
+    rows: tuple[RowResult, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class RL2TableResults(RunResults):
+    """``results.json`` of the table (``metabelief.experiments.results``)."""
+
+    num_seeds: int
+    summary: dict  # ``summarize(seeds)``: intervals over seeds
+    seeds: tuple[RL2Seed, ...]
+    published_source: str
+
+
 def reference_policies(family: BernoulliBandit) -> dict[str, baselines.BeliefPolicy]:
     """The classic policies of the table, plus Bayes-optimal DP where its table fits."""
     policies = {
@@ -157,7 +200,7 @@ def reference_policies(family: BernoulliBandit) -> dict[str, baselines.BeliefPol
     return policies
 
 
-def run(config: RL2TableConfig, out_dir: pathlib.Path, *, progress: bool = True) -> dict:
+def run(config: RL2TableConfig, out_dir: pathlib.Path, *, progress: bool = True) -> RL2TableResults:
     """Trains one population of LSTMs per row and plays every policy on the row's held-out tasks."""
     out_dir.mkdir(parents=True, exist_ok=True)
     run_policy = jax.jit(baselines.run_policy, static_argnums=(0, 1))
@@ -176,32 +219,33 @@ def run(config: RL2TableConfig, out_dir: pathlib.Path, *, progress: bool = True)
         for seed_rows, seed_returns in zip(rows_by_seed, lstm_returns, strict=True):
             returns = {"lstm": output.mean_and_se(seed_returns)} | references
             seed_rows.append(
-                {
-                    "arms": arms,
-                    "pulls": pulls,
-                    "return": {name: mean for name, (mean, _) in returns.items()},
-                    "return_se": {name: se for name, (_, se) in returns.items()},
-                    "lstm_over_gittins": returns["lstm"][0] / returns["gittins"][0],
-                    "published": published(arms, pulls),
-                    "train": protocol.train_stats(trained) | {"updates": row_config.num_updates},
-                }
+                RowResult(
+                    arms=arms,
+                    pulls=pulls,
+                    return_={name: mean for name, (mean, _) in returns.items()},
+                    return_se={name: se for name, (_, se) in returns.items()},
+                    lstm_over_gittins=returns["lstm"][0] / returns["gittins"][0],
+                    published=published(arms, pulls),
+                    train=RowTrainStats.of(trained, updates=row_config.num_updates),
+                )
             )
         if progress:
-            print(format_rows(seeds.summarize([seed_rows[-1:] for seed_rows in rows_by_seed])), flush=True)
+            latest = [[seed_rows[-1].to_dict()] for seed_rows in rows_by_seed]
+            print(format_rows(seeds.summarize(latest)), flush=True)
     per_seed = [
-        {"seed": seed, "rows": seed_rows}
+        RL2Seed(seed=seed, rows=tuple(seed_rows))
         for seed, seed_rows in zip(config.train.seeds, rows_by_seed, strict=True)
     ]
-    results = {
-        "experiment": NAME,
-        "config": protocol.config_dict(config),
-        "device": output.device_description(),
-        "num_seeds": config.train.num_seeds,
-        "summary": seeds.summarize([{"rows": entry["rows"]} for entry in per_seed]),
-        "seeds": per_seed,
-        "published_source": PUBLISHED_SOURCE,
-    }
-    output.write_json(out_dir / "results.json", results)
+    results = RL2TableResults(
+        experiment=NAME,
+        config=protocol.config_dict(config),
+        device=output.device_description(),
+        num_seeds=config.train.num_seeds,
+        summary=summarize(per_seed),
+        seeds=tuple(per_seed),
+        published_source=PUBLISHED_SOURCE,
+    )
+    output.write_json(out_dir / "results.json", results.to_dict())
     return results
 
 
@@ -225,16 +269,16 @@ def format_rows(rows: list[dict]) -> str:
     return output.format_table(table)
 
 
-def table(results: dict) -> str:
+def table(results: RL2TableResults) -> str:
     """Average total reward per episode of every policy, one row per (k, n), over seeds."""
-    per_seed_rows = results["seeds"][0]["rows"]
-    seconds = sum(row["train"]["seconds"] for row in per_seed_rows)
-    largest_se = max(max(row["return_se"].values()) for entry in results["seeds"] for row in entry["rows"])
-    rows = results["summary"]["rows"]
+    per_seed_rows = results.seeds[0].rows
+    seconds = sum(row.train.seconds for row in per_seed_rows)
+    largest_se = max(max(row.return_se.values()) for entry in results.seeds for row in entry.rows)
+    rows = results.summary["rows"]
     return "\n".join(
         [
-            f"rl2-table: arm means ~ U[0, 1]; {results['num_seeds']} seeds; "
-            f"{results['config']['eval_tasks']} held-out tasks per row ({results['device']}); "
+            f"rl2-table: arm means ~ U[0, 1]; {results.num_seeds} seeds; "
+            f"{results.config['eval_tasks']} held-out tasks per row ({results.device}); "
             f"{seconds:.0f} s of training in all",
             "",
             format_rows(rows),
@@ -242,19 +286,19 @@ def table(results: dict) -> str:
             f" seed; largest standard error over tasks {largest_se:.2f}; bayes_optimal blank where its",
             " table does not fit)",
             "",
-            f"published: {results['published_source']}",
+            f"published: {results.published_source}",
             format_published(per_seed_rows, rows),
         ]
     )
 
 
-def format_published(per_seed_rows: list[dict], summary_rows: list[dict]) -> str:
+def format_published(per_seed_rows: Sequence[RowResult], summary_rows: list[dict]) -> str:
     """The paper's values on our rows (blank where it has none), and our LSTM (mean over seeds)
     against its RL²."""
     table = [["setup", *PUBLISHED_COLUMNS, "our LSTM / RL²"]]
     for row, summary in zip(per_seed_rows, summary_rows, strict=True):
-        paper = row["published"] or {}
+        paper = row.published or {}
         cells = [f"{paper[name]:.1f}" if name in paper else "" for name in PUBLISHED_COLUMNS]
         ratio = f"{summary['return']['lstm']['mean'] / paper['rl2']:.3f}" if paper else ""
-        table.append([f"k={row['arms']}, n={row['pulls']}", *cells, ratio])
+        table.append([f"k={row.arms}, n={row.pulls}", *cells, ratio])
     return output.format_table(table)

@@ -13,6 +13,9 @@ produces exactly that signature. Here, on the same held-out tasks:
 
 with reward per trial, the four stay probabilities (s.e. over blocks of held-out tasks) and the
 model-based index, and the hidden -> belief probes of the trained vs the untrained network.
+
+``run`` returns ``TwoStepResults`` with one ``TwoStepSeed`` per seed (``results.json``'s keys:
+``metabelief.experiments.results``).
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ import numpy as np
 
 from metabelief import analysis, baselines, train
 from metabelief.analysis import intervention
+from metabelief.analysis.records import Record
 from metabelief.experiments import output, plots, protocol, seeds
-from metabelief.experiments.probing import split_sizes
+from metabelief.experiments.probing import ProbeReport, split_sizes
+from metabelief.experiments.results import ExperimentResults, SeedResult
 from metabelief.tasks import TwoStep
 from metabelief.tasks.validation import integer_at_least, non_negative_float, positive_float
 
@@ -89,7 +94,38 @@ class TwoStepConfig:
         return cls(train=protocol.quick_train(cls().train), eval_tasks=128, stay_blocks=4, mlp_steps=100)
 
 
-def run(config: TwoStepConfig, out_dir: pathlib.Path, *, progress: bool = True) -> dict:
+@dataclasses.dataclass(frozen=True)
+class StayFigures(Record):
+    """One agent's stay analysis: means and standard errors over blocks of held-out tasks."""
+
+    probs: dict[str, float]  # P(stay) after each of ``CELLS``
+    probs_se: dict[str, float]
+    model_based_index: float  # (rewarded_common + unrewarded_rare) - (rewarded_rare + unrewarded_common)
+    model_based_index_se: float
+    model_free_index: float  # (rewarded_common + rewarded_rare) - (unrewarded_common + unrewarded_rare)
+    model_free_index_se: float
+
+
+@dataclasses.dataclass(frozen=True)
+class TwoStepSeed(SeedResult):
+    """One seed's entry: its returns (``SeedResult``), reward per trial, the stay analysis of its
+    agent and of each reference agent, and what its agent's state holds and does."""
+
+    reward_per_trial: dict[str, float]  # "agent" and each reference
+    reward_per_trial_se: dict[str, float]  # s.e. over held-out tasks
+    stay: dict[str, StayFigures]  # each of ``AGENTS``
+    probe: ProbeReport
+    intervention: dict[str, intervention.DoseResponse]  # per network
+
+
+@dataclasses.dataclass(frozen=True)
+class TwoStepResults(ExperimentResults):
+    """``ExperimentResults`` and the task family played."""
+
+    family: str  # the family's repr
+
+
+def run(config: TwoStepConfig, out_dir: pathlib.Path, *, progress: bool = True) -> TwoStepResults:
     """Runs the experiment, writes ``results.json``, the plots and the agent into ``out_dir``."""
     family = config.train.make_family()
     references = {
@@ -118,17 +154,13 @@ def run(config: TwoStepConfig, out_dir: pathlib.Path, *, progress: bool = True) 
         networks, probe, seed_decoded = protocol.probe_trained_and_untrained(evaluation, config.mlp_steps)
         decoded = decoded or seed_decoded
         per_seed.append(
-            protocol.seed_results(evaluation)
-            | {
-                "reward_per_trial": {
-                    name: mean / num_trials for name, (mean, _) in evaluation.returns.items()
-                },
-                "reward_per_trial_se": {
-                    name: se / num_trials for name, (_, se) in evaluation.returns.items()
-                },
-                "stay": {name: _stay_dict(summary) for name, summary in seed_stays.items()},
-                "probe": probe,
-                "intervention": intervention.dose_response(
+            TwoStepSeed.of(
+                evaluation,
+                reward_per_trial={name: mean / num_trials for name, (mean, _) in evaluation.returns.items()},
+                reward_per_trial_se={name: se / num_trials for name, (_, se) in evaluation.returns.items()},
+                stay={name: _stay_figures(summary) for name, summary in seed_stays.items()},
+                probe=probe,
+                intervention=intervention.dose_response(
                     family,
                     evaluation.agent,
                     networks,
@@ -136,11 +168,10 @@ def run(config: TwoStepConfig, out_dir: pathlib.Path, *, progress: bool = True) 
                     split_sizes(config.eval_tasks),
                     target=intervention.two_step_target(family),
                 ),
-            }
+            )
         )
-    results = protocol.population_results(NAME, protocol.config_dict(config), trained, per_seed)
-    results["family"] = repr(family)
-    output.write_json(out_dir / "results.json", results)
+    results = TwoStepResults.of(NAME, protocol.config_dict(config), trained, per_seed, family=repr(family))
+    output.write_json(out_dir / "results.json", results.to_dict())
 
     labels = {"belief_greedy": "belief-greedy", "model_free": "model-free TD", "random": "random"}
     protocol.plot_evaluation_learning_curve(
@@ -155,10 +186,12 @@ def run(config: TwoStepConfig, out_dir: pathlib.Path, *, progress: bool = True) 
         },
     )
     plots.decoded_beliefs(out_dir / "decoded_belief.png", decoded, quantity="P(A is rich)")
-    plots.r2_by_time(out_dir / "probe_r2_by_time.png", [entry["probe"]["r2_by_time"] for entry in per_seed])
+    plots.r2_by_time(
+        out_dir / "probe_r2_by_time.png", protocol.r2_by_time([entry.probe for entry in per_seed])
+    )
     plots.intervention(
         out_dir / "intervention.png",
-        [entry["intervention"] for entry in per_seed],
+        [entry.to_dict()["intervention"] for entry in per_seed],
         title="push the decoded P(A rich) by δ",
     )
     return results
@@ -174,25 +207,25 @@ def _stay_summary(actions, reached, rewards, blocks: int) -> analysis.StaySummar
     return analysis.summarize_runs(per_block)
 
 
-def _stay_dict(summary: analysis.StaySummary) -> dict:
+def _stay_figures(summary: analysis.StaySummary) -> StayFigures:
     probs, se = np.asarray(summary.probs).ravel(), np.asarray(summary.probs_se).ravel()
-    return {
-        "probs": dict(zip(CELLS, map(float, probs), strict=True)),
-        "probs_se": dict(zip(CELLS, map(float, se), strict=True)),
-        "model_based_index": float(summary.model_based_index),
-        "model_based_index_se": float(summary.model_based_index_se),
-        "model_free_index": float(summary.model_free_index),
-        "model_free_index_se": float(summary.model_free_index_se),
-    }
+    return StayFigures(
+        probs=dict(zip(CELLS, map(float, probs), strict=True)),
+        probs_se=dict(zip(CELLS, map(float, se), strict=True)),
+        model_based_index=float(summary.model_based_index),
+        model_based_index_se=float(summary.model_based_index_se),
+        model_free_index=float(summary.model_free_index),
+        model_free_index_se=float(summary.model_free_index_se),
+    )
 
 
-def table(results: dict) -> str:
+def table(results: TwoStepResults) -> str:
     """The printed summary over seeds: reward per trial, stay probabilities and indices, probe R^2.
 
     The reference agents play the same held-out tasks for every seed, so their figures are one
     value each; the agent's are mean [95% interval] over seeds.
     """
-    summary = results["summary"]
+    summary = results.summary
     reward, stay = summary["reward_per_trial"], summary["stay"]
     stay_rows = [
         ["P(stay) after", "rew-common", "rew-rare", "unrew-common", "unrew-rare", "MB index", "MF index"]
@@ -204,13 +237,10 @@ def table(results: dict) -> str:
         ]
         stay_rows.append([name, *cells, *indices])
     gap = seeds.summarize(
-        [
-            entry["reward_per_trial"]["agent"] - entry["reward_per_trial"]["belief_greedy"]
-            for entry in results["seeds"]
-        ]
+        [entry.reward_per_trial["agent"] - entry.reward_per_trial["belief_greedy"] for entry in results.seeds]
     )
     lines = [
-        protocol.header(results, f"two-step task ({results['family']})"),
+        protocol.header(results, f"two-step task ({results.family})"),
         "",
         output.format_table(
             [["reward per trial", "mean [95% CI over seeds]", "s.e. over tasks"]]

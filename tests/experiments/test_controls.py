@@ -8,6 +8,7 @@ built by hand from the recorded actions and rewards, and the truth baselines as 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -140,19 +141,19 @@ def test_network_scores_equal_a_float64_ridge_protocol_on_the_sample_rows(record
     test = lambda array: blocks(array)[2]  # noqa: E731
 
     per_column = reference_predictions(hidden, features, per_column=True)
-    np.testing.assert_allclose(scores["per_dimension"], pooled_r2(per_column, test(features))[1], atol=2e-4)
-    for key, inputs in (("hidden", hidden), ("hidden_and_cell", both)):
+    np.testing.assert_allclose(scores.per_dimension, pooled_r2(per_column, test(features))[1], atol=2e-4)
+    for pair, inputs in ((scores.hidden, hidden), (scores.hidden_and_cell, both)):
         expected_r2 = pooled_r2(reference_predictions(inputs, features), test(features))[0]
         expected_means = pooled_r2(reference_predictions(inputs, means), test(means))[0]
-        assert scores[key]["r2"] == pytest.approx(expected_r2, abs=2e-4)
-        assert scores[key]["r2_posterior_mean"] == pytest.approx(expected_means, abs=2e-4)
+        assert pair.r2 == pytest.approx(expected_r2, abs=2e-4)
+        assert pair.r2_posterior_mean == pytest.approx(expected_means, abs=2e-4)
     expected_mse = mse(reference_predictions(hidden, truth), test(truth))
-    assert scores["truth_mse"] == pytest.approx(expected_mse, rel=1e-4)
+    assert scores.truth_mse == pytest.approx(expected_mse, rel=1e-4)
     # The scores a probe on these statistics gets from probes.linear_probe itself (as probing.py's).
     z = jnp.concatenate([hidden, features], axis=-1)
     moments = probes.split_moments(z.swapaxes(0, 1).reshape(-1, z.shape[-1]), [n * 20 for n in SIZES])
     linear = probes.linear_probe(moments, slice(0, 4), slice(4, 6))
-    assert scores["hidden"]["r2_posterior_mean"] == pytest.approx(float(linear.test.r2), abs=1e-5)
+    assert scores.hidden.r2_posterior_mean == pytest.approx(float(linear.test.r2), abs=1e-5)
 
 
 def test_within_time_scores_equal_a_ridge_with_free_one_hot_time_coefficients(recorded):
@@ -161,8 +162,8 @@ def test_within_time_scores_equal_a_ridge_with_free_one_hot_time_coefficients(re
     features, means = history.features, history.features[..., :2]
     expected = within_time_r2(reference_predictions(replayed.hidden, features, with_time=True), features)
     expected_means = within_time_r2(reference_predictions(replayed.hidden, means, with_time=True), means)
-    assert scores["within_time"]["r2"] == pytest.approx(expected, abs=2e-4)
-    assert scores["within_time"]["r2_posterior_mean"] == pytest.approx(expected_means, abs=2e-4)
+    assert scores.within_time.r2 == pytest.approx(expected, abs=2e-4)
+    assert scores.within_time.r2_posterior_mean == pytest.approx(expected_means, abs=2e-4)
 
 
 def test_hidden_and_cell_equals_hidden_alone_when_the_cell_copies_the_hidden_state(recorded):
@@ -171,8 +172,10 @@ def test_hidden_and_cell_equals_hidden_alone_when_the_cell_copies_the_hidden_sta
     scores = controls.network_scores(
         hidden, hidden, history.features, history.truth, SIZES, ridge_grid=(1e-6,)
     )
-    for key in ("r2", "r2_posterior_mean"):
-        assert scores["hidden_and_cell"][key] == pytest.approx(scores["hidden"][key], abs=1e-4)
+    assert scores.hidden_and_cell.r2 == pytest.approx(scores.hidden.r2, abs=1e-4)
+    assert scores.hidden_and_cell.r2_posterior_mean == pytest.approx(
+        scores.hidden.r2_posterior_mean, abs=1e-4
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,11 +201,12 @@ def test_a_target_of_time_alone_is_decoded_pooled_and_undefined_within_time():
     hidden = np.concatenate([steps / 20, noise[..., :3]], axis=-1)  # time plus three irrelevant units
     features = np.concatenate([0.1 + 0.03 * steps, 1 - 0.02 * steps, 0.5 + 0 * steps, -steps / 7], axis=-1)
     scores = synthetic_scores(hidden, features)
-    assert scores["hidden"]["r2"] == pytest.approx(1.0, abs=1e-4)
-    assert scores["per_dimension"][:2] == pytest.approx([1.0, 1.0], abs=1e-4)
-    assert scores["per_dimension"][2] is None  # a constant: nothing to explain
+    assert scores.hidden.r2 == pytest.approx(1.0, abs=1e-4)
+    assert scores.per_dimension[:2] == pytest.approx([1.0, 1.0], abs=1e-4)
+    assert scores.per_dimension[2] is None  # a constant: nothing to explain
     # Nothing is left of any target once time is partialled out: no R^2, rather than noise.
-    assert scores["within_time"] == {"r2": None, "r2_posterior_mean": None}
+    assert scores.within_time == controls.ControlScores(r2=None, r2_posterior_mean=None)
+    assert scores.to_dict()["within_time"] == {"r2": None, "r2_posterior_mean": None}
 
 
 def test_a_representation_of_time_alone_decodes_nothing_within_time():
@@ -211,9 +215,9 @@ def test_a_representation_of_time_alone_decodes_nothing_within_time():
     hidden = np.concatenate([steps / 20, (steps / 20) ** 2, noise[..., :2]], axis=-1)
     features = np.sin(steps / 4) + 0.3 * other  # mostly time, some variation unrelated to hidden
     scores = synthetic_scores(hidden, features)
-    assert scores["hidden"]["r2"] > 0.7
-    assert abs(scores["within_time"]["r2"]) < 0.05
-    assert abs(scores["within_time"]["r2_posterior_mean"]) < 0.05
+    assert scores.hidden.r2 > 0.7
+    assert abs(scores.within_time.r2) < 0.05
+    assert abs(scores.within_time.r2_posterior_mean) < 0.05
 
 
 def test_a_target_linear_in_the_within_step_part_of_hidden_is_fully_decoded_within_time():
@@ -223,9 +227,9 @@ def test_a_target_linear_in_the_within_step_part_of_hidden_is_fully_decoded_with
     mixing = np.random.default_rng(2).standard_normal((4, 4)).astype(np.float32)
     features = residual @ mixing + np.exp(steps / 10)  # + any function of time
     scores = synthetic_scores(hidden, features)
-    assert scores["within_time"]["r2"] == pytest.approx(1.0, abs=1e-4)
-    assert scores["within_time"]["r2_posterior_mean"] == pytest.approx(1.0, abs=1e-4)
-    assert scores["hidden"]["r2"] < 0.9  # without time the same probe misses the time trend
+    assert scores.within_time.r2 == pytest.approx(1.0, abs=1e-4)
+    assert scores.within_time.r2_posterior_mean == pytest.approx(1.0, abs=1e-4)
+    assert scores.hidden.r2 < 0.9  # without time the same probe misses the time trend
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,15 +280,15 @@ def test_input_only_scores_equal_a_ridge_on_lags_and_free_one_hot_time(recorded,
     test = lambda array: blocks(array)[2]  # noqa: E731
     predict = lambda y, **kwargs: reference_predictions(inputs, y, with_time=True, **kwargs)  # noqa: E731
 
-    assert scores["r2"] == pytest.approx(pooled_r2(predict(features), test(features))[0], abs=2e-4)
-    assert scores["r2_posterior_mean"] == pytest.approx(pooled_r2(predict(means), test(means))[0], abs=2e-4)
+    assert scores.r2 == pytest.approx(pooled_r2(predict(features), test(features))[0], abs=2e-4)
+    assert scores.r2_posterior_mean == pytest.approx(pooled_r2(predict(means), test(means))[0], abs=2e-4)
     per_column = predict(features, per_column=True)
-    np.testing.assert_allclose(scores["per_dimension"], pooled_r2(per_column, test(features))[1], atol=2e-4)
-    assert scores["within_time"]["r2"] == pytest.approx(within_time_r2(predict(features), features), abs=2e-4)
-    assert scores["within_time"]["r2_posterior_mean"] == pytest.approx(
+    np.testing.assert_allclose(scores.per_dimension, pooled_r2(per_column, test(features))[1], atol=2e-4)
+    assert scores.within_time.r2 == pytest.approx(within_time_r2(predict(features), features), abs=2e-4)
+    assert scores.within_time.r2_posterior_mean == pytest.approx(
         within_time_r2(predict(means), means), abs=2e-4
     )
-    assert scores["truth_mse"] == pytest.approx(mse(predict(truth), test(truth)), rel=1e-4)
+    assert scores.truth_mse == pytest.approx(mse(predict(truth), test(truth)), rel=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,12 +302,10 @@ def test_truth_baselines_equal_plain_means_over_the_test_lanes(recorded):
     )
     truth_train, _, truth_test = blocks(history.truth)
     posterior_mean = blocks(history.features)[2][..., :2]
-    assert report["truth"]["bayes_minimum"] == pytest.approx(
-        np.mean((truth_test - posterior_mean) ** 2), rel=1e-5
-    )
+    assert report.truth.bayes_minimum == pytest.approx(np.mean((truth_test - posterior_mean) ** 2), rel=1e-5)
     prior = np.mean((truth_test - truth_train.mean(axis=(0, 1))) ** 2)
-    assert report["truth"]["prior"] == pytest.approx(prior, rel=1e-5)
-    assert report["truth"]["bayes_minimum"] < report["truth"]["prior"]
+    assert report.truth.prior == pytest.approx(prior, rel=1e-5)
+    assert report.truth.bayes_minimum < report.truth.prior
 
 
 def test_fraction_of_achievable_is_one_for_the_posterior_mean_and_zero_for_the_prior():
@@ -323,7 +325,7 @@ def test_a_state_that_is_the_belief_decodes_the_truth_at_the_bayes_minimum():
     for name, state in (("belief", history.features), ("noise", noise)):
         scores = controls.network_scores(state, state, history.features, history.truth, sizes)
         fraction[name] = controls.fraction_of_achievable(
-            scores["truth_mse"], baselines["prior"], baselines["bayes_minimum"]
+            scores.truth_mse, baselines.prior, baselines.bayes_minimum
         )
     assert fraction["belief"] == pytest.approx(1.0, abs=0.02)
     assert fraction["noise"] == pytest.approx(0.0, abs=0.02)
@@ -338,7 +340,7 @@ from metabelief.experiments import controls
 keys = jax.random.split(jax.random.key(0), 3)
 hidden, cell, features = (jax.random.normal(k, (20, 60, d)) for k, d in zip(keys, (48, 48, 24)))
 for _ in range(3):
-    print(controls.network_scores(hidden, cell, features, features, (30, 15, 15))["hidden"]["r2"])
+    print(controls.network_scores(hidden, cell, features, features, (30, 15, 15)).hidden.r2)
 """
 
 
@@ -358,38 +360,59 @@ def test_probes_of_wide_states_and_many_targets_finish():
 def test_probe_controls_report_is_json_numbers_in_the_documented_shape(recorded):
     history = recorded["history"]
     networks = {"trained": recorded["params"], "untrained": recorded["other"]}
-    report = controls.probe_controls(FAMILY, AGENT, networks, history, SIZES, input_lags=(5, 1))
-    json.dumps(report, allow_nan=False)
+    typed = controls.probe_controls(FAMILY, AGENT, networks, history, SIZES, input_lags=(5, 1))
+    report = typed.to_dict()
+    assert json.loads(json.dumps(report, allow_nan=False)) == report
+    assert list(report) == [field.name for field in dataclasses.fields(controls.ProbeControls)]
     assert report["split_sizes"] == list(SIZES) and report["input_lags"] == [1, 5]
     assert set(report["per_dimension"]) == set(networks)
     assert all(len(values) == 4 for values in report["per_dimension"].values())
-    assert set(report["input_only"]) == {"k1", "k5"}
-    assert all(len(scores["per_dimension"]) == 4 for scores in report["input_only"].values())
+    # One input-only baseline per lag, ascending: named by a field, not by a key built from k.
+    assert [scores["lags"] for scores in report["input_only"]] == [1, 5]
+    assert all(
+        set(scores) == {"lags", "r2", "r2_posterior_mean", "per_dimension"} for scores in report["input_only"]
+    )
+    assert all(len(scores["per_dimension"]) == 4 for scores in report["input_only"])
     assert set(report["within_time"]) == {"trained", "untrained", "input_only"}
     assert (
         set(report["truth"]["mse"])
         == set(report["truth"]["fraction_of_achievable"])
         == set(report["within_time"])
     )
+    assert set(report["truth"]) == {"bayes_minimum", "prior", "mse", "fraction_of_achievable"}
     # The untrained network replayed on the trained one's history is what network_scores sees.
     replayed = recorded["replayed"]
     untrained = controls.network_scores(
         replayed.hidden, replayed.cell, history.features, history.truth, SIZES
     )
-    assert report["per_dimension"]["untrained"] == untrained["per_dimension"]
-    assert report["hidden_and_cell"]["untrained"]["hidden"] == untrained["hidden"]
+    assert typed.per_dimension["untrained"] == untrained.per_dimension
+    assert report["per_dimension"]["untrained"] == list(untrained.per_dimension)
+    assert typed.hidden_and_cell["untrained"].hidden == untrained.hidden
+    assert report["hidden_and_cell"]["untrained"]["hidden"] == untrained.hidden.to_dict()
+    assert report["within_time"]["untrained"] == untrained.within_time.to_dict()
+    assert report["truth"]["mse"]["untrained"] == untrained.truth_mse
     pooled = {name: report["hidden_and_cell"][name]["hidden"]["r2_posterior_mean"] for name in networks}
     within = {name: scores["r2_posterior_mean"] for name, scores in report["within_time"].items()}
     headline = report["headline"]
     assert headline["trained_minus_untrained"] == pytest.approx(pooled["trained"] - pooled["untrained"])
     assert headline["trained_minus_input_only"] == pytest.approx(
-        pooled["trained"] - report["input_only"]["k5"]["r2_posterior_mean"]
+        pooled["trained"] - report["input_only"][-1]["r2_posterior_mean"]
     )
     assert headline["within_time_trained_minus_untrained"] == pytest.approx(
         within["trained"] - within["untrained"]
     )
     assert headline["within_time_trained_minus_input_only"] == pytest.approx(
         within["trained"] - within["input_only"]
+    )
+
+
+def test_the_headline_without_an_untrained_network_leaves_its_differences_undefined(recorded):
+    history = recorded["history"]
+    report = controls.probe_controls(FAMILY, AGENT, {"trained": recorded["params"]}, history, SIZES)
+    headline = report.headline
+    assert headline.trained_minus_untrained is None and headline.within_time_trained_minus_untrained is None
+    assert headline.trained_minus_input_only == pytest.approx(
+        report.hidden_and_cell["trained"].hidden.r2_posterior_mean - report.input_only[-1].r2_posterior_mean
     )
 
 

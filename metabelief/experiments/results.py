@@ -1,0 +1,232 @@
+"""What ``metabelief run`` returns and writes: the result types and the schema of ``results.json``.
+
+Every experiment's ``run`` returns typed results (frozen dataclasses, ``Record`` of
+``metabelief.analysis.records``) and writes their ``to_dict()`` as ``results.json``: each field
+name is a key (a field ``return_`` writes ``"return"``), NaN is written as ``null``, tuples as
+lists, and every key is a field's name or a name the run chose (a network, a policy, a test
+condition), never built from strings. This docstring is the one description of that file.
+
+**Common part** (``ExperimentResults``; ``rl2-table``'s differs, below)::
+
+    experiment          the experiment's name ("bandit", "gridworld", "two-step", "failure")
+    config              the experiment's config fields; config.train is the TrainConfig (to_dict)
+    device              where it ran, e.g. "cpu x1" or "gpu: NVIDIA H100 80GB HBM3 x1"
+    train               the population's training (TrainStats): seconds, compile_seconds,
+                        agent_steps_per_second (all seeds together), num_seeds
+    seeds               one entry per seed, in order: seed and the keys a one-seed run writes
+    summary             the keys of one entry but "seed", every number replaced by
+                        {"mean", "low", "high", "n"}: the mean over seeds and its 95% Student-t
+                        interval (``metabelief.experiments.seeds``; lists element by element,
+                        other values kept where every seed agrees)
+
+**One seed's entry** of a protocol experiment (``SeedResult``; bandit, gridworld, two-step)::
+
+    seed                the seed the agent was trained with
+    train.final_training_return   its mean training return over the last 10 updates
+    return.{agent, <policy>...}   mean return per episode on the held-out tasks: the agent and
+                                  each reference policy (the same tasks for every seed)
+    return_se.{...}               the standard error of each over the held-out tasks
+
+and, per experiment:
+
+* ``bandit`` (``bandit.BanditSeed``): ``return_fraction_random_to_thompson`` ((agent - random) /
+  (thompson - random), of the returns), ``probe``, ``intervention``, ``state_machine`` (below).
+* ``gridworld`` (``gridworld.GridworldSeed``): ``return_fraction_random_to_belief_greedy``,
+  ``probe``.
+* ``two-step`` (``two_step.TwoStepSeed``): ``reward_per_trial`` and ``reward_per_trial_se`` (the
+  agent and each reference, per trial), ``stay.<agent | reference>`` (``two_step.StayFigures``:
+  ``probs`` and ``probs_se``, P(stay) after rewarded_common, rewarded_rare, unrewarded_common,
+  unrewarded_rare; ``model_based_index``, ``model_based_index_se``, ``model_free_index``,
+  ``model_free_index_se``; means and s.e. over blocks of held-out tasks), ``probe``,
+  ``intervention``. At the top level (``two_step.TwoStepResults``) also ``family``, the task
+  family's repr.
+
+**failure** (``failure.FailureResults``): the common part, with seed entries
+(``failure.FailureSeed``) of ``seed``, ``train`` and ``conditions.<test condition>`` (below), and
+at the top level ``verdicts`` (below).
+
+**rl2-table** (``rl2_table.RL2TableResults``): ``experiment``, ``config``, ``device``,
+``num_seeds``, ``summary``, ``seeds`` and ``published_source`` (where the paper's values come
+from). A seed entry (``rl2_table.RL2Seed``) is ``seed`` and ``rows``, one ``rl2_table.RowResult``
+per (k, n): ``arms``, ``pulls``, ``return`` and ``return_se`` (``lstm`` and each policy: total
+reward per episode and its s.e. over held-out tasks), ``lstm_over_gittins``, ``published`` (the
+paper's row, or null) and ``train`` (the row's ``TrainStats`` and ``updates``).
+
+**probe** (``probing.ProbeReport``; every score on the held-out test tasks)::
+
+    split_sizes                       [train, validation, test] held-out tasks
+    networks.<network>                "trained" and "untrained" (its initial weights, teacher
+                                      forced on the trained agent's histories)
+        linear                        hidden -> all belief features, ridge: r2 (pooled),
+                                      r2_per_dim, mse, mse_per_dim
+        posterior_mean                hidden -> the posterior means (the first D features), the same
+        ridge                         the ridge strength chosen for linear
+        reverse                       belief features -> hidden, ridge (r2, r2_per_dim, ...)
+        mlp                           hidden -> belief features, an MLP (r2, r2_per_dim, ...)
+        r2_by_time                    [T] R² of posterior_mean at each step
+    controls                          (controls.ProbeControls)
+        split_sizes, input_lags       the lanes and the k of the input-only baselines, ascending
+        per_dimension.<network>       [F] R² of hidden -> each belief feature, a probe each
+        input_only                    one per k: lags (k), r2, r2_posterior_mean, per_dimension:
+                                      the last k network inputs and the time step, no network
+        within_time.<network | "input_only">   r2, r2_posterior_mean with time partialled out
+                                      (input_only: the largest k)
+        hidden_and_cell.<network>     hidden and [hidden, cell]: r2, r2_posterior_mean each
+        truth                         decoding the true task quantity: bayes_minimum (MSE of the
+                                      exact posterior mean), prior (of the training tasks' mean),
+                                      mse.<network | "input_only">, fraction_of_achievable.<...>
+                                      ((prior - mse) / (prior - bayes_minimum))
+        headline                      hidden -> posterior means R²: trained_minus_untrained,
+                                      trained_minus_input_only; with time partialled out:
+                                      within_time_trained_minus_untrained,
+                                      within_time_trained_minus_input_only (null if not defined)
+
+**state_machine** (bandit; ``analysis.state_machine.Simulation`` per network)::
+
+    <network>.<direction>.<map>.<measure>
+        direction   agent_to_bayes (network -> Bayes agent), bayes_to_agent
+        map         linear (ridge), mlp
+        measure     state_dissimilarity, output_total_variation, output_return_difference,
+                    output_return_difference_greedy (0 = the receiver acts as the source)
+
+**intervention** (bandit, two-step; ``analysis.intervention.DoseResponse`` per network)::
+
+    <network>   target, deltas, agent, agent_next_step, belief_greedy (per delta),
+                fraction_of_bayes, fraction_of_bayes_next_step, read_out_r2, read_out_r2_target,
+                ridge, read_out_per_unit_shift, shift_norm, hidden_norm, num_steps,
+                num_steps_next: the minimum-norm shift;
+                encoding: agent, agent_next_step, fraction_of_bayes, fraction_of_bayes_next_step,
+                read_out_per_unit_shift, shift_norm: the push along the encoding direction
+
+**conditions.<test condition>** (failure; ``failure.Condition``, the measures are defined in
+``metabelief.experiments.failure``'s docstring)::
+
+    return, return_se         .agent and .bayes_optimal (of the test prior): return per episode
+    gap, gap_se               bayes_optimal - agent, mean over tasks and its s.e.
+    gap_fraction              gap / bayes_optimal's return
+    disagreement              share of test steps where two greedy choices differ:
+                              posterior_vs_majority (training posterior vs the evidence majority),
+                              training_vs_test (training vs test posterior)
+    states.<state>            agent, untrained, counts, training posterior, test posterior:
+        follows_posterior_not_majority, follows_training_prior
+                              steps (where the two rules differ), probability (of the training
+                              posterior's arm there; null without such a step)
+        readout               the frozen in-distribution read-out of E_train[p]: rmse and
+                              rmse_by_time (.training prior, .test prior), closer_to_training,
+                              differing_pairs, confidence (.read-out and each prior)
+        r2_posterior_mean     .training prior, .test prior: linear, mlp (refitted R²)
+    test_family, steps        the test family's repr, steps per episode
+
+**verdicts** (failure; ``failure.Verdict`` per measure and condition that separates hypotheses)::
+
+    measure, condition, agent (its interval), untrained, controls (mean of each hypothesis
+    control), separates (the pairs told apart), nearest, nearest_per_seed
+
+The fields' docstrings and comments say what each number means; the modules that compute them
+(``probing``, ``controls``, ``metabelief.analysis.state_machine``,
+``metabelief.analysis.intervention``, each experiment) define them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Self
+
+from metabelief import train
+from metabelief.analysis.records import Record
+from metabelief.experiments import output, seeds
+
+if TYPE_CHECKING:
+    from metabelief.experiments.protocol import Evaluation
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainStats(Record):
+    """How long training a population took and how fast it ran."""
+
+    seconds: float
+    compile_seconds: float
+    agent_steps_per_second: float  # all seeds together
+    num_seeds: int
+
+    @classmethod
+    def of(cls, trained: train.TrainResult, **extra) -> Self:
+        return cls(
+            seconds=trained.seconds,
+            compile_seconds=trained.compile_seconds,
+            agent_steps_per_second=trained.agent_steps_per_second,
+            num_seeds=trained.num_seeds,
+            **extra,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedTraining(Record):
+    """One seed's training."""
+
+    final_training_return: float  # its mean training return over the last 10 updates
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedResult(Record):
+    """The start of one seed's entry of a protocol experiment; each experiment's entry type
+    subclasses it with its own figures."""
+
+    seed: int
+    train: SeedTraining
+    return_: dict[str, float]  # "agent" and each reference policy: mean return per episode
+    return_se: dict[str, float]  # their standard errors over the held-out tasks
+
+    @classmethod
+    def of(cls, evaluation: Evaluation, **figures) -> Self:
+        """The entry of ``evaluation`` with the experiment's ``figures`` (the subclass's fields)."""
+        return cls(
+            seed=evaluation.seed,
+            train=SeedTraining(final_training_return=evaluation.final_training_return),
+            return_={name: mean for name, (mean, _) in evaluation.returns.items()},
+            return_se={name: se for name, (_, se) in evaluation.returns.items()},
+            **figures,
+        )
+
+
+def summarize(per_seed: Sequence[Record]) -> dict:
+    """The ``summary`` of seed entries: ``seeds.summarize`` of their ``to_dict()`` less ``seed``."""
+    entries = [entry.to_dict() for entry in per_seed]
+    return seeds.summarize(
+        [{key: value for key, value in entry.items() if key != "seed"} for entry in entries]
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResults(Record):
+    """What ran, with which settings, where."""
+
+    experiment: str
+    config: dict  # the config's fields, JSON-ready (``protocol.config_dict``)
+    device: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ExperimentResults(RunResults):
+    """``results.json`` of a population experiment (the module docstring); an experiment with
+    more top-level keys subclasses it."""
+
+    train: TrainStats
+    summary: dict  # ``summarize(seeds)``: intervals over seeds
+    seeds: tuple[Record, ...]
+
+    @classmethod
+    def of(
+        cls, experiment: str, config: dict, trained: train.TrainResult, per_seed: Sequence[Record], **extra
+    ) -> Self:
+        """The results of ``per_seed`` entries, the training stats of ``trained``, the device now."""
+        return cls(
+            experiment=experiment,
+            config=config,
+            device=output.device_description(),
+            train=TrainStats.of(trained),
+            summary=summarize(per_seed),
+            seeds=tuple(per_seed),
+            **extra,
+        )
