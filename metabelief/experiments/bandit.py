@@ -154,8 +154,9 @@ def table(results: ExperimentResults) -> str:
     the state-machine simulation, and each seed's acceptance figures."""
     summary = results.summary
     num_arms = len(summary["probe"]["controls"]["per_dimension"]["trained"]) // 2  # means, then stds
+    horizon = len(summary["probe"]["networks"]["trained"]["r2_by_time"])  # one R² per step
     lines = [
-        protocol.header(results, "2-armed Bernoulli, horizon 100"),
+        protocol.header(results, f"{num_arms}-armed Bernoulli, horizon {horizon}"),
         "",
         protocol.returns_table(summary),
         "agent, % of the way from random to Thompson: "

@@ -51,6 +51,7 @@ Where two hypothesis controls score apart on a measure, that measure separates t
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 
 import jax
@@ -65,6 +66,7 @@ from metabelief.experiments.results import ExperimentResults, SeedTraining, summ
 from metabelief.rollout import (
     Trajectory,
     lane_moments,
+    replay_beliefs,
     replay_jit,
     rollout_population_jit,
     sample_tasks,
@@ -357,10 +359,18 @@ def _histories(trained, index, played, train_family, agent) -> Histories:
     return Histories(
         history=history,
         untrained=replay_jit(train_family, agent, trained.seed_initial_params(index), history),
-        training_mean=replay_jit(train_family, agent, trained.seed_params(index), history).features[..., 0],
+        training_mean=_posterior_means(train_family, history)[..., 0],
         test_mean=history.features[..., 0],
         counts=evidence_counts(history),
     )
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _posterior_means(family, history: Trajectory) -> jax.Array:
+    """``family``'s exact posterior means before each decision of ``history``, ``[T, N, D]``:
+    its belief replayed on the history (no network needed)."""
+    beliefs = replay_beliefs(family, history)
+    return jax.vmap(jax.vmap(family.belief_features))(beliefs)[..., : history.truth.shape[-1]]
 
 
 def _fit_readouts(histories: Histories, sizes, key, mlp_steps) -> dict[str, probes.MLPReadout]:
