@@ -40,8 +40,9 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 import metabelief
+from metabelief.rollout import sample_tasks
 from metabelief.tasks import BernoulliBandit, BetaBelief
-from metabelief.testing import calibration, check_family, random_rollout, sample_tasks
+from metabelief.testing import calibration, check_family, random_rollout  # the kit this benchmark measures
 
 NUM_TASKS = 2048  # check_family's defaults
 FALSE_ALARM_RATE = 1e-4

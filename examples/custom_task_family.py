@@ -9,7 +9,7 @@ P(tiger left now | history), one number: a two-state HMM forward filter.
 The steps every family goes through:
 1. implement the contract (sizes, sample_task, reset, step, belief_init, belief_update,
    belief_features, true_features) as pure functions for ONE task, in a frozen dataclass;
-2. test that the belief is calibrated as the exact posterior must be (``metabelief.testing.check_family``;
+2. test that the belief is calibrated as the exact posterior must be (``metabelief.check_family``;
    a necessary condition, not a proof);
 3. train an agent on the instance itself, ``TrainConfig(family=RestlessTiger(...))``, save it and
    load it back (``load_agent(path, family=...)``), and probe its hidden state for the belief, like
@@ -109,7 +109,7 @@ class RestlessTiger(metabelief.TaskFamily):
 
 def main(num_updates: int = 150) -> dict:
     family = RestlessTiger(accuracy=0.8)
-    report = metabelief.testing.check_family(family, num_tasks=1024)
+    report = metabelief.check_family(family, num_tasks=1024)
     print(
         f"check_family passed: max |z| {report.calibration_max_z:.2f} over {report.calibration_groups} groups"
     )
