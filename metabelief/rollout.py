@@ -238,22 +238,18 @@ def lockstep(
     Returns:
       ``Lockstep(trajectory, moments, last)``.
     """
-    forced = _check_source(key, tasks, history)
-    if forced:
-        num_tasks, num_steps = history.actions.shape[1], history.actions.shape[0]
-        first_obs, env_states = history.obs[0], None
+    _check_source(key, tasks, history)
+    if history is not None:
+        source = _Replay(history)
     else:
-        num_tasks = jax.tree.leaves(tasks)[0].shape[0]
-        num_steps = family.horizon if num_steps is None else num_steps
-        key, reset_key = jax.random.split(key)
-        env_states, first_obs = jax.vmap(family.reset)(jax.random.split(reset_key, num_tasks), tasks)
+        source = _Live(family, tasks, key, family.horizon if num_steps is None else num_steps)
+    env_states, first_obs, steps = source.start(actor)
+    num_tasks = first_obs.shape[0]
     if split_sizes is not None:
         split_sizes = tuple(int(size) for size in split_sizes)
         if sum(split_sizes) != num_tasks:
             raise ValueError(f"split_sizes must add up to the {num_tasks} tasks, got {split_sizes}")
-
     belief_features = jax.vmap(family.belief_features)
-    true_features = jax.vmap(family.true_features)
     no_features = jnp.zeros((num_tasks, 0), jnp.float32)
 
     def advance(carry: Carry, step: dict[str, Any]) -> tuple[Carry, dict[str, jax.Array], jax.Array]:
@@ -261,20 +257,9 @@ def lockstep(
         memory, actions, outputs = actor.act(
             carry.memory, carry.belief, carry, step["time"], step.get("noise")
         )
-        if track_belief:
-            features = belief_features(carry.belief)
-            truth = step["truth"] if forced else true_features(tasks, carry.env_state)
-        else:
-            features = truth = no_features
-        env_states = carry.env_state
-        if forced:
-            actions, rewards, dones, next_obs = (
-                step[name] for name in ("actions", "rewards", "dones", "next_obs")
-            )
-        else:
-            env_states, next_obs, rewards, dones = jax.vmap(family.step)(
-                step["env_keys"], tasks, env_states, actions
-            )
+        features = belief_features(carry.belief) if track_belief else no_features
+        truth = source.truth(step, carry.env_state) if track_belief else no_features
+        env_states, next_obs, actions, rewards, dones = source.step(step, carry.env_state, actions)
         beliefs = carry.belief
         if track_belief:
             beliefs = jax.vmap(family.belief_update)(beliefs, carry.obs, actions, rewards, next_obs)
@@ -305,18 +290,6 @@ def lockstep(
             next_carry = next_carry.replace(moments=moments)
         return next_carry, recorded
 
-    steps = {"time": jnp.arange(num_steps, dtype=jnp.int32)}
-    if forced:
-        steps.update(
-            actions=history.actions, rewards=history.rewards, dones=history.dones, next_obs=history.obs[1:],
-            truth=history.truth,
-        )  # fmt: skip
-    else:
-        # All randomness drawn before the scan, in large vectorised calls: per-step key splits
-        # and sampling inside the loop cost a third of the LSTM step on a CPU.
-        action_key, env_key = jax.random.split(key)
-        steps["noise"] = actor.noise(action_key, num_steps, num_tasks)
-        steps["env_keys"] = jax.random.split(env_key, (num_steps, num_tasks))
     beliefs = jax.vmap(family.belief_init)(first_obs) if track_belief else None
     carry = Carry(
         env_state=env_states,
@@ -338,8 +311,71 @@ def lockstep(
     return Lockstep(trajectory=trajectory, moments=carry.moments, last=carry)
 
 
-def _check_source(key: jax.Array | None, tasks: PyTree | None, history: Trajectory | None) -> bool:
-    """True for a replay of ``history``; raises unless exactly one of (key and tasks) or history."""
+@dataclasses.dataclass(frozen=True)
+class _Live:
+    """The actor acts in the environment: ``family`` stepped on ``tasks`` from ``key``."""
+
+    family: TaskFamily
+    tasks: PyTree
+    key: jax.Array
+    num_steps: int
+
+    def start(self, actor: Actor) -> tuple[PyTree, jax.Array, dict[str, jax.Array]]:
+        """The reset states and observations, and what the scan reads at each step: the time, the
+        actor's noise and the environment's keys, all drawn before the scan (per-step key splits
+        and sampling inside the loop cost a third of the LSTM step on a CPU)."""
+        num_tasks = jax.tree.leaves(self.tasks)[0].shape[0]
+        key, reset_key = jax.random.split(self.key)
+        env_states, first_obs = jax.vmap(self.family.reset)(
+            jax.random.split(reset_key, num_tasks), self.tasks
+        )
+        action_key, env_key = jax.random.split(key)
+        steps = {
+            "time": jnp.arange(self.num_steps, dtype=jnp.int32),
+            "noise": actor.noise(action_key, self.num_steps, num_tasks),
+            "env_keys": jax.random.split(env_key, (self.num_steps, num_tasks)),
+        }
+        return env_states, first_obs, steps
+
+    def truth(self, step: dict[str, jax.Array], env_states: PyTree) -> jax.Array:
+        return jax.vmap(self.family.true_features)(self.tasks, env_states)
+
+    def step(self, step: dict[str, jax.Array], env_states: PyTree, actions: jax.Array):
+        """``(env_states, next_obs, actions, rewards, dones)`` after the actor's ``actions``."""
+        env_states, next_obs, rewards, dones = jax.vmap(self.family.step)(
+            step["env_keys"], self.tasks, env_states, actions
+        )
+        return env_states, next_obs, actions, rewards, dones
+
+
+@dataclasses.dataclass(frozen=True)
+class _Replay:
+    """Teacher forcing: the recorded ``history`` is read back; no environment is stepped."""
+
+    history: Trajectory
+
+    def start(self, actor: Actor) -> tuple[None, jax.Array, dict[str, jax.Array]]:
+        history = self.history
+        steps = {
+            "time": jnp.arange(history.actions.shape[0], dtype=jnp.int32),
+            "actions": history.actions,
+            "rewards": history.rewards,
+            "dones": history.dones,
+            "next_obs": history.obs[1:],
+            "truth": history.truth,
+        }
+        return None, history.obs[0], steps
+
+    def truth(self, step: dict[str, jax.Array], env_states: None) -> jax.Array:
+        return step["truth"]
+
+    def step(self, step: dict[str, jax.Array], env_states: None, actions: jax.Array | None):
+        """The recorded transition; the actor's own ``actions`` (if any) are ignored."""
+        return None, step["next_obs"], step["actions"], step["rewards"], step["dones"]
+
+
+def _check_source(key: jax.Array | None, tasks: PyTree | None, history: Trajectory | None) -> None:
+    """Raises unless exactly one of (``key`` and ``tasks``) or ``history`` is given."""
     acting = key is not None or tasks is not None
     if (history is not None) == acting or (acting and (key is None or tasks is None)):
         raise ValueError(
@@ -347,7 +383,6 @@ def _check_source(key: jax.Array | None, tasks: PyTree | None, history: Trajecto
             f"trajectory to replay), exactly one of them; got key={'set' if key is not None else None}, "
             f"tasks={'set' if tasks is not None else None}, history={'set' if history is not None else None}"
         )
-    return history is not None
 
 
 def rollout(
