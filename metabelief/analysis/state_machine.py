@@ -62,7 +62,7 @@ from metabelief.agents.lstm import RecurrentAgent
 from metabelief.analysis.records import Record
 from metabelief.baselines.bayes_optimal import BayesOptimal
 from metabelief.rollout import Trajectory, replay_beliefs, replay_jit, split_lanes
-from metabelief.tasks.bandit_base import BetaBelief
+from metabelief.tasks.bandit_base import BetaBelief, observed_counts
 from metabelief.tasks.base import BetaArms, TaskFamily, require_capability
 
 # A policy: states ``[..., S]`` -> action probabilities ``[..., A]``.
@@ -122,7 +122,7 @@ def bayes_counts(family: TaskFamily, history: Trajectory) -> jax.Array:
 def _bayes_counts(family: BetaArms, obs: jax.Array, actions: jax.Array, rewards: jax.Array) -> jax.Array:
     history = _History(obs=obs, actions=actions, rewards=rewards)
     posterior = jax.vmap(jax.vmap(family.beta_posterior))(replay_beliefs(family, history))
-    return jnp.concatenate([posterior.alpha - family.prior_a, posterior.beta - family.prior_b], axis=-1)
+    return jnp.concatenate(observed_counts(posterior, family.prior_a, family.prior_b), axis=-1)
 
 
 class _History(NamedTuple):
@@ -174,7 +174,7 @@ def simulate(
     Returns ``{name: Simulation}`` (``Simulation.to_dict()`` is the JSON form, ``{direction:
     {"linear" | "mlp": {measure: float}}}`` over ``DIRECTIONS``, ``MAP_KINDS`` and ``MEASURES``).
     """
-    counts = jnp.round(bayes_counts(family, history))  # [T, N, 2K]: the Bayes state
+    counts = bayes_counts(family, history)  # [T, N, 2K]: the Bayes state
     report = {}
     for name, params in networks.items():
         replayed = replay_jit(family, agent, params, history)

@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from metabelief.tasks.bandit_base import BetaBelief, beta_mean
+from metabelief.tasks.bandit_base import BetaBelief, beta_mean, observed_counts
 from metabelief.tasks.base import (
     BetaArms,
     DependentArms,
@@ -362,17 +362,12 @@ def _finish_table(levels: list[np.ndarray], q_levels: list[np.ndarray]) -> Bayes
 # --- from a belief to its row (jittable) --------------------------------------------------------
 
 
-def _observed_counts(counts: jax.Array, prior: float) -> jax.Array:
-    return jnp.round(counts - prior).astype(jnp.int32)
-
-
 def _bernoulli_key(
     prior_a: float, prior_b: float, posterior: BetaBelief, width: int
 ) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Level, canonical row and each arm's column: an arm's rank in decreasing id order, and
     the last column (an untouched arm, id 0) for the arms beyond the table's width."""
-    successes = _observed_counts(posterior.alpha, prior_a)
-    failures = _observed_counts(posterior.beta, prior_b)
+    successes, failures = (count.astype(jnp.int32) for count in observed_counts(posterior, prior_a, prior_b))
     ids = _arm_id(successes, failures)  # [num_arms]
     order = jnp.argsort(-ids)
     rank = jnp.argsort(order)

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metabelief.tasks import validation
-from metabelief.tasks.bandit_base import beta_mean
+from metabelief.tasks.bandit_base import beta_mean, observed_counts
 from metabelief.tasks.base import BetaArms, PyTree, TaskFamily, require_capability
 
 # Calibration of the Gittins index: the depth past which an arm's mean is taken as known (its
@@ -45,9 +45,7 @@ def _check_family(name: str, family: TaskFamily) -> None:
 
 def _observed_counts(family: BetaArms, belief: PyTree) -> tuple[jax.Array, jax.Array]:
     """Observed successes and pulls of each arm: the posterior's counts minus the prior, float32."""
-    posterior = family.beta_posterior(belief)
-    successes = jnp.round(posterior.alpha - family.prior_a)
-    failures = jnp.round(posterior.beta - family.prior_b)
+    successes, failures = observed_counts(family.beta_posterior(belief), family.prior_a, family.prior_b)
     return successes, successes + failures
 
 

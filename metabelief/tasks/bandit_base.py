@@ -37,6 +37,12 @@ def beta_mean(belief: BetaBelief) -> jax.Array:
     return belief.alpha / (belief.alpha + belief.beta)
 
 
+def observed_counts(posterior: BetaBelief, prior_a: float, prior_b: float) -> tuple[jax.Array, jax.Array]:
+    """The successes and failures behind a Beta posterior: its pseudo-counts less the prior's,
+    rounded to whole numbers (float32; the rounding undoes float error in the counts)."""
+    return jnp.round(posterior.alpha - prior_a), jnp.round(posterior.beta - prior_b)
+
+
 def beta_std(belief: BetaBelief) -> jax.Array:
     """Posterior standard deviation of a Beta(alpha, beta), same shape as the counts."""
     total = belief.alpha + belief.beta

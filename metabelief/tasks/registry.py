@@ -98,8 +98,13 @@ def is_family(value: object) -> bool:
     return (
         not isinstance(value, type)
         and all(hasattr(value, name) for name in FAMILY_SIZES)
-        and all(callable(getattr(value, name, None)) for name in FAMILY_METHODS)
+        and _has_methods(value)
     )
+
+
+def _has_methods(value: object) -> bool:
+    """Whether ``value`` (an instance or a class) has every method of the contract."""
+    return all(callable(getattr(value, name, None)) for name in FAMILY_METHODS)
 
 
 def family_spec(family: str | TaskFamily) -> str | dict[str, Any]:
@@ -176,16 +181,14 @@ def family_from_spec(spec: str | Mapping[str, Any], family: TaskFamily | None = 
     if "fields" not in spec or not spec.get("rebuildable", True):
         raise ValueError(f"the recorded family {path} cannot be rebuilt from its record alone: {advice}")
     cls = _import_class(path, advice)
-    is_family_class = issubclass(cls, TaskFamily) or all(
-        callable(getattr(cls, name, None)) for name in FAMILY_METHODS
-    )
+    is_family_class = issubclass(cls, TaskFamily) or _has_methods(cls)
     if not (dataclasses.is_dataclass(cls) and is_family_class):
         raise ValueError(f"the recorded family class {path} is not a dataclass task family: {advice}")
     fields = spec["fields"]
     if not isinstance(fields, Mapping):
         raise ValueError(f"the recorded fields of family {path} must be a dict, got {fields!r}")
     try:
-        rebuilt = cls(**{name: _tuples(value) for name, value in fields.items()})
+        rebuilt = cls(**{name: hashable(value) for name, value in fields.items()})
     except (TypeError, ValueError) as error:
         raise ValueError(f"the recorded fields do not fit family class {path} ({error}): {advice}") from error
     if not _fields_match(_json_fields(rebuilt), fields):
@@ -257,9 +260,12 @@ def _json_value(value: Any) -> Any:
     raise TypeError(f"no JSON form for {value!r}")
 
 
-def _tuples(value: Any) -> Any:
-    """JSON lists back to (nested) tuples, so a rebuilt family stays hashable."""
-    return tuple(_tuples(item) for item in value) if isinstance(value, list | tuple) else value
+def hashable(value: Any) -> Any:
+    """Lists (e.g. from JSON) and arrays as nested tuples, so family arguments and a rebuilt
+    family's fields stay hashable."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    return tuple(hashable(item) for item in value) if isinstance(value, list | tuple) else value
 
 
 def _fields_match(actual: Mapping[str, Any] | None, recorded: Any) -> bool:

@@ -6,8 +6,6 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 from metabelief.agents.lstm import RecurrentAgent, agent_for
 from metabelief.tasks import registry
 from metabelief.tasks.base import TaskFamily
@@ -191,17 +189,12 @@ def _family_args(pairs: Any) -> tuple[tuple[str, Any], ...]:
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
         raise ValueError(f"family_args give {', '.join(repeated)} more than once")
-    frozen = tuple(sorted(((str(name), _frozen(value)) for name, value in pairs), key=lambda pair: pair[0]))
+    frozen = tuple(
+        sorted(((str(name), registry.hashable(value)) for name, value in pairs), key=lambda pair: pair[0])
+    )
     for name, value in frozen:
         try:
             hash(value)
         except TypeError:
             raise ValueError(f"family_args value of {name} must be hashable, got {value!r}") from None
     return frozen
-
-
-def _frozen(value: Any) -> Any:
-    """Lists (e.g. from JSON) and arrays become tuples, so family arguments stay hashable."""
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    return tuple(_frozen(item) for item in value) if isinstance(value, list | tuple) else value
