@@ -86,8 +86,10 @@ class Actor(Protocol):
     """A policy driving the engine, over the batch of N tasks.
 
     ``noise(key, num_steps, num_tasks)`` draws the policy's randomness for every step and lane
-    before the scan. ``act`` gets step t's slice of it (None under teacher forcing, where the
-    recorded actions are taken) and returns ``(memory, actions int32[N] or None, outputs)``,
+    before the scan. ``act`` reads the carry (its own ``memory``, the exact ``belief``, the
+    observation ``obs`` and the previous action and reward) and step t's slice of the noise (None
+    under teacher forcing, where the recorded actions are taken) and returns ``(memory, actions
+    int32[N] or None, outputs)``,
     ``outputs`` a dict of ``Trajectory`` fields (the network's ``hidden``, ...) or empty.
     ``observe`` updates the memory after the transition.
     """
@@ -97,7 +99,7 @@ class Actor(Protocol):
     def init(self, obs: jax.Array, beliefs: PyTree) -> PyTree: ...
 
     def act(
-        self, memory: PyTree, beliefs: PyTree, carry: Carry, time: jax.Array, noise: PyTree | None
+        self, carry: Carry, time: jax.Array, noise: PyTree | None
     ) -> tuple[PyTree, jax.Array | None, dict[str, jax.Array]]: ...
 
     def observe(
@@ -142,9 +144,9 @@ class NetworkActor:
     def init(self, obs: jax.Array, beliefs: PyTree) -> PyTree:
         return self.agent.initial_carry(obs.shape[0])
 
-    def act(self, memory, beliefs, carry, time, noise):
+    def act(self, carry, time, noise):
         inputs = self.agent.inputs(carry.obs, carry.prev_action, carry.prev_reward, time)
-        memory, logits, values = self.agent.step(self.params, memory, inputs)
+        memory, logits, values = self.agent.step(self.params, carry.memory, inputs)
         cell, hidden = memory
         actions = None if noise is None else _sample(jax.lax.stop_gradient(logits), noise)
         return memory, actions, {"hidden": hidden, "cell": cell, "logits": logits, "values": values}
@@ -163,9 +165,9 @@ class BeliefActor(_Memoryless):
     def noise(self, key: jax.Array, num_steps: int, num_tasks: int) -> jax.Array:
         return jax.random.split(key, (num_steps, num_tasks))
 
-    def act(self, memory, beliefs, carry, time, noise):
-        actions = None if noise is None else jax.vmap(self.policy)(noise, beliefs, carry.obs)
-        return memory, actions, {}
+    def act(self, carry, time, noise):
+        actions = None if noise is None else jax.vmap(self.policy)(noise, carry.belief, carry.obs)
+        return carry.memory, actions, {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,9 +182,9 @@ class LearnerActor:
     def init(self, obs: jax.Array, beliefs: PyTree) -> PyTree:
         return jax.vmap(self.learner.init)(obs)
 
-    def act(self, memory, beliefs, carry, time, noise):
-        actions = None if noise is None else jax.vmap(self.learner)(noise, memory, carry.obs)
-        return memory, actions, {}
+    def act(self, carry, time, noise):
+        actions = None if noise is None else jax.vmap(self.learner)(noise, carry.memory, carry.obs)
+        return carry.memory, actions, {}
 
     def observe(self, memory, obs, actions, rewards, next_obs):
         return jax.vmap(self.learner.update)(memory, obs, actions, rewards, next_obs)
@@ -197,8 +199,8 @@ class UniformActions(_Memoryless):
     def noise(self, key: jax.Array, num_steps: int, num_tasks: int) -> jax.Array:
         return jax.random.randint(key, (num_steps, num_tasks), 0, self.num_actions, jnp.int32)
 
-    def act(self, memory, beliefs, carry, time, noise):
-        return memory, noise, {}
+    def act(self, carry, time, noise):
+        return carry.memory, noise, {}
 
 
 def sample_tasks(family: TaskFamily, key: jax.Array, num_tasks: int) -> PyTree:
@@ -254,9 +256,7 @@ def lockstep(
 
     def advance(carry: Carry, step: dict[str, Any]) -> tuple[Carry, dict[str, jax.Array], jax.Array]:
         """One step of every lane: the next carry, what is recorded, and the probe pairs."""
-        memory, actions, outputs = actor.act(
-            carry.memory, carry.belief, carry, step["time"], step.get("noise")
-        )
+        memory, actions, outputs = actor.act(carry, step["time"], step.get("noise"))
         features = belief_features(carry.belief) if track_belief else no_features
         truth = source.truth(step, carry.env_state) if track_belief else no_features
         env_states, next_obs, actions, rewards, dones = source.step(step, carry.env_state, actions)
