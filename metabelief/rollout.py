@@ -36,7 +36,7 @@ import numpy as np
 from flax import struct
 
 from metabelief import probes
-from metabelief.agents.lstm import RecurrentAgent
+from metabelief.agents.base import Agent
 from metabelief.tasks.base import PyTree, TaskFamily
 
 
@@ -44,8 +44,8 @@ from metabelief.tasks.base import PyTree, TaskFamily
 class Trajectory:
     """One episode of N tasks under any policy; index t is the t-th decision.
 
-    The network's outputs (``hidden``, ``cell``, ``logits``, ``values``) are None for a policy
-    that is not the recurrent network.
+    The network's outputs (``hidden``, ``memory``, ``logits``, ``values``) are None for a policy
+    that is not a network agent (``metabelief.agents``).
     """
 
     obs: jax.Array  # float32[T + 1, N, O]: obs[t] is acted on at step t, obs[T] is the last seen
@@ -54,8 +54,8 @@ class Trajectory:
     dones: jax.Array  # bool[T, N]
     features: jax.Array  # float32[T, N, F]: belief_features given obs[:t + 1], actions[:t], rewards[:t]
     truth: jax.Array  # float32[T, N, D]: true_features in the state acted on at step t
-    hidden: jax.Array | None = None  # float32[T, N, H]: LSTM output after reading step t's input
-    cell: jax.Array | None = None  # float32[T, N, H]
+    hidden: jax.Array | None = None  # float32[T, N, H]: the memory readout after reading step t's input
+    memory: jax.Array | None = None  # float32[T, N, M]: the whole memory then, hidden first
     logits: jax.Array | None = None  # float32[T, N, A]
     values: jax.Array | None = None  # float32[T, N]
 
@@ -67,7 +67,7 @@ class Carry:
     env_state: PyTree  # the family's states; None under teacher forcing
     obs: jax.Array  # float32[N, O]: the observation acted on next
     belief: PyTree  # the exact beliefs; None when not tracked
-    memory: PyTree  # the policy's own memory: the LSTM state, a learner's memory, or None
+    memory: PyTree  # the policy's own memory: an agent's carry, a learner's memory, or None
     prev_action: jax.Array  # int32[N]: -1 before the first step
     prev_reward: jax.Array  # float32[N]
     moments: probes.Moments | None  # probe statistics per split of lanes, or None
@@ -132,10 +132,11 @@ class _Memoryless:
 
 @struct.dataclass
 class NetworkActor:
-    """The recurrent actor-critic: reads ``[obs, one-hot previous action, previous reward]`` and
-    samples from ``softmax(logits)`` by inverting the CDF at one uniform number per step and lane."""
+    """A network agent (``metabelief.agents``): reads ``[obs, one-hot previous action, previous
+    reward]`` and samples from ``softmax(logits)`` by inverting the CDF at one uniform number per
+    step and lane; records its readout (``hidden``) and its whole ``memory``."""
 
-    agent: RecurrentAgent = struct.field(pytree_node=False)
+    agent: Agent = struct.field(pytree_node=False)
     params: PyTree
 
     def noise(self, key: jax.Array, num_steps: int, num_tasks: int) -> jax.Array:
@@ -147,9 +148,10 @@ class NetworkActor:
     def act(self, carry, time, noise):
         inputs = self.agent.inputs(carry.obs, carry.prev_action, carry.prev_reward, time)
         memory, logits, values = self.agent.step(self.params, carry.memory, inputs)
-        cell, hidden = memory
+        vector = self.agent.memory(memory)
         actions = None if noise is None else _sample(jax.lax.stop_gradient(logits), noise)
-        return memory, actions, {"hidden": hidden, "cell": cell, "logits": logits, "values": values}
+        outputs = {"hidden": vector[:, : self.agent.hidden_size], "memory": vector}
+        return memory, actions, {**outputs, "logits": logits, "values": values}
 
     def observe(self, memory, obs, actions, rewards, next_obs):
         return memory
@@ -387,7 +389,7 @@ def _check_source(key: jax.Array | None, tasks: PyTree | None, history: Trajecto
 
 def rollout(
     family: TaskFamily,
-    agent: RecurrentAgent,
+    agent: Agent,
     params: PyTree,
     key: jax.Array,
     tasks: PyTree,
@@ -402,7 +404,7 @@ def rollout(
 
     Args:
       family: the task family.
-      agent: the recurrent agent's sizes; ``params`` its parameters.
+      agent: the agent (``metabelief.agents``); ``params`` its parameters.
       key: PRNG key for resets, action sampling and environment noise.
       tasks: task pytree with a leading [N] axis.
       num_steps: T; past the horizon the task stays and ``done`` stays true.
@@ -418,7 +420,7 @@ def rollout(
 
 def rollout_population(
     family: TaskFamily,
-    agent: RecurrentAgent,
+    agent: Agent,
     population: PyTree,
     key: jax.Array,
     tasks: PyTree,
@@ -433,11 +435,11 @@ def rollout_population(
 rollout_population_jit = jax.jit(rollout_population, static_argnums=(0, 1, 5))
 
 
-def replay(family: TaskFamily, agent: RecurrentAgent, params: PyTree, history: Trajectory) -> Trajectory:
+def replay(family: TaskFamily, agent: Agent, params: PyTree, history: Trajectory) -> Trajectory:
     """Teacher forcing: the agent and the belief read ``history``'s observations, actions and rewards.
 
     The environment is not stepped: ``obs``, ``actions``, ``rewards``, ``dones`` and ``truth``
-    are copied from ``history``; ``hidden``, ``cell``, ``logits``, ``values`` and ``features`` are
+    are copied from ``history``; ``hidden``, ``memory``, ``logits``, ``values`` and ``features`` are
     recomputed. Replaying an agent's own rollout with the same parameters reproduces it.
     """
     track_belief = history.features.shape[-1] > 0  # a history recorded without beliefs stays so
@@ -463,6 +465,17 @@ def replay_beliefs(family: TaskFamily, history: Trajectory) -> PyTree:
     return beliefs
 
 
+def history_inputs(agent: Agent, history: Trajectory) -> jax.Array:
+    """``float32[T, N, input_size]``: the input vector the agent read at each step of ``history``
+    (``agent.inputs`` of ``obs[t]``, the action and reward of step ``t - 1``, none before the first,
+    and the time ``t``): what ``metabelief.agents.unroll`` replays."""
+    num_steps, num_tasks = history.actions.shape
+    prev_actions = jnp.concatenate([jnp.full((1, num_tasks), -1, jnp.int32), history.actions[:-1]])
+    prev_rewards = jnp.concatenate([jnp.zeros((1, num_tasks), jnp.float32), history.rewards[:-1]])
+    steps = jnp.arange(num_steps, dtype=jnp.int32)
+    return jax.vmap(agent.inputs)(history.obs[:-1], prev_actions, prev_rewards, steps)
+
+
 def split_lanes(array: jax.Array, sizes: Sequence[int]) -> list[jax.Array]:
     """``[T, N, ...]`` -> a list of ``[T, n_split, ...]``: consecutive blocks of task lanes."""
     return jnp.split(array, np.cumsum(sizes)[:-1], axis=1)
@@ -479,7 +492,7 @@ def lane_moments(x: jax.Array, y: jax.Array, sizes: Sequence[int]) -> probes.Mom
 
 def probe_moments(
     family: TaskFamily,
-    agent: RecurrentAgent,
+    agent: Agent,
     params: PyTree,
     split_sizes: Sequence[int],
     *,

@@ -36,7 +36,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from metabelief import probes, rollout
-from metabelief.agents.lstm import RecurrentAgent
+from metabelief.agents.base import Agent
 from metabelief.tasks.base import PyTree, TaskFamily
 from metabelief.tasks.validation import integer_at_least
 
@@ -139,7 +139,7 @@ def to_host(tree: PyTree) -> PyTree:
 
 def probe_moments(
     family: TaskFamily,
-    agent: RecurrentAgent,
+    agent: Agent,
     params: PyTree,
     split_sizes: Sequence[int],
     mesh: Mesh,
@@ -184,7 +184,7 @@ _streamed_moments = jax.jit(rollout.probe_moments, static_argnums=(0, 1, 3), sta
 @jax.jit(static_argnums=(0, 1, 2, 3))
 def _replayed_moments(
     family: TaskFamily,
-    agent: RecurrentAgent,
+    agent: Agent,
     mesh: Mesh,
     split_sizes: tuple[int, ...],
     params: PyTree,

@@ -38,14 +38,14 @@ SPLITS = (24, 16, 24)  # 16 lanes per device: the first two splits straddle devi
 def _four_device_worker(out_dir: str) -> None:
     """Trains and probes on one device and on all 4, saving both results in ``out_dir``."""
     from metabelief import rollout
-    from metabelief.train import a2c, init_population, train
+    from metabelief.train import init_population, loop, train
 
     assert jax.device_count() == NUM_DEVICES, jax.devices()
     out_dir = pathlib.Path(out_dir)
     arrays, facts = {}, {}
 
     def flops(config):  # the chunk train() compiled, from the compilation cache: its cost per device
-        compiled = a2c._train_chunk.lower(
+        compiled = loop._train_chunk.lower(
             init_population(config), config, CONFIG["updates_per_chunk"]
         ).compile()
         cost = compiled.cost_analysis()

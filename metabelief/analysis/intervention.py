@@ -22,16 +22,17 @@ agent's policy is compared with what the belief policy does under the same chang
    how the hidden state moves on average per unit of mean ``d`` with the other means fixed. Its
    responses are reported under ``"encoding"`` with the read-out's view of it (``W^T u_enc``).
 3. **Agent response.** On the TEST lanes, at every counted decision (``target.decisions``), with
-   ``h`` the replayed hidden state and ``c`` the cell:
+   ``h`` the replayed hidden state (the agent's readout) and ``m`` the rest of its memory (the
+   LSTM's cell; ``metabelief.agents``):
 
    * ``agent``: ``P(target action | policy head(h + dh)) - P(target action | policy head(h))``,
      the policy head read directly (the immediate effect);
-   * ``agent_next_step``: the LSTM is stepped once from the shifted carry ``(c, h + dh)`` (cell
-     unchanged) on the history's next input (``obs[t + 1]``, ``actions[t]``, ``rewards[t]``) and
+   * ``agent_next_step``: the agent is stepped once from the shifted carry (``carry_from_memory``
+     of ``[h + dh, m]``, the rest of the memory unchanged) on the history's next input (``obs[t + 1]``, ``actions[t]``, ``rewards[t]``) and
      the policy at that next decision is compared with the one from the unshifted carry. Steps
      ``t`` count when both ``t`` and ``t + 1`` are counted decisions within the episode (the last
      step has no next decision). The shift is applied once, at ``t``; the next step's hidden
-     state is whatever the LSTM makes of it.
+     state is whatever the agent makes of it.
 
    Both are averaged over the counted test steps, for each ``delta``.
 4. **Belief-greedy ("Bayes") response.** The exact posterior feature ``d`` is moved by the same
@@ -84,7 +85,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metabelief import probes
-from metabelief.agents.lstm import RecurrentAgent
+from metabelief.agents.base import Agent
 from metabelief.analysis.records import Record
 from metabelief.rollout import Trajectory, lane_moments, replay_jit, split_lanes
 from metabelief.tasks.base import PyTree, TaskFamily
@@ -230,7 +231,7 @@ def minimum_norm_shift(weights: np.ndarray | jax.Array, dimension: int) -> np.nd
 
 
 def fit_read_out(
-    agent: RecurrentAgent, replayed: Trajectory, sizes: tuple[int, int, int], num_means: int
+    agent: Agent, replayed: Trajectory, sizes: tuple[int, int, int], num_means: int
 ) -> probes.LinearProbeResult:
     """The linear read-out hidden -> the first ``num_means`` belief features (``linear_probe``:
     fitted on the train and validation lanes, scored on the test lanes).
@@ -244,7 +245,7 @@ def fit_read_out(
 # ----------------------------------------------------------------------------- responses
 def dose_response(
     family: TaskFamily,
-    agent: RecurrentAgent,
+    agent: Agent,
     networks: dict[str, PyTree],
     history: Trajectory,
     sizes: Sequence[int],
@@ -317,7 +318,7 @@ def dose_response(
         read_out = fit_read_out(agent, replayed, sizes, num_means)
         weights = np.asarray(read_out.probe.weights, np.float64)
         direction = minimum_norm_shift(weights, target.feature)
-        hidden, cell = (split_lanes(leaf, sizes)[2] for leaf in (replayed.hidden, replayed.cell))
+        hidden, memory = (split_lanes(leaf, sizes)[2] for leaf in (replayed.hidden, replayed.memory))
         encoding = encoding_direction(agent, replayed, sizes, num_means, target.feature)
         # Mean change of P(target action) per delta along each push: now and one LSTM step later.
         (now, after), (enc_now, enc_after) = (
@@ -327,8 +328,7 @@ def dose_response(
                     agent,
                     target.action,
                     params,
-                    hidden,
-                    cell,
+                    memory,
                     next_inputs,
                     mask,
                     next_mask,
@@ -369,7 +369,7 @@ def dose_response(
 
 
 def encoding_direction(
-    agent: RecurrentAgent, replayed: Trajectory, sizes: tuple[int, int, int], num_means: int, dimension: int
+    agent: Agent, replayed: Trajectory, sizes: tuple[int, int, int], num_means: int, dimension: int
 ) -> np.ndarray:
     """``[H]``: how the hidden state moves, on average, per unit of posterior mean ``dimension`` with
     the other means held fixed: row ``dimension`` of the ridge regression posterior means -> hidden
@@ -392,11 +392,10 @@ def fraction_of_bayes(agent: Sequence[float], bayes: Sequence[float]) -> float |
 
 @functools.partial(jax.jit, static_argnames=("agent", "action"))
 def _agent_response(
-    agent: RecurrentAgent,
+    agent: Agent,
     action: int,
     params: PyTree,
-    hidden: jax.Array,  # [T, n, H]
-    cell: jax.Array,  # [T, n, H]
+    memory: jax.Array,  # [T, n, M], the readout first
     next_inputs: jax.Array,  # [T, n, I]
     mask: jax.Array,  # bool[T, n]
     next_mask: jax.Array,  # bool[T, n]
@@ -404,15 +403,16 @@ def _agent_response(
     deltas: jax.Array,  # [K]
 ) -> tuple[jax.Array, jax.Array]:
     """Mean change of P(``action``) per delta, ``([K], [K])``: from the policy head at the shifted
-    hidden state, and at the next step from the LSTM stepped on from the shifted carry."""
-    head = params["params"]["policy"]
+    hidden state, and at the next step from the agent stepped on from the shifted carry."""
+    hidden = memory[..., : agent.hidden_size]
     batch = hidden.shape[:-1]
 
     def now(h):
-        return jax.nn.softmax(h @ head["kernel"] + head["bias"])[..., action]
+        return jax.nn.softmax(agent.heads(params, h)[0])[..., action]
 
     def next_step(h):
-        carry = (cell.reshape(-1, cell.shape[-1]), h.reshape(-1, h.shape[-1]))
+        shifted = memory.at[..., : agent.hidden_size].set(h)
+        carry = agent.carry_from_memory(shifted.reshape(-1, shifted.shape[-1]))
         _, logits, _ = agent.step(params, carry, next_inputs.reshape(-1, next_inputs.shape[-1]))
         return jax.nn.softmax(logits)[..., action].reshape(batch)
 

@@ -13,7 +13,8 @@ true_actions=true_metaRL_actions, mapped_actions=mapped_bayes_actions)`` and Bay
 ``true_actions=true_bayes_actions, mapped_actions=mapped_metaRL_actions``).
 
 Both agents read the same histories (the trained agent's held-out rollout): the recurrent agent's
-state is its LSTM ``[hidden, cell]`` and its policy is its policy head on ``hidden``; the
+state is its whole memory (``agent.memory``: the LSTM's ``[hidden, cell]``, a GRU's ``hidden``)
+and its policy is its policy head on the readout (``agent.heads``); the
 Bayes-optimal agent's state is the exact posterior of a family with the ``BetaArms`` capability
 (``metabelief.tasks.base``; built in: ``bernoulli_bandit``) as counts (successes and failures of
 each arm, ``bayes_counts``: ``beta_posterior`` of the replayed belief minus the prior) and its
@@ -58,7 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from metabelief import probes
-from metabelief.agents.lstm import RecurrentAgent
+from metabelief.agents.base import Agent
 from metabelief.analysis.records import Record
 from metabelief.baselines.bayes_optimal import BayesOptimal
 from metabelief.rollout import Trajectory, replay_beliefs, replay_jit, split_lanes
@@ -142,20 +143,19 @@ def bayes_count_policy(family: TaskFamily, bayes: BayesOptimal) -> Policy:
     return functools.partial(_bayes_action_probs, family, bayes)
 
 
-def network_policy(agent: RecurrentAgent, params: dict) -> Policy:
-    """The recurrent agent's policy head on states ``[..., 2H]`` = ``[hidden, cell]``: it reads
-    ``hidden`` only, as the network does (``softmax`` of the replay's logits on true states)."""
-    policy = params["params"]["policy"]
+def network_policy(agent: Agent, params: dict) -> Policy:
+    """The agent's policy head on memory states ``[..., M]``: it reads the readout (the first
+    ``H`` entries) only, as the network does (``softmax`` of the replay's logits on true states)."""
 
     def probs(states: jax.Array) -> jax.Array:
-        return jax.nn.softmax(states[..., : agent.hidden_size] @ policy["kernel"] + policy["bias"])
+        return jax.nn.softmax(agent.heads(params, states[..., : agent.hidden_size])[0])
 
     return probs
 
 
 def simulate(
     family: TaskFamily,
-    agent: RecurrentAgent,
+    agent: Agent,
     networks: dict[str, dict],
     history: Trajectory,
     bayes: BayesOptimal,
@@ -167,7 +167,7 @@ def simulate(
     """``simulate_states`` of each named network against the Bayes-optimal agent on ``history``.
 
     ``family`` needs the ``BetaArms`` capability (``metabelief.tasks.base``), whatever its class.
-    Each network replays ``history`` (teacher forcing); its state is ``[hidden, cell]``, the Bayes
+    Each network replays ``history`` (teacher forcing); its state is its memory, the Bayes
     agent's the posterior counts of the exact belief replayed on ``history`` (``bayes_counts``),
     the arms' means ``history.truth``; lanes are cut into ``split_sizes`` (train, validation, test).
 
@@ -178,7 +178,7 @@ def simulate(
     report = {}
     for name, params in networks.items():
         replayed = replay_jit(family, agent, params, history)
-        agent_states = jnp.concatenate([replayed.hidden, replayed.cell], axis=-1)  # [T, N, 2H]
+        agent_states = replayed.memory  # [T, N, M]
         key, network_key = jax.random.split(key)
         report[name] = simulate_states(
             counts,

@@ -8,7 +8,7 @@ one held-out trajectory:
   R^2 of hidden -> each belief feature on its own (means and uncertainties apart);
 * an input-only baseline: the last ``k`` network inputs and the time step, no network at all;
 * R^2 with time partialled out, for each network and the input-only baseline;
-* ``[hidden, cell]`` beside hidden alone;
+* the whole memory (``agent.memory``: the LSTM's ``[hidden, cell]``) beside its readout alone;
 * predictive sufficiency: the MSE of decoding the *true* task quantity against the Bayes minimum
   (the exact posterior mean, the MSE-optimal predictor given the history) and the prior;
 * the headline differences: trained minus untrained, trained minus input-only.
@@ -40,9 +40,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from metabelief import probes
-from metabelief.agents.lstm import RecurrentAgent
+from metabelief.agents.base import Agent
 from metabelief.analysis.records import Record
-from metabelief.rollout import Trajectory, replay_jit, split_lanes
+from metabelief.rollout import Trajectory, history_inputs, replay_jit, split_lanes
 from metabelief.tasks.base import PyTree, TaskFamily
 
 INPUT_ONLY = "input_only"  # the name of the input-only baseline beside the networks' names
@@ -64,7 +64,7 @@ class NetworkScores(Record):
     """``network_scores``: one network's states as probe inputs."""
 
     hidden: ControlScores  # hidden -> features
-    hidden_and_cell: ControlScores  # [hidden, cell] -> features
+    memory: ControlScores  # the whole memory -> features
     per_dimension: tuple[float | None, ...]  # [F]: hidden -> each feature, a probe each
     within_time: ControlScores  # hidden -> features, time partialled out
     truth_mse: float | None  # hidden -> the truth
@@ -93,11 +93,11 @@ class InputOnly(Record):
 
 
 @dataclasses.dataclass(frozen=True)
-class HiddenAndCell(Record):
-    """Hidden alone beside ``[hidden, cell]`` as probe inputs."""
+class HiddenAndMemory(Record):
+    """The readout (hidden) alone beside the whole memory as probe inputs."""
 
     hidden: ControlScores
-    hidden_and_cell: ControlScores
+    memory: ControlScores
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,7 +139,7 @@ class ProbeControls(Record):
     per_dimension: dict[str, tuple[float | None, ...]]
     input_only: tuple[InputOnly, ...]
     within_time: dict[str, ControlScores]
-    hidden_and_cell: dict[str, HiddenAndCell]
+    hidden_and_memory: dict[str, HiddenAndMemory]
     truth: TruthDecoding
     headline: Headline
 
@@ -151,7 +151,7 @@ _PRECISION = "highest"
 
 def probe_controls(
     family: TaskFamily,
-    agent: RecurrentAgent,
+    agent: Agent,
     networks: Mapping[str, PyTree],
     history: Trajectory,
     sizes: Sequence[int],
@@ -184,8 +184,8 @@ def probe_controls(
         posterior means).
       - ``within_time[name]`` and ``within_time["input_only"]`` (the largest k):
         ``{"r2", "r2_posterior_mean"}`` with time partialled out.
-      - ``hidden_and_cell[name]``: ``{"hidden": {"r2", "r2_posterior_mean"},
-        "hidden_and_cell": {"r2", "r2_posterior_mean"}}``.
+      - ``hidden_and_memory[name]``: ``{"hidden": {"r2", "r2_posterior_mean"},
+        "memory": {"r2", "r2_posterior_mean"}}`` (the whole memory, ``agent.memory``).
       - ``truth``: ``{"bayes_minimum", "prior", "mse": {name..., "input_only"},
         "fraction_of_achievable": {name..., "input_only"}}``: test MSE of decoding the truth, the
         exact posterior mean's MSE, the train-tasks mean's MSE, and
@@ -208,7 +208,7 @@ def probe_controls(
     for name, params in networks.items():
         replayed = replay_jit(family, agent, params, history)
         scores[name] = network_scores(
-            replayed.hidden, replayed.cell, history.features, history.truth, sizes, ridge_grid=ridge_grid
+            replayed.memory, agent.hidden_size, history.features, history.truth, sizes, ridge_grid=ridge_grid
         )
     input_only = []
     for lag in lags:  # ascending: the last is the largest k, which also gives the other controls
@@ -245,8 +245,8 @@ def probe_controls(
         per_dimension={name: network.per_dimension for name, network in scores.items()},
         input_only=tuple(input_only),
         within_time=within_time,
-        hidden_and_cell={
-            name: HiddenAndCell(hidden=network.hidden, hidden_and_cell=network.hidden_and_cell)
+        hidden_and_memory={
+            name: HiddenAndMemory(hidden=network.hidden, memory=network.memory)
             for name, network in scores.items()
         },
         truth=truth,
@@ -256,17 +256,18 @@ def probe_controls(
 
 # ----------------------------------------------------------------------------- representations
 def network_scores(
-    hidden: jax.Array,
-    cell: jax.Array,
+    memory: jax.Array,
+    hidden_size: int,
     features: jax.Array,
     truth: jax.Array,
     sizes: Sequence[int],
     *,
     ridge_grid: Sequence[float] = probes.DEFAULT_RIDGE_GRID,
 ) -> NetworkScores:
-    """Test scores of one network's states ``hidden``, ``cell`` ``[T, N, H]`` as probe inputs.
+    """Test scores of one network's states as probe inputs: its whole ``memory`` ``[T, N, M]``,
+    whose first ``hidden_size`` entries are the readout ``hidden`` (``metabelief.agents``).
 
-    Returns ``NetworkScores``: ``hidden`` (or ``hidden_and_cell``, ``[hidden, cell]``) -> all ``F``
+    Returns ``NetworkScores``: ``hidden`` (or ``memory``, the whole vector) -> all ``F``
     belief features (``r2``, pooled) and -> the ``D`` posterior means (``r2_posterior_mean``);
     ``per_dimension``, hidden -> each feature with its own probe; ``within_time``, hidden ->
     features with time partialled out; and ``truth_mse``, the test MSE of hidden -> ``truth``.
@@ -274,19 +275,25 @@ def network_scores(
     num_tasks = features.shape[1]
     sizes = _check_sizes(sizes, num_tasks)
     _check_targets(features, truth)
-    for name, array in (("hidden", hidden), ("cell", cell)):
-        if array.shape[:2] != features.shape[:2] or array.shape != hidden.shape:
-            raise ValueError(f"{name} must be [T, N, H] like features' [T, N], got {array.shape}")
-        _check_finite(name, array)
-    _check_counts(sizes, features.shape[0], 2 * hidden.shape[-1])
+    if memory.ndim != 3 or memory.shape[:2] != features.shape[:2]:
+        raise ValueError(f"memory must be [T, N, M] like features' [T, N], got {memory.shape}")
+    if not 1 <= hidden_size <= memory.shape[-1]:
+        raise ValueError(f"hidden_size must be in [1, {memory.shape[-1]}] (the memory's width), got {hidden_size}")
+    _check_finite("memory", memory)
+    _check_counts(sizes, features.shape[0], memory.shape[-1])
     with jax.default_matmul_precision(_PRECISION):
-        raw, within = _network_moments(hidden, cell, features, truth, sizes)
-        shapes = dict(size=hidden.shape[-1], num_features=features.shape[-1], num_means=truth.shape[-1])
+        raw, within = _network_moments(memory, features, truth, sizes, hidden_size)
+        shapes = dict(
+            size=hidden_size,
+            memory_size=memory.shape[-1],
+            num_features=features.shape[-1],
+            num_means=truth.shape[-1],
+        )
         scores = _network_probes(raw, within, jnp.asarray(ridge_grid, jnp.float32), **shapes)
     scores = jax.device_get(scores)
     return NetworkScores(
         hidden=_control_scores(*scores["hidden"]),
-        hidden_and_cell=_control_scores(*scores["hidden_and_cell"]),
+        memory=_control_scores(*scores["memory"]),
         per_dimension=tuple(_number(v) for v in scores["per_dimension"]),
         within_time=_control_scores(*scores["within_time"]),
         truth_mse=_number(scores["truth_mse"]),
@@ -331,19 +338,16 @@ def input_only_scores(
     return scores, predictions
 
 
-def lagged_inputs(agent: RecurrentAgent, history: Trajectory, lags: int) -> jax.Array:
+def lagged_inputs(agent: Agent, history: Trajectory, lags: int) -> jax.Array:
     """The last ``lags`` network inputs at each step, ``float32[T, N, lags * input_size]``.
 
     Block ``j`` (``j = 0 .. lags - 1``) holds ``agent.inputs`` of step ``t - j`` — the vector the
-    LSTM reads there: ``obs[t - j]``, the action and reward of step ``t - j - 1`` (none before the
+    agent reads there: ``obs[t - j]``, the action and reward of step ``t - j - 1`` (none before the
     first) and the time — or zeros when ``t - j < 0``. Block 0 is what the network reads at t.
     """
     lags = _check_lags((lags,))[0]
-    num_steps, num_tasks = history.actions.shape
-    prev_actions = jnp.concatenate([jnp.full((1, num_tasks), -1, jnp.int32), history.actions[:-1]])
-    prev_rewards = jnp.concatenate([jnp.zeros((1, num_tasks), jnp.float32), history.rewards[:-1]])
-    steps = jnp.arange(num_steps, dtype=jnp.int32)
-    inputs = jax.vmap(agent.inputs)(history.obs[:-1], prev_actions, prev_rewards, steps)  # [T, N, I]
+    num_steps = history.actions.shape[0]
+    inputs = history_inputs(agent, history)  # [T, N, I]
     padded = jnp.concatenate([jnp.zeros((lags - 1, *inputs.shape[1:]), inputs.dtype), inputs])
     blocks = [padded[lags - 1 - lag : lags - 1 - lag + num_steps] for lag in range(lags)]
     return jnp.concatenate(blocks, axis=-1)
@@ -381,19 +385,20 @@ def fraction_of_achievable(
 # XLA's CPU runtime (jax 0.10.2, 2 cores) wedges a program holding a dozen independent batched
 # LAPACK solves of ~100 x 100 systems (every worker thread idle, the result never ready), so solves
 # are never gathered into one program, nor left in flight together.
-@jax.jit(static_argnames=("sizes",))
-def _network_moments(hidden, cell, features, truth, sizes):
-    """``(raw, within)``: (select, refit) statistics of ``[hidden, cell, features, truth]`` per block
+@jax.jit(static_argnames=("sizes", "hidden_size"))
+def _network_moments(memory, features, truth, sizes, hidden_size):
+    """``(raw, within)``: (select, refit) statistics of ``[memory, features, truth]`` per block
     of lanes, and of ``[hidden, features]`` less their per-step means."""
-    raw = _lane_moments(jnp.concatenate([hidden, cell, features, truth], axis=-1).astype(jnp.float32), sizes)
+    raw = _lane_moments(jnp.concatenate([memory, features, truth], axis=-1).astype(jnp.float32), sizes)
+    hidden = memory[..., :hidden_size]
     within = _time_moments(jnp.concatenate([hidden, features], axis=-1).astype(jnp.float32), sizes)[:2]
     return raw, within
 
 
-def _network_probes(raw, within, ridge_grid, size, num_features, num_means) -> dict:
-    """``{"hidden", "hidden_and_cell", "within_time": (r2, r2 of the means), "per_dimension",
+def _network_probes(raw, within, ridge_grid, size, memory_size, num_features, num_means) -> dict:
+    """``{"hidden", "memory", "within_time": (r2, r2 of the means), "per_dimension",
     "truth_mse"}``, arrays (the fields of ``NetworkScores``)."""
-    targets = slice(2 * size, 2 * size + num_features + num_means)  # [features, truth]
+    targets = slice(memory_size, memory_size + num_features + num_means)  # [features, truth]
     features, means = slice(0, num_features), slice(0, num_means)
 
     def pair(probe: _Probe) -> tuple[jax.Array, jax.Array]:
@@ -402,7 +407,7 @@ def _network_probes(raw, within, ridge_grid, size, num_features, num_means) -> d
     hidden = _Probe(*raw, ridge_grid, slice(0, size), targets)
     return {
         "hidden": pair(hidden),
-        "hidden_and_cell": pair(_Probe(*raw, ridge_grid, slice(0, 2 * size), targets)),
+        "memory": pair(_Probe(*raw, ridge_grid, slice(0, memory_size), targets)),
         "per_dimension": hidden.scores(features, per_column=True)[1].r2_per_dim,
         "truth_mse": hidden.scores(slice(num_features, num_features + num_means))[1].mse,
         "within_time": pair(_Probe(*within, ridge_grid, slice(0, size), slice(size, size + num_features))),

@@ -15,7 +15,7 @@ import jax
 import numpy as np
 
 from metabelief import probes
-from metabelief.agents.lstm import RecurrentAgent
+from metabelief.agents.base import Agent
 from metabelief.analysis.records import Record
 from metabelief.experiments.controls import ProbeControls
 from metabelief.rollout import Trajectory, lane_moments, replay_jit, split_lanes
@@ -72,7 +72,7 @@ def split_sizes(num_tasks: int) -> tuple[int, int, int]:
 
 def probe_networks(
     family: TaskFamily,
-    agent: RecurrentAgent,
+    agent: Agent,
     networks: dict[str, PyTree],
     history: Trajectory,
     *,

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 
 from metabelief import baselines, train
-from metabelief.agents.lstm import RecurrentAgent
+from metabelief.agents.base import Agent
 from metabelief.experiments import controls, output, plots, seeds
 from metabelief.experiments.probing import ProbeReport, probe_networks
 from metabelief.experiments.results import ExperimentResults
@@ -27,7 +27,7 @@ class Evaluation:
     """One trained agent of a population and the reference policies on the same held-out tasks."""
 
     family: TaskFamily
-    agent: RecurrentAgent
+    agent: Agent
     seed: int  # the agent's training seed
     final_training_return: float  # its mean training return over the last 10 updates
     params: PyTree  # its trained parameters
@@ -246,10 +246,10 @@ def probe_table(probe: dict) -> str:
 def controls_table(controls: dict, feature_names: Sequence[str] | None = None) -> str:
     """The probe controls (``metabelief.experiments.controls``) over seeds: held-out R² of hidden →
     posterior means for the trained and untrained networks beside the input-only baseline (the
-    last k inputs and the time step, no network), pooled and with time partialled out; [hidden,
-    cell]; each belief feature apart (named by ``feature_names``, else their mean and range); and
+    last k inputs and the time step, no network), pooled and with time partialled out; the whole
+    memory (the LSTM's [hidden, cell]); each belief feature apart (named by ``feature_names``, else their mean and range); and
     decoding the true task quantity against the Bayes minimum."""
-    names = list(controls["hidden_and_cell"])
+    names = list(controls["hidden_and_memory"])
     largest = controls["input_only"][-1]  # the largest k (input_lags ascend), as the other controls
     columns = [*names, f"input only ({largest['lags']['mean']:.0f} inputs)"]
     cell = seeds.format_interval
@@ -261,7 +261,7 @@ def controls_table(controls: dict, feature_names: Sequence[str] | None = None) -
     rows.append(
         [
             "hidden → posterior means",
-            *(cell(controls["hidden_and_cell"][n]["hidden"]["r2_posterior_mean"]) for n in names),
+            *(cell(controls["hidden_and_memory"][n]["hidden"]["r2_posterior_mean"]) for n in names),
             cell(input_only("r2_posterior_mean")),
         ]
     )
@@ -274,8 +274,8 @@ def controls_table(controls: dict, feature_names: Sequence[str] | None = None) -
     )
     rows.append(
         [
-            "[hidden, cell] → posterior means",
-            *(cell(controls["hidden_and_cell"][n]["hidden_and_cell"]["r2_posterior_mean"]) for n in names),
+            "whole memory → posterior means",
+            *(cell(controls["hidden_and_memory"][n]["memory"]["r2_posterior_mean"]) for n in names),
             "",
         ]
     )

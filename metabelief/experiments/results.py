@@ -71,7 +71,8 @@ paper's row, or null) and ``train`` (the row's ``TrainStats`` and ``updates``).
                                       the last k network inputs and the time step, no network
         within_time.<network | "input_only">   r2, r2_posterior_mean with time partialled out
                                       (input_only: the largest k)
-        hidden_and_cell.<network>     hidden and [hidden, cell]: r2, r2_posterior_mean each
+        hidden_and_memory.<network>   hidden (the readout) and memory (the whole memory, the
+                                      LSTM's [hidden, cell]): r2, r2_posterior_mean each
         truth                         decoding the true task quantity: bayes_minimum (MSE of the
                                       exact posterior mean), prior (of the training tasks' mean),
                                       mse.<network | "input_only">, fraction_of_achievable.<...>

@@ -126,7 +126,7 @@ def family_spec(family: str | TaskFamily) -> str | dict[str, Any]:
     if not is_family(family):
         raise ValueError(f"family must be a registered family name or a family instance, got {family!r}")
     cls = type(family)
-    spec: dict[str, Any] = {"class": _class_path(cls)}
+    spec: dict[str, Any] = {"class": class_path(cls)}
     fields = _json_fields(family)
     if fields is not None:
         spec["fields"] = fields
@@ -166,7 +166,7 @@ def family_from_spec(spec: str | Mapping[str, Any], family: TaskFamily | None = 
         given = family_spec(family)
         if not isinstance(given, dict) or given["class"] != path:
             raise ValueError(
-                f"family {family!r} (class {_class_path(type(family))}) does not match the "
+                f"family {family!r} (class {class_path(type(family))}) does not match the "
                 f"recorded family class {path}"
             )
         if "fields" in spec and not _fields_match(given.get("fields"), spec["fields"]):
@@ -198,7 +198,7 @@ def family_from_spec(spec: str | Mapping[str, Any], family: TaskFamily | None = 
     return rebuilt
 
 
-def _class_path(cls: type) -> str:
+def class_path(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 

@@ -12,6 +12,8 @@ saved with its class and fields (``metabelief.tasks.registry.family_spec``). ``l
 it from them when its class can be imported by name (a dataclass in an importable module); for one
 defined in a script (``__main__``) or inside a function, pass it back:
 ``load_agent(path, family=my_family)``, which checks it against the saved class and fields.
+The memory model (``cell``) and the algorithm are saved by name and rebuilt; your own agent
+(``TrainConfig(agent=...)``) is saved by class only: pass it back, ``load_agent(path, agent=...)``.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import pathlib
 import jax
 from flax import serialization
 
+from metabelief.agents.base import Agent
 from metabelief.tasks.base import PyTree, TaskFamily
-from metabelief.train.a2c import population_size, select_seed
+from metabelief.train.state import population_size, select_seed
 from metabelief.train.config import TrainConfig
 
 CONFIG_FILE, PARAMS_FILE = "config.json", "params.msgpack"
@@ -46,7 +49,10 @@ def save_agent(directory: str | pathlib.Path, params: PyTree, config: TrainConfi
 
 
 def load_agent(
-    directory: str | pathlib.Path, seed: int | None = None, family: TaskFamily | None = None
+    directory: str | pathlib.Path,
+    seed: int | None = None,
+    family: TaskFamily | None = None,
+    agent: Agent | None = None,
 ) -> tuple[PyTree, TrainConfig]:
     """Reads an agent saved by ``save_agent``: ``(params, config)``.
 
@@ -58,6 +64,8 @@ def load_agent(
         checked against the saved class and fields, and used in the returned config. Needed when
         the saved family cannot be rebuilt from its record (a class defined in a script or inside
         a function); otherwise optional.
+      agent: your own agent, for one saved with ``TrainConfig(agent=...)`` (checked against the
+        saved class); a built-in cell is rebuilt by name.
     """
     directory = pathlib.Path(directory)
     if not directory.is_dir():
@@ -67,7 +75,7 @@ def load_agent(
         if not path.is_file():
             raise ValueError(f"no saved agent at {directory}: {path.name} is missing")
     try:
-        config = TrainConfig.from_dict(json.loads(config_path.read_text()), family=family)
+        config = TrainConfig.from_dict(json.loads(config_path.read_text()), family=family, agent=agent)
     except (json.JSONDecodeError, TypeError, ValueError) as error:
         raise ValueError(f"{config_path} is not a valid TrainConfig: {error}") from error
     template = _population_template(config)
@@ -110,7 +118,7 @@ def _check_shapes(params: PyTree, config: TrainConfig, what: str) -> None:
                 break
     if problem:
         raise ValueError(
-            f"{what}: {problem} for the config (family {config.family_name}, "
+            f"{what}: {problem} for the config (family {config.family_name}, agent {config.agent_name}, "
             f"hidden_size {config.hidden_size}, num_seeds {config.num_seeds})"
         )
 

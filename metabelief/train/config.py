@@ -6,7 +6,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
-from metabelief.agents.lstm import RecurrentAgent, agent_for
+from metabelief.agents.base import Agent, check_agent
+from metabelief.agents.registry import CELLS, agent_for
 from metabelief.tasks import registry
 from metabelief.tasks.base import TaskFamily
 from metabelief.tasks.validation import (
@@ -18,11 +19,20 @@ from metabelief.tasks.validation import (
 )
 
 SEED_LIMIT = 2**32  # seeds become uint32 PRNG keys: every seed of a population must lie below this
+ALGORITHMS = ("a2c", "ppo")
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """A2C on a task family, one full episode of fresh tasks per update (Wang et al. 2016).
+    """An agent trained on a task family, one full episode of fresh tasks per update.
+
+    The agent is the built-in memory model ``cell`` (``metabelief.agents.CELLS``: ``lstm``,
+    ``gru``, ``rnn``, ``lru`` or ``oracle``, of ``hidden_size`` units), or ``agent``, any object
+    meeting the agent protocol (``metabelief.agents.base``; hashable), e.g. your own network.
+    ``algorithm`` is ``"a2c"`` (Wang et al. 2016, ``metabelief.train.a2c``) or ``"ppo"`` (recurrent
+    PPO, ``metabelief.train.ppo``: ``ppo_epochs`` passes over each batch in ``ppo_minibatches``
+    minibatches of whole episodes, ratio clipped at ``1 +- ppo_clip``, GAE(``gae_lambda``)).
+    ``predictive_coef`` > 0 adds the predictive objective (``metabelief.train.predictive``).
 
     ``family`` is a registered family name, with ``family_args`` its keyword arguments as
     ``(name, value)`` pairs, so the config stays hashable and can be a static jit argument; or a
@@ -36,8 +46,16 @@ class TrainConfig:
 
     family: str | TaskFamily = "bernoulli_bandit"
     family_args: tuple[tuple[str, Any], ...] = ()
+    cell: str = "lstm"
+    agent: Agent | None = None  # your own agent instead of the built-in cell (then cell is ignored)
     hidden_size: int = 48
     time_input: bool = False
+    algorithm: str = "a2c"
+    predictive_coef: float = 0.0  # weight of the next-reward (and -observation) prediction loss
+    ppo_clip: float = 0.2
+    gae_lambda: float = 0.95  # PPO's GAE(lambda); A2C uses the full Monte-Carlo return (lambda = 1)
+    ppo_epochs: int = 4
+    ppo_minibatches: int = 4  # minibatches of whole episodes (tasks) per epoch
     num_tasks: int = 2048  # tasks (episodes) per update
     num_updates: int = 400
     updates_per_chunk: int = 20  # updates per jitted call between progress-bar refreshes
@@ -77,6 +95,26 @@ class TrainConfig:
                 ) from None
         for name in ("num_tasks", "num_updates", "updates_per_chunk", "hidden_size", "num_seeds"):
             checked(name, integer_at_least, 1)
+        if self.agent is None and self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        if self.agent is not None:
+            check_agent(self.agent)
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
+        checked("predictive_coef", non_negative_float)
+        checked("ppo_clip", positive_float)
+        checked("gae_lambda", probability)
+        for name in ("ppo_epochs", "ppo_minibatches"):
+            checked(name, integer_at_least, 1)
+        if self.algorithm == "ppo" and self.num_tasks % self.ppo_minibatches:
+            raise ValueError(
+                f"num_tasks ({self.num_tasks}) must be divisible by ppo_minibatches ({self.ppo_minibatches})"
+            )
+        if self.predictive_coef > 0 and self.agent is not None and not hasattr(self.agent, "predict"):
+            raise ValueError(
+                "predictive_coef > 0 needs an agent with a predict(params, readout, actions) head; "
+                f"{type(self.agent).__qualname__} has none"
+            )
         checked("seed", integer_at_least, 0)
         if self.seed + self.num_seeds > SEED_LIMIT:
             raise ValueError(
@@ -112,8 +150,22 @@ class TrainConfig:
         """A printable name of the family: the registered name, or the instance's class name."""
         return self.family if isinstance(self.family, str) else type(self.family).__qualname__
 
-    def make_agent(self) -> RecurrentAgent:
-        return agent_for(self.make_family(), hidden_size=self.hidden_size, time_input=self.time_input)
+    def make_agent(self) -> Agent:
+        """``agent`` if given, else the built-in ``cell`` sized for the family."""
+        if self.agent is not None:
+            return self.agent
+        return agent_for(
+            self.make_family(),
+            hidden_size=self.hidden_size,
+            time_input=self.time_input,
+            cell=self.cell,
+            predictive=self.predictive_coef > 0,
+        )
+
+    @property
+    def agent_name(self) -> str:
+        """A printable name of the agent: the cell, or your agent's class name."""
+        return self.cell if self.agent is None else type(self.agent).__qualname__
 
     @property
     def seeds(self) -> tuple[int, ...]:
@@ -142,10 +194,13 @@ class TrainConfig:
         fields = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
         fields["family"] = registry.family_spec(self.family)
         fields["family_args"] = dict(self.family_args)
+        fields["agent"] = None if self.agent is None else {"class": registry.class_path(type(self.agent))}
         return fields
 
     @classmethod
-    def from_dict(cls, fields: Mapping[str, Any], family: TaskFamily | None = None) -> TrainConfig:
+    def from_dict(
+        cls, fields: Mapping[str, Any], family: TaskFamily | None = None, agent: Agent | None = None
+    ) -> TrainConfig:
         """The config ``to_dict`` gave (also after a JSON round trip).
 
         Args:
@@ -155,6 +210,9 @@ class TrainConfig:
             record (``registry.family_from_spec``), which needs its class importable by name;
             a ValueError says when it is not. For a registered name, it must equal the family
             that name and ``family_args`` build.
+          agent: your own agent, for a config saved with one (recorded by class only, it cannot be
+            rebuilt): checked against the recorded class and used as it is. A built-in ``cell``
+            is rebuilt from its name.
         """
         if not isinstance(fields, Mapping):
             raise ValueError(f"fields must be a dict of TrainConfig fields, got {fields!r}")
@@ -163,6 +221,7 @@ class TrainConfig:
             raise ValueError(f"unknown TrainConfig fields: {', '.join(sorted(map(str, unknown)))}")
         if family is not None and not registry.is_family(family):
             raise ValueError(f"family must be a task family instance or None, got {family!r}")
+        fields = {**fields, "agent": _recorded_agent(fields.get("agent"), agent)}
         spec = fields.get("family", cls.family)
         if isinstance(spec, str):
             config = cls(**fields)  # family_args may be a dict: __post_init__ takes its items
@@ -175,6 +234,29 @@ class TrainConfig:
         if not isinstance(spec, Mapping):
             raise ValueError(f"family must be a registered family name or a family record, got {spec!r}")
         return cls(**{**fields, "family": registry.family_from_spec(spec, family)})
+
+
+def _recorded_agent(record: Any, agent: Agent | None) -> Agent | None:
+    """The agent of a saved config: None for a built-in cell, else ``agent``, checked against the
+    recorded class."""
+    if record is None:
+        if agent is not None:
+            raise ValueError(
+                f"agent {type(agent).__qualname__} was given, but the config was saved with the built-in cell"
+            )
+        return None
+    if not isinstance(record, Mapping) or not isinstance(record.get("class"), str):
+        raise ValueError(f"agent must be recorded as None or {{'class': ...}}, got {record!r}")
+    if agent is None:
+        raise ValueError(
+            f"the config was saved with your own agent {record['class']}, which cannot be rebuilt from "
+            "its record: pass it back (e.g. load_agent(path, agent=...))"
+        )
+    if registry.class_path(type(agent)) != record["class"]:
+        raise ValueError(
+            f"agent {registry.class_path(type(agent))} does not match the recorded agent class {record['class']}"
+        )
+    return agent
 
 
 def _family_args(pairs: Any) -> tuple[tuple[str, Any], ...]:

@@ -273,7 +273,7 @@ def test_config_seeds_and_for_seed():
 def test_optimiser_step_sizes(anneal):
     """Adam on a constant gradient steps by its learning rate exactly (m / sqrt(v) = 1 after bias
     correction): constant 1e-2, or falling linearly from 1e-2 to 0 over the 4 updates."""
-    from metabelief.train.a2c import optimiser
+    from metabelief.train.state import optimiser
 
     config = TrainConfig(num_updates=4, learning_rate=1e-2, anneal_learning_rate=anneal)
     params = {"w": jnp.zeros(3)}
