@@ -18,7 +18,10 @@ by chunk inside one ``lax.scan``, so device memory does not grow with the number
 (e) ``seeds``: one A2C update of a population of S agents (``train.population_update``, vmapped
 over seeds) for S in ``seed_counts`` at the same tasks per seed, each S timed apart, each as
 agent steps per second over all seeds and as a ratio to S = 1 (S when the extra seeds
-come free, 1 when they cost as much as separate runs).
+come free, 1 when they cost as much as separate runs). And (f) ``agents``: for each built-in
+memory model, its A2C and PPO updates as ratios to its own floor, the agent's forward scan
+(``agents.base.scan_steps``: the cell and its heads stepped over random inputs) of the same width
+and batch, each update timed apart from the floor.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ import jax.numpy as jnp
 import metabelief
 from metabelief import rollout as lockstep
 from metabelief import train
-from metabelief.agents import agent_for
+from metabelief.agents import CELLS, agent_for
+from metabelief.agents.base import scan_steps
 from metabelief.cli import Parser, checked_out_dir, naming_flags
 from metabelief.experiments.probing import split_sizes
 from metabelief.tasks.validation import boolean, integer_at_least, integer_tuple
@@ -61,6 +65,8 @@ FLAGS = {
     "probe_chunk_size": "--probe-chunk-size",
     "seed_counts": "--seeds",
     "seed_tasks": "--seed-tasks",
+    "agent_cells": "--cells",
+    "agent_tasks": "--agent-tasks",
 }
 
 
@@ -91,6 +97,62 @@ def lstm_floor(hidden_size: int, num_actions: int, input_size: int, num_tasks: i
         return total
 
     return jax.jit(run), (params, inputs)
+
+
+def agent_floor(agent, num_tasks: int, num_steps: int):
+    """A memory model's floor: its forward scan (cell and heads, ``scan_steps``) over random
+    inputs ``[T, N, I]``, a jitted ``(params, inputs) -> sum of logits and values``."""
+    inputs = jax.random.normal(jax.random.key(1), (num_steps, num_tasks, agent.input_size))
+    params = agent.init(jax.random.key(0))
+
+    def run(params, inputs):
+        _, logits, values, _ = scan_steps(agent, params, agent.initial_carry(num_tasks), inputs)
+        return logits.sum() + values.sum()
+
+    return jax.jit(run), (params, inputs)
+
+
+def agent_cases(cell: str, num_tasks: int, num_steps: int, hidden_size: int) -> list[dict]:
+    """(f) Groups timed apart: the memory model ``cell``'s floor, its A2C update, its PPO update
+    (on the 2-armed bandit of horizon ``num_steps``, default A2C/PPO settings otherwise)."""
+    config = train.TrainConfig(
+        family_args=(("horizon", num_steps),), num_tasks=num_tasks, hidden_size=hidden_size, cell=cell
+    )
+    groups = [{"floor": agent_floor(config.make_agent(), num_tasks, num_steps)}]
+    for algorithm in train.ALGORITHMS:
+        algorithm_config = dataclasses.replace(config, algorithm=algorithm)
+        update = jax.jit(lambda s, c=algorithm_config: train.update(s, c))
+        groups.append({f"{algorithm.upper()} update": (update, (train.init_state(algorithm_config),))})
+    return groups
+
+
+def agent_scaling(config: BenchConfig) -> dict:
+    """(f) measured: per memory model, agent steps/s of its floor and updates and their ratios."""
+    steps = config.agent_tasks * config.num_steps
+    out = {}
+    for cell in config.agent_cells:
+        measured = {}
+        for group in agent_cases(cell, config.agent_tasks, config.num_steps, config.hidden_size):
+            measured |= measure(group, config.rounds)
+        rates = {name: steps / run_s for name, (_, run_s) in measured.items()}
+        out[cell] = {
+            "steps_per_second": rates,
+            "ratio_to_floor": {
+                name: rate / rates["floor"] for name, rate in rates.items() if name != "floor"
+            },
+        }
+    return {"tasks": config.agent_tasks, "cells": out}
+
+
+def format_agent_scaling(scaling: dict) -> str:
+    """One line per memory model: its floor and its updates' rates and ratios to the floor."""
+    lines = [f"memory models ({scaling['tasks']:,} tasks; updates as agent steps/s, ratio to own floor):"]
+    for cell, case in scaling["cells"].items():
+        rates, ratio = case["steps_per_second"], case["ratio_to_floor"]
+        parts = [f"floor {rates['floor'] / 1e6:6.2f} M/s"]
+        parts += [f"{name} {rates[name] / 1e6:6.3f} M/s ({ratio[name]:.3f}x)" for name in ratio]
+        lines.append(f"  {cell:6s} " + " | ".join(parts))
+    return "\n".join(lines)
 
 
 def env_and_belief(family, num_tasks: int, num_steps: int):
@@ -266,6 +328,8 @@ class BenchConfig:
     probe_chunk_size: int = 65536
     seed_counts: tuple[int, ...] = (1, 4, 16)  # population sizes of (e); the first is the baseline
     seed_tasks: int = 1024  # tasks per seed in (e)
+    agent_cells: tuple[str, ...] = ("lstm", "gru", "rnn", "lru")  # memory models of (f); none: skip
+    agent_tasks: int = 1024  # tasks of (f)
     gymnax: bool = True
 
     def __post_init__(self):
@@ -273,7 +337,20 @@ class BenchConfig:
         object.__setattr__(
             self, "seed_counts", integer_tuple("seed_counts", self.seed_counts, 1, allow_empty=True)
         )
-        for name in ("num_steps", "hidden_size", "rounds", "probe_chunks", "probe_chunk_size", "seed_tasks"):
+        cells = self.agent_cells
+        if not isinstance(cells, tuple | list) or any(cell not in CELLS for cell in cells):
+            raise ValueError(f"agent_cells must be a tuple of {', '.join(CELLS)}, got {cells!r}")
+        object.__setattr__(self, "agent_cells", tuple(cells))
+        names = (
+            "num_steps",
+            "hidden_size",
+            "rounds",
+            "probe_chunks",
+            "probe_chunk_size",
+            "seed_tasks",
+            "agent_tasks",
+        )
+        for name in names:
             object.__setattr__(self, name, integer_at_least(name, getattr(self, name), 1))
         object.__setattr__(
             self, "max_training_tasks", integer_at_least("max_training_tasks", self.max_training_tasks, 0)
@@ -285,7 +362,14 @@ class BenchConfig:
         on_cpu = jax.devices()[0].platform == "cpu"
         quick = boolean("quick", quick)
         if quick:
-            return cls(sizes=QUICK_SIZES, rounds=3, probe_chunks=4, probe_chunk_size=16384, seed_tasks=128)
+            return cls(
+                sizes=QUICK_SIZES,
+                rounds=3,
+                probe_chunks=4,
+                probe_chunk_size=16384,
+                seed_tasks=128,
+                agent_tasks=256,
+            )
         if on_cpu:  # BPTT at N = 65,536 x 128 steps would need ~16 GB of host memory
             return cls(sizes=CPU_SIZES, max_training_tasks=16384, seed_tasks=256)
         return cls(sizes=ACCELERATOR_SIZES)
@@ -344,6 +428,9 @@ def run(config: BenchConfig, progress: Callable[[str], None] = print) -> dict:
     if config.seed_counts:
         results["seed_scaling"] = seed_scaling(config)
         progress(format_seed_scaling(results["seed_scaling"]))
+    if config.agent_cells:
+        results["agents"] = agent_scaling(config)
+        progress(format_agent_scaling(results["agents"]))
     return results
 
 
@@ -405,6 +492,8 @@ def table(results: dict) -> str:
     )
     if "seed_scaling" in results:
         rows += ["", format_seed_scaling(results["seed_scaling"])]
+    if "agents" in results:
+        rows += ["", format_agent_scaling(results["agents"])]
     return "\n".join(rows)
 
 
@@ -452,6 +541,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--seeds", type=int, nargs="*", help="population sizes S of the seeds case (none: skip)"
     )
     parser.add_argument("--seed-tasks", type=int, help="tasks per seed in the seeds case")
+    parser.add_argument(
+        "--cells", nargs="*", help=f"memory models of the agents case, of {', '.join(CELLS)} (none: skip)"
+    )
+    parser.add_argument("--agent-tasks", type=int, help="tasks in the agents case")
     parser.add_argument("--no-gymnax", action="store_true", help="skip the gymnax anchor")
     parser.add_argument("--out", default="runs/bench", help="folder for bench.json and bench.png")
     args = parser.parse_args(argv)
@@ -464,6 +557,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "probe_chunk_size": args.probe_chunk_size,
         "seed_counts": tuple(args.seeds) if args.seeds is not None else None,
         "seed_tasks": args.seed_tasks,
+        "agent_cells": tuple(args.cells) if args.cells is not None else None,
+        "agent_tasks": args.agent_tasks,
     }
     try:  # every value, and the output folder, is checked before anything compiles
         with naming_flags(FLAGS):

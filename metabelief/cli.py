@@ -26,6 +26,9 @@ _TRAIN_FLAGS = {
     "seeds": "num_seeds",
     "hidden": "hidden_size",
     "devices": "devices",
+    "cell": "cell",
+    "algorithm": "algorithm",
+    "predictive": "predictive_coef",
 }
 # Config field -> the `metabelief run` flag that sets it, to name the flag when a value is rejected.
 _RUN_FLAG_NAMES = {field: "--" + flag.replace("_", "-") for flag, field in _TRAIN_FLAGS.items()} | {
@@ -154,7 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--updates", type=int, help="training updates")
     run.add_argument("--seed", type=int, help="first random seed (training and held-out tasks)")
     run.add_argument("--seeds", type=int, help="independent agents trained together (default per experiment)")
-    run.add_argument("--hidden", type=int, help="LSTM units")
+    run.add_argument("--hidden", type=int, help="memory units (the readout's width)")
+    run.add_argument(
+        "--cell", help="memory model: lstm (default), gru, rnn, lru or oracle (an MLP on the exact belief)"
+    )
+    run.add_argument("--algorithm", help="a2c (default) or ppo")
+    run.add_argument(
+        "--predictive", type=float, metavar="COEF", help="weight of the next-reward prediction loss (0)"
+    )
     run.add_argument(
         "--devices", type=int, help="devices to split each training update's tasks over (default 1)"
     )

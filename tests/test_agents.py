@@ -1,4 +1,4 @@
-"""RecurrentAgent: the input vector layout and one LSTM step against a float64 NumPy LSTM."""
+"""LSTMAgent: the input vector layout and one LSTM step against a float64 NumPy LSTM."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import metabelief
-from metabelief.agents.lstm import RecurrentAgent, agent_for
+from metabelief.agents import LSTMAgent, agent_for
 
 HIDDEN = 8
 
@@ -91,7 +91,7 @@ def test_agent_for_takes_sizes_from_the_family():
 
 
 def test_inputs_are_obs_one_hot_previous_action_previous_reward_and_normalised_time():
-    agent = RecurrentAgent(num_actions=3, obs_size=2, horizon=10, hidden_size=HIDDEN, time_input=True)
+    agent = LSTMAgent(num_actions=3, obs_size=2, horizon=10, hidden_size=HIDDEN, time_input=True)
     obs = np.array([[0.5, -1.0], [2.0, 3.0], [0.0, 0.25], [-4.0, 1.5]], np.float32)
     prev_action = np.array([-1, 0, 2, 1], np.int32)
     prev_reward = np.array([0.0, 1.0, 0.0, 1.0], np.float32)

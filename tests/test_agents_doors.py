@@ -1,4 +1,4 @@
-"""RecurrentAgent and agent_for reject every bad argument with a ValueError naming it."""
+"""LSTMAgent and agent_for reject every bad argument with a ValueError naming it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import metabelief
-from metabelief.agents import RecurrentAgent, agent_for
+from metabelief.agents import LSTMAgent, agent_for
 
 NAN, INF = math.nan, math.inf
 GOOD = dict(num_actions=2, obs_size=0, horizon=10, hidden_size=8, time_input=False)
@@ -27,7 +27,7 @@ GOOD = dict(num_actions=2, obs_size=0, horizon=10, hidden_size=8, time_input=Fal
 )
 def test_recurrent_agent_rejects_bad_sizes(change, argument):
     with pytest.raises(ValueError, match=re.escape(argument)):
-        RecurrentAgent(**(GOOD | change))
+        LSTMAgent(**(GOOD | change))
 
 
 @pytest.mark.parametrize(
@@ -47,6 +47,6 @@ def test_agent_for_rejects_bad_arguments(family, kwargs, argument):
 
 
 def test_numpy_sizes_are_stored_as_python_ints():
-    agent = RecurrentAgent(num_actions=np.int64(3), obs_size=np.int32(0), horizon=np.int64(5), hidden_size=4)
-    assert agent == RecurrentAgent(num_actions=3, obs_size=0, horizon=5, hidden_size=4)
+    agent = LSTMAgent(num_actions=np.int64(3), obs_size=np.int32(0), horizon=np.int64(5), hidden_size=4)
+    assert agent == LSTMAgent(num_actions=3, obs_size=0, horizon=5, hidden_size=4)
     assert type(agent.num_actions) is int

@@ -85,7 +85,7 @@ def test_every_beta_arms_baseline_acts_on_the_scratch_family_exactly_as_on_the_b
 
 
 def test_the_state_machine_simulation_runs_on_the_scratch_family_as_on_the_built_in():
-    from metabelief.agents.lstm import agent_for
+    from metabelief.agents import agent_for
     from metabelief.rollout import rollout
 
     splits = (48, 24, 24)

@@ -54,6 +54,12 @@ RUN_CASES = [
             ("--devices", "0"),
         )
     ],
+    # the agent and the algorithm
+    (["run", "bandit", "--quick", "--cell", "xyz"], "--cell"),
+    (["run", "bandit", "--quick", "--algorithm", "sac"], "--algorithm"),
+    (["run", "bandit", "--quick", "--predictive", "-0.5"], "--predictive"),
+    (["run", "bandit", "--quick", "--predictive", "nan"], "--predictive"),
+    (["run", "bandit", "--predictive", "x"], "--predictive"),
     # inconsistent values
     (["run", "bandit", "--quick", "--devices", "3"], "--devices"),  # 128 tasks do not split over 3
     (["run", "bandit", "--quick", "--num-tasks", "100", "--devices", "8"], "--num-tasks"),

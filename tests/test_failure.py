@@ -140,7 +140,7 @@ def _history(**fields):
         rewards=zeros,
         dones=zeros.astype(bool),
         hidden=jnp.zeros((num_steps, num_tasks, 3)),
-        cell=jnp.zeros((num_steps, num_tasks, 3)),
+        memory=jnp.zeros((num_steps, num_tasks, 3)),
         logits=jnp.zeros((num_steps, num_tasks, 2)),
         values=zeros,
         features=jnp.zeros((num_steps, num_tasks, 2)),

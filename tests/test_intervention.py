@@ -13,7 +13,7 @@ import pytest
 
 import metabelief
 from metabelief import probes
-from metabelief.agents.lstm import agent_for
+from metabelief.agents import agent_for
 from metabelief.analysis import intervention
 from metabelief.experiments.probing import split_sizes
 from metabelief.rollout import lane_moments, replay_jit, rollout, split_lanes
@@ -128,7 +128,7 @@ def test_next_step_response_equals_stepping_the_lstm_by_hand_from_the_shifted_ca
     changes = []
     for t in range(HORIZON - 1):
         inputs = agent.inputs(test.obs[t + 1], test.actions[t], test.rewards[t], jnp.asarray(t + 1))
-        _, logits, _ = agent.step(params, (test.cell[t], test.hidden[t] + delta * unit), inputs)
+        _, logits, _ = agent.step(params, (test.memory[t, :, HIDDEN:], test.hidden[t] + delta * unit), inputs)
         shifted = np.asarray(jax.nn.softmax(logits)[:, 0])
         changes.append(shifted - np.asarray(jax.nn.softmax(test.logits[t + 1])[:, 0]))
     assert report.agent_next_step[0] == pytest.approx(np.mean(changes), abs=2e-6)

@@ -15,7 +15,7 @@ import pytest
 
 import metabelief
 from metabelief import rollout as engine
-from metabelief.agents.lstm import agent_for
+from metabelief.agents import agent_for
 from metabelief.baselines import QLearning, run_policy, thompson_sampling
 
 HORIZON, NUM_TASKS = 12, 32

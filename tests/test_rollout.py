@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import metabelief
-from metabelief.agents.lstm import agent_for
+from metabelief.agents import agent_for
 from metabelief.rollout import Trajectory, probe_moments, replay, rollout
 from metabelief.tasks.bernoulli_bandit import BernoulliTask
 from metabelief.tasks.dependent_bandit import DependentTask
@@ -99,7 +99,7 @@ def test_shapes_and_dtypes(setup):
         "rewards": ((HORIZON, NUM_TASKS), jnp.float32),
         "dones": ((HORIZON, NUM_TASKS), jnp.bool_),
         "hidden": ((HORIZON, NUM_TASKS, HIDDEN), jnp.float32),
-        "cell": ((HORIZON, NUM_TASKS, HIDDEN), jnp.float32),
+        "memory": ((HORIZON, NUM_TASKS, 2 * HIDDEN), jnp.float32),
         "logits": ((HORIZON, NUM_TASKS, 2), jnp.float32),
         "values": ((HORIZON, NUM_TASKS), jnp.float32),
         "features": ((HORIZON, NUM_TASKS, num_features), jnp.float32),
@@ -196,7 +196,7 @@ def test_deterministic_arms_pay_exactly_and_done_holds_past_the_horizon():
 
 
 def test_agent_reads_previous_action_reward_and_time(bernoulli_setup):
-    """``agent.step`` fed the recorded history by hand reproduces hidden, cell, logits and values."""
+    """``agent.step`` fed the recorded history by hand reproduces hidden, memory, logits and values."""
     _, agent, params, _, trajectory = bernoulli_setup
     carry = agent.initial_carry(NUM_TASKS)
     prev_action = jnp.full((NUM_TASKS,), -1, jnp.int32)
@@ -204,7 +204,9 @@ def test_agent_reads_previous_action_reward_and_time(bernoulli_setup):
     for t in range(HORIZON):
         inputs = agent.inputs(trajectory.obs[t], prev_action, prev_reward, jnp.asarray(t, jnp.int32))
         carry, logits, values = step(agent, params, carry, inputs)
-        np.testing.assert_allclose(np.asarray(trajectory.cell[t]), np.asarray(carry[0]), atol=1e-6)
+        np.testing.assert_allclose(
+            np.asarray(trajectory.memory[t, :, HIDDEN:]), np.asarray(carry[0]), atol=1e-6
+        )
         np.testing.assert_allclose(np.asarray(trajectory.hidden[t]), np.asarray(carry[1]), atol=1e-6)
         np.testing.assert_allclose(np.asarray(trajectory.logits[t]), np.asarray(logits), atol=1e-5)
         np.testing.assert_allclose(np.asarray(trajectory.values[t]), np.asarray(values), atol=1e-6)
@@ -220,7 +222,7 @@ def test_replay_with_the_same_params_reproduces_the_rollout(bernoulli_setup):
     original, replayed = as_numpy(trajectory), as_numpy(rerun(family, agent, params, trajectory))
     for name in ("obs", "actions", "rewards", "dones", "truth", "features"):
         np.testing.assert_array_equal(replayed[name], original[name], err_msg=name)
-    for name in ("hidden", "cell", "logits", "values"):
+    for name in ("hidden", "memory", "logits", "values"):
         np.testing.assert_allclose(replayed[name], original[name], rtol=0.0, atol=1e-6, err_msg=name)
 
 

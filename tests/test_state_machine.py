@@ -269,7 +269,7 @@ def test_return_difference_is_kuos_expected_return_difference_per_episode():
 
 
 def test_simulate_on_an_untrained_network():
-    from metabelief.agents.lstm import agent_for
+    from metabelief.agents import agent_for
     from metabelief.analysis.state_machine import network_policy, simulate
     from metabelief.rollout import replay_jit, rollout
 
@@ -279,9 +279,9 @@ def test_simulate_on_an_untrained_network():
     params = agent.init(jax.random.key(7))
     tasks = sample_tasks(family, jax.random.key(8), sum(SPLITS))
     history = jax.jit(rollout, static_argnums=(0, 1))(family, agent, params, jax.random.key(9), tasks)
-    # The policy of the network's [hidden, cell] state is the network's own.
+    # The policy of the network's memory ([hidden, cell]) is the network's own.
     replayed = replay_jit(family, agent, params, history)
-    states = jnp.concatenate([replayed.hidden, replayed.cell], axis=-1)
+    states = replayed.memory
     np.testing.assert_allclose(
         network_policy(agent, params)(states), jax.nn.softmax(replayed.logits), atol=1e-6
     )

@@ -79,7 +79,9 @@ class Agent(Protocol):
         self, obs: jax.Array, prev_action: jax.Array, prev_reward: jax.Array, time: jax.Array
     ) -> jax.Array: ...
 
-    def step(self, params: PyTree, carry: PyTree, inputs: jax.Array) -> tuple[PyTree, jax.Array, jax.Array]: ...
+    def step(
+        self, params: PyTree, carry: PyTree, inputs: jax.Array
+    ) -> tuple[PyTree, jax.Array, jax.Array]: ...
 
     def memory(self, carry: PyTree) -> jax.Array: ...
 
@@ -137,9 +139,9 @@ class _Network(nn.Module):
     def __call__(self, carry, inputs):
         carry, hidden = self.agent.core(name=self.agent.core_name)(carry, inputs)
         # Small policy weights start the agent near the uniform policy (as in purejaxrl).
-        logits = nn.Dense(self.agent.num_actions, kernel_init=nn.initializers.orthogonal(0.01), name="policy")(
-            hidden
-        )
+        logits = nn.Dense(
+            self.agent.num_actions, kernel_init=nn.initializers.orthogonal(0.01), name="policy"
+        )(hidden)
         value = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0), name="value")(hidden)
         if self.agent.predictive:  # created at init only: its output is read through ``predict``
             nn.Dense(1 + self.agent.obs_size, name="predictor")(
@@ -247,7 +249,9 @@ class ActorCritic:
         predicted from the readout ``[..., H]`` and the action taken ``int32[...]``."""
         if not self.predictive:
             raise ValueError("this agent has no predictive head: build it with predictive=True")
-        features = jnp.concatenate([readout, jax.nn.one_hot(actions, self.num_actions, dtype=readout.dtype)], -1)
+        features = jnp.concatenate(
+            [readout, jax.nn.one_hot(actions, self.num_actions, dtype=readout.dtype)], -1
+        )
         return nn.Dense(1 + self.obs_size).apply({"params": params["params"]["predictor"]}, features)
 
     def unroll(self, params: PyTree, carry: PyTree, inputs: jax.Array):

@@ -42,7 +42,9 @@ class BeliefMLP(nn.Module):
         updated = jax.vmap(self.family.belief_update)(belief, prev_obs, jnp.argmax(one_hot, -1), reward, obs)
         start = jax.vmap(self.family.belief_init)(obs)
         belief = jax.tree.map(
-            lambda fresh, old: jnp.where(first.reshape((-1,) + (1,) * (old.ndim - 1)), fresh, old), start, updated
+            lambda fresh, old: jnp.where(first.reshape((-1,) + (1,) * (old.ndim - 1)), fresh, old),
+            start,
+            updated,
         )
         features = jax.vmap(self.family.belief_features)(belief).astype(jnp.float32)
         hidden = jnp.tanh(nn.Dense(self.hidden_size, name="layer_1")(jnp.concatenate([features, obs], -1)))
@@ -80,7 +82,11 @@ class BeliefOracleAgent(ActorCritic):
     def initial_carry(self, num_tasks: int) -> PyTree:
         """The prior given a zero observation (replaced at the first step by ``belief_init(obs)``)."""
         obs = jnp.zeros((num_tasks, self.obs_size), jnp.float32)
-        return jax.vmap(self.family.belief_init)(obs), obs, jnp.zeros((num_tasks, self.hidden_size), jnp.float32)
+        return (
+            jax.vmap(self.family.belief_init)(obs),
+            obs,
+            jnp.zeros((num_tasks, self.hidden_size), jnp.float32),
+        )
 
     def memory(self, carry: PyTree) -> jax.Array:
         belief, prev_obs, hidden = carry

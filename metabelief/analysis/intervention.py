@@ -28,11 +28,11 @@ agent's policy is compared with what the belief policy does under the same chang
    * ``agent``: ``P(target action | policy head(h + dh)) - P(target action | policy head(h))``,
      the policy head read directly (the immediate effect);
    * ``agent_next_step``: the agent is stepped once from the shifted carry (``carry_from_memory``
-     of ``[h + dh, m]``, the rest of the memory unchanged) on the history's next input (``obs[t + 1]``, ``actions[t]``, ``rewards[t]``) and
-     the policy at that next decision is compared with the one from the unshifted carry. Steps
-     ``t`` count when both ``t`` and ``t + 1`` are counted decisions within the episode (the last
-     step has no next decision). The shift is applied once, at ``t``; the next step's hidden
-     state is whatever the agent makes of it.
+     of ``[h + dh, m]``, the rest of the memory unchanged) on the history's next input
+     (``obs[t + 1]``, ``actions[t]``, ``rewards[t]``) and the policy at that next decision is
+     compared with the one from the unshifted carry. Steps ``t`` count when both ``t`` and
+     ``t + 1`` are counted decisions within the episode (the last step has no next decision). The
+     shift is applied once, at ``t``; the next step's hidden state is whatever the agent makes of it.
 
    Both are averaged over the counted test steps, for each ``delta``.
 4. **Belief-greedy ("Bayes") response.** The exact posterior feature ``d`` is moved by the same

@@ -278,7 +278,9 @@ def network_scores(
     if memory.ndim != 3 or memory.shape[:2] != features.shape[:2]:
         raise ValueError(f"memory must be [T, N, M] like features' [T, N], got {memory.shape}")
     if not 1 <= hidden_size <= memory.shape[-1]:
-        raise ValueError(f"hidden_size must be in [1, {memory.shape[-1]}] (the memory's width), got {hidden_size}")
+        raise ValueError(
+            f"hidden_size must be in [1, {memory.shape[-1]}] (the memory's width), got {hidden_size}"
+        )
     _check_finite("memory", memory)
     _check_counts(sizes, features.shape[0], memory.shape[-1])
     with jax.default_matmul_precision(_PRECISION):

@@ -247,7 +247,8 @@ def controls_table(controls: dict, feature_names: Sequence[str] | None = None) -
     """The probe controls (``metabelief.experiments.controls``) over seeds: held-out R² of hidden →
     posterior means for the trained and untrained networks beside the input-only baseline (the
     last k inputs and the time step, no network), pooled and with time partialled out; the whole
-    memory (the LSTM's [hidden, cell]); each belief feature apart (named by ``feature_names``, else their mean and range); and
+    memory (the LSTM's [hidden, cell]); each belief feature apart (named by ``feature_names``, else
+    their mean and range); and
     decoding the true task quantity against the Bayes minimum."""
     names = list(controls["hidden_and_memory"])
     largest = controls["input_only"][-1]  # the largest k (input_lags ascend), as the other controls

@@ -27,8 +27,8 @@ from flax import serialization
 
 from metabelief.agents.base import Agent
 from metabelief.tasks.base import PyTree, TaskFamily
-from metabelief.train.state import population_size, select_seed
 from metabelief.train.config import TrainConfig
+from metabelief.train.state import population_size, select_seed
 
 CONFIG_FILE, PARAMS_FILE = "config.json", "params.msgpack"
 

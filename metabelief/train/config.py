@@ -95,11 +95,11 @@ class TrainConfig:
                 ) from None
         for name in ("num_tasks", "num_updates", "updates_per_chunk", "hidden_size", "num_seeds"):
             checked(name, integer_at_least, 1)
-        if self.agent is None and self.cell not in CELLS:
+        if self.agent is None and not (isinstance(self.cell, str) and self.cell in CELLS):
             raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
         if self.agent is not None:
             check_agent(self.agent)
-        if self.algorithm not in ALGORITHMS:
+        if not (isinstance(self.algorithm, str) and self.algorithm in ALGORITHMS):
             raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
         checked("predictive_coef", non_negative_float)
         checked("ppo_clip", positive_float)
@@ -253,9 +253,8 @@ def _recorded_agent(record: Any, agent: Agent | None) -> Agent | None:
             "its record: pass it back (e.g. load_agent(path, agent=...))"
         )
     if registry.class_path(type(agent)) != record["class"]:
-        raise ValueError(
-            f"agent {registry.class_path(type(agent))} does not match the recorded agent class {record['class']}"
-        )
+        given = registry.class_path(type(agent))
+        raise ValueError(f"agent {given} does not match the recorded agent class {record['class']}")
     return agent
 
 

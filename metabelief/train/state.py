@@ -71,7 +71,9 @@ def optimiser(config: TrainConfig) -> optax.GradientTransformation:
     collapse of a policy that had converged, as a constant 5e-3 sometimes gives)."""
     learning_rate = config.learning_rate
     if config.anneal_learning_rate:
-        learning_rate = optax.linear_schedule(config.learning_rate, 0.0, config.num_updates * steps_per_update(config))
+        learning_rate = optax.linear_schedule(
+            config.learning_rate, 0.0, config.num_updates * steps_per_update(config)
+        )
     return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(learning_rate))
 
 

@@ -21,12 +21,13 @@ import pytest
 
 import metabelief
 from metabelief import probes
-from metabelief.agents.lstm import agent_for
+from metabelief.agents import agent_for
 from metabelief.experiments import controls
 from metabelief.rollout import replay, rollout
 
 FAMILY = metabelief.make("bernoulli_bandit", num_arms=2, horizon=20)  # features: 2 means, 2 stds
 AGENT = agent_for(FAMILY, hidden_size=4)
+HIDDEN = AGENT.hidden_size
 NUM_TASKS = 40
 SIZES = (20, 8, 12)  # uneven, so a block boundary off by one shows
 GRID = probes.DEFAULT_RIDGE_GRID
@@ -134,15 +135,14 @@ def mse(predictions: np.ndarray, targets: np.ndarray) -> float:
 
 def test_network_scores_equal_a_float64_ridge_protocol_on_the_sample_rows(recorded):
     history, replayed = recorded["history"], recorded["replayed"]
-    scores = controls.network_scores(replayed.hidden, replayed.cell, history.features, history.truth, SIZES)
-    hidden, cell = replayed.hidden, replayed.cell
-    both = jnp.concatenate([hidden, cell], axis=-1)
+    hidden, both = replayed.hidden, replayed.memory  # the LSTM's memory is [hidden, cell]
+    scores = controls.network_scores(both, hidden.shape[-1], history.features, history.truth, SIZES)
     features, truth, means = history.features, history.truth, history.features[..., :2]
     test = lambda array: blocks(array)[2]  # noqa: E731
 
     per_column = reference_predictions(hidden, features, per_column=True)
     np.testing.assert_allclose(scores.per_dimension, pooled_r2(per_column, test(features))[1], atol=2e-4)
-    for pair, inputs in ((scores.hidden, hidden), (scores.hidden_and_cell, both)):
+    for pair, inputs in ((scores.hidden, hidden), (scores.memory, both)):
         expected_r2 = pooled_r2(reference_predictions(inputs, features), test(features))[0]
         expected_means = pooled_r2(reference_predictions(inputs, means), test(means))[0]
         assert pair.r2 == pytest.approx(expected_r2, abs=2e-4)
@@ -158,7 +158,7 @@ def test_network_scores_equal_a_float64_ridge_protocol_on_the_sample_rows(record
 
 def test_within_time_scores_equal_a_ridge_with_free_one_hot_time_coefficients(recorded):
     history, replayed = recorded["history"], recorded["replayed"]
-    scores = controls.network_scores(replayed.hidden, replayed.cell, history.features, history.truth, SIZES)
+    scores = controls.network_scores(replayed.memory, HIDDEN, history.features, history.truth, SIZES)
     features, means = history.features, history.features[..., :2]
     expected = within_time_r2(reference_predictions(replayed.hidden, features, with_time=True), features)
     expected_means = within_time_r2(reference_predictions(replayed.hidden, means, with_time=True), means)
@@ -166,16 +166,19 @@ def test_within_time_scores_equal_a_ridge_with_free_one_hot_time_coefficients(re
     assert scores.within_time.r2_posterior_mean == pytest.approx(expected_means, abs=2e-4)
 
 
-def test_hidden_and_cell_equals_hidden_alone_when_the_cell_copies_the_hidden_state(recorded):
+def test_the_memory_equals_hidden_alone_when_the_rest_copies_the_hidden_state(recorded):
     # [h, h] with ridge r is h with ridge r / 2; at a vanishing ridge both are least squares.
     history, hidden = recorded["history"], recorded["replayed"].hidden
     scores = controls.network_scores(
-        hidden, hidden, history.features, history.truth, SIZES, ridge_grid=(1e-6,)
+        jnp.concatenate([hidden, hidden], -1),
+        HIDDEN,
+        history.features,
+        history.truth,
+        SIZES,
+        ridge_grid=(1e-6,),
     )
-    assert scores.hidden_and_cell.r2 == pytest.approx(scores.hidden.r2, abs=1e-4)
-    assert scores.hidden_and_cell.r2_posterior_mean == pytest.approx(
-        scores.hidden.r2_posterior_mean, abs=1e-4
-    )
+    assert scores.memory.r2 == pytest.approx(scores.hidden.r2, abs=1e-4)
+    assert scores.memory.r2_posterior_mean == pytest.approx(scores.hidden.r2_posterior_mean, abs=1e-4)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -382,16 +385,14 @@ def test_probe_controls_report_is_json_numbers_in_the_documented_shape(recorded)
     assert set(report["truth"]) == {"bayes_minimum", "prior", "mse", "fraction_of_achievable"}
     # The untrained network replayed on the trained one's history is what network_scores sees.
     replayed = recorded["replayed"]
-    untrained = controls.network_scores(
-        replayed.hidden, replayed.cell, history.features, history.truth, SIZES
-    )
+    untrained = controls.network_scores(replayed.memory, HIDDEN, history.features, history.truth, SIZES)
     assert typed.per_dimension["untrained"] == untrained.per_dimension
     assert report["per_dimension"]["untrained"] == list(untrained.per_dimension)
-    assert typed.hidden_and_cell["untrained"].hidden == untrained.hidden
-    assert report["hidden_and_cell"]["untrained"]["hidden"] == untrained.hidden.to_dict()
+    assert typed.hidden_and_memory["untrained"].hidden == untrained.hidden
+    assert report["hidden_and_memory"]["untrained"]["hidden"] == untrained.hidden.to_dict()
     assert report["within_time"]["untrained"] == untrained.within_time.to_dict()
     assert report["truth"]["mse"]["untrained"] == untrained.truth_mse
-    pooled = {name: report["hidden_and_cell"][name]["hidden"]["r2_posterior_mean"] for name in networks}
+    pooled = {name: report["hidden_and_memory"][name]["hidden"]["r2_posterior_mean"] for name in networks}
     within = {name: scores["r2_posterior_mean"] for name, scores in report["within_time"].items()}
     headline = report["headline"]
     assert headline["trained_minus_untrained"] == pytest.approx(pooled["trained"] - pooled["untrained"])
@@ -412,7 +413,7 @@ def test_the_headline_without_an_untrained_network_leaves_its_differences_undefi
     headline = report.headline
     assert headline.trained_minus_untrained is None and headline.within_time_trained_minus_untrained is None
     assert headline.trained_minus_input_only == pytest.approx(
-        report.hidden_and_cell["trained"].hidden.r2_posterior_mean - report.input_only[-1].r2_posterior_mean
+        report.hidden_and_memory["trained"].hidden.r2_posterior_mean - report.input_only[-1].r2_posterior_mean
     )
 
 
@@ -438,4 +439,4 @@ def test_nan_probe_inputs_raise_a_value_error(recorded):
     history = recorded["history"]
     features = history.features.at[3, 5, 1].set(jnp.nan)
     with pytest.raises(ValueError, match="NaN"):
-        controls.network_scores(history.hidden, history.cell, features, history.truth, SIZES)
+        controls.network_scores(history.memory, HIDDEN, features, history.truth, SIZES)

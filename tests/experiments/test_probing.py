@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import metabelief
-from metabelief.agents.lstm import agent_for
+from metabelief.agents import agent_for
 from metabelief.experiments.probing import split_samples, split_sizes, trajectory_moments
 from metabelief.rollout import Trajectory, probe_moments, replay, rollout
 
@@ -136,7 +136,7 @@ def labelled_trajectory(num_steps: int, num_tasks: int) -> Trajectory:
     return Trajectory(
         obs=jnp.zeros((num_steps + 1, num_tasks, 0)), actions=jnp.zeros((num_steps, num_tasks), jnp.int32),
         rewards=jnp.asarray(zeros), dones=jnp.zeros((num_steps, num_tasks), bool), hidden=jnp.asarray(hidden),
-        cell=jnp.asarray(hidden), logits=jnp.zeros((num_steps, num_tasks, 2)), values=jnp.asarray(zeros),
+        memory=jnp.asarray(hidden), logits=jnp.zeros((num_steps, num_tasks, 2)), values=jnp.asarray(zeros),
         features=jnp.asarray(features), truth=jnp.zeros((num_steps, num_tasks, 1)),
     )  # fmt: skip
 

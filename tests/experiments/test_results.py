@@ -16,7 +16,7 @@ import pytest
 
 import metabelief
 from metabelief import probes
-from metabelief.agents.lstm import agent_for
+from metabelief.agents import agent_for
 from metabelief.analysis import intervention, state_machine
 from metabelief.analysis.records import Record, json_key, json_ready
 from metabelief.experiments import bandit, failure, gridworld, results, rl2_table, seeds, two_step

@@ -53,6 +53,19 @@ NAN, INF = math.nan, math.inf
             for value in (0.0, -1e-3, NAN, INF, -INF, "1e-3", True, None)
         ],
         *[(dict(gamma=value), "gamma") for value in (-0.1, 1.5, NAN, INF, "0.9", True, None)],
+        # the agent and the algorithm
+        *[(dict(cell=value), "cell") for value in ("xyz", "LSTM", 3, None, ["lstm"])],
+        (dict(agent=object()), "agent"),  # lacks every member of the agent protocol
+        *[(dict(algorithm=value), "algorithm") for value in ("sac", "A2C", None, 1)],
+        *[(dict(predictive_coef=value), "predictive_coef") for value in (-0.1, NAN, INF, "0.5", True, None)],
+        *[(dict(ppo_clip=value), "ppo_clip") for value in (0.0, -0.2, NAN, INF, "0.2", None)],
+        *[(dict(gae_lambda=value), "gae_lambda") for value in (-0.1, 1.5, NAN, "0.95", None)],
+        *[
+            (dict([(name, value)]), name)
+            for name in ("ppo_epochs", "ppo_minibatches")
+            for value in (0, -1, 2.5, True, "4", None)
+        ],
+        (dict(algorithm="ppo", num_tasks=30, ppo_minibatches=4), "ppo_minibatches"),  # inconsistent
         *[
             (dict([(name, value)]), name)
             for name in ("value_coef", "entropy_coef")

@@ -376,5 +376,5 @@ def test_a_loaded_config_whose_parameters_differ_names_the_family(tmp_path):
     directory = save_agent(tmp_path / "agent", _population(config), config)
     path = directory / "config.json"
     path.write_text(json.dumps(json.loads(path.read_text()) | {"hidden_size": 16}))
-    with pytest.raises(ValueError, match=r"for the config \(family TwoCoins, hidden_size 16"):
+    with pytest.raises(ValueError, match=r"for the config \(family TwoCoins, agent lstm, hidden_size 16"):
         load_agent(directory)
