@@ -30,16 +30,20 @@ import time
 import jax
 
 from metabelief.experiments import bandit, seeds, two_step
+from metabelief.train.config import DEFAULTS
 
 EXPERIMENTS = {"bandit": (bandit, bandit.BanditConfig), "two-step": (two_step, two_step.TwoStepConfig)}
 
 
 def agent_fields(spec: str) -> dict:
-    """``"gru:ppo:0.5"`` -> ``{"cell": "gru", "algorithm": "ppo", "predictive_coef": 0.5}``."""
+    """``"gru:ppo:0.5"`` -> ``{"cell": "gru", "algorithm": "ppo", "predictive_coef": 0.5}``, and
+    for an algorithm other than A2C (whose settings the experiments hold) its learning rate and
+    updates from ``TrainConfig``'s defaults (``metabelief.train.config.DEFAULTS``)."""
     parts = spec.split(":")
     fields = {"cell": parts[0]}
-    if len(parts) > 1:
+    if len(parts) > 1 and parts[1] != "a2c":
         fields["algorithm"] = parts[1]
+        fields.update(DEFAULTS[parts[1]])
     if len(parts) > 2:
         fields["predictive_coef"] = float(parts[2])
     return fields
@@ -123,12 +127,13 @@ def main() -> None:
     for spec in args.agents:
         base = config_type()
         config = dataclasses.replace(
-            base, train=dataclasses.replace(base.train, **overrides, **agent_fields(spec))
+            base, train=dataclasses.replace(base.train, **{**overrides, **agent_fields(spec)})
         )
         start = time.perf_counter()
         results = module.run(config, out / spec.replace(":", "-"), progress=False).to_dict()
         rows[spec] = row(args.experiment, results)
-        print(f"{spec}: {time.perf_counter() - start:.0f} s", flush=True)
+        updates, rate = config.train.num_updates, config.train.learning_rate
+        print(f"{spec}: {updates} updates at {rate}, {time.perf_counter() - start:.0f} s", flush=True)
         (out / "table.json").write_text(json.dumps(rows, indent=2) + "\n")
     device = jax.devices()[0]
     text = (

@@ -45,6 +45,7 @@ class GridworldConfig:
         num_updates=600,
         updates_per_chunk=25,
         learning_rate=5e-3,
+        anneal_learning_rate=False,
         num_seeds=3,
     )
     eval_tasks: int = 4096  # held-out tasks for returns and probes (1/2 fit, 1/4 validate, 1/4 test)

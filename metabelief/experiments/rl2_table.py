@@ -99,6 +99,7 @@ class RL2TableConfig:
         num_updates=4000,  # replaced per row from agent_steps
         updates_per_chunk=50,
         learning_rate=5e-3,
+        anneal_learning_rate=False,
         entropy_coef=0.01,
         num_seeds=3,
     )

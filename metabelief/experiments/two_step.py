@@ -55,6 +55,7 @@ class TwoStepConfig:
         num_updates=600,
         updates_per_chunk=25,
         learning_rate=5e-3,
+        anneal_learning_rate=False,
         num_seeds=3,
     )
     eval_tasks: int = 4096  # held-out tasks for returns, stay probabilities and probes

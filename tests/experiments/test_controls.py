@@ -194,9 +194,8 @@ def synthetic(seed: int = 0, num_steps: int = 20, num_tasks: int = NUM_TASKS):
 
 def synthetic_scores(hidden, features):
     truth = features[..., :2]
-    return controls.network_scores(
-        jnp.asarray(hidden), jnp.asarray(hidden), jnp.asarray(features), truth, SIZES
-    )
+    memory = jnp.concatenate([jnp.asarray(hidden)] * 2, axis=-1)  # [hidden, a copy of it]
+    return controls.network_scores(memory, hidden.shape[-1], jnp.asarray(features), truth, SIZES)
 
 
 def test_a_target_of_time_alone_is_decoded_pooled_and_undefined_within_time():
@@ -326,7 +325,8 @@ def test_a_state_that_is_the_belief_decodes_the_truth_at_the_bayes_minimum():
     noise = jax.random.normal(jax.random.key(0), history.features.shape)
     fraction = {}
     for name, state in (("belief", history.features), ("noise", noise)):
-        scores = controls.network_scores(state, state, history.features, history.truth, sizes)
+        memory = jnp.concatenate([state, state], axis=-1)
+        scores = controls.network_scores(memory, state.shape[-1], history.features, history.truth, sizes)
         fraction[name] = controls.fraction_of_achievable(
             scores.truth_mse, baselines.prior, baselines.bayes_minimum
         )
@@ -343,7 +343,8 @@ from metabelief.experiments import controls
 keys = jax.random.split(jax.random.key(0), 3)
 hidden, cell, features = (jax.random.normal(k, (20, 60, d)) for k, d in zip(keys, (48, 48, 24)))
 for _ in range(3):
-    print(controls.network_scores(hidden, cell, features, features, (30, 15, 15)).hidden.r2)
+    memory = jax.numpy.concatenate([hidden, cell], axis=-1)
+    print(controls.network_scores(memory, 48, features, features, (30, 15, 15)).hidden.r2)
 """
 
 

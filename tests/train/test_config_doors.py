@@ -34,6 +34,7 @@ NAN, INF = math.nan, math.inf
             (dict([(name, value)]), name)
             for name in ("num_tasks", "num_updates", "updates_per_chunk", "hidden_size", "num_seeds")
             for value in (0, -1, 2.5, 8.0, True, "8", NAN, INF, None)
+            if not (name == "num_updates" and value is None)  # None: the algorithm's default
         ],
         *[(dict(seed=value), "seed") for value in (-1, 1.0, False, "0", NAN, None)],
         (dict(seed=2**32), "seed"),  # out of range: seeds are uint32 keys
@@ -51,6 +52,7 @@ NAN, INF = math.nan, math.inf
             (dict([(name, value)]), name)
             for name in ("learning_rate", "max_grad_norm")
             for value in (0.0, -1e-3, NAN, INF, -INF, "1e-3", True, None)
+            if not (name == "learning_rate" and value is None)  # None: the algorithm's default
         ],
         *[(dict(gamma=value), "gamma") for value in (-0.1, 1.5, NAN, INF, "0.9", True, None)],
         # the agent and the algorithm
@@ -111,3 +113,13 @@ def test_good_values_of_other_numeric_types_are_stored_as_python_numbers():
     assert type(config.num_tasks) is int and type(config.learning_rate) is float
     assert TrainConfig(seed=2**32 - 3, num_seeds=3).seeds[-1] == 2**32 - 1  # the largest uint32 seed
     assert TrainConfig(devices=None).devices is None
+
+
+def test_unset_learning_rate_and_updates_take_the_algorithms_defaults():
+    from metabelief.train.config import DEFAULTS
+
+    for algorithm, defaults in DEFAULTS.items():
+        config = TrainConfig(algorithm=algorithm)
+        assert (config.learning_rate, config.num_updates) == (defaults["learning_rate"], defaults["num_updates"])
+    assert TrainConfig(algorithm="ppo", learning_rate=3e-3).learning_rate == 3e-3
+    assert DEFAULTS["a2c"]["learning_rate"] != DEFAULTS["ppo"]["learning_rate"]

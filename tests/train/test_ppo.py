@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metabelief.train import TrainConfig, gae, init_state, ppo_loss, train
+from metabelief.train import TrainConfig, a2c_loss, gae, init_state, ppo_loss, train
 from metabelief.train.episodes import play, replayed_outputs
 from metabelief.train.ppo import update
 
@@ -172,6 +172,32 @@ def _float64(tree):
     return jax.tree.map(lambda leaf: np.asarray(leaf, np.float64), tree)
 
 
+def _numpy_batch(episode) -> dict:
+    """The recorded history the references replay, in float64."""
+    return {
+        "obs": np.asarray(episode.obs, np.float64),
+        "actions": np.asarray(episode.actions),
+        "rewards": np.asarray(episode.rewards, np.float64),
+    }
+
+
+def assert_directional_derivative(grads, params, numpy_loss, seed: int):
+    """``grad . d`` equals the float64 central difference of ``numpy_loss`` at ``params`` along a
+    random direction ``d`` in parameter space."""
+    params = _float64(params)
+    rng = np.random.default_rng(seed)
+    direction = jax.tree.map(lambda leaf: rng.standard_normal(leaf.shape), params)
+    step = 1e-5
+    moved = [jax.tree.map(lambda leaf, d, s=s: leaf + s * d, params, direction) for s in (step, -step)]
+    expected = (numpy_loss(moved[0]) - numpy_loss(moved[1])) / (2 * step)
+    actual = sum(
+        float(np.sum(np.asarray(g, np.float64) * d))
+        for g, d in zip(jax.tree.leaves(grads), jax.tree.leaves(direction), strict=True)
+    )
+    assert abs(expected) > 1e-2
+    np.testing.assert_allclose(actual, expected, rtol=1e-3)
+
+
 # Coefficients away from their defaults and from each other, so that each term weighs in.
 BASE = TrainConfig(
     family="bernoulli_bandit", family_args=(("horizon", 8),), hidden_size=5, num_tasks=8,
@@ -211,11 +237,7 @@ def case(request):
     config = CONFIGS[request.param]
     params = _perturbed_params(config)
     episode = _minibatch(config, params, jax.random.key(3))
-    batch = {
-        "obs": np.asarray(episode.obs, np.float64),
-        "actions": np.asarray(episode.actions),
-        "rewards": np.asarray(episode.rewards, np.float64),
-    }
+    batch = _numpy_batch(episode)
     num_actions = config.make_family().num_actions
     logits, values, _ = numpy_forward(
         _float64(params), batch["obs"], batch["actions"], batch["rewards"], num_actions
@@ -298,22 +320,13 @@ def test_ppo_loss_normalises_advantages_over_the_minibatch(case):
 def test_ppo_gradient_equals_a_float64_directional_difference(case):
     """``grad . d`` of ``ppo_loss`` equals the central difference of the NumPy loss along a random
     direction ``d`` (the old log-probabilities, advantages and targets held fixed)."""
-    config, params = case["config"], _float64(case["params"])
-    rng = np.random.default_rng(5)
-    direction = jax.tree.map(lambda leaf: rng.standard_normal(leaf.shape), params)
-    step = 1e-5
-
-    def loss_at(scale):
-        moved = jax.tree.map(lambda leaf, d: leaf + scale * d, params, direction)
-        return numpy_ppo_loss(moved, config, case["batch"], *case["inputs"])["loss"]
-
-    expected = (loss_at(step) - loss_at(-step)) / (2 * step)
-    actual = sum(
-        float(np.sum(np.asarray(g, np.float64) * d))
-        for g, d in zip(jax.tree.leaves(case["grads"]), jax.tree.leaves(direction), strict=True)
+    config = case["config"]
+    assert_directional_derivative(
+        case["grads"],
+        case["params"],
+        lambda params: numpy_ppo_loss(params, config, case["batch"], *case["inputs"])["loss"],
+        seed=5,
     )
-    assert abs(expected) > 1e-2
-    np.testing.assert_allclose(actual, expected, rtol=1e-3)
     if config.predictive_coef > 0:  # the head is trained, and only by the prediction loss
         assert np.abs(np.asarray(case["grads"]["params"]["predictor"]["kernel"])).max() > 1e-3
 
@@ -324,13 +337,11 @@ def test_ppo_loss_at_the_old_policy_is_the_policy_gradient_of_normalised_advanta
     config = dataclasses.replace(BASE, value_coef=0.0, entropy_coef=0.0)
     params = _perturbed_params(config, seed=7)
     episode = _minibatch(config, params, jax.random.key(8))
-    batch = {
-        "obs": np.asarray(episode.obs, np.float64),
-        "actions": np.asarray(episode.actions),
-        "rewards": np.asarray(episode.rewards, np.float64),
-    }
+    batch = _numpy_batch(episode)
     num_actions = config.make_family().num_actions
-    logits, values, _ = numpy_forward(_float64(params), batch["obs"], batch["actions"], batch["rewards"], 2)
+    logits, values, _ = numpy_forward(
+        _float64(params), batch["obs"], batch["actions"], batch["rewards"], num_actions
+    )
     chosen = np.take_along_axis(numpy_log_softmax(logits), batch["actions"][..., None], axis=-1)[..., 0]
     advantages = numpy_gae(batch["rewards"], values, config.gamma, config.gae_lambda)
     old = jnp.asarray(chosen, jnp.float32)
@@ -346,25 +357,51 @@ def test_ppo_loss_at_the_old_policy_is_the_policy_gradient_of_normalised_advanta
     assert abs(float(metrics["approx_kl"])) < 1e-6
     assert abs(float(metrics["policy_loss"])) < 1e-5 and abs(float(loss)) < 1e-5
 
-    # The vanilla policy-gradient surrogate, in float64, along a random direction.
+    # Its gradient is that of the vanilla policy-gradient surrogate, in float64.
     normalised = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
-    rng = np.random.default_rng(9)
-    direction = jax.tree.map(lambda leaf: rng.standard_normal(leaf.shape), _float64(params))
-    step = 1e-5
 
-    def surrogate(scale):
-        moved = jax.tree.map(lambda leaf, d: leaf + scale * d, _float64(params), direction)
-        logits = numpy_forward(moved, batch["obs"], batch["actions"], batch["rewards"], num_actions)[0]
+    def surrogate(params):
+        logits = numpy_forward(params, batch["obs"], batch["actions"], batch["rewards"], num_actions)[0]
         log_pi = np.take_along_axis(numpy_log_softmax(logits), batch["actions"][..., None], axis=-1)[..., 0]
         return -np.mean(log_pi * normalised)
 
-    expected = (surrogate(step) - surrogate(-step)) / (2 * step)
-    actual = sum(
-        float(np.sum(np.asarray(g, np.float64) * d))
-        for g, d in zip(jax.tree.leaves(grads), jax.tree.leaves(direction), strict=True)
-    )
-    assert abs(expected) > 1e-2
-    np.testing.assert_allclose(actual, expected, rtol=1e-3)
+    assert_directional_derivative(grads, params, surrogate, seed=9)
+
+
+def test_a2c_loss_with_the_predictive_objective_equals_the_float64_formula():
+    """A2C with ``predictive_coef`` > 0 on the two-step task (observations to predict): the loss,
+    its terms and its gradient (the prediction's included, which reaches the memory too)."""
+    config = dataclasses.replace(CONFIGS["two_step_predictive"], algorithm="a2c")
+    params, key = _perturbed_params(config, seed=12), jax.random.key(13)
+    (loss, metrics), grads = jax.value_and_grad(a2c_loss, has_aux=True)(params, config, key)
+    batch = _numpy_batch(play(config, params, key))  # the episode a2c_loss plays with that key
+    obs, actions, rewards = batch["obs"], batch["actions"], batch["rewards"]
+    num_actions = config.make_family().num_actions
+    returns = numpy_returns(rewards, config.gamma)
+    held_advantages = returns - numpy_forward(_float64(params), obs, actions, rewards, num_actions)[1]
+
+    def numpy_a2c_loss(params, parts=False):
+        logits, values, hidden = numpy_forward(params, obs, actions, rewards, num_actions)
+        log_pi = numpy_log_softmax(logits)
+        chosen = np.take_along_axis(log_pi, actions[..., None], axis=-1)[..., 0]
+        terms = dict(
+            policy_loss=-np.mean(chosen * held_advantages),  # the advantages are held fixed
+            value_loss=0.5 * np.mean((returns - values) ** 2),
+            entropy=np.mean(-np.sum(np.exp(log_pi) * log_pi, axis=-1)),
+            prediction_loss=numpy_prediction_loss(params, hidden, obs, actions, rewards, num_actions),
+        )  # fmt: skip
+        total = (
+            terms["policy_loss"] + config.value_coef * terms["value_loss"]
+            - config.entropy_coef * terms["entropy"] + config.predictive_coef * terms["prediction_loss"]
+        )  # fmt: skip
+        return (total, terms) if parts else total
+
+    total, terms = numpy_a2c_loss(_float64(params), parts=True)
+    for name, value in terms.items():
+        np.testing.assert_allclose(float(metrics[name]), value, rtol=2e-5, atol=2e-6, err_msg=name)
+    np.testing.assert_allclose(float(loss), total, rtol=2e-5, atol=2e-6)
+    assert terms["prediction_loss"] > 1e-2
+    assert_directional_derivative(grads, params, numpy_a2c_loss, seed=14)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,9 +440,9 @@ def test_one_epoch_of_one_minibatch_reports_the_loss_at_the_played_episode():
 # ---------------------------------------------------------------------------------------------
 # Learning
 
-# Four seeds of this configuration reach 5.8-6.0 over the last 10 updates (random play: 5.0, and
-# the Bayes-optimal return over 10 pulls is about 6.2); the standard error of the mean of random
-# play over those 10 x 128 episodes is 0.07 per seed.
+# Sixteen agents of this configuration (seeds 0-15) reached 5.63-6.09 over the last 10 updates
+# (random play: 5.0; knowing the better arm: 10 E[max(p1, p2)] = 6.67); the standard error of the
+# mean return of random play over those 10 x 128 episodes is about 0.07 per seed.
 PPO_LEARN = TrainConfig(
     family="bernoulli_bandit", family_args=(("horizon", 10),), hidden_size=16, num_tasks=128,
     num_updates=150, updates_per_chunk=150, algorithm="ppo", ppo_epochs=4, ppo_minibatches=2,
@@ -426,7 +463,9 @@ def test_ppo_learns_the_bandit_well_above_random_play():
     assert last.mean() > random + 0.6, last
 
 
-# Two seeds of this configuration fall from 0.37-0.47 to 0.21 over the last 20 updates.
+# Eight agents of this configuration (seeds 0-7) fell from 0.26-0.88 over the first 5 updates to
+# 0.204-0.213 over the last 20, 0.029-0.039 below the best constant prediction's error then (the
+# noise of those means is about 0.001).
 PREDICT_LEARN = TrainConfig(
     family="bernoulli_bandit", family_args=(("horizon", 20),), hidden_size=16, num_tasks=64,
     num_updates=200, updates_per_chunk=200, algorithm="a2c", predictive_coef=0.5,
@@ -439,10 +478,10 @@ def test_prediction_loss_falls_below_the_best_constant_prediction_during_a2c_tra
     loss = metrics["prediction_loss"]  # [S, updates]
     assert loss.shape == (2, 200) and np.isfinite(loss).all()
     first, last = loss[:, :5].mean(axis=1), loss[:, -20:].mean(axis=1)
-    assert (last < 0.7 * first).all(), (first, last)
+    assert (last < first - 0.03).all(), (first, last)
     # The best constant prediction of a reward with mean m has squared error m (1 - m) (~0.24 here):
     # below it, the head reads what the memory holds about the task.
     mean_reward = metrics["episode_return"][:, -20:] / PREDICT_LEARN.make_family().horizon
-    assert (last < (mean_reward * (1 - mean_reward)).mean(axis=1) - 0.02).all(), (last, mean_reward)
+    assert (last < (mean_reward * (1 - mean_reward)).mean(axis=1) - 0.015).all(), (last, mean_reward)
     # No predictor beats the task's own noise: E[p (1 - p)] = 1/6 for p ~ U[0, 1].
     assert (last > 1 / 6 - 0.02).all(), last
