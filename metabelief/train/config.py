@@ -27,7 +27,10 @@ ALGORITHMS = ("a2c", "ppo")
 # and the former defaults, 7e-4 constant, reached 57.3 after 200). PPO at 1e-3 (4 epochs x 4
 # minibatches) reached 63.7 and 63.9 on two seeds after 150 updates of 512 tasks; at 3e-3 64.0 and
 # 64.3 (benchmarks/NOTES.md).
-DEFAULTS = {"a2c": {"learning_rate": 5e-3, "num_updates": 600}, "ppo": {"learning_rate": 1e-3, "num_updates": 150}}
+DEFAULTS = {
+    "a2c": {"learning_rate": 5e-3, "num_updates": 600},
+    "ppo": {"learning_rate": 1e-3, "num_updates": 150},
+}
 
 
 @dataclasses.dataclass(frozen=True)

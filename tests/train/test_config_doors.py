@@ -120,6 +120,9 @@ def test_unset_learning_rate_and_updates_take_the_algorithms_defaults():
 
     for algorithm, defaults in DEFAULTS.items():
         config = TrainConfig(algorithm=algorithm)
-        assert (config.learning_rate, config.num_updates) == (defaults["learning_rate"], defaults["num_updates"])
+        assert (config.learning_rate, config.num_updates) == (
+            defaults["learning_rate"],
+            defaults["num_updates"],
+        )
     assert TrainConfig(algorithm="ppo", learning_rate=3e-3).learning_rate == 3e-3
     assert DEFAULTS["a2c"]["learning_rate"] != DEFAULTS["ppo"]["learning_rate"]
