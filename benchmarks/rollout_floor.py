@@ -12,7 +12,12 @@ Measured in one process, after warm-up, median of repeats, compile time reported
 * ``A2C update``: rollout + backprop through time + Adam, in agent steps per second (timed
   apart from the others).
 
-Usage: ``python benchmarks/rollout_floor.py [--num-tasks 4096] [--hidden 48] [--steps 100]``.
+Then, per memory model (``--cells``, default lstm gru rnn lru), its own floor (the cell and its
+heads stepped over random inputs, ``agents.base.scan_steps``) and its A2C and PPO updates as
+ratios to that floor, each update timed apart from the floor (``metabelief.bench.agent_cases``).
+
+Usage: ``python benchmarks/rollout_floor.py [--num-tasks 4096] [--hidden 48] [--steps 100]
+[--cells lstm gru rnn lru] [--cell-tasks 1024]``.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import metabelief
 from metabelief import rollout as lockstep
 from metabelief import train
 from metabelief.agents import agent_for
-from metabelief.bench import lstm_floor, measure
+from metabelief.bench import agent_cases, lstm_floor, measure
 from metabelief.experiments.probing import split_sizes
 
 
@@ -36,6 +41,8 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=48)
     parser.add_argument("--steps", type=int, default=100, help="episode length (the bandit's horizon)")
     parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--cells", nargs="*", default=["lstm", "gru", "rnn", "lru"])
+    parser.add_argument("--cell-tasks", type=int, default=1024, help="tasks of the per-memory-model rows")
     args = parser.parse_args()
     n, steps = args.num_tasks, args.steps
 
@@ -84,6 +91,17 @@ def main() -> None:
         print(
             f"{name:24s} {compile_seconds:10.2f} {1e3 * seconds:9.1f} {rate / 1e6:10.2f} {rate / floor:8.2f}"
         )
+    cell_steps = args.cell_tasks * steps
+    print(f"\nper memory model, N = {args.cell_tasks}: M steps/s, x its own floor")
+    for cell in args.cells:
+        measured = {}
+        for group in agent_cases(cell, args.cell_tasks, steps, args.hidden):
+            measured |= measure(group, args.rounds)
+        rates = {name: cell_steps / seconds for name, (_, seconds) in measured.items()}
+        row = " | ".join(
+            f"{name} {rate / 1e6:6.3f} ({rate / rates['floor']:.3f}x)" for name, rate in rates.items()
+        )
+        print(f"{cell:6s} {row}")
 
 
 def _belief_checksum(trajectory: lockstep.Trajectory) -> jax.Array:

@@ -9,6 +9,9 @@ The public surface::
 
     result = metabelief.train.train(metabelief.TrainConfig(family="bernoulli_bandit", num_seeds=5))
     params = result.seed_params(0)  # result.params: all 5 agents, a leading [5] axis
+    # any memory model or algorithm: TrainConfig(cell="gru", algorithm="ppo", predictive_coef=0.5),
+    # or your own network meeting the agent protocol: TrainConfig(agent=my_agent)
+    agent = config.make_agent()  # metabelief.agents: the protocol and the built-in memory models
     trajectory = metabelief.rollout.rollout(family, agent, params, key, tasks)
     sizes = (n_fit, n_val, n_test)  # tasks (lanes) on each side of the probe
     moments = metabelief.rollout.probe_moments(family, agent, params, sizes, history=trajectory)

@@ -34,6 +34,11 @@ def test_bench_writes_json_and_plot_with_every_case(tmp_path, capsys):
         "2",
         "--seed-tasks",
         "16",
+        "--cells",
+        "gru",
+        "lru",
+        "--agent-tasks",
+        "16",
         "--out",
         str(tmp_path),
     ]
@@ -49,9 +54,17 @@ def test_bench_writes_json_and_plot_with_every_case(tmp_path, capsys):
     two = scaling["seeds"]["2"]  # agent steps of both seeds over the seconds of one update
     assert two["steps_per_second"] == 2 * 16 * 8 / two["seconds"]
     assert two["ratio_to_one_seed"] == two["steps_per_second"] / scaling["seeds"]["1"]["steps_per_second"]
+    agents = results["agents"]
+    assert agents["tasks"] == 16 and list(agents["cells"]) == ["gru", "lru"]
+    for case in agents["cells"].values():  # each update as a ratio to the same cell's floor
+        rates = case["steps_per_second"]
+        assert set(rates) == {"floor", "A2C update", "PPO update"}
+        assert case["ratio_to_floor"] == {
+            name: rate / rates["floor"] for name, rate in rates.items() if name != "floor"
+        }
     assert (tmp_path / "bench.png").read_bytes().startswith(b"\x89PNG")
     out = capsys.readouterr().out
-    assert "rollout + probe / floor" in out and "S =   2" in out
+    assert "rollout + probe / floor" in out and "S =   2" in out and "memory models" in out
 
 
 def test_chunked_probe_equals_moments_of_the_stored_rollouts():

@@ -10,7 +10,15 @@ import pytest
 from metabelief import bench, cli
 
 NAN, INF = math.nan, math.inf
-INTEGERS = ("num_steps", "hidden_size", "rounds", "probe_chunks", "probe_chunk_size", "seed_tasks")
+INTEGERS = (
+    "num_steps",
+    "hidden_size",
+    "rounds",
+    "probe_chunks",
+    "probe_chunk_size",
+    "seed_tasks",
+    "agent_tasks",
+)
 
 
 @pytest.mark.parametrize(
@@ -30,6 +38,7 @@ INTEGERS = ("num_steps", "hidden_size", "rounds", "probe_chunks", "probe_chunk_s
         *[(dict(max_training_tasks=value), "max_training_tasks") for value in (-1, 1.5, NAN, INF, "0", None)],
         *[(dict(seed_counts=value), "seed_counts") for value in ((0,), (1, -4), (1.0,), (False,), (NAN,), 4)],
         (dict(seed_counts=(1, 4, 4)), "seed_counts"),  # the same S twice
+        *[(dict(agent_cells=value), "agent_cells") for value in (("xyz",), ("lstm", 3), "lstm", None)],
         *[(dict(gymnax=value), "gymnax") for value in (1, "no", None)],
     ],
 )
@@ -73,6 +82,8 @@ def nothing_runs(monkeypatch):
             for values in ([], ["0"], ["1024", "-1"], ["nan"], ["1e3"], ["8", "8"])
         ],
         *[(["--seeds", *values], "--seeds") for values in (["0"], ["1", "-4"], ["inf"], ["1.5"], ["4", "4"])],
+        (["--cells", "xyz"], "--cells"),
+        *[(["--agent-tasks", value], "--agent-tasks") for value in ("0", "-1", "nan", "x")],
         (["--quick=1"], "--quick"),
         (["--no-gymnax=0"], "--no-gymnax"),
         (["--bogus"], "--bogus"),
