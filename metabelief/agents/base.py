@@ -143,7 +143,7 @@ class _Network(nn.Module):
             self.agent.num_actions, kernel_init=nn.initializers.orthogonal(0.01), name="policy"
         )(hidden)
         value = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0), name="value")(hidden)
-        if self.agent.predictive:  # created at init only: its output is read through ``predict``
+        if self.agent.predictive and self.is_initializing():  # its output is read through ``predict``
             nn.Dense(1 + self.agent.obs_size, name="predictor")(
                 jnp.zeros((*hidden.shape[:-1], self.agent.hidden_size + self.agent.num_actions), hidden.dtype)
             )
