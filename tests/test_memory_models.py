@@ -8,6 +8,7 @@ belief against the engine's exact one (and, for the bandit, against counts taken
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -277,7 +278,7 @@ def test_lru_step_matches_float64_numpy():
 
 @pytest.mark.parametrize("start", ["zero", "random"])
 def test_lru_parallel_unroll_equals_stepping(start):
-    agent = agent_for(STEP_FAMILY, HIDDEN, time_input=True, cell="lru")
+    agent = dataclasses.replace(agent_for(STEP_FAMILY, HIDDEN, time_input=True, cell="lru"), parallel=True)
     assert agent.parallel_unroll
     # The eigenvalues and their input scale stay as initialised (|lambda| near 1: long memory).
     params = perturbed(init(agent, jax.random.key(14)), seed=15, keep=("nu_log", "gamma_log"))
@@ -389,3 +390,29 @@ def test_check_agent_refuses_an_unhashable_agent():
     with pytest.raises(ValueError, match="hashable"):
         check_agent(agent)
     assert check_agent(_Partial(missing=None)) is not None
+
+
+def test_lru_trains_alike_by_the_parallel_scan_and_by_stepping():
+    """The A2C and PPO gradients of an LRU recomputed by the parallel scan equal those of the
+    stepped path (backpropagation through the rollout for A2C, a stepped unroll for PPO)."""
+    from metabelief import train  # noqa: PLC0415
+    from metabelief.train import episodes, ppo  # noqa: PLC0415
+
+    family = metabelief.make("bernoulli_bandit", horizon=12)
+    params = init(agent_for(family, 8, cell="lru"), jax.random.key(21))
+    grads = {}
+    for parallel in (True, False):
+        agent = dataclasses.replace(agent_for(family, 8, cell="lru"), parallel=parallel)
+        config = train.TrainConfig(
+            family=family, agent=agent, num_tasks=16, algorithm="ppo", ppo_minibatches=2
+        )
+        a2c = jax.grad(lambda p, c=config: train.a2c_loss(p, c, jax.random.key(22))[0])(params)
+        episode = episodes.play(config, params, jax.random.key(23))
+        old, targets = jnp.full_like(episode.rewards, -0.5), jnp.zeros_like(episode.rewards)
+
+        def loss(p, config=config, episode=episode, old=old, targets=targets):
+            return ppo.ppo_loss(p, config, episode, old, episode.rewards, targets)[0]
+
+        grads[parallel] = (a2c, jax.grad(loss)(params))
+    for parallel_grad, stepped_grad in zip(*(jax.tree.leaves(grads[p]) for p in (True, False)), strict=True):
+        np.testing.assert_allclose(parallel_grad, stepped_grad, rtol=1e-3, atol=1e-5)
