@@ -22,6 +22,7 @@ from metabelief.agents import CELLS, REQUIRED_MEMBERS, Agent, agent_for, check_a
 from metabelief.agents.base import scan_steps
 from metabelief.agents.lru import LRUCell, parallel_states
 from metabelief.rollout import rollout, sample_tasks
+from tests.test_agents import init, step
 
 HIDDEN = 6
 NUM_TASKS = 5
@@ -31,16 +32,6 @@ FAMILIES = {
     "bandit": metabelief.make("bernoulli_bandit", horizon=6),  # no observation, 2 arms
     "two_step": metabelief.make("two_step", num_trials=6),  # a 2-wide observation
 }
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def init(agent, key):
-    return agent.init(key)
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def step(agent, params, carry, inputs):
-    return agent.step(params, carry, inputs)
 
 
 @functools.partial(jax.jit, static_argnums=0)

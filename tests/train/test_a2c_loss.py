@@ -16,6 +16,7 @@ import pytest
 from metabelief.baselines import run_policy, thompson_sampling
 from metabelief.rollout import rollout
 from metabelief.train import TrainConfig, a2c_loss, init_state, update
+from tests.train.numpy_reference import numpy_forward
 
 # Coefficients away from their defaults and from each other, so that each term weighs in.
 CONFIG = TrainConfig(
@@ -29,42 +30,6 @@ LOSS_KEY = jax.random.key(11)
 # The float64 reference
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
-
-
-def numpy_forward(params: dict, actions: np.ndarray, rewards: np.ndarray, num_actions: int):
-    """float64 logits ``[T, N, A]`` and values ``[T, N]`` of the LSTM actor-critic on a history.
-
-    Input at step t: one-hot previous action (zeros at t = 0), previous reward (0 at t = 0); the
-    bandit has no observation. LSTM: i, f, o = sigmoid, g = tanh of ``x W_i* + h W_h* + b_h*``;
-    ``c' = f c + i g``, ``h' = o tanh(c')``; linear policy and value heads on ``h'``.
-    """
-    p = params["params"]
-    lstm = p["lstm"]
-    num_steps, num_tasks = actions.shape
-    hidden = np.zeros((num_tasks, lstm["hi"]["kernel"].shape[0]))
-    cell = np.zeros_like(hidden)
-    prev_action = np.zeros((num_tasks, num_actions))
-    prev_reward = np.zeros((num_tasks, 1))
-    logits, values = [], []
-    for t in range(num_steps):
-        x = np.concatenate([prev_action, prev_reward], axis=1)
-
-        def gate(name, x=x, hidden=hidden):
-            input_part, hidden_part = x @ lstm[f"i{name}"]["kernel"], hidden @ lstm[f"h{name}"]["kernel"]
-            return input_part + hidden_part + lstm[f"h{name}"]["bias"]
-
-        i, f, g, o = _sigmoid(gate("i")), _sigmoid(gate("f")), np.tanh(gate("g")), _sigmoid(gate("o"))
-        cell = f * cell + i * g
-        hidden = o * np.tanh(cell)
-        logits.append(hidden @ p["policy"]["kernel"] + p["policy"]["bias"])
-        values.append((hidden @ p["value"]["kernel"] + p["value"]["bias"])[:, 0])
-        prev_action = np.eye(num_actions)[actions[t]]
-        prev_reward = rewards[t][:, None]
-    return np.stack(logits), np.stack(values)
-
-
 def numpy_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
     """``G_t = sum_{k >= t} gamma^(k - t) r_k`` to the end of the episode, by the closed sum."""
     num_steps = rewards.shape[0]
@@ -74,7 +39,9 @@ def numpy_returns(rewards: np.ndarray, gamma: float) -> np.ndarray:
 
 def numpy_loss(params, actions, rewards, config, advantages=None) -> dict:
     """The A2C loss terms in float64; ``advantages`` given: held fixed (the stop-gradient)."""
-    logits, values = numpy_forward(params, actions, rewards, config.make_family().num_actions)
+    logits, values, _ = numpy_forward(
+        params, _no_obs(actions), actions, rewards, config.make_family().num_actions
+    )
     returns = numpy_returns(rewards, config.gamma)
     if advantages is None:
         advantages = returns - values
@@ -121,7 +88,7 @@ def test_numpy_forward_reproduces_the_recorded_logits_and_values(episode):
     """The reference network is the package's network (else the loss check below means nothing)."""
     trajectory = episode["trajectory"]
     actions, rewards = np.asarray(trajectory.actions), np.asarray(trajectory.rewards, np.float64)
-    logits, values = numpy_forward(_float64(episode["params"]), actions, rewards, 2)
+    logits, values, _ = numpy_forward(_float64(episode["params"]), _no_obs(actions), actions, rewards, 2)
     np.testing.assert_allclose(np.asarray(trajectory.logits), logits, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(trajectory.values), values, rtol=1e-5, atol=1e-6)
     # Not a degenerate episode: both arms pulled, both outcomes seen, the policy far from uniform.
@@ -215,3 +182,8 @@ def test_a2c_learns_most_of_the_way_from_random_play_to_thompson_sampling():
     # The training returns rose too (the last 20 updates against the first 20).
     returns = np.asarray(metrics["episode_return"])
     assert returns[-20:].mean() - returns[:20].mean() > 0.7 * (thompson - random)
+
+
+def _no_obs(actions: np.ndarray) -> np.ndarray:
+    """The bandit's observations: width 0, ``[T, N, 0]``."""
+    return np.zeros((*actions.shape, 0))
