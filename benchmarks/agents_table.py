@@ -30,23 +30,22 @@ import time
 import jax
 
 from metabelief.experiments import bandit, seeds, two_step
-from metabelief.train.config import DEFAULTS
+from metabelief.train.config import TrainConfig, with_algorithm
 
 EXPERIMENTS = {"bandit": (bandit, bandit.BanditConfig), "two-step": (two_step, two_step.TwoStepConfig)}
 
 
-def agent_fields(spec: str) -> dict:
-    """``"gru:ppo:0.5"`` -> ``{"cell": "gru", "algorithm": "ppo", "predictive_coef": 0.5}``, and
-    for an algorithm other than A2C (whose settings the experiments hold) its learning rate and
-    updates from ``TrainConfig``'s defaults (``metabelief.train.config.DEFAULTS``)."""
-    parts = spec.split(":")
-    fields = {"cell": parts[0]}
-    if len(parts) > 1 and parts[1] != "a2c":
-        fields["algorithm"] = parts[1]
-        fields.update(DEFAULTS[parts[1]])
-    if len(parts) > 2:
-        fields["predictive_coef"] = float(parts[2])
-    return fields
+def agent_config(config: TrainConfig, spec: str) -> TrainConfig:
+    """``config`` with the agent of ``spec``, ``"gru:ppo:0.5"``: cell gru, trained by PPO (with
+    PPO's learning rate and updates, ``metabelief.train.config.with_algorithm``), predictive
+    objective at weight 0.5."""
+    cell, *rest = spec.split(":")
+    config = dataclasses.replace(config, cell=cell)
+    if rest:
+        config = with_algorithm(config, rest[0])
+    if len(rest) > 1:
+        config = dataclasses.replace(config, predictive_coef=float(rest[1]))
+    return config
 
 
 def row(experiment: str, results: dict) -> dict:
@@ -126,9 +125,10 @@ def main() -> None:
     rows = {}
     for spec in args.agents:
         base = config_type()
-        config = dataclasses.replace(
-            base, train=dataclasses.replace(base.train, **{**overrides, **agent_fields(spec)})
-        )
+        trained_by = agent_config(dataclasses.replace(base.train, **overrides), spec)
+        if args.updates:  # the updates asked for hold for every algorithm
+            trained_by = dataclasses.replace(trained_by, num_updates=args.updates)
+        config = dataclasses.replace(base, train=trained_by)
         start = time.perf_counter()
         results = module.run(config, out / spec.replace(":", "-"), progress=False).to_dict()
         rows[spec] = row(args.experiment, results)

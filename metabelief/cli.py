@@ -17,6 +17,7 @@ import jax
 from metabelief import experiments, testing
 from metabelief.experiments import output
 from metabelief.tasks import registry
+from metabelief.train.config import with_algorithm
 
 # `metabelief run` flags -> TrainConfig fields they override.
 _TRAIN_FLAGS = {
@@ -112,8 +113,11 @@ def _run(args: argparse.Namespace) -> None:
         overrides = {
             field: getattr(args, flag)
             for flag, field in _TRAIN_FLAGS.items()
-            if getattr(args, flag) is not None
+            if getattr(args, flag) is not None and field != "algorithm"
         }
+        if args.algorithm is not None:  # with its own learning rate and updates, unless given
+            trained_by = with_algorithm(config.train, args.algorithm, keep_updates=args.quick)
+            config = dataclasses.replace(config, train=trained_by)
         if overrides:
             config = dataclasses.replace(config, train=dataclasses.replace(config.train, **overrides))
         if args.rows is not None:
@@ -161,7 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--cell", help="memory model: lstm (default), gru, rnn, lru or oracle (an MLP on the exact belief)"
     )
-    run.add_argument("--algorithm", help="a2c (default) or ppo")
+    run.add_argument(
+        "--algorithm",
+        help="a2c (default) or ppo; another algorithm than the experiment's brings its own learning "
+        "rate and updates (TrainConfig's defaults) unless --updates is given",
+    )
     run.add_argument(
         "--predictive", type=float, metavar="COEF", help="weight of the next-reward prediction loss (0)"
     )

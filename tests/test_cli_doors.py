@@ -117,3 +117,23 @@ def test_one_line_even_when_the_message_has_several(nothing_runs, monkeypatch, c
 
     monkeypatch.setattr(experiments, "lookup", many_lines)
     _assert_exits_naming(["run", "bandit"], "first line second line", capsys)
+
+
+def test_another_algorithm_brings_its_own_learning_rate_and_updates(monkeypatch, tmp_path):
+    from metabelief.experiments import bandit  # noqa: PLC0415
+    from metabelief.train.config import DEFAULTS  # noqa: PLC0415
+
+    seen = []
+
+    def capture(config, out_dir, progress=True):
+        seen.append(config.train)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(bandit, "run", capture)
+    for argv in (["--algorithm", "ppo"], ["--algorithm", "ppo", "--updates", "7"], ["--algorithm", "a2c"]):
+        with pytest.raises(SystemExit):
+            cli.main(["run", "bandit", "--out", str(tmp_path), "--no-progress", *argv])
+    ppo, ppo_seven, a2c = seen
+    assert (ppo.algorithm, ppo.learning_rate, ppo.num_updates) == ("ppo", *DEFAULTS["ppo"].values())
+    assert (ppo_seven.learning_rate, ppo_seven.num_updates) == (DEFAULTS["ppo"]["learning_rate"], 7)
+    assert a2c == bandit.BanditConfig().train  # the experiment's own algorithm: its settings kept

@@ -250,6 +250,20 @@ class TrainConfig:
         return cls(**{**fields, "family": registry.family_from_spec(spec, family)})
 
 
+def with_algorithm(config: TrainConfig, algorithm: str, *, keep_updates: bool = False) -> TrainConfig:
+    """``config`` trained by ``algorithm`` instead, with that algorithm's learning rate and updates
+    (``DEFAULTS``; the updates kept with ``keep_updates``): an experiment's settings are tuned for
+    its own algorithm. The same config when ``algorithm`` is already its own."""
+    if algorithm == config.algorithm:
+        return config
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
+    defaults = dict(DEFAULTS[algorithm])
+    if keep_updates:
+        defaults.pop("num_updates")
+    return dataclasses.replace(config, algorithm=algorithm, **defaults)
+
+
 def _recorded_agent(record: Any, agent: Agent | None) -> Agent | None:
     """The agent of a saved config: None for a built-in cell, else ``agent``, checked against the
     recorded class."""
