@@ -31,7 +31,7 @@ import metabelief
 from metabelief import rollout as lockstep
 from metabelief import train
 from metabelief.agents import agent_for
-from metabelief.bench import agent_cases, lstm_floor, measure
+from metabelief.bench import agent_rates, lstm_floor, measure
 from metabelief.experiments.probing import split_sizes
 
 
@@ -91,13 +91,9 @@ def main() -> None:
         print(
             f"{name:24s} {compile_seconds:10.2f} {1e3 * seconds:9.1f} {rate / 1e6:10.2f} {rate / floor:8.2f}"
         )
-    cell_steps = args.cell_tasks * steps
     print(f"\nper memory model, N = {args.cell_tasks}: M steps/s, x its own floor")
     for cell in args.cells:
-        measured = {}
-        for group in agent_cases(cell, args.cell_tasks, steps, args.hidden):
-            measured |= measure(group, args.rounds)
-        rates = {name: cell_steps / seconds for name, (_, seconds) in measured.items()}
+        rates = agent_rates(cell, args.cell_tasks, steps, args.hidden, args.rounds)
         row = " | ".join(
             f"{name} {rate / 1e6:6.3f} ({rate / rates['floor']:.3f}x)" for name, rate in rates.items()
         )

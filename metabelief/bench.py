@@ -126,15 +126,19 @@ def agent_cases(cell: str, num_tasks: int, num_steps: int, hidden_size: int) -> 
     return groups
 
 
+def agent_rates(cell: str, num_tasks: int, num_steps: int, hidden_size: int, rounds: int) -> dict:
+    """``agent_cases`` measured: agent steps per second of the floor and of each update."""
+    measured = {}
+    for group in agent_cases(cell, num_tasks, num_steps, hidden_size):
+        measured |= measure(group, rounds)
+    return {name: num_tasks * num_steps / run_s for name, (_, run_s) in measured.items()}
+
+
 def agent_scaling(config: BenchConfig) -> dict:
     """(f) measured: per memory model, agent steps/s of its floor and updates and their ratios."""
-    steps = config.agent_tasks * config.num_steps
     out = {}
     for cell in config.agent_cells:
-        measured = {}
-        for group in agent_cases(cell, config.agent_tasks, config.num_steps, config.hidden_size):
-            measured |= measure(group, config.rounds)
-        rates = {name: steps / run_s for name, (_, run_s) in measured.items()}
+        rates = agent_rates(cell, config.agent_tasks, config.num_steps, config.hidden_size, config.rounds)
         out[cell] = {
             "steps_per_second": rates,
             "ratio_to_floor": {
@@ -254,14 +258,14 @@ def throughput_cases(
     environment = {"env + belief": env_and_belief(family, num_tasks, num_steps)}
     if with_gymnax:
         environment["gymnax env-only"] = gymnax_env_only(num_tasks, num_steps)
-    agent_cases = {
+    rollout_cases = {
         "floor": lstm_floor(hidden_size, agent.num_actions, agent.input_size, num_tasks, num_steps),
         "rollout + probe": (
             jax.jit(lambda p, k, t: lockstep.probe_moments(family, agent, p, sizes, key=k, tasks=t)),
             (params, jax.random.key(2), tasks),
         ),
     }
-    groups = [environment, agent_cases]
+    groups = [environment, rollout_cases]
     if with_training:
         config = train.TrainConfig(
             family_args=(("horizon", num_steps),), num_tasks=num_tasks, hidden_size=hidden_size

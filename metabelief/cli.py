@@ -28,12 +28,12 @@ _TRAIN_FLAGS = {
     "hidden": "hidden_size",
     "devices": "devices",
     "cell": "cell",
-    "algorithm": "algorithm",
     "predictive": "predictive_coef",
 }
 # Config field -> the `metabelief run` flag that sets it, to name the flag when a value is rejected.
 _RUN_FLAG_NAMES = {field: "--" + flag.replace("_", "-") for flag, field in _TRAIN_FLAGS.items()} | {
-    "rows": "--rows"
+    "rows": "--rows",
+    "algorithm": "--algorithm",  # set apart: it brings its own learning rate and updates
 }
 
 
@@ -113,7 +113,7 @@ def _run(args: argparse.Namespace) -> None:
         overrides = {
             field: getattr(args, flag)
             for flag, field in _TRAIN_FLAGS.items()
-            if getattr(args, flag) is not None and field != "algorithm"
+            if getattr(args, flag) is not None
         }
         if args.algorithm is not None:  # with its own learning rate and updates, unless given
             trained_by = with_algorithm(config.train, args.algorithm, keep_updates=args.quick)

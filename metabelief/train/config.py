@@ -256,12 +256,8 @@ def with_algorithm(config: TrainConfig, algorithm: str, *, keep_updates: bool = 
     its own algorithm. The same config when ``algorithm`` is already its own."""
     if algorithm == config.algorithm:
         return config
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
-    defaults = dict(DEFAULTS[algorithm])
-    if keep_updates:
-        defaults.pop("num_updates")
-    return dataclasses.replace(config, algorithm=algorithm, **defaults)
+    updates = config.num_updates if keep_updates else None  # None: the algorithm's, on construction
+    return dataclasses.replace(config, algorithm=algorithm, learning_rate=None, num_updates=updates)
 
 
 def _recorded_agent(record: Any, agent: Agent | None) -> Agent | None:
