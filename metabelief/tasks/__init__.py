@@ -6,7 +6,9 @@ from metabelief.tasks.base import (
     BetaArms,
     DependentArms,
     ExpectedRewards,
+    FiniteOutcomes,
     GoalCandidates,
+    ReferencePolicies,
     TaskFamily,
 )
 from metabelief.tasks.bernoulli_bandit import BernoulliBandit, BernoulliTask
@@ -18,6 +20,9 @@ from metabelief.tasks.dependent_bandit import (
     dependent_bandit,
 )
 from metabelief.tasks.gridworld import GoalBelief, GoalTask, GridState, Gridworld
+from metabelief.tasks.latent_goal_cart import CartBelief, CartState, CartTask, LatentGoalCart
+from metabelief.tasks.markov_bandit import MarkovBandit, MarkovBelief, MarkovState, MarkovTask
+from metabelief.tasks.oracle_bandit import OracleBandit, OracleBelief, OracleState, OracleTask
 from metabelief.tasks.registry import families, make, register
 from metabelief.tasks.tabular import (
     TabularBelief,
@@ -27,6 +32,7 @@ from metabelief.tasks.tabular import (
     random_tabular,
     tabular,
 )
+from metabelief.tasks.tiger import Tiger, TigerBelief, TigerState, TigerTask
 from metabelief.tasks.two_step import TwoStep, TwoStepBelief, TwoStepState, TwoStepTask
 
 register("bernoulli_bandit", BernoulliBandit)
@@ -34,6 +40,10 @@ register("dependent_bandit", dependent_bandit)
 register("tabular", tabular)
 register("gridworld", Gridworld)
 register("two_step", TwoStep)
+register("oracle_bandit", OracleBandit)
+register("markov_bandit", MarkovBandit)
+register("tiger", Tiger)
+register("latent_goal_cart", LatentGoalCart)
 
 __all__ = [
     "BanditFamily",
@@ -43,22 +53,40 @@ __all__ = [
     "BernoulliTask",
     "BetaArms",
     "BetaBelief",
+    "CartBelief",
+    "CartState",
+    "CartTask",
     "DependentArms",
     "DependentBandit",
     "DependentTask",
     "DiscreteDependentBandit",
     "ExpectedRewards",
+    "FiniteOutcomes",
     "GoalBelief",
     "GoalCandidates",
     "GoalTask",
     "GridState",
     "Gridworld",
+    "LatentGoalCart",
+    "MarkovBandit",
+    "MarkovBelief",
+    "MarkovState",
+    "MarkovTask",
+    "OracleBandit",
+    "OracleBelief",
+    "OracleState",
+    "OracleTask",
+    "ReferencePolicies",
     "SupportBelief",
     "TabularBelief",
     "TabularFamily",
     "TabularState",
     "TabularTask",
     "TaskFamily",
+    "Tiger",
+    "TigerBelief",
+    "TigerState",
+    "TigerTask",
     "TwoStep",
     "TwoStepBelief",
     "TwoStepState",

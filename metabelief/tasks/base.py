@@ -17,7 +17,8 @@ Shapes and dtypes (per task, before any vmap):
   ``true_features(task, state)``, ``float32[D]``.
 
 Optional capabilities: a family may also implement any of the ``typing.Protocol`` classes below
-(``ExpectedRewards``, ``BeliefVariance``, ``BetaArms``, ``DependentArms``, ``GoalCandidates``).
+(``ExpectedRewards``, ``BeliefVariance``, ``BetaArms``, ``DependentArms``, ``GoalCandidates``,
+``FiniteOutcomes``, ``ReferencePolicies``).
 Nothing registers them: a family has a capability when it has the attributes and methods, which
 ``isinstance(family, BetaArms)`` tests. Each one unlocks the baselines and analyses that need it
 (``metabelief.baselines`` and ``metabelief.analysis`` select by capability, never by class), and
@@ -37,6 +38,9 @@ declared ``belief_variance`` is check 8).
   Bayes-optimal DP and Thompson sampling.
 * ``GoalCandidates``: a deterministic grid with a hidden goal among candidate cells: the
   nearest-candidate explorer.
+* ``FiniteOutcomes``: ``outcomes(belief, obs, action)``, the finite posterior predictive of a step:
+  the Bayes-optimal policy by dynamic programming over the belief tree.
+* ``ReferencePolicies``: ``reference_policies()``, the family's own reference agents.
 
 Timing: the belief after ``belief_update`` on transition t (``obs`` -> ``next_obs``) describes the
 hidden quantity in the state that ``step`` returned at t, the state the agent acts in next.
@@ -229,7 +233,50 @@ class GoalCandidates(Protocol):
     def possible_goals(self, belief: PyTree) -> jax.Array: ...
 
 
-CAPABILITIES = (ExpectedRewards, BeliefVariance, BetaArms, DependentArms, GoalCandidates)
+@runtime_checkable
+class FiniteOutcomes(Protocol):
+    """The posterior predictive distribution of a step, over finitely many outcomes.
+
+    ``outcomes(belief, obs, action) -> (probs float32[K], rewards float32[K], next_obs
+    float32[K, obs_size])``: taking ``action`` now, in the current state ``obs`` with the exact
+    belief ``belief``, returns reward ``rewards[k]`` and observation ``next_obs[k]`` with
+    probability ``probs[k]`` (the probabilities sum to 1; K is fixed by the family, and entries of
+    probability 0 are padding). Every outcome a step can produce is listed.
+
+    Unlocks: ``metabelief.baselines.bayes_optimal`` for any family, by exact dynamic programming
+    over the tree of beliefs the outcomes reach (as long as they stay few). Built in:
+    ``oracle_bandit``, ``tiger``.
+    """
+
+    def outcomes(
+        self, belief: PyTree, obs: jax.Array, action: jax.Array
+    ) -> tuple[jax.Array, jax.Array, jax.Array]: ...
+
+
+@runtime_checkable
+class ReferencePolicies(Protocol):
+    """The family's own reference agents, beside the generic ones.
+
+    ``reference_policies() -> dict[str, policy]``: each a belief policy ``policy(key, belief, obs)
+    -> int32[]`` (``metabelief.baselines.BeliefPolicy``) that a reader of the task would compare an
+    agent with (e.g. the oracle bandit's "ask the oracle first").
+
+    Unlocks: the family's references in ``metabelief run family``. Built in: ``oracle_bandit``,
+    ``latent_goal_cart``.
+    """
+
+    def reference_policies(self) -> dict: ...
+
+
+CAPABILITIES = (
+    ExpectedRewards,
+    BeliefVariance,
+    BetaArms,
+    DependentArms,
+    GoalCandidates,
+    FiniteOutcomes,
+    ReferencePolicies,
+)
 
 _SUMMARIES = {
     ExpectedRewards: "the posterior expected reward of each action: expected_rewards(belief, obs)",
@@ -240,6 +287,8 @@ _SUMMARIES = {
         "a hidden goal among candidate cells: move_table(), distance_table(), goal_cells(), "
         "current_cell(obs), possible_goals(belief)"
     ),
+    FiniteOutcomes: "the finite posterior predictive of a step: outcomes(belief, obs, action)",
+    ReferencePolicies: "the family's own reference agents: reference_policies()",
 }
 
 

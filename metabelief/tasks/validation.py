@@ -35,7 +35,7 @@ def integer_tuple(name: str, values: object, minimum: int, *, allow_empty: bool 
 
 def positive_float(name: str, value: object) -> float:
     """Returns ``value`` as a float, or raises if it is not a finite number > 0."""
-    number = _finite_float(name, value)
+    number = finite_float(name, value)
     if number <= 0.0:
         raise ValueError(f"{name} must be > 0, got {value!r}")
     return number
@@ -43,7 +43,7 @@ def positive_float(name: str, value: object) -> float:
 
 def non_negative_float(name: str, value: object) -> float:
     """Returns ``value`` as a float, or raises if it is not a finite number >= 0."""
-    number = _finite_float(name, value)
+    number = finite_float(name, value)
     if number < 0.0:
         raise ValueError(f"{name} must be >= 0, got {value!r}")
     return number
@@ -51,7 +51,7 @@ def non_negative_float(name: str, value: object) -> float:
 
 def probability(name: str, value: object) -> float:
     """Returns ``value`` as a float, or raises if it is not a number in [0, 1]."""
-    number = _finite_float(name, value)
+    number = finite_float(name, value)
     if not 0.0 <= number <= 1.0:
         raise ValueError(f"{name} must lie in [0, 1], got {value!r}")
     return number
@@ -64,7 +64,8 @@ def boolean(name: str, value: object) -> bool:
     return bool(value)
 
 
-def _finite_float(name: str, value: object) -> float:
+def finite_float(name: str, value: object) -> float:
+    """Returns ``value`` as a float, or raises if it is not a finite real number."""
     if isinstance(value, bool | np.bool_) or not isinstance(value, numbers.Real):
         raise ValueError(f"{name} must be a real number, got {value!r}")
     number = float(value)
