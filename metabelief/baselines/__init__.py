@@ -5,7 +5,7 @@ it needs (``metabelief.tasks.base``), never by a family's class.
 belief-greedy for ``ExpectedRewards``; the gridworld explorer for ``GoalCandidates``), the
 model-free ``QLearning`` learner and ``run_policy`` (the lockstep engine, ``metabelief.rollout``).
 ``bayes_optimal``: the Bayes-optimal policy by exact DP over the belief (``BetaArms``,
-``DependentArms``).
+``DependentArms``), and of any ``FiniteOutcomes`` family over its belief tree (``belief_tree``).
 ``indices``: Gittins index, UCB1, greedy and epsilon-greedy policies (``BetaArms``).
 """
 
@@ -16,6 +16,13 @@ from metabelief.baselines.bayes_optimal import (
     bayes_optimal_table,
     bayes_optimal_table_size,
     bayes_optimal_value,
+)
+from metabelief.baselines.belief_tree import (
+    BeliefTree,
+    BeliefTreePolicy,
+    belief_tree,
+    belief_tree_policy,
+    belief_tree_value,
 )
 from metabelief.baselines.indices import (
     UCB1,
@@ -45,6 +52,8 @@ __all__ = [
     "BayesOptimal",
     "BayesOptimalTable",
     "BeliefGreedy",
+    "BeliefTree",
+    "BeliefTreePolicy",
     "BeliefPolicy",
     "EpsilonGreedy",
     "GittinsIndex",
@@ -58,6 +67,9 @@ __all__ = [
     "bayes_optimal_table_size",
     "bayes_optimal_value",
     "belief_greedy",
+    "belief_tree",
+    "belief_tree_policy",
+    "belief_tree_value",
     "epsilon_greedy",
     "gittins",
     "gittins_index_table",

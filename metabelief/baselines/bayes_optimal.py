@@ -9,6 +9,9 @@ and V = 0 once the horizon is used up. Every belief here is a function of intege
 counts' total is the number of pulls made, so the time is known from the counts and the DP runs
 backward over that total ("level") with NumPy float64, one vectorised step per level.
 
+(A family with the ``FiniteOutcomes`` capability and neither of the two below is solved over its
+belief tree instead: ``metabelief.baselines.belief_tree``; ``bayes_optimal`` picks that for it.)
+
 It takes any family with one of two capabilities of ``metabelief.tasks.base``, whatever its class:
 
 * ``BetaArms`` (``bernoulli_bandit``): the counts are (successes, failures) per arm, read from
@@ -38,11 +41,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metabelief.baselines.belief_tree import BeliefTreePolicy, belief_tree_policy, belief_tree_value
 from metabelief.tasks.bandit_base import BetaBelief, beta_mean, observed_counts
 from metabelief.tasks.base import (
     BetaArms,
     DependentArms,
     ExpectedRewards,
+    FiniteOutcomes,
     PyTree,
     TaskFamily,
     require_capability,
@@ -188,14 +193,25 @@ class BayesOptimal:
         return index, columns, within
 
 
-def bayes_optimal(family: TaskFamily) -> BayesOptimal:
-    """The Bayes-optimal policy of ``family`` (its DP table is built once per family and cached)."""
+def bayes_optimal(family: TaskFamily) -> BayesOptimal | BeliefTreePolicy:
+    """The Bayes-optimal policy of ``family`` (its DP table is built once per family and cached):
+    ``BayesOptimal`` over the counts of a ``BetaArms`` or ``DependentArms`` family, else
+    ``BeliefTreePolicy`` over the belief tree of a ``FiniteOutcomes`` one."""
+    if _by_belief_tree(family):
+        return belief_tree_policy(family)
     return BayesOptimal(family)
 
 
 def bayes_optimal_value(family: TaskFamily) -> float:
-    """The Bayes-optimal expected total reward over ``family.horizon`` pulls, from the prior."""
+    """The Bayes-optimal expected total reward over ``family.horizon`` steps, from the prior."""
+    if _by_belief_tree(family):
+        return belief_tree_value(family)
     return bayes_optimal_table(family).value
+
+
+def _by_belief_tree(family: TaskFamily) -> bool:
+    """Whether ``bayes_optimal`` solves ``family`` over its belief tree (no count-based DP fits it)."""
+    return isinstance(family, FiniteOutcomes) and not isinstance(family, BetaArms | DependentArms)
 
 
 def bayes_optimal_table_size(family: TaskFamily) -> int:
