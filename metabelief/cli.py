@@ -108,8 +108,20 @@ def _run(args: argparse.Namespace) -> None:
             "--updates does not apply to rl2-table: each row trains for its agent steps "
             "(agent_steps / (tasks x pulls) updates, at most max_updates)"
         )
+    is_family = config_type is experiments.family.FamilyConfig
+    if args.target and not is_family:
+        raise ValueError(f"{args.experiment} takes no family; only `run family NAME [ARG=VALUE ...]` does")
+    if is_family and not args.target:
+        raise ValueError(
+            "run family needs a family: a registered name (metabelief list) or package.module:Class, "
+            "then its ARG=VALUE arguments"
+        )
     with naming_flags(_RUN_FLAG_NAMES):  # every value is checked here, before anything compiles
-        config = config_type.quick() if args.quick else config_type()
+        if is_family:
+            family_args = _parse_family_args(args.target[1:])
+            config = config_type.of(args.target[0], quick=args.quick, **family_args)
+        else:
+            config = config_type.quick() if args.quick else config_type()
         overrides = {
             field: getattr(args, flag)
             for flag, field in _TRAIN_FLAGS.items()
@@ -156,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="run an experiment: train, evaluate, probe; write results and plots"
     )
     run.add_argument("experiment", help="experiment name (see `metabelief list`)")
+    run.add_argument(
+        "target",
+        nargs="*",
+        metavar="FAMILY [ARG=VALUE ...]",
+        help="`run family` only: a registered family name or package.module:Class, and its arguments",
+    )
     run.add_argument("--out", help="output folder (default: runs/<experiment>-<time>)")
     run.add_argument("--num-tasks", type=int, help="tasks per training update")
     run.add_argument("--updates", type=int, help="training updates")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from metabelief.experiments import bandit, failure, gridworld, rl2_table, two_step
+from metabelief.experiments import bandit, failure, family, gridworld, rl2_table, two_step
 
 EXPERIMENTS: dict[str, tuple[ModuleType, type]] = {
     bandit.NAME: (bandit, bandit.BanditConfig),
@@ -19,6 +19,7 @@ EXPERIMENTS: dict[str, tuple[ModuleType, type]] = {
     two_step.NAME: (two_step, two_step.TwoStepConfig),
     failure.NAME: (failure, failure.FailureConfig),
     rl2_table.NAME: (rl2_table, rl2_table.RL2TableConfig),
+    family.NAME: (family, family.FamilyConfig),
 }
 
 
