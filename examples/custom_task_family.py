@@ -1,21 +1,27 @@
-"""Writing your own task family: a restless Tiger problem, from definition to a probed agent.
+"""Writing your own task family: one good arm among K, from definition to a probed agent.
 
-A tiger hides behind the left or the right door (uniformly at first) and after every step
-changes sides with probability ``p_switch``. The agent can listen (it hears the tiger's side
-correctly with probability ``accuracy``; listening costs 0.1) or open a door (+1 if the tiger is
-not there, -1 if it is, which tells it where the tiger was). Its exact belief is
-P(tiger left now | history), one number: a two-state HMM forward filter.
+K arms; one of them, drawn uniformly at random, is the good arm (the hidden task): it pays reward
+1 with probability ``p_good``, every other arm with probability ``p_bad``. There is no
+observation, only rewards. The exact belief is the posterior over which arm is good: pulling arm
+a and getting reward r multiplies the probability of "a is good" by p_good^r (1 - p_good)^(1 - r)
+and that of every other hypothesis by p_bad^r (1 - p_bad)^(1 - r). It is kept as normalised log
+probabilities, so it stays exact and finite over any horizon.
 
 The steps every family goes through:
 1. implement the contract (sizes, sample_task, reset, step, belief_init, belief_update,
    belief_features, true_features) as pure functions for ONE task, in a frozen dataclass;
-2. test that the belief is calibrated as the exact posterior must be (``metabelief.check_family``;
-   a necessary condition, not a proof);
-3. train an agent on the instance itself, ``TrainConfig(family=RestlessTiger(...))``, save it and
+   optional capabilities (``metabelief.tasks.base``) are plain methods too: ``expected_rewards``
+   declares ``ExpectedRewards``, which unlocks the belief-greedy reference
+   (``metabelief.baselines.belief_greedy``);
+2. test that the belief is calibrated as the exact posterior must be (``metabelief.check_family``,
+   which also checks every capability the family declares; a necessary condition, not a proof);
+3. train an agent on the instance itself, ``TrainConfig(family=OneGoodArm(...))``, save it and
    load it back (``load_agent(path, family=...)``), and probe its hidden state for the belief, like
    any built-in family.
 ``metabelief.register`` is only needed for using the family by name: ``metabelief.make`` and the
-CLI (``metabelief check restless_tiger``); the last step does it.
+CLI (``metabelief check one_good_arm``); the last step does it.
+Once the class is importable from a package of yours, the generic experiment runs it from the
+shell without registering: ``metabelief run family my_pkg.tasks:OneGoodArm num_arms=4``.
 
 Run: ``python examples/custom_task_family.py`` (about a minute on a 2-core CPU).
 """
@@ -30,92 +36,89 @@ import jax.numpy as jnp
 from flax import struct
 
 import metabelief
-from metabelief import probes, rollout
+from metabelief import baselines, probes, rollout
 from metabelief.tasks import validation
 
 
 @struct.dataclass
-class TigerTask:
-    left: jax.Array  # bool[]: the tiger starts behind the left door
+class OneGoodArmTask:
+    good: jax.Array  # int32[]: the index of the good arm
 
 
 @struct.dataclass
-class TigerState:
-    time: jax.Array  # int32[]
-    left: jax.Array  # bool[]: the tiger is behind the left door now
+class OneGoodArmState:
+    time: jax.Array  # int32[]: pulls made so far
 
 
 @struct.dataclass
-class TigerBelief:
-    p_left: jax.Array  # float32[]: P(tiger left | history)
-
-
-LISTEN, OPEN_LEFT, OPEN_RIGHT = 0, 1, 2
+class OneGoodArmBelief:
+    log_probs: jax.Array  # float32[K]: log P(arm i is the good one | history), normalised
 
 
 @dataclasses.dataclass(frozen=True)
-class RestlessTiger(metabelief.TaskFamily):
-    """Tiger behind one of two doors; observation ``[heard left, heard right]`` after listening."""
+class OneGoodArm(metabelief.TaskFamily):
+    """K arms, one good (pays with ``p_good``), the others pay with ``p_bad``; no observation."""
 
-    accuracy: float = 0.85
-    p_switch: float = 0.1
+    num_arms: int = 3
+    p_good: float = 0.8
+    p_bad: float = 0.2
     horizon: int = 30
-    num_actions = 3  # listen, open left, open right
-    obs_size = 2
+    obs_size = 0  # a class attribute, not a field: the family observes nothing
 
-    def __post_init__(self):
-        validation.probability("accuracy", self.accuracy)
-        validation.probability("p_switch", self.p_switch)
+    def __post_init__(self):  # bad input fails here, naming the field, before anything compiles
+        validation.integer_at_least("num_arms", self.num_arms, 2)
+        validation.probability("p_good", self.p_good)
+        validation.probability("p_bad", self.p_bad)
         validation.integer_at_least("horizon", self.horizon, 1)
 
+    @property
+    def num_actions(self):  # one action per arm
+        return self.num_arms
+
     def sample_task(self, key):
-        return TigerTask(left=jax.random.bernoulli(key))
+        return OneGoodArmTask(good=jax.random.randint(key, (), 0, self.num_arms, jnp.int32))
 
     def reset(self, key, task):
-        return TigerState(time=jnp.zeros((), jnp.int32), left=task.left), jnp.zeros((2,), jnp.float32)
+        return OneGoodArmState(time=jnp.zeros((), jnp.int32)), jnp.zeros((0,), jnp.float32)
 
     def step(self, key, task, state, action):
-        hear_key, switch_key = jax.random.split(key)
-        heard_left = jax.random.bernoulli(hear_key, self.accuracy) == state.left
-        obs = jnp.where(action == LISTEN, jnp.stack([heard_left, ~heard_left]).astype(jnp.float32), 0.0)
-        opened_tiger = jnp.where(action == OPEN_LEFT, state.left, ~state.left)
-        reward = jnp.where(action == LISTEN, -0.1, jnp.where(opened_tiger, -1.0, 1.0)).astype(jnp.float32)
-        left = state.left ^ jax.random.bernoulli(switch_key, self.p_switch)  # the tiger moves
-        state = TigerState(time=state.time + 1, left=left)
-        return state, obs, reward, state.time >= self.horizon
+        success_prob = jnp.where(action == task.good, self.p_good, self.p_bad)
+        reward = jax.random.bernoulli(key, success_prob).astype(jnp.float32)
+        state = OneGoodArmState(time=state.time + 1)
+        return state, jnp.zeros((0,), jnp.float32), reward, state.time >= self.horizon
 
-    def belief_init(self, obs):
-        return TigerBelief(p_left=jnp.asarray(0.5, jnp.float32))
+    def belief_init(self, obs):  # the uniform prior: an empty observation says nothing
+        return OneGoodArmBelief(log_probs=jnp.full((self.num_arms,), -jnp.log(self.num_arms), jnp.float32))
 
     def belief_update(self, belief, obs, action, reward, next_obs):
-        # Likelihood of what was seen under "tiger left" and under "tiger right".
-        heard_left = next_obs[0] > 0.5
-        listen_left = jnp.where(heard_left, self.accuracy, 1.0 - self.accuracy)
-        opened_tiger = reward < -0.5
-        open_left = jnp.where(action == OPEN_LEFT, opened_tiger, ~opened_tiger).astype(jnp.float32)
-        like_left = jnp.where(action == LISTEN, listen_left, open_left)
-        like_right = jnp.where(action == LISTEN, 1.0 - listen_left, 1.0 - open_left)
-        joint_left = belief.p_left * like_left
-        p_left = joint_left / (joint_left + (1.0 - belief.p_left) * like_right)
-        # Then the tiger may switch sides before the next step.
-        return TigerBelief(p_left=p_left * (1.0 - self.p_switch) + (1.0 - p_left) * self.p_switch)
+        # Log likelihood of the reward under each hypothesis "arm i is good": the pulled arm pays
+        # with p_good if i is the pulled arm, with p_bad otherwise. `where` rather than
+        # r log p + (1 - r) log(1 - p), which is NaN (0 * -inf) when a probability is 0 or 1.
+        success_prob = jnp.where(jnp.arange(self.num_arms) == action, self.p_good, self.p_bad)
+        log_likelihood = jnp.where(reward > 0.5, jnp.log(success_prob), jnp.log1p(-success_prob))
+        log_probs = belief.log_probs + log_likelihood
+        return OneGoodArmBelief(log_probs=log_probs - jax.nn.logsumexp(log_probs))
 
-    def belief_features(self, belief):
-        return belief.p_left[None]
+    def belief_features(self, belief):  # P(arm i is good | history), whose truth is the one-hot
+        return jnp.exp(belief.log_probs)
 
     def true_features(self, task, state):
-        return state.left.astype(jnp.float32)[None]
+        return jax.nn.one_hot(task.good, self.num_arms, dtype=jnp.float32)
+
+    def expected_rewards(self, belief, obs):  # the ExpectedRewards capability
+        p = jnp.exp(belief.log_probs)
+        return p * self.p_good + (1.0 - p) * self.p_bad
 
 
-def main(num_updates: int = 150) -> dict:
-    family = RestlessTiger(accuracy=0.8)
+def main(num_updates: int = 300) -> dict:
+    family = OneGoodArm(num_arms=3)
     report = metabelief.check_family(family, num_tasks=1024)
     print(
         f"check_family passed: max |z| {report.calibration_max_z:.2f} over {report.calibration_groups} groups"
     )
 
     config = metabelief.TrainConfig(
-        family=family, num_tasks=512, num_updates=num_updates, updates_per_chunk=25, learning_rate=5e-3
+        family=family, num_tasks=512, num_updates=num_updates, updates_per_chunk=25, learning_rate=1e-2
     )
     result = metabelief.train.train(config, progress=False)
     with tempfile.TemporaryDirectory() as folder:  # config.json records the class and its fields
@@ -127,18 +130,27 @@ def main(num_updates: int = 150) -> dict:
     agent = config.make_agent()
     tasks = jax.vmap(family.sample_task)(jax.random.split(jax.random.key(1), 2048))
     history = jax.jit(rollout.rollout, static_argnums=(0, 1))(family, agent, params, jax.random.key(2), tasks)
-    print(f"return per episode: {float(history.rewards.sum(0).mean()):.2f} (opening doors blindly: 0)")
+    # The capability at work: the belief-greedy reference on the same tasks.
+    greedy = baselines.run_policy(family, baselines.belief_greedy(family), jax.random.key(3), tasks)
+    chance = family.horizon * (family.p_good + (family.num_arms - 1) * family.p_bad) / family.num_arms
+    print(
+        f"return per episode: {float(history.rewards.sum(0).mean()):.2f} (random arms: {chance:.1f}, "
+        f"belief-greedy: {float(greedy.rewards.sum(0).mean()):.2f}, "
+        f"knowing the good arm: {family.horizon * family.p_good:.1f})"
+    )
 
-    hidden, belief = slice(0, agent.hidden_size), slice(agent.hidden_size, agent.hidden_size + 1)
+    hidden = slice(0, agent.hidden_size)
+    belief = slice(agent.hidden_size, agent.hidden_size + family.num_arms)
     r2 = {}
     for name, network in {"trained": params, "untrained": initial_params}.items():
         moments = rollout.probe_moments(family, agent, network, (1024, 512, 512), history=history)
         r2[name] = float(probes.linear_probe(moments, hidden, belief).test.r2)
     print(
-        f"held-out R², hidden → P(tiger left): trained {r2['trained']:.3f}, untrained {r2['untrained']:.3f}"
+        f"held-out R², hidden → P(arm i is good): trained {r2['trained']:.3f}, "
+        f"untrained {r2['untrained']:.3f}"
     )
-    metabelief.register("restless_tiger", RestlessTiger, overwrite=True)  # now `make` knows its name
-    assert metabelief.make("restless_tiger", accuracy=0.8) == family
+    metabelief.register("one_good_arm", OneGoodArm, overwrite=True)  # now `make` knows its name
+    assert metabelief.make("one_good_arm", num_arms=3) == family
     return r2
 
 

@@ -20,6 +20,13 @@ checks 6-8 use, with the exact belief replayed on it (index t: before the t-th t
   paid one enters a goal cell; ``possible_goals`` never regrows, never empties and is the support
   of the posterior over candidates that opens ``belief_features``.
 
+* ``FiniteOutcomes``: ``outcomes(belief, obs, action)`` gives ``float32[K]`` probabilities that
+  are >= 0 and sum to 1, rewards and next observations; every step's outcome is one listed with
+  positive probability, and each listed outcome happens as often as its probability says (tested
+  like ``ExpectedRewards``, per outcome, in groups of the action crossed with check 7's last-step
+  groups and a bin of the probability; one Bonferroni bound over all K outcomes' tests).
+* ``ReferencePolicies``: every policy returns an ``int32[]`` action in range on every belief.
+
 (``BeliefVariance`` is check 8.)
 """
 
@@ -31,13 +38,22 @@ import statistics
 import jax
 import numpy as np
 
-from metabelief.tasks.base import BetaArms, DependentArms, ExpectedRewards, GoalCandidates, TaskFamily
-from metabelief.testing.calibration import FLOAT32_ROUNDING, MIN_TASKS_PER_GROUP, _Cells
+from metabelief.tasks.base import (
+    BetaArms,
+    DependentArms,
+    ExpectedRewards,
+    FiniteOutcomes,
+    GoalCandidates,
+    ReferencePolicies,
+    TaskFamily,
+)
+from metabelief.testing.calibration import FLOAT32_ROUNDING, MIN_TASKS_PER_GROUP, _Cells, _last_step_group
 from metabelief.testing.failures import fail
 from metabelief.testing.random_rollout import RandomRollout
 
 # Capabilities check 9 tests, in order (BeliefVariance is check 8).
-CHECKED = (BetaArms, DependentArms, ExpectedRewards, GoalCandidates)
+CHECKED = (BetaArms, DependentArms, ExpectedRewards, GoalCandidates, FiniteOutcomes, ReferencePolicies)
+OUTCOME_TOLERANCE = 1e-5  # probabilities summing to 1; a realised outcome matching a listed one
 COUNT_TOLERANCE = 1e-3  # counts are integers plus a prior; float32 keeps them far closer than this
 MEAN_TOLERANCE = 1e-4  # posterior means recomputed from the counts vs belief_features
 
@@ -65,6 +81,8 @@ def check_capabilities(
         "DependentArms": _check_dependent_arms,
         "ExpectedRewards": functools.partial(_check_expected_rewards, false_alarm_rate=false_alarm_rate),
         "GoalCandidates": _check_goal_candidates,
+        "FiniteOutcomes": functools.partial(_check_finite_outcomes, false_alarm_rate=false_alarm_rate),
+        "ReferencePolicies": _check_reference_policies,
     }
     for name in names:
         checks[name](family, data, outputs[name])
@@ -110,6 +128,7 @@ def _replayed_outputs(family, names, obs, actions, rewards) -> dict:
     beliefs = jax.tree.map(lambda head, tail: jax.numpy.concatenate([head[None], tail]), first, later)
     each = lambda method, *args: jax.vmap(jax.vmap(method))(*args)  # noqa: E731
     outputs = {}
+    before = jax.tree.map(lambda leaf: leaf[:-1], beliefs)  # the belief each action was chosen on
     if any(name in names for name in ("BetaArms", "DependentArms", "GoalCandidates")):
         features = each(family.belief_features, beliefs)
     if "BetaArms" in names:
@@ -118,8 +137,15 @@ def _replayed_outputs(family, names, obs, actions, rewards) -> dict:
     if "DependentArms" in names:
         outputs["DependentArms"] = {"evidence": each(family.evidence_counts, beliefs), "features": features}
     if "ExpectedRewards" in names:
-        before = jax.tree.map(lambda leaf: leaf[:-1], beliefs)  # the belief each action was chosen on
         outputs["ExpectedRewards"] = {"expected": each(family.expected_rewards, before, obs[:-1])}
+    if "FiniteOutcomes" in names:
+        probs, outcome_rewards, outcome_obs = each(family.outcomes, before, obs[:-1], actions)
+        outputs["FiniteOutcomes"] = {"probs": probs, "rewards": outcome_rewards, "next_obs": outcome_obs}
+    if "ReferencePolicies" in names:
+        keys = jax.random.split(jax.random.key(0), actions.shape)
+        outputs["ReferencePolicies"] = {
+            name: each(policy, keys, before, obs[:-1]) for name, policy in family.reference_policies().items()
+        }
     if "GoalCandidates" in names:
         outputs["GoalCandidates"] = {
             "cells": each(family.current_cell, obs),
@@ -265,14 +291,31 @@ def _check_expected_rewards(
         raise fail(family, name, "expected_rewards(belief, obs) became non-finite along a random rollout")
     actions = np.asarray(data.actions)
     predicted = np.take_along_axis(expected, actions[..., None], axis=-1)[..., 0].astype(np.float64)
-    rewards = np.asarray(data.rewards, np.float64)
-    cells = _Cells(predicted, actions, family.num_actions, 10, MIN_TASKS_PER_GROUP)
-    low, high = rewards.min(), rewards.max()
+    worst = _worst_group(
+        predicted, np.asarray(data.rewards, np.float64), actions, family.num_actions, false_alarm_rate
+    )
+    if worst is not None:
+        mean, se, z, z_threshold = worst
+        raise fail(
+            family,
+            name,
+            f"the reward after an action is off expected_rewards by {mean:+.4g} on average in a group of "
+            f"steps (the action crossed with a bin of its prediction; standard error {se:.2g}, z = "
+            f"{z:.1f} > {z_threshold:.1f}): not the posterior expected reward",
+        )
+
+
+def _worst_group(predicted, observed, groups, num_groups, false_alarm_rate):
+    """Tests E[observed - predicted | group, bin of predicted] = 0 like check 7 (Bonferroni over the
+    groups at ``false_alarm_rate``); returns ``(mean, se, z, threshold)`` of the worst group when it
+    fails, else None. Arrays ``[T, N]``; ``groups`` int labels below ``num_groups``."""
+    cells = _Cells(predicted, groups, num_groups, 10, MIN_TASKS_PER_GROUP)
+    low, high = observed.min(), observed.max()
     tests = cells.tests(
-        rewards - predicted, high - predicted, predicted - low, np.abs(rewards) + np.abs(predicted)
+        observed - predicted, high - predicted, predicted - low, np.abs(observed) + np.abs(predicted)
     )
     if not tests:
-        return
+        return None
     per_group_rate = false_alarm_rate / (2 * len(tests))
     z_threshold = statistics.NormalDist().inv_cdf(1.0 - per_group_rate)
     unseen_tasks = np.log(1.0 / per_group_rate)
@@ -281,15 +324,86 @@ def _check_expected_rewards(
         for mean, se, slack, rounding in tests
     ]
     worst = int(np.argmax(z_scores))
-    if z_scores[worst] > z_threshold:
-        mean, se = tests[worst][:2]
+    if z_scores[worst] <= z_threshold:
+        return None
+    return (*tests[worst][:2], z_scores[worst], z_threshold)
+
+
+# --- FiniteOutcomes -----------------------------------------------------------------------------
+
+
+def _check_finite_outcomes(
+    family: TaskFamily, data: RandomRollout, out: dict, false_alarm_rate: float
+) -> None:
+    """Probabilities that sum to 1; every step's outcome listed with positive probability; and each
+    listed outcome as frequent as its probability (in groups: the action crossed with a bin)."""
+    name = "FiniteOutcomes capability"
+    probs, rewards, next_obs = (
+        out["probs"],
+        out["rewards"],
+        out["next_obs"],
+    )  # [T, N, K], [T, N, K], [..., K, O]
+    num = probs.shape[-1]
+    layouts = (_layout(probs), _layout(rewards), _layout(next_obs))
+    wanted = (f"float32[{num}]", f"float32[{num}]", f"float32[{num}, {family.obs_size}]")
+    if layouts != wanted:
+        raise fail(family, name, f"outcomes(belief, obs, action) must give {wanted}, got {layouts}")
+    sums = probs.astype(np.float64).sum(axis=-1)
+    if probs.min() < -OUTCOME_TOLERANCE or np.abs(sums - 1.0).max() > OUTCOME_TOLERANCE:
+        raise fail(
+            family, name, f"outcome probabilities must be >= 0 and sum to 1, got sums {np.unique(sums)[:3]}"
+        )
+    distance = np.abs(rewards - np.asarray(data.rewards)[..., None])
+    distance += np.abs(next_obs - np.asarray(data.obs[1:])[..., None, :]).sum(axis=-1)
+    scale = OUTCOME_TOLERANCE * (1.0 + np.abs(rewards) + np.abs(next_obs).sum(axis=-1))
+    listed = (distance <= scale) & (probs > 0.0)
+    if not listed.any(axis=-1).all():
+        t, n = np.argwhere(~listed.any(axis=-1))[0]
         raise fail(
             family,
             name,
-            f"the reward after an action is off expected_rewards by {mean:+.4g} on average in a group of "
-            f"steps (the action crossed with a bin of its prediction; standard error {se:.2g}, z = "
-            f"{z_scores[worst]:.1f} > {z_threshold:.1f}): not the posterior expected reward",
+            f"step {t} of task {n} returned reward {float(data.rewards[t, n])} and observation "
+            f"{np.asarray(data.obs[t + 1, n]).tolist()}, which outcomes() did not list with positive "
+            "probability",
         )
+    happened = (listed & (np.cumsum(listed, axis=-1) == 1)).astype(np.float64)  # the first match
+    # Groups: the action crossed with what the history showed last (check 7's groups), so errors
+    # that cancel over the histories an action is taken in (e.g. the prior's odds after a cue) show.
+    history, num_history = _last_step_group(data, family.num_actions)
+    groups = np.asarray(data.actions) * num_history + history[:-1]
+    for k in range(num):
+        worst = _worst_group(probs[..., k].astype(np.float64), happened[..., k], groups,
+                             family.num_actions * num_history, false_alarm_rate / num)  # fmt: skip
+        if worst is not None:
+            mean, se, z, z_threshold = worst
+            raise fail(
+                family,
+                name,
+                f"outcome {k} happens {mean:+.4g} more often than its probability in a group of steps "
+                f"(standard error {se:.2g}, z = {z:.1f} > {z_threshold:.1f}): not the posterior predictive",
+            )
+
+
+# --- ReferencePolicies --------------------------------------------------------------------------
+
+
+def _check_reference_policies(family: TaskFamily, data: RandomRollout, out: dict) -> None:
+    """Each reference policy gives an ``int32[]`` action in ``[0, num_actions)`` on every belief."""
+    del data
+    for policy, actions in out.items():
+        if actions.dtype != np.int32 or actions.shape[2:] != ():
+            raise fail(
+                family,
+                "ReferencePolicies capability",
+                f"reference policy {policy!r} must return int32[] actions, got {_layout(actions)}",
+            )
+        if actions.min() < 0 or actions.max() >= family.num_actions:
+            raise fail(
+                family,
+                "ReferencePolicies capability",
+                f"reference policy {policy!r} chose actions outside [0, {family.num_actions}): "
+                f"{np.unique(actions)[:5].tolist()}",
+            )
 
 
 # --- GoalCandidates -----------------------------------------------------------------------------
