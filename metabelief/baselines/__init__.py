@@ -20,7 +20,6 @@ from metabelief.baselines.bayes_optimal import (
 from metabelief.baselines.belief_tree import (
     BeliefTree,
     BeliefTreePolicy,
-    belief_tree,
     belief_tree_policy,
     belief_tree_value,
 )
@@ -67,7 +66,6 @@ __all__ = [
     "bayes_optimal_table_size",
     "bayes_optimal_value",
     "belief_greedy",
-    "belief_tree",
     "belief_tree_policy",
     "belief_tree_value",
     "epsilon_greedy",

@@ -130,7 +130,7 @@ class OracleBandit(TaskFamily):
         named = candidates == jnp.argmin(jnp.abs(self.oracle_rewards() - reward))
         is_target = jnp.abs(reward - self.target_reward) < jnp.abs(reward - self.other_reward)
         pulled = candidates == action
-        after_pull = jnp.where(is_target, belief.possible, belief.possible & ~pulled)
+        after_pull = jnp.where(is_target, pulled, belief.possible & ~pulled)
         return OracleBelief(possible=jnp.where(action == self.oracle_arm, named, after_pull))
 
     def belief_features(self, belief: OracleBelief) -> jax.Array:
