@@ -217,7 +217,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return bench.main(argv[1:])
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "run" and not any(word.startswith("-") for word in extra):
+        args.target += extra  # `run family --quick tiger p_stay=0.9`: the family after a flag
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         args.handler(args)
     except ValueError as error:  # bad input: one line naming the argument, no traceback
