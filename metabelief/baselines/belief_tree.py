@@ -39,7 +39,7 @@ from metabelief.rollout import sample_tasks
 from metabelief.tasks.base import FiniteOutcomes, PyTree, TaskFamily, require_capability
 from metabelief.tasks.validation import integer_at_least, probability
 
-MAX_NODES = 200_000  # beliefs per level above which the tree refuses
+MAX_NODES = 50_000  # beliefs per level above which the tree refuses
 TIE_TOLERANCE = 1e-9  # Q-values this close to the best are ties
 _ROOT_SAMPLES = 64  # tasks whose first observation must agree
 
@@ -109,7 +109,7 @@ def belief_tree_value(family: TaskFamily, gamma: float = 1.0) -> float:
     return belief_tree(family, gamma).value
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class BeliefTreePolicy:
     """The Bayes-optimal policy of a ``FiniteOutcomes`` family (a ``metabelief.rollout.Learner``:
     ``run_policy`` runs it). Its memory is its node in the belief tree, ``int32[]``.
