@@ -1,19 +1,30 @@
 """``check_family``'s check 9 on the ``FiniteOutcomes`` and ``ReferencePolicies`` capabilities:
-the built-in families that declare them pass, and a family broken in one way each fails with the
-capability named."""
+the built-in families that declare them pass it, and a family broken in one way each fails with
+the capability named. Check 9 runs alone here (``check_capabilities`` on a random rollout, as
+``check_family`` calls it); the families' full ``check_family`` runs in their own test files."""
 
 from __future__ import annotations
 
 import dataclasses
 
+import jax
 import jax.numpy as jnp
 import pytest
 
 from metabelief.tasks import FiniteOutcomes, ReferencePolicies, Tiger
 from metabelief.tasks.oracle_bandit import OracleBandit
-from metabelief.testing import FamilyCheckError, check_family
+from metabelief.testing import FamilyCheckError, random_rollout, sample_tasks
+from metabelief.testing.capabilities import check_capabilities
 
 NUM_TASKS = 512
+
+
+def check_nine(family, num_steps=12):
+    """Check 9 of ``check_family`` on a random rollout of ``family``; the capabilities checked."""
+    key = jax.random.key(0)
+    tasks = sample_tasks(family, key, NUM_TASKS)
+    data = jax.device_get(jax.jit(random_rollout, static_argnums=(0, 3))(family, key, tasks, num_steps))
+    return check_capabilities(family, data)
 
 
 def test_the_families_that_declare_them_have_them():
@@ -56,8 +67,12 @@ class WildOracle(OracleBandit):
         return {"wild": lambda key, belief, obs: jnp.int32(self.num_arms)}
 
 
-def test_built_in_families_pass():
-    check_family(Tiger(accuracy=0.9, p_stay=0.9, horizon=12), num_tasks=NUM_TASKS)
+@pytest.mark.parametrize("family", [Tiger(accuracy=0.9, p_stay=0.9), OracleBandit(num_arms=5)], ids=repr)
+def test_built_in_families_pass(family):
+    checked = check_nine(family)
+    assert "FiniteOutcomes" in checked and ("ReferencePolicies" in checked) == isinstance(
+        family, OracleBandit
+    )
 
 
 @pytest.mark.parametrize(
@@ -71,9 +86,9 @@ def test_built_in_families_pass():
 )
 def test_broken_outcomes_fail_naming_the_capability(family, message):
     with pytest.raises(FamilyCheckError, match=rf"FiniteOutcomes capability\].*{message}"):
-        check_family(family, num_tasks=NUM_TASKS)
+        check_nine(family)
 
 
 def test_a_reference_policy_out_of_range_fails():
     with pytest.raises(FamilyCheckError, match=r"ReferencePolicies capability\].*outside"):
-        check_family(WildOracle(num_arms=4, horizon=4), num_tasks=NUM_TASKS)
+        check_nine(WildOracle(num_arms=4, horizon=4), num_steps=4)
