@@ -8,7 +8,7 @@ condition), never built from strings. This docstring is the one description of t
 
 **Common part** (``ExperimentResults``; ``rl2-table``'s differs, below)::
 
-    experiment          the experiment's name ("bandit", "gridworld", "two-step", "failure")
+    experiment          the experiment's name ("bandit", "gridworld", "two-step", "failure", "family")
     config              the experiment's config fields; config.train is the TrainConfig (to_dict)
     device              where it ran, e.g. "cpu x1" or "gpu: NVIDIA H100 80GB HBM3 x1"
     train               the population's training (TrainStats): seconds, compile_seconds,
@@ -19,7 +19,7 @@ condition), never built from strings. This docstring is the one description of t
                         interval (``metabelief.experiments.seeds``; lists element by element,
                         other values kept where every seed agrees)
 
-**One seed's entry** of a protocol experiment (``SeedResult``; bandit, gridworld, two-step)::
+**One seed's entry** of a protocol experiment (``SeedResult``; bandit, gridworld, two-step, family)::
 
     seed                the seed the agent was trained with
     train.final_training_return   its mean training return over the last 10 updates
@@ -33,6 +33,12 @@ and, per experiment:
   (thompson - random), of the returns), ``probe``, ``intervention``, ``state_machine`` (below).
 * ``gridworld`` (``gridworld.GridworldSeed``): ``return_fraction_random_to_belief_greedy``,
   ``probe``.
+* ``family`` (``family.FamilySeed``): ``return_fraction_random_to_reference`` ((agent - random) /
+  (reference - random)), ``probe``. At the top level (``family.FamilyResults``) also ``family``
+  (its repr), ``reference`` (the policy the fraction is measured against: ``bayes_optimal`` where
+  the exact DP runs, else the best other reference), ``bayes_optimal_value`` (the exact
+  Bayes-optimal return from the prior, or null) and ``unavailable`` (reference -> why the
+  family's capabilities did not unlock it).
 * ``two-step`` (``two_step.TwoStepSeed``): ``reward_per_trial`` and ``reward_per_trial_se`` (the
   agent and each reference, per trial), ``stay.<agent | reference>`` (``two_step.StayFigures``:
   ``probs`` and ``probs_se``, P(stay) after rewarded_common, rewarded_rare, unrewarded_common,
