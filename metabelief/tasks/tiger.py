@@ -26,10 +26,9 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import struct
 
-from metabelief.tasks import validation
+from metabelief.tasks import two_state, validation
 from metabelief.tasks.base import TaskFamily
 
 LISTEN, OPEN_LEFT, OPEN_RIGHT = 0, 1, 2  # actions
@@ -144,8 +143,9 @@ class Tiger(TaskFamily):
         """Listening: weigh the heard side by ``accuracy / (1 - accuracy)``, then predict the move.
         Opening a door: even odds (the tiger is placed again at random)."""
         del obs, reward
-        heard = jnp.where(next_obs[HEARD_LEFT] > 0.5, self._hearing_log_ratio, -self._hearing_log_ratio)
-        listened = self._predict_move(belief.log_odds + heard)
+        evidence = two_state.log_ratio(self.accuracy)
+        heard = jnp.where(next_obs[HEARD_LEFT] > 0.5, evidence, -evidence)
+        listened = two_state.predict_flip(belief.log_odds + heard, 1.0 - self.p_stay)
         log_odds = jnp.where(action == LISTEN, listened, 0.0)
         return TigerBelief(log_odds=log_odds.astype(jnp.float32))
 
@@ -181,21 +181,3 @@ class Tiger(TaskFamily):
         rewards = jnp.where(listened, jnp.float32(self.listen_reward), door_rewards)
         next_obs = jnp.where(listened, jnp.eye(2, dtype=jnp.float32), 0.0)
         return probs.astype(jnp.float32), rewards, next_obs
-
-    @property
-    def _hearing_log_ratio(self) -> np.float32:
-        """log(accuracy / (1 - accuracy)): +inf when hearing is certain."""
-        with np.errstate(divide="ignore"):
-            return np.float32(np.log(self.accuracy) - np.log1p(-self.accuracy))
-
-    def _predict_move(self, log_odds: jax.Array) -> jax.Array:
-        """Log-odds after the tiger stays with ``p_stay`` (exact for certain beliefs too)."""
-        if self.p_stay == 1.0:
-            return log_odds
-        if self.p_stay == 0.0:
-            return -log_odds
-        log_stay, log_move = float(np.log(self.p_stay)), float(np.log1p(-self.p_stay))
-        log_left, log_right = jax.nn.log_sigmoid(log_odds), jax.nn.log_sigmoid(-log_odds)
-        return jnp.logaddexp(log_left + log_stay, log_right + log_move) - jnp.logaddexp(
-            log_left + log_move, log_right + log_stay
-        )

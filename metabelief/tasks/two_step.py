@@ -22,10 +22,9 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from flax import struct
 
-from metabelief.tasks import validation
+from metabelief.tasks import two_state, validation
 from metabelief.tasks.base import TaskFamily
 
 STATE_A, STATE_B = 0, 1  # second-stage states: index into the observation
@@ -159,8 +158,9 @@ class TwoStep(TaskFamily):
         """
         del obs, action
         toward_a = (next_obs[STATE_A] > 0.5) == (reward > 0.5)
-        log_odds = belief.log_odds + jnp.where(toward_a, self._reward_log_ratio, -self._reward_log_ratio)
-        return TwoStepBelief(log_odds=self._predict_switch(log_odds).astype(jnp.float32))
+        evidence = two_state.log_ratio(self.p_rich)
+        log_odds = belief.log_odds + jnp.where(toward_a, evidence, -evidence)
+        return TwoStepBelief(log_odds=two_state.predict_flip(log_odds, self.p_switch).astype(jnp.float32))
 
     def belief_features(self, belief: TwoStepBelief) -> jax.Array:
         """``float32[1]``: [P(A is rich on the next trial | history)]."""
@@ -177,25 +177,3 @@ class TwoStep(TaskFamily):
         """``float32[1]``: [1.0 if A is rich in ``state`` else 0.0]."""
         del task
         return state.a_rich.astype(jnp.float32)[None]
-
-    @property
-    def _reward_log_ratio(self) -> np.float32:
-        """log(p_rich / (1 - p_rich)): +-inf when a reward is certain."""
-        with np.errstate(divide="ignore"):
-            return np.float32(np.log(self.p_rich) - np.log1p(-self.p_rich))
-
-    def _predict_switch(self, log_odds: jax.Array) -> jax.Array:
-        """Log-odds after the rich state swaps with probability ``p_switch``.
-
-        P(A rich next) = P(A rich) (1 - p_switch) + P(B rich) p_switch, computed from log
-        probabilities so that certain beliefs (infinite log-odds) and tiny ``p_switch`` stay exact.
-        """
-        if self.p_switch == 0.0:
-            return log_odds
-        if self.p_switch == 1.0:
-            return -log_odds
-        log_stay, log_swap = float(np.log1p(-self.p_switch)), float(np.log(self.p_switch))
-        log_a, log_b = jax.nn.log_sigmoid(log_odds), jax.nn.log_sigmoid(-log_odds)
-        return jnp.logaddexp(log_a + log_stay, log_b + log_swap) - jnp.logaddexp(
-            log_a + log_swap, log_b + log_stay
-        )
