@@ -48,6 +48,9 @@ def test_config_of_a_name_a_class_path_and_an_instance():
     assert by_path.train.make_family() == by_name.train.make_family() == metabelief.make("tiger", p_stay=0.9)
     instance = metabelief.make("oracle_bandit", horizon=4)
     assert family_experiment.FamilyConfig.of(instance).train.make_family() is instance
+    own = family_experiment.FamilyConfig.of("tests.scratch_family:ScratchBetaBandit").train.make_family()
+    assert type(own).__name__ == "ScratchBetaBandit"  # a user's own class, by its import path
+    assert set(family_experiment.references(own).policies) == BASIC | {"thompson", "bayes_optimal"}
     assert family_experiment.FamilyConfig.of("markov_bandit").train.num_tasks == 256  # its preset
     assert family_experiment.FamilyConfig.of("tiger").train.num_tasks == 1024
 
