@@ -261,10 +261,10 @@ def _json_value(value: Any) -> Any:
 
 
 def hashable(value: Any) -> Any:
-    """Lists (e.g. from JSON) and arrays as nested tuples, so family arguments and a rebuilt
-    family's fields stay hashable."""
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
+    """Lists (e.g. from JSON) and arrays as nested tuples, NumPy scalars as Python numbers, so
+    family arguments and a rebuilt family's fields stay hashable and JSON-ready."""
+    if isinstance(value, np.ndarray | np.generic):
+        value = value.tolist()  # a NumPy scalar becomes the Python number (JSON can hold it)
     return tuple(hashable(item) for item in value) if isinstance(value, list | tuple) else value
 
 

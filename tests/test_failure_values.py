@@ -1,0 +1,671 @@
+"""Every figure the failure experiment writes, recomputed in NumPy (float64) from hand-built inputs.
+
+No agent is trained: the module's pure functions are fed arrays built here. The independent reference
+for one seed's figures on one test condition (``condition_results``) is written out below from the
+module docstring: returns and gap as mean and standard error over tasks; the greedy choices (arm 0
+where E[p] > 1/2 or s > f, a tie at equality); the disagreement shares; a policy's preference for the
+training posterior's arm on the test lanes (ties within 1e-6 of 1/2 left out); the frozen read-out's
+RMSE (overall and per step), the share of differing pairs nearer the training posterior and the
+confidence |E[p] - 1/2|; and the refitted linear probe's held-out R² (the ridge protocol of
+``metabelief.probes`` written out in NumPy). The verdicts are checked end to end through the same
+path as ``run`` (``FailureSeed`` records, ``summarize``, ``verdicts``) against answers worked out
+by hand: a separation exactly at ``SEPARATION`` and just under it, ties between controls, and
+figures missing (None) in one seed or every seed.
+"""
+
+import functools
+import re
+import types
+from unittest import mock
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from metabelief import probes
+from metabelief.experiments import failure
+from metabelief.experiments.failure import (
+    HYPOTHESES,
+    MEASURES,
+    SEPARATION,
+    STATES,
+    TRAIN_SUPPORT,
+    Condition,
+    Disagreement,
+    FailureResults,
+    FailureSeed,
+    Histories,
+    Preference,
+    ReadoutComparison,
+    RefitR2,
+    StateFigures,
+    compare_readout,
+    condition_results,
+    prefers_training_arm,
+    table,
+    verdicts,
+)
+from metabelief.experiments.probing import split_sizes
+from metabelief.experiments.results import SeedTraining, TrainStats, summarize
+from metabelief.rollout import Trajectory
+
+T, N, WIDTH = 8, 20, 3
+SIZES = split_sizes(N)  # (10, 5, 5): the last 5 lanes are the test lanes
+TEST = slice(SIZES[0] + SIZES[1], N)
+OFFSETS = {state: 0.01 * index for index, state in enumerate(STATES)}  # each state's own read-out
+RIDGES = probes.DEFAULT_RIDGE_GRID
+
+
+# ----------------------------------------------------------------------------- NumPy reference
+def _greedy(x):
+    """1 where x > 0, 0 where x < 0, 1/2 at 0."""
+    return np.where(x > 0, 1.0, np.where(x < 0, 0.0, 0.5))
+
+
+def _mean_se(values):
+    values = np.asarray(values, np.float64).ravel()
+    return values.mean(), values.std(ddof=1) / np.sqrt(values.size)
+
+
+def _share_disagreeing(first, second):
+    return np.mean((first != 0.5) & (second != 0.5) & (first != second))
+
+
+def _preference(arm_0, training_mean, other_arm_0):
+    training_arm_0 = np.where(np.abs(training_mean - 0.5) > 1e-6, _greedy(training_mean - 0.5), 0.5)
+    disagree = (training_arm_0 != 0.5) & (other_arm_0 != 0.5) & (training_arm_0 != other_arm_0)
+    chosen = np.where(training_arm_0 == 1.0, arm_0, 1.0 - arm_0)[disagree]
+    return {"steps": int(disagree.sum()), "probability": float(chosen.mean()) if disagree.any() else None}
+
+
+def _readout(decoded, training_mean, test_mean):
+    squared = {"training prior": (decoded - training_mean) ** 2, "test prior": (decoded - test_mean) ** 2}
+    differ = np.abs(training_mean - test_mean) > 1e-3
+    nearer = squared["training prior"] < squared["test prior"]
+    return {
+        "rmse": {prior: np.sqrt(error.mean()) for prior, error in squared.items()},
+        "rmse_by_time": {prior: list(np.sqrt(error.mean(axis=1))) for prior, error in squared.items()},
+        "closer_to_training": nearer[differ].mean() if differ.any() else None,
+        "differing_pairs": int(differ.sum()),
+        "confidence": {
+            "read-out": np.abs(decoded - 0.5).mean(),
+            "training prior": np.abs(training_mean - 0.5).mean(),
+            "test prior": np.abs(test_mean - 0.5).mean(),
+        },
+    }
+
+
+def _ridge_r2(state, target):
+    """Held-out R² of the linear probe state -> target (``[T, N, d]``, ``[T, N]``): ridge strength
+    ``r * tr(S_xx) / d`` chosen on the validation lanes among ``RIDGES``, refitted on training and
+    validation lanes, scored on the test lanes."""
+    bounds = np.cumsum([0, *SIZES])
+    splits = [
+        (state[:, a:b].reshape(-1, state.shape[-1]), target[:, a:b].ravel())
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+    ]
+
+    def fit(x, y, ridge):
+        x_mean, y_mean = x.mean(0), y.mean()
+        scatter = (x - x_mean).T @ (x - x_mean)
+        scale = max(np.trace(scatter) / x.shape[1], 1e-30)
+        weights = np.linalg.solve(scatter + ridge * scale * np.eye(x.shape[1]), (x - x_mean).T @ (y - y_mean))
+        return weights, y_mean - x_mean @ weights
+
+    def r2(probe, x, y):
+        weights, bias = probe
+        return 1.0 - np.sum((y - x @ weights - bias) ** 2) / np.sum((y - y.mean()) ** 2)
+
+    (x_fit, y_fit), (x_val, y_val), (x_test, y_test) = splits
+    best = max(RIDGES, key=lambda ridge: r2(fit(x_fit, y_fit, ridge), x_val, y_val))
+    pooled = fit(np.concatenate([x_fit, x_val]), np.concatenate([y_fit, y_val]), best)
+    return r2(pooled, x_test, y_test)
+
+
+def _padded_states(scenario) -> dict:
+    """Each state of ``STATES``, ``[T, N, WIDTH]``, zero-padded."""
+    states = {
+        "agent": scenario["hidden"],
+        "untrained": scenario["untrained_hidden"],
+        "counts": scenario["counts"],
+        "training posterior": scenario["training"][..., None],
+        "test posterior": scenario["test"][..., None],
+    }
+    return {
+        name: np.concatenate([state, np.zeros((T, N, WIDTH - state.shape[-1]))], axis=-1)
+        for name, state in states.items()
+    }
+
+
+def _reference_condition(scenario):
+    """``condition_results(...).to_dict()`` less the MLP R², from the scenario's float64 arrays."""
+    agent_returns, optimal_returns = scenario["rewards"].sum(0), scenario["optimal"].sum(0)
+    agent, agent_se = _mean_se(agent_returns)
+    optimal, optimal_se = _mean_se(optimal_returns)
+    gap, gap_se = _mean_se(optimal_returns - agent_returns)
+    training, test, counts = scenario["training"], scenario["test"], scenario["counts"]
+    majority = _greedy(counts[..., 0] - counts[..., 1])
+    widths = {"agent": WIDTH, "untrained": WIDTH, "counts": 2, "training posterior": 1, "test posterior": 1}
+    arms = {
+        "agent": 1.0 / (1.0 + np.exp(scenario["logits"][..., 1] - scenario["logits"][..., 0])),
+        "untrained": 1.0
+        / (1.0 + np.exp(scenario["untrained_logits"][..., 1] - scenario["untrained_logits"][..., 0])),
+        "counts": majority,
+        "training posterior": _greedy(training - 0.5),
+        "test posterior": _greedy(test - 0.5),
+    }
+    figures = {}
+    for name, padded in _padded_states(scenario).items():
+        assert not padded[..., widths[name] :].any()
+        arm_0 = arms[name][:, TEST]
+        figures[name] = {
+            "follows_posterior_not_majority": _preference(arm_0, training[:, TEST], majority[:, TEST]),
+            "follows_training_prior": _preference(arm_0, training[:, TEST], _greedy(test[:, TEST] - 0.5)),
+            "readout": _readout(padded[:, TEST, 0] + OFFSETS[name], training[:, TEST], test[:, TEST]),
+            "r2_linear": {
+                "training prior": _ridge_r2(padded, training),
+                "test prior": _ridge_r2(padded, test),
+            },
+        }
+    return {
+        "return": {"agent": agent, "bayes_optimal": optimal},
+        "return_se": {"agent": agent_se, "bayes_optimal": optimal_se},
+        "gap": gap,
+        "gap_se": gap_se,
+        "gap_fraction": gap / optimal,
+        "disagreement": {
+            "posterior_vs_majority": _share_disagreeing(_greedy(training[:, TEST] - 0.5), majority[:, TEST]),
+            "training_vs_test": _share_disagreeing(
+                _greedy(training[:, TEST] - 0.5), _greedy(test[:, TEST] - 0.5)
+            ),
+        },
+        "states": figures,
+    }
+
+
+# ----------------------------------------------------------------------------- hand-built inputs
+def _f32(x):
+    """``x`` rounded to float32 and back: the values the module sees, for the float64 reference."""
+    return np.asarray(x, np.float32).astype(np.float64)
+
+
+def _scenario(kind: str) -> dict:
+    """Float64 arrays (already float32-exact) of one seed's histories on one condition.
+
+    ``random``: everything drawn, with ties planted (E[p] exactly 1/2, within 1e-6 of it, s = f,
+    posteriors equal or within 1e-3). ``settled``: in distribution (test = training posterior), the
+    agent holds and acts on the training posterior exactly, and earns what the optimal agent earns.
+    ``opposed``: the training posterior, the majority and the test posterior all disagree on every
+    step, and the agent acts on the training posterior; the optimal agent earns 1 a step, the agent 0.
+    """
+    rng = np.random.default_rng({"random": 0, "settled": 1, "opposed": 2}[kind])
+    counts = rng.integers(0, 4, size=(T, N, 2)).astype(np.float64)
+    training = rng.uniform(0.2, 0.8, size=(T, N))
+    training[0, ::3] = 0.5
+    training[1, ::2] = 0.5 + 1e-7  # float32: within 1e-6 of 1/2, a tie for the preference only
+    training[2, ::2] = 0.5 + 3e-6
+    test = rng.uniform(0.3, 0.7, size=(T, N))
+    test[3] = training[3]
+    test[4, ::2] = training[4, ::2] + 5e-4  # differ by less than 1e-3: not a differing pair
+    test[5, ::2] = 0.5
+    hidden = rng.normal(size=(T, N, WIDTH))
+    hidden[..., 0] = training + rng.normal(scale=0.1, size=(T, N))
+    logits = rng.normal(scale=2.0, size=(T, N, 2))
+    rewards = rng.integers(0, 2, size=(T, N)).astype(np.float64)
+    optimal = rng.integers(0, 2, size=(T, N)).astype(np.float64)
+    if kind == "settled":
+        test = training.copy()
+        hidden[..., 0] = training
+        logits = np.stack([50.0 * np.sign(_f32(training) - 0.5), np.zeros((T, N))], axis=-1)
+        optimal = rewards
+    elif kind == "opposed":
+        side = rng.choice([-1.0, 1.0], size=(T, N))
+        training = 0.5 + side * rng.uniform(0.05, 0.3, size=(T, N))
+        test = 0.5 - side * rng.uniform(0.05, 0.3, size=(T, N))
+        counts[..., 0] = 5.0 - 2.0 * side
+        counts[..., 1] = 5.0
+        logits = np.stack([50.0 * side, np.zeros((T, N))], axis=-1)
+        rewards, optimal = np.zeros((T, N)), np.ones((T, N))
+    arrays = {
+        "counts": counts,
+        "training": training,
+        "test": test,
+        "hidden": hidden,
+        "logits": logits,
+        "untrained_hidden": rng.normal(size=(T, N, WIDTH)),
+        "untrained_logits": rng.normal(size=(T, N, 2)),
+        "rewards": rewards,
+        "optimal": optimal,
+    }
+    return {name: _f32(value) for name, value in arrays.items()}
+
+
+def _trajectory(rewards, hidden, logits) -> Trajectory:
+    zeros = jnp.zeros((T, N))
+    return Trajectory(
+        obs=jnp.zeros((T + 1, N, 1)),
+        actions=zeros.astype(jnp.int32),
+        rewards=jnp.asarray(rewards, jnp.float32),
+        dones=zeros.astype(bool),
+        features=jnp.zeros((T, N, 2)),
+        truth=jnp.zeros((T, N, 2)),
+        hidden=jnp.asarray(hidden, jnp.float32),
+        memory=jnp.asarray(hidden, jnp.float32),
+        logits=jnp.asarray(logits, jnp.float32),
+        values=zeros,
+    )
+
+
+def _column_0_readout(offset: float) -> probes.MLPReadout:
+    """A frozen MLP read-out that returns ``x[0] + offset``: relu(x0) - relu(-x0) through the layers."""
+    first = np.zeros((WIDTH, 2))
+    first[0] = [1.0, -1.0]
+    params = {
+        "Dense_0": {"kernel": first, "bias": np.zeros(2)},
+        "Dense_1": {"kernel": np.eye(2), "bias": np.zeros(2)},
+        "Dense_2": {"kernel": np.array([[1.0], [-1.0]]), "bias": np.zeros(1)},
+    }
+    return probes.MLPReadout(
+        params={"params": jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), params)},
+        x_mean=jnp.zeros(WIDTH),
+        x_std=jnp.ones(WIDTH),
+        y_mean=jnp.full(1, offset, jnp.float32),
+        y_std=jnp.ones(1),
+    )
+
+
+MLP_STEPS = 3
+KEY = jax.random.key(7)
+
+
+def _mlp_probe_stand_in(calls: list):
+    """Stands in for ``probes.mlp_probe`` (fitting an MLP costs seconds; its own tests are in
+    ``test_probes``): records each call and scores it by a closed form of its inputs, so a figure
+    shows which state, target and split it was computed from."""
+
+    def mlp_probe(key, train, validation, test, *, num_steps):
+        calls.append((key, train, validation, test, num_steps))
+        return types.SimpleNamespace(r2=_stand_in_score(train, validation, test))
+
+    return mlp_probe
+
+
+def _stand_in_score(train, validation, test) -> float:
+    (x_fit, y_fit), (x_val, y_val), (x_test, y_test) = (
+        (np.asarray(x, np.float64), np.asarray(y, np.float64)) for x, y in (train, validation, test)
+    )
+    return float(
+        x_test[:, 0].mean()
+        + 10 * y_test.mean()
+        + 100 * y_val.mean()
+        + 1000 * y_fit.mean()
+        + x_fit[:, 1].mean()
+    )
+
+
+@functools.cache
+def _computed(kind: str) -> tuple[dict, Condition, list]:
+    scenario = _scenario(kind)
+    histories = Histories(
+        history=_trajectory(scenario["rewards"], scenario["hidden"], scenario["logits"]),
+        untrained=_trajectory(
+            scenario["rewards"], scenario["untrained_hidden"], scenario["untrained_logits"]
+        ),
+        training_mean=jnp.asarray(scenario["training"], jnp.float32),
+        test_mean=jnp.asarray(scenario["test"], jnp.float32),
+        counts=jnp.asarray(scenario["counts"], jnp.float32),
+    )
+    optimal = _trajectory(scenario["optimal"], scenario["hidden"], scenario["logits"])
+    readouts = {state: _column_0_readout(offset) for state, offset in OFFSETS.items()}
+    calls = []
+    with mock.patch.object(probes, "mlp_probe", _mlp_probe_stand_in(calls)):
+        got = condition_results(
+            histories, optimal, readouts, SIZES, KEY, MLP_STEPS, test_family="hand-built", steps=T
+        )
+    return scenario, got, calls
+
+
+def _assert_close(got, want, path="", rtol=1e-5, atol=1e-6):
+    """Nested dicts and lists of numbers equal within tolerance; None only where None is wanted."""
+    if isinstance(want, dict):
+        assert set(got) == set(want), path
+        for key in want:
+            _assert_close(got[key], want[key], f"{path}/{key}", rtol, atol)
+    elif isinstance(want, list):
+        assert len(got) == len(want), path
+        for index, (g, w) in enumerate(zip(got, want, strict=True)):
+            _assert_close(g, w, f"{path}/{index}", rtol, atol)
+    elif want is None:
+        assert got is None, path
+    else:
+        assert got is not None, path
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=path)
+
+
+def _without_r2(figures: dict) -> dict:
+    out = {key: value for key, value in figures.items() if key not in ("states", "test_family", "steps")}
+    out["states"] = {
+        name: {key: value for key, value in state.items() if key not in ("r2_posterior_mean", "r2_linear")}
+        for name, state in figures["states"].items()
+    }
+    return out
+
+
+# ----------------------------------------------------------------------------- one seed, one condition
+@pytest.mark.parametrize("kind", ["random", "settled", "opposed"])
+def test_condition_results_match_numpy_for_every_figure_but_the_refitted_r2(kind):
+    scenario, got, _ = _computed(kind)
+    written = got.to_dict()
+    assert (written["test_family"], written["steps"]) == ("hand-built", T)
+    _assert_close(_without_r2(written), _without_r2(_reference_condition(scenario)))
+
+
+def test_condition_results_linear_r2_is_the_ridge_probe_refitted_on_each_prior():
+    scenario, got, _ = _computed("random")
+    want = _reference_condition(scenario)["states"]
+    for name in STATES:
+        for prior in ("training prior", "test prior"):
+            np.testing.assert_allclose(
+                got.states[name].r2_posterior_mean[prior].linear,
+                want[name]["r2_linear"][prior],
+                atol=2e-3,
+                err_msg=f"{name} -> {prior}",
+            )
+    # A state that is a posterior mean decodes it exactly and the other prior's only in part.
+    for name, own, other in (
+        ("training posterior", "training prior", "test prior"),
+        ("test posterior", "test prior", "training prior"),
+    ):
+        r2 = got.states[name].r2_posterior_mean
+        assert r2[own].linear > 0.999 and r2[other].linear < 0.5
+
+
+def test_condition_results_mlp_r2_is_the_mlp_probe_of_each_state_on_each_priors_target():
+    scenario, got, calls = _computed("random")
+    targets = {"training prior": scenario["training"], "test prior": scenario["test"]}
+    states = _padded_states(scenario)
+    bounds = np.cumsum([0, *SIZES])
+    assert len(calls) == len(STATES) * len(targets)
+    assert len({tuple(np.asarray(jax.random.key_data(call[0])).ravel()) for call in calls}) == len(calls)
+    for (name, state), (prior, target), call in zip(
+        [(name, state) for name, state in states.items() for _ in targets],
+        list(targets.items()) * len(states),
+        calls,
+        strict=True,
+    ):
+        _, *splits, num_steps = call
+        assert num_steps == MLP_STEPS
+        want = [
+            (state[:, a:b].reshape(-1, WIDTH), target[:, a:b].reshape(-1, 1))
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        ]
+        for (x, y), (x_want, y_want) in zip(splits, want, strict=True):
+            # Rows in any order: compare the sorted rows of [x, y].
+            rows = np.sort(np.concatenate([np.asarray(x), np.asarray(y)], axis=1), axis=0)
+            np.testing.assert_array_equal(rows, np.sort(np.concatenate([x_want, y_want], axis=1), axis=0))
+        assert got.states[name].r2_posterior_mean[prior].mlp == _stand_in_score(*want), (name, prior)
+
+
+def test_known_answers_when_the_agent_is_the_training_posterior_in_distribution():
+    _, got, _ = _computed("settled")
+    assert got.gap == got.gap_se == got.gap_fraction == 0.0
+    assert got.disagreement.training_vs_test == 0.0
+    for name in STATES:
+        figures = got.states[name]
+        # Test and training posteriors agree everywhere: no step, no pair to vote on.
+        assert figures.follows_training_prior == Preference(steps=0, probability=None)
+        assert figures.readout.closer_to_training is None and figures.readout.differing_pairs == 0
+        assert figures.readout.rmse["training prior"] == figures.readout.rmse["test prior"]
+    agent = got.states["agent"]
+    assert agent.readout.rmse["training prior"] == 0.0
+    assert agent.readout.confidence["read-out"] == pytest.approx(agent.readout.confidence["training prior"])
+    assert agent.follows_posterior_not_majority.steps > 0
+    assert agent.follows_posterior_not_majority.probability == 1.0
+    assert got.states["training posterior"].follows_posterior_not_majority.probability == 1.0
+    assert got.states["counts"].follows_posterior_not_majority.probability == 0.0
+
+
+def test_known_answers_when_every_rule_disagrees_and_the_agent_follows_the_training_posterior():
+    _, got, _ = _computed("opposed")
+    n_test = SIZES[2] * T
+    assert got.return_ == {"agent": 0.0, "bayes_optimal": 1.0 * T}
+    assert (got.gap, got.gap_se, got.gap_fraction) == (T, 0.0, 1.0)
+    assert got.disagreement == Disagreement(posterior_vs_majority=1.0, training_vs_test=1.0)
+    expected = {
+        "agent": 1.0,
+        "untrained": None,
+        "counts": 0.0,
+        "training posterior": 1.0,
+        "test posterior": 0.0,
+    }
+    for name, probability in expected.items():
+        for measure in ("follows_posterior_not_majority", "follows_training_prior"):
+            preference = getattr(got.states[name], measure)
+            assert preference.steps == n_test
+            if probability is not None:
+                assert preference.probability == probability, (name, measure)
+    # The training posterior's read-out lies on it: nearer it on every pair, RMSE 0 up to its offset.
+    readout = got.states["training posterior"].readout
+    assert readout.closer_to_training == 1.0 and readout.differing_pairs == n_test
+    assert readout.rmse["training prior"] == pytest.approx(OFFSETS["training posterior"], rel=1e-4)
+    assert got.states["test posterior"].readout.closer_to_training == 0.0
+
+
+# ----------------------------------------------------------------------------- the pure measures
+def test_prefers_training_arm_counts_a_posterior_more_than_1e_6_from_one_half_and_no_tie():
+    training = np.float32([0.5, 0.5 + 1e-7, 0.5 - 1e-7, 0.5 + 3e-6, 0.5 - 3e-6, 0.9, 0.1, 0.9])
+    other = np.float32([0.0, 0.0, 1.0, 0.0, 1.0, 0.5, 1.0, 0.0])  # index 5: the other rule ties
+    arm_0 = np.float32([0.3, 0.3, 0.3, 0.25, 0.25, 0.3, 0.125, 0.75])
+    got = prefers_training_arm(*(jnp.asarray(x)[None] for x in (arm_0, training, other)))
+    # Counted: 3 (arm 0 wanted: 0.25), 4 (arm 1: 0.75), 6 (arm 1: 0.875), 7 (arm 0: 0.75).
+    assert got == Preference(steps=4, probability=(0.25 + 0.75 + 0.875 + 0.75) / 4)
+
+
+@pytest.mark.parametrize(("arm_0", "probability"), [(1.0, 1.0), (0.0, 0.0), (0.5, 0.5)])
+def test_prefers_training_arm_is_one_for_the_training_arm_and_zero_for_the_other(arm_0, probability):
+    training = jnp.float32([[0.8, 0.2]])
+    other = jnp.float32([[0.0, 1.0]])
+    policy = jnp.float32([[arm_0, 1.0 - arm_0]])  # the same preference on both steps
+    assert prefers_training_arm(policy, training, other) == Preference(steps=2, probability=probability)
+
+
+def test_compare_readout_known_answers_on_a_read_out_equal_to_either_posterior():
+    training = jnp.float32([[0.2, 0.7], [0.9, 0.4]])
+    test = jnp.float32([[0.4, 0.6], [0.5, 0.4]])  # the last pair does not differ
+    on_training = compare_readout(training, training, test)
+    assert on_training.closer_to_training == 1.0 and on_training.differing_pairs == 3
+    assert on_training.rmse["training prior"] == 0.0
+    np.testing.assert_allclose(on_training.rmse["test prior"], np.sqrt((0.04 + 0.01 + 0.16) / 4), rtol=1e-6)
+    np.testing.assert_allclose(
+        on_training.rmse_by_time["test prior"], [np.sqrt(0.05 / 2), np.sqrt(0.16 / 2)], rtol=1e-6
+    )
+    np.testing.assert_allclose(on_training.confidence["read-out"], (0.3 + 0.2 + 0.4 + 0.1) / 4, rtol=1e-6)
+    np.testing.assert_allclose(on_training.confidence["test prior"], (0.1 + 0.1 + 0.0 + 0.1) / 4, rtol=1e-6)
+    assert compare_readout(test, training, test).closer_to_training == 0.0
+
+
+def test_compare_readout_counts_a_read_out_equidistant_from_both_as_not_nearer_training():
+    training = jnp.float32([[0.25, 0.25, 0.25, 0.5]])
+    test = jnp.float32([[0.75, 0.75, 0.75, 0.5 + 5e-4]])  # the last pair differs by under 1e-3
+    decoded = jnp.float32([[0.5, 0.375, 0.625, 0.5]])  # a tie, nearer training, nearer test
+    got = compare_readout(decoded, training, test)
+    assert (got.differing_pairs, got.closer_to_training) == (3, 1 / 3)
+
+
+def test_the_test_conditions_are_the_documented_priors_and_lengths():
+    got = failure.test_conditions(horizon=7, horizon_factor=3)
+    supports = {name: (family.p_support, family.horizon, steps) for name, (family, steps) in got.items()}
+    assert supports == {
+        "in distribution": (TRAIN_SUPPORT, 7, 7),
+        "support (0.4, 0.6)": ((0.4, 0.6), 7, 7),
+        "support (0.1, 0.5)": ((0.1, 0.5), 7, 7),
+        "p ~ U[0, 1]": (None, 7, 7),
+        "past the horizon": (TRAIN_SUPPORT, 21, 21),
+    }
+
+
+# ----------------------------------------------------------------------------- verdicts, per seed
+# Each case: two seeds' figures per state (None: missing), and the verdict worked out by hand:
+# (nearest, nearest per seed, separated pairs, controls' means, untrained's mean, agent's mean, n).
+A, U, C, TR, TE = "agent", "untrained", "counts", "training posterior", "test posterior"
+CASES = [
+    (  # counts and training exactly SEPARATION apart: a verdict; the agent's mean is nearest test
+        {A: (0.2, 0.6), U: (0.875, 0.625), C: (0.25, 0.25), TR: (0.5, 0.5), TE: (0.375, 0.375)},
+        (TE, (C, TR), ((C, TR),), {C: 0.25, TR: 0.5, TE: 0.375}, 0.75, 0.4, 2),
+    ),
+    (  # the controls at most 0.2499 apart: no verdict
+        {A: (0.0, 0.0), U: (1.0, 1.0), C: (0.25, 0.25), TR: (0.4999, 0.4999), TE: (0.3, 0.3)},
+        None,
+    ),
+    (  # missing: counts in every seed, training and the agent in one, untrained in every seed
+        {A: (None, 0.875), U: (None, None), C: (None, None), TR: (1.0, None), TE: (0.0, 0.0)},
+        (TR, (None, TR), ((TR, TE),), {TR: 1.0, TE: 0.0}, None, 0.875, 1),
+    ),
+    (  # a three-way tie over seeds and a counts / test tie in seed 0: the first of HYPOTHESES
+        {A: (0.25, 0.75), U: (0.5, 0.5), C: (0.0, 0.0), TR: (1.0, 1.0), TE: (0.0, 0.0)},
+        (C, (C, TR), ((C, TR), (TR, TE)), {C: 0.0, TR: 1.0, TE: 0.0}, 0.5, 0.5, 2),
+    ),
+    (  # a training / test tie: training comes first
+        {A: (0.75, 0.75), U: (0.0, 0.5), C: (0.0, 0.0), TR: (1.0, 1.0), TE: (0.5, 0.5)},
+        (TR, (TR, TR), ((C, TR), (C, TE), (TR, TE)), {C: 0.0, TR: 1.0, TE: 0.5}, 0.25, 0.75, 2),
+    ),
+    (  # the controls separate but no seed has the agent's figure: no verdict
+        {A: (None, None), U: (0.5, 0.5), C: (0.0, 0.0), TR: (1.0, 1.0), TE: (0.5, 0.5)},
+        None,
+    ),
+]
+MEASURE_NAMES = [
+    "follows_posterior_not_majority",
+    "follows_training_prior",
+    "readout_closer_to_training",
+    "refit_r2_test_prior",
+]
+CONDITIONS = [f"condition {j}" for j in range(len(CASES))]
+
+
+def _case(measure_index: int, condition_index: int):
+    """Measure k on condition j holds case (j + k) mod 6: every measure gives different verdicts."""
+    return CASES[(condition_index + measure_index) % len(CASES)]
+
+
+def _state_figures(seed: int, state: str, condition_index: int) -> StateFigures:
+    value = [_case(k, condition_index)[0][state][seed] for k in range(len(MEASURE_NAMES))]
+    decoy = _case(3, condition_index + 3)[0][state][seed]  # in the fields no measure reads
+    by_time = (0.25, 0.5)
+    return StateFigures(
+        follows_posterior_not_majority=Preference(steps=3, probability=value[0]),
+        follows_training_prior=Preference(steps=2, probability=value[1]),
+        readout=ReadoutComparison(
+            rmse={"training prior": 0.5, "test prior": 0.25},
+            rmse_by_time={"training prior": by_time, "test prior": by_time},
+            closer_to_training=value[2],
+            differing_pairs=4,
+            confidence={"read-out": 0.25, "training prior": 0.25, "test prior": 0.25},
+        ),
+        r2_posterior_mean={
+            "training prior": RefitR2(linear=decoy, mlp=decoy),
+            "test prior": RefitR2(linear=decoy, mlp=value[3]),
+        },
+    )
+
+
+def _seed(seed: int) -> FailureSeed:
+    conditions = {
+        name: Condition(
+            return_={"agent": 10.0 + seed, "bayes_optimal": 12.0},
+            return_se={"agent": 0.5, "bayes_optimal": 0.5},
+            gap=2.0 - seed,
+            gap_se=0.5,
+            gap_fraction=(2.0 - seed) / 12.0,
+            disagreement=Disagreement(posterior_vs_majority=0.25, training_vs_test=0.125),
+            states={state: _state_figures(seed, state, j) for state in STATES},
+            test_family="hand-built",
+            steps=20,
+        )
+        for j, name in enumerate(CONDITIONS)
+    }
+    return FailureSeed(seed=seed, train=SeedTraining(final_training_return=1.0), conditions=conditions)
+
+
+@functools.cache
+def _verdicts():
+    per_seed = [_seed(0), _seed(1)]
+    summary = summarize(per_seed)
+    return (
+        per_seed,
+        summary,
+        verdicts(summary["conditions"], [entry.to_dict()["conditions"] for entry in per_seed]),
+    )
+
+
+def test_verdicts_per_seed_match_the_hand_worked_answers_for_every_measure():
+    assert list(MEASURES) == MEASURE_NAMES and SEPARATION == 0.25 and HYPOTHESES == (C, TR, TE)
+    _, _, got = _verdicts()
+    want = []
+    for k, measure in enumerate(MEASURE_NAMES):
+        for j, condition in enumerate(CONDITIONS):
+            answer = _case(k, j)[1]
+            if answer is not None:
+                want.append((measure, condition, *answer))
+    got_rows = [
+        (
+            row.measure,
+            row.condition,
+            row.nearest,
+            row.nearest_per_seed,
+            row.separates,
+            row.controls,
+            row.untrained,
+            row.agent["mean"],
+            row.agent["n"],
+        )
+        for row in got
+    ]
+    assert len(got_rows) == len(want) == 4 * 4
+    for got_row, want_row in zip(got_rows, want, strict=True):
+        assert got_row[:5] == want_row[:5]
+        assert got_row[5] == pytest.approx(want_row[5]) and list(got_row[5]) == list(want_row[5])
+        assert (got_row[6] is None) == (want_row[6] is None)
+        assert got_row[6] == pytest.approx(want_row[6]) and got_row[7] == pytest.approx(want_row[7])
+        assert got_row[8] == want_row[8]
+
+
+def test_verdicts_agent_interval_is_the_summarys_interval_over_defined_seeds():
+    _, summary, got = _verdicts()
+    for row in got:
+        k = MEASURE_NAMES.index(row.measure)
+        j = CONDITIONS.index(row.condition)
+        agent_values = [v for v in _case(k, j)[0][A] if v is not None]
+        assert row.agent["mean"] == pytest.approx(np.mean(agent_values))
+        read = MEASURES[row.measure][1]
+        assert row.agent == read(summary["conditions"][row.condition]["states"]["agent"])
+        if len(agent_values) > 1 and np.std(agent_values) > 0:
+            assert row.agent["low"] < row.agent["mean"] < row.agent["high"]
+
+
+def test_table_prints_each_verdict_with_its_per_seed_nearest_and_missing_controls_as_dashes():
+    per_seed, summary, found = _verdicts()
+    results = FailureResults(
+        experiment="failure",
+        config={"train": {"family_args": {"horizon": 20}}, "eval_tasks": 64},
+        device="cpu",
+        train=TrainStats(seconds=1.0, compile_seconds=0.5, agent_steps_per_second=10.0, num_seeds=2),
+        summary=summary,
+        seeds=tuple(per_seed),
+        verdicts=tuple(found),
+    )
+    lines = table(results).splitlines()
+    verdict_lines = lines[
+        lines.index("which hypothesis the agent scores nearest, where the controls differ:") :
+    ]
+
+    rows = [re.split(r"\s{2,}", line.strip()) for line in verdict_lines[3:]]
+    # follows_posterior_not_majority holds case j on condition j (cases 0, 2, 3 and 4 give verdicts).
+    assert rows[:4] == [
+        [MEASURE_NAMES[0], "condition 0", "0.40 [-2.14, 2.94]", TE, "counts, train", "0.25 / 0.50 / 0.38"],
+        [MEASURE_NAMES[0], "condition 2", "0.88", TR, "–, train", "– / 1.00 / 0.00"],
+        [MEASURE_NAMES[0], "condition 3", "0.50 [-2.68, 3.68]", C, "counts, train", "0.00 / 1.00 / 0.00"],
+        [MEASURE_NAMES[0], "condition 4", "0.75", TR, "train, train", "0.00 / 1.00 / 0.50"],
+    ]
+    assert len(rows) == len(found)
