@@ -551,6 +551,11 @@ def test_to_dict_writes_every_field_and_from_dict_reads_it_back():
     assert list(config.to_dict()["family_args"]) == ["horizon", "support"]
     assert TrainConfig.from_dict(json.loads(json.dumps(expected))) == config
     assert TrainConfig.from_dict({}) == TrainConfig()  # missing fields take their defaults
+    assert _message(lambda: TrainConfig.from_dict({}, family=BernoulliBandit(horizon=3))) == (
+        "family BernoulliBandit(num_arms=2, horizon=3, prior_a=1.0, prior_b=1.0) does not match the "
+        "recorded family 'bernoulli_bandit' with family_args {}, which builds "
+        "BernoulliBandit(num_arms=2, horizon=100, prior_a=1.0, prior_b=1.0)"
+    )  # the default family, also in the message
     instance = TrainConfig(family=BernoulliBandit(num_arms=3, horizon=5), hidden_size=4).to_dict()
     assert instance["family"] == {
         "class": "metabelief.tasks.bernoulli_bandit.BernoulliBandit",
