@@ -7,9 +7,10 @@ where E[p] > 1/2 or s > f, a tie at equality); the disagreement shares; a policy
 training posterior's arm on the test lanes (ties within 1e-6 of 1/2 left out); the frozen read-out's
 RMSE (overall and per step), the share of differing pairs nearer the training posterior and the
 confidence |E[p] - 1/2|; and the refitted linear probe's held-out R² (the ridge protocol of
-``metabelief.probes`` written out in NumPy). The verdicts are checked end to end through the same
-path as ``run`` (``FailureSeed`` records, ``summarize``, ``verdicts``) against answers worked out
-by hand: a separation exactly at ``SEPARATION`` and just under it, ties between controls, and
+``metabelief.probes`` written out in NumPy); the refitted MLP probe is replaced by a stand-in that
+records which state, target and split it is given. The verdicts are checked end to end through the
+same path as ``run`` (``FailureSeed`` records, ``summarize``, ``verdicts``) against answers worked
+out by hand: a separation exactly at ``SEPARATION`` and just under it, ties between controls, and
 figures missing (None) in one seed or every seed.
 """
 
@@ -381,6 +382,10 @@ def test_condition_results_linear_r2_is_the_ridge_probe_refitted_on_each_prior()
         assert r2[own].linear > 0.999 and r2[other].linear < 0.5
 
 
+def _sorted_rows(a):
+    return a[np.lexsort(a.T[::-1])]
+
+
 def test_condition_results_mlp_r2_is_the_mlp_probe_of_each_state_on_each_priors_target():
     scenario, got, calls = _computed("random")
     targets = {"training prior": scenario["training"], "test prior": scenario["test"]}
@@ -401,9 +406,11 @@ def test_condition_results_mlp_r2_is_the_mlp_probe_of_each_state_on_each_priors_
             for a, b in zip(bounds[:-1], bounds[1:], strict=True)
         ]
         for (x, y), (x_want, y_want) in zip(splits, want, strict=True):
-            # Rows in any order: compare the sorted rows of [x, y].
-            rows = np.sort(np.concatenate([np.asarray(x), np.asarray(y)], axis=1), axis=0)
-            np.testing.assert_array_equal(rows, np.sort(np.concatenate([x_want, y_want], axis=1), axis=0))
+            # The (x, y) sample rows, in any order.
+            np.testing.assert_array_equal(
+                _sorted_rows(np.concatenate([np.asarray(x), np.asarray(y)], axis=1)),
+                _sorted_rows(np.concatenate([x_want, y_want], axis=1)),
+            )
         assert got.states[name].r2_posterior_mean[prior].mlp == _stand_in_score(*want), (name, prior)
 
 

@@ -117,16 +117,13 @@ def _expected(states: dict, policies: dict, arm_means, key, kinds=("linear", "ml
     report = {}
     for direction, map_key in direction_keys.items():
         source, receiver = direction.split("_to_")
-        maps = {
-            "linear": lambda source=source, receiver=receiver: _ridge_map(states[source], states[receiver]),
-            "mlp": lambda map_key=map_key, source=source, receiver=receiver: _mlp_map(
-                states[source], states[receiver], map_key
-            ),
-        }
         source_probs = policies[source](_lanes(states[source], 2))
         report[direction] = {}
         for kind in kinds:
-            predicted = maps[kind]()
+            if kind == "linear":
+                predicted = _ridge_map(states[source], states[receiver])
+            else:
+                predicted = _mlp_map(states[source], states[receiver], map_key)
             report[direction][kind] = _measures(
                 predicted,
                 _lanes(states[receiver], 2),
@@ -160,18 +157,24 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 
 @functools.cache
 def _hand_built():
-    """Bayes states ``x [T, N, 4]`` and agent states ``y = x W + noise [T, N, 6]``, except on the
-    validation lanes, where ``y = -x W + noise``: a map fitted, chosen or kept on any other split
-    than its own gives other figures. Smooth, different policies over 3 actions; arm means [N, 3]."""
+    """Bayes states ``x [T, N, 4]`` and agent states ``y = tanh(2 x W) + noise [T, N, 4]``, except on
+    the validation lanes, where ``y = 0.2 tanh(2 x W) + noise``: a map fitted, chosen or kept on any
+    other split than its own gives other figures (here the validation lanes keep the MLP's first
+    checkpoint, the test lanes would keep its second; they choose different ridge strengths).
+    Smooth, different policies over 2 actions; arm means [N, 2]."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((NUM_STEPS, NUM_LANES, 4))
     weights = rng.standard_normal((4, STATE_SIZE))
-    sign = np.ones(NUM_LANES)
-    sign[SPLITS[0] : SPLITS[0] + SPLITS[1]] = -1.0
-    y = sign[None, :, None] * (x @ weights) + 0.3 * rng.standard_normal((NUM_STEPS, NUM_LANES, STATE_SIZE))
+    scale = np.ones(NUM_LANES)
+    scale[SPLITS[0] : SPLITS[0] + SPLITS[1]] = 0.2
+    noise = 0.3 * rng.standard_normal((NUM_STEPS, NUM_LANES, STATE_SIZE))
+    y = scale[None, :, None] * np.tanh(2.0 * x @ weights) + noise
     x, y = x.astype(np.float32), y.astype(np.float32)
-    bayes_logits, agent_logits = rng.standard_normal((4, 3)), rng.standard_normal((STATE_SIZE, 3))
-    means = rng.uniform(size=(NUM_LANES, 3)).astype(np.float32)
+    bayes_logits, agent_logits = (
+        rng.standard_normal((4, NUM_ARMS)),
+        rng.standard_normal((STATE_SIZE, NUM_ARMS)),
+    )
+    means = rng.uniform(size=(NUM_LANES, NUM_ARMS)).astype(np.float32)
     report = state_machine.simulate_states(
         jnp.asarray(x),
         lambda states: jax.nn.softmax(states @ jnp.asarray(bayes_logits, jnp.float32)),
@@ -207,7 +210,8 @@ def test_each_directions_mlp_map_gets_its_own_key_and_is_kept_at_its_best_on_val
 
 
 def test_the_source_acts_at_its_true_state_and_the_receiver_at_the_mapped_one():
-    """Swapping the roles, or comparing the receiver with itself, changes every output figure."""
+    """The output figure compares the source at its true state with the receiver at the mapped
+    one, not the receiver at its true state with itself at the mapped one."""
     report, states, policies, means = _hand_built()
     expected = _expected(states, policies, means, KEY, kinds=("linear",))
     for direction in state_machine.DIRECTIONS:
@@ -232,13 +236,8 @@ def _bandit():
     # Tasks from the prior, Beta(1, 1): uniform success probabilities (drawn here, in NumPy).
     probs = np.random.default_rng(5).uniform(size=(NUM_LANES, NUM_ARMS)).astype(np.float32)
     tasks = BernoulliTask(probs=jnp.asarray(probs))
-
-    def play(key, tasks):
-        return lockstep(
-            family, UniformActions(NUM_ARMS), key=key, tasks=tasks, num_steps=NUM_STEPS
-        ).trajectory
-
-    history = jax.jit(play)(jax.random.key(1), tasks)
+    play = functools.partial(lockstep, family, UniformActions(NUM_ARMS), num_steps=NUM_STEPS)
+    history = jax.jit(lambda key, tasks: play(key=key, tasks=tasks).trajectory)(jax.random.key(1), tasks)
     pulled = np.eye(NUM_ARMS)[np.asarray(history.actions)]  # [T, N, K]
     rewards = np.asarray(history.rewards, np.float64)[..., None]
     before = lambda x: np.cumsum(x, axis=0) - x  # noqa: E731 -- counts before each decision
@@ -283,6 +282,9 @@ def test_a_memory_that_is_the_bayes_state_simulates_the_bayes_agent_with_dissimi
         assert direction["linear"]["state_dissimilarity"] < 1e-5
         for measure in state_machine.MEASURES[1:]:
             assert direction["linear"][measure] == 0.0, measure
+        # A short-trained MLP is nearly exact too; rounding to counts absorbs its error.
+        assert direction["mlp"]["state_dissimilarity"] < 0.05
+        assert direction["mlp"]["output_total_variation"] < 0.05
 
 
 def test_a_memory_of_noise_has_dissimilarity_one_and_acts_unlike_the_bayes_agent():
