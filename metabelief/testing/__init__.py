@@ -1,7 +1,9 @@
 """Conformance checks for task families, including the ones users write.
 
 ``check_family(family)`` runs a family through the contract of ``metabelief.tasks.base`` and
-raises ``FamilyCheckError`` naming the first check that fails:
+raises ``FamilyCheckError`` naming the first check that fails (its ``report`` lists each check's
+outcome up to it); a family that passes gets a ``CheckReport``, whose ``str`` names the
+capabilities the family declares and what each check measured:
 
 1. sizes: ``num_actions`` and ``horizon`` are Python ints >= 1, ``obs_size`` one >= 0;
 2. shapes and dtypes of every method's output, and ``step``/``belief_update`` keep the
@@ -65,10 +67,9 @@ import jax.numpy as jnp
 from metabelief.rollout import sample_tasks
 from metabelief.tasks.base import TaskFamily
 from metabelief.tasks.validation import integer_at_least, positive_float
-from metabelief.testing import structure
+from metabelief.testing import capabilities, structure
 from metabelief.testing.calibration import (
     MIN_TASKS_PER_GROUP,
-    CheckReport,
     check_calibration,
     reports_variance,
     split_variance_features,
@@ -77,12 +78,14 @@ from metabelief.testing.calibration import (
 from metabelief.testing.capabilities import check_capabilities
 from metabelief.testing.failures import FamilyCheckError
 from metabelief.testing.random_rollout import RandomRollout, random_rollout
+from metabelief.testing.report import CAPABILITY_CHECK, SECOND_MOMENT_CHECK, CheckReport, CheckRun
 
 __all__ = [
     "CheckReport",
     "FamilyCheckError",
     "RandomRollout",
     "check_family",
+    "declared_capabilities",
     "random_rollout",
     "sample_tasks",
 ]
@@ -107,30 +110,49 @@ def check_family(
         together); check 9's test of ``expected_rewards`` has a bound of its own at this rate.
 
     Returns:
-      A ``CheckReport`` with the calibration statistics of both moments.
+      A ``CheckReport``: every check passed, the capabilities the family declares and the
+      calibration statistics of both moments; ``print(report)`` shows them.
 
     Raises:
       ValueError: a bad argument (named), before anything runs.
-      FamilyCheckError: naming the first check that failed.
+      FamilyCheckError: naming the first check that failed; its ``report`` shows the checks
+        before it passed and the ones after it not reached.
     """
     _check_arguments(family, key, num_tasks, num_steps, false_alarm_rate)
     key = jax.random.key(0) if key is None else key
-    structure.check_sizes(family)
+    run = CheckRun(family, declared_capabilities(family))
+    with run.checking(1):
+        structure.check_sizes(family)
     shape_key, task_key, trace_key, vmap_key, rollout_key, calibration_key = jax.random.split(key, 6)
-    structure.check_shapes_and_dtypes(family, shape_key)
-    # With belief_variance, the calibration rollout records it beside the features (check 8).
-    calibrated = with_variance_features(family, shape_key) if reports_variance(family) else family
+    with run.checking(2):
+        structure.check_shapes_and_dtypes(family, shape_key)
+        # With belief_variance, the calibration rollout records it beside the features (check 8).
+        calibrated = with_variance_features(family, shape_key) if reports_variance(family) else family
     # One batch of tasks serves every check below: sampling can be the costliest part to compile.
     tasks = jax.jit(functools.partial(sample_tasks, family, num_tasks=num_tasks))(task_key)
-    structure.check_compiles_once(family, trace_key, jax.tree.map(lambda x: x[0], tasks))
-    structure.check_vmap_matches_loop(family, vmap_key)
+    with run.checking(3):
+        structure.check_compiles_once(family, trace_key, jax.tree.map(lambda x: x[0], tasks))
+    with run.checking(4):
+        structure.check_vmap_matches_loop(family, vmap_key)
     steps = min(family.horizon, 100) if num_steps is None else num_steps
     sampled = jax.device_get(structure.jit_rollout(calibrated, steps)(calibration_key, tasks))
     sampled, variance = (sampled, None) if calibrated is family else split_variance_features(sampled)
-    structure.check_long_rollout(family, rollout_key, tasks, sampled)
-    report = check_calibration(family, sampled, false_alarm_rate, variance)
-    check_capabilities(family, sampled, false_alarm_rate)
-    return report
+    with run.checking(5, 6):
+        structure.check_long_rollout(family, rollout_key, tasks, sampled)
+    with run.checking(7, 8):
+        calibration = check_calibration(family, sampled, false_alarm_rate, variance)
+    with run.checking(9):
+        check_capabilities(family, sampled, false_alarm_rate)
+    return run.report(calibration)
+
+
+def declared_capabilities(family: TaskFamily) -> dict[str, int]:
+    """The optional capabilities of ``metabelief.tasks.base`` that ``family`` declares -> the check
+    that tests each (8 for ``BeliefVariance``, 9 for the others)."""
+    declared = {
+        capability.__name__: CAPABILITY_CHECK for capability in capabilities.declared_capabilities(family)
+    }
+    return declared | ({"BeliefVariance": SECOND_MOMENT_CHECK} if reports_variance(family) else {})
 
 
 def _check_arguments(family, key, num_tasks, num_steps, false_alarm_rate) -> None:

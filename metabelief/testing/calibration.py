@@ -20,25 +20,10 @@ import numpy as np
 from metabelief.tasks.base import BeliefVariance, PyTree, TaskFamily
 from metabelief.testing.failures import fail
 from metabelief.testing.random_rollout import RandomRollout
+from metabelief.testing.report import CheckReport
 
 MIN_TASKS_PER_GROUP = 50  # a group of steps is tested once this many tasks reached it
 FLOAT32_ROUNDING = 2.0**-18  # 64 float32 ulps, relative to the terms a residual subtracts
-
-
-@dataclasses.dataclass(frozen=True)
-class CheckReport:
-    """What ``check_family`` measured on a family that passed.
-
-    ``calibration_*`` cover every test of checks 7 and 8 together (one test per dimension, group
-    and moment; the Bonferroni bound counts them all); ``second_moment_*`` the check 8 part of them.
-    """
-
-    calibration_groups: int  # tests made, both moments: the Bonferroni count
-    calibration_max_z: float  # largest z over all of them
-    z_threshold: float  # the bound each had to stay under
-    second_moment_groups: int = 0  # of calibration_groups, tests of the second moment (check 8)
-    second_moment_max_z: float = 0.0  # largest z among those (0 when there were none)
-    second_moment_source: tuple[str, ...] = ()  # per truth dimension: "reported", "0/1 truth" or "none"
 
 
 def reports_variance(family: TaskFamily) -> bool:
@@ -133,6 +118,7 @@ def check_calibration(
         second_moment_groups=stats.num_second_moment_tests,
         second_moment_max_z=stats.second_moment[0],
         second_moment_source=stats.sources,
+        mean_max_z=stats.mean[0],
     )
 
 
