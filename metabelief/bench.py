@@ -531,9 +531,11 @@ def plot(results: dict, path: pathlib.Path) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = Parser(prog="metabelief bench", description=__doc__.splitlines()[0])
+    parser = Parser(prog="metabelief bench", description=__doc__.splitlines()[0].replace("``", ""))
     parser.add_argument(
-        "--quick", action="store_true", help="N in {1024, 4096} and a 1e7-pair probe: minutes on a CPU"
+        "--quick",
+        action="store_true",
+        help="N in {1024, 4096} and a 1e7-pair probe: about 3 CPU-minutes (a few minutes on a 2-core CPU)",
     )
     parser.add_argument("--sizes", type=int, nargs="+", help="numbers of tasks N to measure")
     parser.add_argument("--steps", type=int, help="steps per episode (default 128)")

@@ -1,4 +1,4 @@
-"""The ``metabelief`` command line: ``run EXPERIMENT``, ``list``, ``check FAMILY [ARG=VALUE ...]``."""
+"""The ``metabelief`` command line: ``run``, ``list``, ``check`` and ``bench`` (``DESCRIPTION``)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,25 @@ import jax
 
 from metabelief import experiments, testing
 from metabelief.experiments import output
+from metabelief.experiments.results import Provenance
 from metabelief.tasks import registry
 from metabelief.train.config import with_algorithm
+
+# The top-level help (plain text: argparse prints it as it stands).
+DESCRIPTION = """\
+metabelief: train recurrent meta-RL agents on task families with an exact Bayesian belief and
+test whether their memory carries that belief.
+
+  metabelief run EXPERIMENT [--quick]       train, evaluate, probe; write results.json and plots
+  metabelief list                           the experiments and the task families
+  metabelief check FAMILY [ARG=VALUE ...]   the conformance checks of a task family
+  metabelief bench [--quick]                throughput next to gymnax and a bare LSTM
+"""
+# Measured on a 2-core CPU: `run bandit --quick` 63 s; every experiment's quick run together, 200 CPU-seconds.
+QUICK_HELP = (
+    "a smoke-test size (2 seeds, a few updates): about a minute or less on a 2-core CPU, mostly "
+    "compiling; the figures mean nothing at this size"
+)
 
 # `metabelief run` flags -> TrainConfig fields they override.
 _TRAIN_FLAGS = {
@@ -96,7 +113,7 @@ def _list(_: argparse.Namespace) -> None:
     print("task families (metabelief check NAME):")
     for name in registry.families():
         summary = (registry.lookup(name).__doc__ or "").strip().splitlines()[0]
-        print(f"  {name:20s} {summary}")
+        print(f"  {name:20s} {summary.replace('``', '')}")
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -110,7 +127,7 @@ def _run(args: argparse.Namespace) -> None:
         )
     is_family = config_type is experiments.family.FamilyConfig
     if args.target and not is_family:
-        raise ValueError(f"{args.experiment} takes no family; only `run family NAME [ARG=VALUE ...]` does")
+        raise ValueError(f"{args.experiment} takes no family; only 'run family NAME [ARG=VALUE ...]' does")
     if is_family and not args.target:
         raise ValueError(
             "run family needs a family: a registered name (metabelief list) or package.module:Class, "
@@ -142,6 +159,7 @@ def _run(args: argparse.Namespace) -> None:
         )
     out_dir = checked_out_dir(pathlib.Path(args.out) if args.out else output.default_out_dir(args.experiment))
     print(f"metabelief run {args.experiment}: {output.device_description()}; writing to {out_dir}")
+    print(f"  {Provenance.now().describe()}")
     start = time.perf_counter()
     results = module.run(config, out_dir, progress=not args.no_progress)
     print()
@@ -152,27 +170,45 @@ def _run(args: argparse.Namespace) -> None:
 def _check(args: argparse.Namespace) -> None:
     family = registry.make(args.family, **_parse_family_args(args.family_args))
     start = time.perf_counter()
-    with naming_flags({"num_tasks": "--num-tasks"}):
-        report = testing.check_family(family, num_tasks=args.num_tasks)
-    print(
-        f"{family!r}: passed in {time.perf_counter() - start:.1f}s; calibration over "
-        f"{report.calibration_groups} groups, max |z| {report.calibration_max_z:.2f} "
-        f"(threshold {report.z_threshold:.2f})"
-    )
+    try:
+        with naming_flags({"num_tasks": "--num-tasks"}):
+            report = testing.check_family(family, num_tasks=args.num_tasks)
+    except testing.FamilyCheckError as error:  # the report so far, then the error (exit 1)
+        if error.report is not None:
+            print(error.report)
+        raise
+    print(report)
+    print(f"in {time.perf_counter() - start:.1f} s")
+
+
+def experiments_help() -> str:
+    """The experiments ``run`` takes, one a line with its summary."""
+    lines = [
+        f"  {name:12s} {module.SUMMARY}" for name, (module, _) in sorted(experiments.EXPERIMENTS.items())
+    ]
+    return "experiments:\n" + "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="metabelief", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser(
-        "run", help="run an experiment: train, evaluate, probe; write results and plots"
+    parser = Parser(
+        prog="metabelief", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    run.add_argument("experiment", help="experiment name (see `metabelief list`)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser(
+        "run",
+        help="run an experiment: train, evaluate, probe; write results and plots",
+        description="Train a population of agents, evaluate and probe them; write results.json and "
+        "plots to --out and print a table.",
+        epilog=experiments_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("experiment", help="one of the experiments below")
     run.add_argument(
         "target",
         nargs="*",
         metavar="FAMILY [ARG=VALUE ...]",
-        help="`run family` only: a registered family name or package.module:Class, and its arguments",
+        help="run family only: a registered family name (metabelief list) or package.module:Class, "
+        "and its arguments",
     )
     run.add_argument("--out", help="output folder (default: runs/<experiment>-<time>)")
     run.add_argument("--num-tasks", type=int, help="tasks per training update")
@@ -195,14 +231,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--devices", type=int, help="devices to split each training update's tasks over (default 1)"
     )
     run.add_argument("--rows", help="rl2-table only: 'small', 'all' or KxN pairs like 5x10,10x100")
-    run.add_argument("--quick", action="store_true", help="a smoke-test size that runs in seconds")
+    run.add_argument("--quick", action="store_true", help=QUICK_HELP)
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(handler=_run)
     # Listed for --help only: `main` hands `bench ...` to metabelief.bench.main, which has its own flags.
-    commands.add_parser("bench", help="throughput next to gymnax and the bare LSTM floor (bench --help)")
+    commands.add_parser("bench", help="throughput next to gymnax and the bare LSTM floor (see bench --help)")
     commands.add_parser("list", help="list the experiments and task families").set_defaults(handler=_list)
     check = commands.add_parser("check", help="run the conformance checks on a registered family")
-    check.add_argument("family", help="registered family name (see `metabelief list`)")
+    check.add_argument("family", help="registered family name (see metabelief list)")
     check.add_argument("family_args", nargs="*", metavar="ARG=VALUE", help="family arguments")
     check.add_argument("--num-tasks", type=int, default=2048, help="tasks for the calibration check")
     check.set_defaults(handler=_check)

@@ -14,7 +14,7 @@ from metabelief import cli, experiments, probes, train
 from metabelief.analysis import state_machine
 from metabelief.experiments import protocol, seeds
 from metabelief.experiments.probing import NetworkProbe, split_sizes
-from metabelief.experiments.results import ExperimentResults, RunResults
+from metabelief.experiments.results import ExperimentResults, Provenance, RunResults
 from metabelief.rollout import probe_moments, rollout
 
 # A key built from a name and a prefix or suffix (``mlp_trained``, ``reverse_untrained``, ``k5``).
@@ -153,6 +153,9 @@ def test_run_bandit_quick_writes_results_plots_and_agent(tmp_path, capsys, typed
     assert (out_dir / "agent" / "config.json").exists()
     out = capsys.readouterr().out
     assert "hidden → posterior means (linear)" in out and "thompson" in out and "3 seeds" in out
+    # Which code ran: printed at the start and written beside the device.
+    assert Provenance.now().describe() in out
+    assert results["provenance"] == Provenance.now().to_dict()
 
 
 def test_check_runs_the_conformance_checks(capsys):
@@ -160,7 +163,17 @@ def test_check_runs_the_conformance_checks(capsys):
         cli.main(["check", "dependent_bandit", "support=(0.2, 0.8)", "horizon=20", "--num-tasks", "512"]) == 0
     )
     out = capsys.readouterr().out
-    assert "DiscreteDependentBandit(horizon=20, support=(0.2, 0.8)): passed" in out
+    assert "check_family(DiscreteDependentBandit(horizon=20, support=(0.2, 0.8))): passed every check" in out
+    capabilities = "DependentArms (check 9), ExpectedRewards (check 9), BeliefVariance (check 8)"
+    assert f"capabilities declared: {capabilities}" in out
+    assert re.search(
+        r"7\. calibration of the posterior mean +passed: \d+ groups, max \|z\| [\d.]+ < [\d.]+", out
+    )
+    assert re.search(
+        r"8\. calibration of the second moment +passed: \d+ groups, .*belief_variance for 2 of 2", out
+    )
+    assert re.search(r"9\. declared capabilities +passed: DependentArms, ExpectedRewards\n", out)
+    assert len(re.findall(r"^  \d\. .+ passed", out, flags=re.MULTILINE)) == 9
 
 
 @pytest.mark.parametrize(
@@ -178,6 +191,27 @@ def test_bad_input_exits_with_a_clear_message(argv, message, capsys):
         cli.main(argv)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def help_text(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*argv, "--help"])
+    assert exit_info.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_help_names_every_command_and_experiment_in_plain_text(capsys):
+    top = help_text([], capsys)
+    for command in ("run EXPERIMENT", "list", "check FAMILY", "bench"):
+        assert f"metabelief {command}" in top
+    run = help_text(["run"], capsys)
+    listed = re.findall(r"^  (\S+) +\S", run.split("experiments:\n")[1], flags=re.MULTILINE)
+    assert listed == sorted(experiments.EXPERIMENTS)
+    assert "2-core CPU" in run and "seconds" not in run  # measured; not "a seconds-long smoke test"
+    bench = help_text(["bench"], capsys)
+    assert "2-core CPU" in bench
+    for text in (top, run, bench):
+        assert "`" not in text
 
 
 def test_installed_console_script_runs():

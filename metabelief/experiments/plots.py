@@ -8,27 +8,51 @@ from collections.abc import Mapping, Sequence
 import matplotlib
 import matplotlib.cm as cm
 import matplotlib.colors as colors
+import matplotlib.lines as lines
 import matplotlib.patches as patches
-import numpy as np  # noqa: E402
+import matplotlib.ticker as ticker
+import numpy as np
 from matplotlib.figure import Figure
 
 
 def learning_curve(
     path: pathlib.Path, steps: np.ndarray, returns: np.ndarray, references: dict[str, float]
-) -> None:
+) -> Figure:
     """Mean episode return per update against agent steps, each seed thin and their mean bold
     (``returns`` ``[S, num_updates]``), with reference policies as lines."""
-    figure, axes = subplots(figsize=(6, 4))
+    figure, axes = subplots(figsize=(8, 4), layout="constrained")
     returns = np.atleast_2d(returns)
     for seed_returns in returns:
         axes.plot(steps, seed_returns, color="black", linewidth=0.5, alpha=0.35)
-    label = f"LSTM agent (training tasks), mean of {returns.shape[0]} seeds"
+    final = returns.mean(axis=0)[-10:].mean()  # as ``final_training_return``: the last 10 updates
+    label = (
+        f"agent on its training tasks: mean of {returns.shape[0]} seeds (thin: each seed); "
+        f"last 10 updates {final:.1f}"
+    )
     axes.plot(steps, returns.mean(axis=0), color="black", linewidth=1.5, label=label)
     for (name, value), colour in zip(references.items(), ("tab:gray", "tab:blue", "tab:green"), strict=False):
-        axes.axhline(value, linestyle="--", color=colour, label=f"{name} ({value:.1f})")
-    axes.set(xlabel="agent steps per seed", ylabel="mean return per episode", title="Learning curve")
-    axes.legend(loc="lower right")
+        axes.axhline(value, linestyle="--", color=colour, label=f"{name} on held-out tasks ({value:.1f})")
+    axes.set(
+        xlabel="agent steps per seed",
+        ylabel="mean return per episode",
+        title="Training: the agent's return against reference policies",
+    )
+    axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), fontsize="small")
     save(figure, path)
+    return figure
+
+
+def decoded_belief_r2(decoded: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """R² of each network's read-out of the first belief feature against the exact one, pooled over
+    every step of ``decoded`` (``decoded_beliefs``'s input): 1 - SSE / SST, as the probe report
+    scores ``r2_per_dim`` (``metabelief.probes.score_arrays``)."""
+    exact = np.asarray(decoded["exact"][..., 0], np.float64)
+    total = np.sum((exact - exact.mean()) ** 2)
+    return {
+        name: float(1.0 - np.sum((exact - np.asarray(values[..., 0], np.float64)) ** 2) / total)
+        for name, values in decoded.items()
+        if name != "exact"
+    }
 
 
 def decoded_beliefs(
@@ -36,33 +60,64 @@ def decoded_beliefs(
     decoded: dict[str, np.ndarray],
     episodes: int = 3,
     quantity: str = "posterior mean of arm 0",
-) -> None:
-    """Decoded vs exact first belief feature (``quantity``): over a few test episodes, and all test steps."""
+) -> Figure:
+    """The belief read out of the hidden state against the exact one (its first feature,
+    ``quantity``): over a few test episodes (left) and at every test step (right, with each
+    network's R²).
+
+    Args:
+      decoded: ``"exact"`` -> the exact belief features ``[T, n, D]``; each network's name -> its
+        linear read-out of them on the same test steps (``probing.probe_networks``'s ``decoded``).
+    """
     exact = decoded["exact"][..., 0]  # [T, n]
     names = [name for name in decoded if name != "exact"]
-    figure, (over_time, scatter) = subplots(1, 2, figsize=(11, 4))
+    r2 = decoded_belief_r2(decoded)
+    figure, (over_time, scatter) = subplots(1, 2, figsize=(12, 5), layout="constrained")
     time = np.arange(exact.shape[0])
-    for episode, colour in zip(range(episodes), ("tab:blue", "tab:orange", "tab:green"), strict=False):
+    episode_colours = ("tab:blue", "tab:orange", "tab:green")[:episodes]
+    styles = ("--", ":")
+    for episode, colour in enumerate(episode_colours):
         over_time.plot(time, exact[:, episode], color=colour, linewidth=2)
-        for name, style in zip(names, ("--", ":"), strict=False):
-            over_time.plot(time, decoded[name][:, episode, 0], style, color=colour, linewidth=1)
-    styles = ", ".join(f"{name} ({style})" for name, style in zip(names, ("dashed", "dotted"), strict=False))
-    over_time.set(xlabel="step in episode", ylabel=quantity, title=f"exact (solid), {styles}")
+        for name, style in zip(names, styles, strict=False):
+            over_time.plot(time, decoded[name][:, episode, 0], style, color=colour, linewidth=1.2)
+    line_key = [lines.Line2D([], [], color="black", linewidth=2, label="exact posterior")] + [
+        lines.Line2D([], [], color="black", linestyle=style, label=f"read out of the {name} network")
+        for name, style in zip(names, styles, strict=False)
+    ]
+    colour_key = [
+        patches.Patch(color=colour, label=f"test episode {episode + 1}")
+        for episode, colour in enumerate(episode_colours)
+    ]
+    over_time.legend(handles=line_key + colour_key, fontsize="small", loc="best")
+    over_time.set(
+        xlabel="step in episode", ylabel=quantity, title=f"over {len(episode_colours)} test episodes"
+    )
+    over_time.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     rows = np.random.default_rng(0).choice(exact.size, size=min(exact.size, 4000), replace=False)
     for name, colour in zip(names, ("tab:red", "tab:gray"), strict=False):
-        decoded_first_arm = decoded[name][..., 0].ravel()[rows]
-        scatter.scatter(exact.ravel()[rows], decoded_first_arm, s=2, alpha=0.3, color=colour, label=name)
-    scatter.plot([0, 1], [0, 1], color="black", linewidth=1)
-    scatter.set(xlabel=f"exact {quantity}", ylabel="decoded from hidden state", title="held-out test tasks")
-    scatter.legend(markerscale=5)
+        decoded_first = decoded[name][..., 0].ravel()[rows]
+        label = f"{name} network: R² {r2[name]:.2f}"
+        scatter.scatter(exact.ravel()[rows], decoded_first, s=2, alpha=0.3, color=colour, label=label)
+    scatter.plot([0, 1], [0, 1], color="black", linewidth=1, label="read-out = exact")
+    scatter.set(
+        xlabel=f"exact {quantity}",
+        ylabel=f"{quantity}, read out of the hidden state",
+        title=f"every test step ({exact.size:,}; R² over all of them)",
+    )
+    scatter.legend(markerscale=5, fontsize="small", loc="upper left")
+    figure.suptitle(
+        "Is the exact belief linearly decodable from the hidden state? Trained vs untrained network, "
+        "ridge read-out fitted on other tasks"
+    )
     save(figure, path)
+    return figure
 
 
-def r2_by_time(path: pathlib.Path, per_seed: Sequence[Mapping[str, Sequence[float | None]]]) -> None:
+def r2_by_time(path: pathlib.Path, per_seed: Sequence[Mapping[str, Sequence[float | None]]]) -> Figure:
     """Held-out R^2 (hidden -> posterior means) at each step of the episode, per network: each
     seed thin, the mean over seeds bold (``per_seed``: one ``{network: [T]}`` per seed, e.g.
     ``protocol.r2_by_time`` of the seeds' probe reports)."""
-    figure, axes = subplots(figsize=(6, 4))
+    figure, axes = subplots(figsize=(7, 4.5), layout="constrained")
     for name, colour in zip(per_seed[0], ("tab:blue", "tab:orange", "tab:green"), strict=False):
         values = np.array(
             [[np.nan if v is None else v for v in seed[name]] for seed in per_seed], dtype=float
@@ -72,11 +127,21 @@ def r2_by_time(path: pathlib.Path, per_seed: Sequence[Mapping[str, Sequence[floa
             axes.plot(steps, seed_values, color=colour, linewidth=0.5, alpha=0.35)
         defined = np.isfinite(values).sum(axis=0)
         mean = np.where(defined > 0, np.nansum(values, axis=0) / np.maximum(defined, 1), np.nan)
-        axes.plot(steps, mean, color=colour, linewidth=1.5, label=f"{name}, mean of seeds")
-    axes.set(xlabel="step in episode", ylabel="held-out R²", title="Linear probe, hidden → posterior means")
+        label = (
+            f"{name} network: mean of {len(per_seed)} seeds (thin: each seed); "
+            f"mean over steps {np.nanmean(mean):.2f}"
+        )
+        axes.plot(steps, mean, color=colour, linewidth=1.5, label=label)
+    axes.set(
+        xlabel="step in episode",
+        ylabel="held-out R² at this step",
+        title="Linear read-out of the posterior means from the hidden state, trained vs untrained",
+    )
+    axes.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     axes.set_ylim(min(0.0, axes.get_ylim()[0]), 1.0)
-    axes.legend(loc="lower right")
+    axes.legend(loc="lower left", fontsize="small")
     save(figure, path)
+    return figure
 
 
 def save(figure, path: pathlib.Path) -> None:
@@ -101,7 +166,7 @@ def goal_beliefs(
     goal: int,
     beliefs: dict[str, np.ndarray],
     times: list[int],
-) -> None:
+) -> Figure:
     """The belief over goal candidates on the grid at a few steps of one episode, one row per source.
 
     Args:
@@ -110,7 +175,8 @@ def goal_beliefs(
       walls: wall cell indices (drawn black).
       positions: ``[T]`` the agent's cell at each step (a white dot).
       goal: the true goal's candidate index (a red frame).
-      beliefs: row label -> ``[T, G]`` probability of each candidate at each step.
+      beliefs: row label -> ``[T, G]`` probability of each candidate at each step: ``"exact"``
+        the exact posterior, any other a network's read-out of it.
       times: the steps (columns) to show.
     """
     figure, axes = subplots(
@@ -143,23 +209,32 @@ def goal_beliefs(
             if row == 0:
                 ax.set_title(f"step {t}")
             if column == 0:
-                ax.set_ylabel(label)
-    figure.colorbar(cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, shrink=0.8, label="P(goal)")
-    figure.suptitle("Belief over goal candidates; agent white, true goal framed red")
+                ax.set_ylabel("exact posterior" if label == "exact" else f"read out of the\n{label} network")
+    figure.colorbar(
+        cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes, shrink=0.8, label="P(goal is this cell)"
+    )
+    figure.suptitle(
+        "Belief over the goal candidates during one test episode, exact vs read out of the hidden state\n"
+        "agent: white dot; true goal: red frame; walls: black; cells that cannot be the goal: gray"
+    )
     save(figure, path)
+    return figure
 
 
-def stay_probabilities(path: pathlib.Path, stays: dict[str, tuple[np.ndarray, np.ndarray]]) -> None:
-    """The two-step bar plot: P(stay) after rewarded / unrewarded trials, common vs rare, per agent.
+def stay_probabilities(path: pathlib.Path, stays: dict[str, tuple[np.ndarray, np.ndarray]]) -> Figure:
+    """The two-step bar plot: P(stay) after rewarded / unrewarded trials, common vs rare, per agent,
+    each panel titled with its model-based and model-free index (``metabelief.analysis.stay``).
 
     Args:
       stays: agent name -> ``(probs, se)``, each ``[2, 2]`` indexed [rewarded, common] as in
         ``metabelief.analysis.stay``.
     """
-    figure, axes = subplots(1, len(stays), figsize=(3 * len(stays), 3.5), sharey=True, squeeze=False)
+    figure, axes = subplots(
+        1, len(stays), figsize=(3.2 * len(stays), 4), sharey=True, squeeze=False, layout="constrained"
+    )
     for ax, (name, (probs, se)) in zip(axes[0], stays.items(), strict=True):
         for transition, (label, colour, offset) in enumerate(
-            (("common", "tab:blue", -0.2), ("rare", "tab:red", 0.2))
+            (("common transition", "tab:blue", -0.2), ("rare transition", "tab:red", 0.2))
         ):
             ax.bar(
                 np.arange(2) + offset,
@@ -171,12 +246,21 @@ def stay_probabilities(path: pathlib.Path, stays: dict[str, tuple[np.ndarray, np
                 capsize=3,
             )
         ax.set_xticks([0, 1], ["rewarded", "unrewarded"])
+        ax.set_xlabel("last trial")
         ax.set_ylim(0.0, 1.15)
         ax.set_yticks(np.linspace(0.0, 1.0, 6))
-        ax.set_title(name)
-    axes[0, 0].set_ylabel("P(repeat first-stage action)")
-    axes[0, -1].legend(loc="upper right", ncol=2, fontsize="small")
+        # The indices of metabelief.analysis.stay, from the probabilities drawn ([rewarded, common]).
+        model_based = probs[0, 0] + probs[1, 1] - probs[0, 1] - probs[1, 0]
+        model_free = probs[0, 0] + probs[0, 1] - probs[1, 0] - probs[1, 1]
+        ax.set_title(f"{name}\nMB index {model_based:.2f}, MF index {model_free:.2f}", fontsize="medium")
+    axes[0, 0].set_ylabel("P(repeat the first-stage choice)")
+    axes[0, -1].legend(loc="upper right", fontsize="small")
+    figure.suptitle(
+        "Two-step task: how the last trial's reward and transition change the next first-stage choice "
+        "(± 1 s.e.)"
+    )
     save(figure, path)
+    return figure
 
 
 def failure_summary(
@@ -184,76 +268,127 @@ def failure_summary(
     conditions: dict[str, dict],
     per_step: dict[str, tuple[np.ndarray, np.ndarray]],
     training_horizon: int,
-) -> None:
+) -> Figure:
     """Reward per step of the agent vs the Bayes-optimal agent per test condition, and whose posterior
     (training or test prior) the hidden state carries: the in-distribution read-out's error against
-    each, and probes refitted on the test histories."""
-    figure, (rewards, readout, refitted) = subplots(1, 3, figsize=(17, 4))
+    each, and probes refitted on the test histories. One colour per condition (the figure's legend,
+    with its return gap), line styles keyed in each panel."""
+    figure, (rewards, readout, refitted) = subplots(1, 3, figsize=(18, 5.5), layout="constrained")
     colours = ("tab:blue", "tab:orange", "tab:purple", "tab:green", "tab:red")
     window = 5  # a running mean over steps, for legibility
 
     def smooth(x):
         return np.convolve(x, np.ones(window) / window, mode="valid")
 
-    for (name, (agent, optimal)), colour in zip(per_step.items(), colours, strict=False):
+    for (agent, optimal), colour in zip(per_step.values(), colours, strict=False):
         steps = np.arange(window, agent.shape[0] + 1)
-        rewards.plot(steps, smooth(agent), color=colour, label=f"{name}: agent")
-        rewards.plot(steps, smooth(optimal), color=colour, linestyle="--", label=f"{name}: Bayes-optimal")
-    rewards.axvline(training_horizon, color="black", linewidth=1)
-    rewards.set(xlabel="step", ylabel="mean reward (running mean of 5)", title="reward per step")
-    rewards.legend(fontsize="x-small")
+        rewards.plot(steps, smooth(agent), color=colour)
+        rewards.plot(steps, smooth(optimal), color=colour, linestyle="--")
+    rewards.set(
+        xlabel="step in episode",
+        ylabel=f"mean reward (running mean of {window} steps)",
+        title="Reward per step under each test prior",
+    )
+    _style_key(rewards, {"agent": "-", "Bayes-optimal for the test prior": "--"}, training_horizon)
 
-    for (name, condition), colour in zip(conditions.items(), colours, strict=False):
+    for condition, colour in zip(conditions.values(), colours, strict=False):
         by_time = condition["states"]["agent"]["readout"]["rmse_by_time"]
         steps = np.arange(1, len(by_time["training prior"]) + 1)
-        readout.plot(steps, by_time["training prior"], color=colour, label=f"{name}: vs training prior")
-        readout.plot(
-            steps, by_time["test prior"], color=colour, linestyle=":", label=f"{name}: vs test prior"
-        )
-    readout.axvline(training_horizon, color="black", linewidth=1)
+        readout.plot(steps, by_time["training prior"], color=colour)
+        readout.plot(steps, by_time["test prior"], color=colour, linestyle=":")
     readout.set(
-        xlabel="step",
-        ylabel="RMSE, read-out vs E[p | history]",
-        title="the agent's belief: in-distribution read-out, frozen",
+        xlabel="step in episode",
+        ylabel="RMSE of the read-out against E[p | history]",
+        title="Whose posterior does the agent's state track?\n(the read-out fitted in distribution, frozen)",
     )
-    readout.legend(fontsize="xx-small")
+    key = {"E[p | history] under the training prior": "-", "... under the test prior": ":"}
+    _style_key(readout, key, training_horizon)
 
     names = list(conditions)
     positions = np.arange(len(names))
-    priors = (("training prior", "tab:purple"), ("test prior", "tab:olive"))
+    priors = (("training prior", "tab:gray"), ("test prior", "tab:olive"))
     for offset, (prior, colour) in zip((-0.2, 0.2), priors, strict=True):
         r2 = [conditions[name]["states"]["agent"]["r2_posterior_mean"][prior]["mlp"] for name in names]
-        refitted.bar(positions + offset, r2, width=0.4, color=colour, label=f"posterior under the {prior}")
+        refitted.bar(
+            positions + offset, r2, width=0.4, color=colour, label=f"E[p | history] under the {prior}"
+        )
     refitted.set(
-        ylabel="held-out R², hidden → E[p | history] (MLP)", title="what the state holds: probes refitted"
+        ylabel="held-out R², hidden → posterior mean (MLP)",
+        title="Which posterior does the state hold?\n(probes refitted on the test histories)",
     )
     refitted.set_ylim(min(0.0, refitted.get_ylim()[0]), 1.0)
-    refitted.set_xticks(positions, names, fontsize="x-small", rotation=20)
+    refitted.set_xticks(positions, names, fontsize="small", rotation=20)
     refitted.legend(fontsize="small", loc="lower left")
+    condition_key = [
+        lines.Line2D([], [], color=colour, linewidth=3, label=f"{name}: gap {condition['gap_fraction']:.0%}")
+        for (name, condition), colour in zip(conditions.items(), colours, strict=False)
+    ]
+    figure.legend(
+        handles=condition_key,
+        loc="outside lower center",
+        ncols=len(condition_key),
+        fontsize="small",
+        title="test condition: gap = (Bayes-optimal − agent) return, as a share of Bayes-optimal's",
+        title_fontsize="small",
+    )
+    figure.suptitle("Out of distribution: the agent trained on one prior, tested on others")
     save(figure, path)
+    return figure
 
 
-def intervention(path: pathlib.Path, per_seed: list[dict[str, dict]], title: str | None = None) -> None:
+def _style_key(axes, styles: dict[str, str], training_horizon: int) -> None:
+    """A legend of the panel's line styles (label -> style) and the training horizon's line."""
+    axes.axvline(training_horizon, color="black", linewidth=1)
+    handles = [
+        lines.Line2D([], [], color="black", linestyle=style, label=label) for label, style in styles.items()
+    ]
+    handles.append(lines.Line2D([], [], color="black", linewidth=1, label="end of the training episodes"))
+    axes.legend(handles=handles, fontsize="small", loc="best")
+
+
+# The terms of ``intervention``'s figure, printed under its panels.
+INTERVENTION_TERMS = (
+    "δ: the shift of the belief (the network's: its linear read-out of the hidden state h; "
+    "belief-greedy's: the exact posterior).",
+    "Smallest push: the least-norm Δh with read-out(h + Δh) = read-out(h) + δ.  Encoding direction: "
+    "how h moves on average per unit of the belief (a regression belief → h).",
+    "Now: the policy at h + Δh.  Next step: one network step later, on the recorded next input.  "
+    "Slope: least-squares slope through 0 of the network's change on belief-greedy's.",
+    "Belief-greedy: the policy that takes the action the shifted exact belief favours.",
+)
+
+
+def intervention(path: pathlib.Path, per_seed: list[dict[str, dict]], title: str | None = None) -> Figure:
     """The belief intervention's dose-response: change of P(target action) against the shift of the
     belief, two panels: the hidden state pushed by the read-out's minimum-norm shift (left) and
     along the encoding direction, the way it moves with the belief (right). The first network (e.g.
     ``trained``) solid, each seed thin and the mean over seeds bold, with its next-step response
-    dotted; other networks (e.g. ``untrained``) dashed; the belief-greedy policy's response to the
-    same shift of the exact belief in black.
+    dash-dotted; other networks (e.g. ``untrained``) dashed; the belief-greedy policy's response to
+    the same shift of the exact belief in black. The terms are defined under the panels.
 
     Args:
       per_seed: one ``metabelief.analysis.intervention.dose_response`` report per seed, as in
         ``results.json`` (``{network: DoseResponse.to_dict()}``: ``{"deltas", "agent",
         "agent_next_step", "belief_greedy", "encoding", ...}``).
-      title: the figure's title; by default the target's name.
+      title: what is pushed, e.g. "push the decoded posterior mean of arm 0 by δ"; by default
+        the target's name.
     """
-    figure, (minimum_norm, encoding) = subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    figure, (minimum_norm, encoding) = subplots(1, 2, figsize=(13, 6.5), sharey=True, layout="constrained")
     first = next(iter(per_seed[0].values()))
-    _intervention_panel(minimum_norm, per_seed, lambda result: result, "minimum-norm shift (read-out)")
-    _intervention_panel(encoding, per_seed, lambda result: result["encoding"], "encoding direction")
-    minimum_norm.set_ylabel("change in P(target action)")
-    figure.suptitle(title or first.get("target", "belief intervention"))
+    _intervention_panel(
+        minimum_norm, per_seed, lambda result: result, "push Δh: the smallest that moves the read-out by δ"
+    )
+    _intervention_panel(
+        encoding, per_seed, lambda result: result["encoding"], "push Δh: along the encoding direction"
+    )
+    minimum_norm.set_ylabel("change in P(target action) from the unpushed state")
+    figure.suptitle(
+        f"Does the agent act on the belief it encodes? {title or first.get('target', 'belief intervention')}"
+    )
+    figure.text(0.5, 0.0, "\n".join(INTERVENTION_TERMS), ha="center", va="bottom", fontsize="small")
+    figure.get_layout_engine().set(rect=(0.0, 0.1, 1.0, 0.9))  # room for the definitions
     save(figure, path)
+    return figure
 
 
 def _intervention_panel(axes, per_seed: list[dict[str, dict]], shifted, label: str) -> None:
@@ -268,8 +403,9 @@ def _intervention_panel(axes, per_seed: list[dict[str, dict]], shifted, label: s
 
     names = list(per_seed[0])
     deltas = np.asarray(per_seed[0][names[0]]["deltas"], dtype=float)
-    axes.axhline(0.0, color="gray", linewidth=0.8)
-    axes.axvline(0.0, color="gray", linewidth=0.8)
+    # The axes' zero lines lie beneath every curve: a response of 0 must stay visible.
+    axes.axhline(0.0, color="lightgray", linewidth=0.8, zorder=0)
+    axes.axvline(0.0, color="lightgray", linewidth=0.8, zorder=0)
     for index, (name, colour) in enumerate(zip(names, ("tab:blue", "tab:orange", "tab:green"), strict=False)):
         style = "-" if index == 0 else "--"
         agent = np.stack([curve(shifted(seed[name])["agent"]) for seed in per_seed])
@@ -277,7 +413,7 @@ def _intervention_panel(axes, per_seed: list[dict[str, dict]], shifted, label: s
             axes.plot(deltas, seed_curve, style, color=colour, linewidth=0.5, alpha=0.35)
         slopes = [shifted(seed[name])["fraction_of_bayes"] for seed in per_seed]
         slopes = [s for s in slopes if s is not None]
-        slope = f", slope {np.mean(slopes):.2f} × belief-greedy" if slopes else ""
+        slope = f", slope {np.mean(slopes):.2f}" if slopes else ""
         axes.plot(
             deltas,
             mean_over_seeds(agent),
@@ -285,21 +421,29 @@ def _intervention_panel(axes, per_seed: list[dict[str, dict]], shifted, label: s
             color=colour,
             linewidth=1.8,
             marker="o",
-            label=f"{name}: policy head at h + Δh ({len(per_seed)} seeds{slope})",
+            label=f"{name} network, now (mean of {len(per_seed)} seeds{slope})",
         )
         if index == 0:
             after = np.stack([curve(shifted(seed[name])["agent_next_step"]) for seed in per_seed])
             axes.plot(
                 deltas,
                 mean_over_seeds(after),
-                ":",
+                "-.",
                 color=colour,
-                linewidth=1.5,
-                label=f"{name}: one LSTM step later",
+                linewidth=2.0,
+                marker="x",
+                markersize=8,
+                zorder=3,
+                label=f"{name} network, next step",
             )
     greedy = mean_over_seeds(np.stack([curve(seed[names[0]]["belief_greedy"]) for seed in per_seed]))
     axes.plot(
-        deltas, greedy, color="black", linewidth=1.5, marker="s", label="belief-greedy, exact belief + δ"
+        deltas,
+        greedy,
+        color="black",
+        linewidth=1.5,
+        marker="s",
+        label="belief-greedy on the exact belief + δ",
     )
-    axes.set(xlabel="shift δ of the belief (decoded for the network, exact for belief-greedy)", title=label)
-    axes.legend(fontsize="x-small", loc="upper left")
+    axes.set(xlabel="δ, the shift of the belief", title=label)
+    axes.legend(fontsize="small", loc="upper left")

@@ -11,6 +11,10 @@ condition), never built from strings. This docstring is the one description of t
     experiment          the experiment's name ("bandit", "gridworld", "two-step", "failure", "family")
     config              the experiment's config fields; config.train is the TrainConfig (to_dict)
     device              where it ran, e.g. "cpu x1" or "gpu: NVIDIA H100 80GB HBM3 x1"
+    provenance          what ran (``Provenance``): commit (``git rev-parse HEAD`` of the checkout
+                        the package was imported from, null when it is not one), uncommitted_changes
+                        (whether tracked files differed from that commit, null without a commit),
+                        and the versions of python, numpy, jax, jaxlib, flax and optax
     train               the population's training (TrainStats): seconds, compile_seconds,
                         agent_steps_per_second (all seeds together), num_seeds
     seeds               one entry per seed, in order: seed and the keys a one-seed run writes
@@ -52,7 +56,7 @@ and, per experiment:
 at the top level ``verdicts`` (below).
 
 **rl2-table** (``rl2_table.RL2TableResults``): ``experiment``, ``config``, ``device``,
-``num_seeds``, ``summary``, ``seeds`` and ``published_source`` (where the paper's values come
+``provenance``, ``num_seeds``, ``summary``, ``seeds`` and ``published_source`` (where the paper's values come
 from). A seed entry (``rl2_table.RL2Seed``) is ``seed`` and ``rows``, one ``rl2_table.RowResult``
 per (k, n): ``arms``, ``pulls``, ``return`` and ``return_se`` (``lstm`` and each policy: total
 reward per episode and its s.e. over held-out tasks), ``lstm_over_gittins``, ``published`` (the
@@ -137,6 +141,10 @@ The fields' docstrings and comments say what each number means; the modules that
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
+import pathlib
+import platform
+import subprocess
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Self
 
@@ -205,13 +213,63 @@ def summarize(per_seed: Sequence[Record]) -> dict:
     )
 
 
+# The packages whose versions decide what a run computes, beside the Python that ran it.
+VERSIONED_PACKAGES = ("numpy", "jax", "jaxlib", "flax", "optax")
+
+
+@dataclasses.dataclass(frozen=True)
+class Provenance(Record):
+    """Which code ran: the commit of the checkout ``metabelief`` was imported from and the versions
+    of the packages that decide the numbers."""
+
+    commit: str | None  # ``git rev-parse HEAD``; None when the package is not in a git checkout
+    uncommitted_changes: bool | None  # tracked files differ from ``commit``; None without a commit
+    versions: dict[str, str]  # "python" and each of ``VERSIONED_PACKAGES``
+
+    @classmethod
+    def now(cls) -> Self:
+        """The provenance of this process."""
+        commit, changed = _git_commit(pathlib.Path(__file__).resolve().parents[2])
+        versions = {"python": platform.python_version()}
+        versions |= {name: importlib.metadata.version(name) for name in VERSIONED_PACKAGES}
+        return cls(commit=commit, uncommitted_changes=changed, versions=versions)
+
+    def describe(self) -> str:
+        """One line, e.g. ``"commit 48fbeec (uncommitted changes); jax 0.7.1, jaxlib 0.7.1, ..."``."""
+        if self.commit is None:
+            code = "not a git checkout"
+        else:
+            code = f"commit {self.commit[:7]}{' (uncommitted changes)' if self.uncommitted_changes else ''}"
+        return "; ".join([code, ", ".join(f"{name} {version}" for name, version in self.versions.items())])
+
+
+def _git_commit(root: pathlib.Path) -> tuple[str | None, bool | None]:
+    """``(HEAD, whether tracked files differ from it)`` of the git checkout whose top is ``root``;
+    ``(None, None)`` when ``root`` is not one (an installed package inside another repository too)."""
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):  # no git, or it hung
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    if top is None or pathlib.Path(top).resolve() != root:
+        return None, None
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return commit, (None if commit is None or status is None else bool(status))
+
+
 @dataclasses.dataclass(frozen=True)
 class RunResults(Record):
-    """What ran, with which settings, where."""
+    """What ran, with which settings, where; ``provenance`` is taken when the results are made."""
 
     experiment: str
     config: dict  # the config's fields, JSON-ready (``protocol.config_dict``)
     device: str
+    provenance: Provenance = dataclasses.field(default_factory=Provenance.now, kw_only=True)
 
 
 @dataclasses.dataclass(frozen=True)

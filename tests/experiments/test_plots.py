@@ -3,6 +3,11 @@
 import subprocess
 import sys
 
+import numpy as np
+import pytest
+
+from metabelief.experiments import plots
+
 
 def test_importing_and_plotting_leaves_the_global_backend_and_pyplot_alone(tmp_path):
     script = f"""
@@ -17,3 +22,68 @@ assert pyplot.get_fignums() == [], pyplot.get_fignums()
 """
     subprocess.run([sys.executable, "-c", script], check=True)
     assert (tmp_path / "curve.png").read_bytes().startswith(b"\x89PNG")
+
+
+def _decoded() -> dict[str, np.ndarray]:
+    """Exact beliefs ``[T, n, 2]`` and two read-outs: perfect, and the exact mean of feature 0."""
+    rng = np.random.default_rng(0)
+    exact = (rng.integers(0, 9, size=(8, 8, 2)) / 8).astype(np.float32)  # a mean float32 holds exactly
+    constant = np.broadcast_to(exact.mean(axis=(0, 1)), exact.shape).copy()
+    constant[..., 1] = 5.0  # feature 1 is not drawn, so it must not count
+    return {"exact": exact, "trained": exact.copy(), "untrained": constant}
+
+
+def test_decoded_belief_r2_is_the_r2_of_the_first_feature():
+    decoded = _decoded()
+    noisy = decoded["exact"] + np.random.default_rng(1).normal(scale=0.2, size=decoded["exact"].shape)
+    r2 = plots.decoded_belief_r2(decoded | {"noisy": noisy.astype(np.float32)})
+    assert r2["trained"] == pytest.approx(1.0, abs=1e-6)
+    assert r2["untrained"] == pytest.approx(0.0, abs=1e-5)  # the mean of the truth explains nothing
+    exact, guess = decoded["exact"][..., 0].astype(np.float64), noisy[..., 0].astype(np.float64)
+    expected = 1.0 - ((exact - guess) ** 2).sum() / ((exact - exact.mean()) ** 2).sum()
+    assert r2["noisy"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_decoded_belief_figure_has_a_legend_for_its_colours_and_each_r2(tmp_path):
+    figure = plots.decoded_beliefs(tmp_path / "decoded.png", _decoded())
+    over_time, scatter = figure.axes
+    labels = {text.get_text() for text in over_time.get_legend().get_texts()}
+    assert {
+        "exact posterior",
+        "read out of the trained network",
+        "test episode 1",
+        "test episode 3",
+    } <= labels
+    labels = [text.get_text() for text in scatter.get_legend().get_texts()]
+    assert labels[:2] == ["trained network: R² 1.00", "untrained network: R² 0.00"]
+    assert all(axes.get_xlabel() and axes.get_ylabel() and axes.get_title() for axes in figure.axes)
+    assert (tmp_path / "decoded.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_intervention_figure_defines_its_terms_and_keeps_a_zero_response_visible(tmp_path):
+    network = {
+        "deltas": [-0.2, 0.0, 0.2],
+        "agent": [-0.1, 0.0, 0.1],
+        "agent_next_step": [0.0, 0.0, 0.0],  # a response of exactly zero, on the zero line
+        "belief_greedy": [-0.3, 0.0, 0.3],
+        "fraction_of_bayes": 1 / 3,
+        "encoding": {
+            "agent": [-0.2, 0.0, 0.2],
+            "agent_next_step": [0.0, 0.0, 0.0],
+            "fraction_of_bayes": 2 / 3,
+        },
+    }
+    figure = plots.intervention(tmp_path / "intervention.png", [{"trained": network, "untrained": network}])
+    for axes in figure.axes:
+        zero_lines = [line for line in axes.get_lines() if list(line.get_ydata()) == [0.0, 0.0]]
+        (next_step,) = [line for line in axes.get_lines() if "next step" in line.get_label()]
+        assert zero_lines and max(line.get_zorder() for line in zero_lines) < next_step.get_zorder()
+        assert next_step.get_marker() not in ("None", "", None)  # drawn with markers, not only a dotted line
+        legend = axes.get_legend()
+        assert min(text.get_fontsize() for text in legend.get_texts()) >= 8  # not "x-small"
+        assert axes.get_xlabel() and axes.get_title()
+    labels = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
+    assert "trained network, now (mean of 1 seeds, slope 0.33)" in labels
+    terms = "\n".join(text.get_text() for text in figure.texts)
+    for term in ("δ:", "Smallest push:", "Encoding direction:", "Next step:", "Slope:", "Belief-greedy:"):
+        assert term in terms

@@ -207,7 +207,7 @@ def test_seed_results_and_experiment_results_write_the_common_keys():
     }
     experiment = results.ExperimentResults.of("gridworld", {"eval_tasks": 4}, _trained(), per_seed)
     written = experiment.to_dict()
-    assert list(written) == ["experiment", "config", "device", "train", "summary", "seeds"]
+    assert list(written) == ["experiment", "config", "device", "provenance", "train", "summary", "seeds"]
     assert written["train"] == {
         "seconds": 3.0,
         "compile_seconds": 1.0,
