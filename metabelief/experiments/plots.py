@@ -433,7 +433,6 @@ def _intervention_panel(axes, per_seed: list[dict[str, dict]], shifted, label: s
                 linewidth=2.0,
                 marker="x",
                 markersize=8,
-                zorder=3,
                 label=f"{name} network, next step",
             )
     greedy = mean_over_seeds(np.stack([curve(seed[names[0]]["belief_greedy"]) for seed in per_seed]))
