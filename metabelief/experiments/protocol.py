@@ -348,7 +348,7 @@ def intervention_table(report: dict) -> str:
                 ]
             )
     largest = len(first["deltas"]) - 1
-    delta = first["deltas"][largest]
+    delta = seeds.means(first["deltas"][largest])
     rows.append(
         [
             f"Δ log-odds at δ = {delta:+.2f}, k = 0: {PUSH_LABELS['minimum_mahalanobis']}",
