@@ -265,7 +265,7 @@ def intervention(path: pathlib.Path, per_seed: list[dict[str, dict]], title: str
             observed * deltas,
             "k--",
             linewidth=1.5,
-            label=f"{names[0]}: own sensitivity × δ ({observed:.1f}/unit)",
+            label=f"{names[0]}: own sensitivity × δ ({observed:.3g} per unit)",
         )
     for index, name in enumerate(names):
         for push, style in _PUSH_STYLES.items():

@@ -336,6 +336,12 @@ def intervention_table(report: dict) -> str:
     trace = len(first["num_steps"]) - 1
     rows = [["intervention (held-out)", *names]]
     rows.append(["agent's own sensitivity: Δ log-odds per unit belief", *_cells(report, _observational)])
+    rows.append(
+        [
+            "  causal, k = 0: the same per unit of pushed decoded belief",
+            *_cells(report, _push("minimum_mahalanobis", "log_odds_slope", 0)),
+        ]
+    )
     for reference in first["reference_slopes"]:
         rows.append([f"  {reference}'s (the same fit)", *_cells(report, _reference(reference))])
     for push, label in PUSH_LABELS.items():
