@@ -96,7 +96,8 @@ def test_run_bandit_quick_writes_results_plots_and_agent(tmp_path, capsys, typed
             curve = entry["intervention"][network]
             for push in curve["pushes"].values():
                 assert len(push["log_odds"][0]) == len(curve["deltas"])
-            assert curve["reference_slopes"]["bayes_optimal"] > 0  # the DP pulls an arm more as it looks better
+            # The DP pulls an arm more as its posterior mean grows.
+            assert curve["reference_slopes"]["bayes_optimal"] > 0
         for network in entry["probe"]["networks"].values():
             for probe in ("linear", "posterior_mean", "reverse", "mlp"):
                 assert {"r2", "r2_per_dim", "mse"} <= set(network[probe])
