@@ -94,7 +94,10 @@ def test_run_bandit_quick_writes_results_plots_and_agent(tmp_path, capsys, typed
                         state_machine.MEASURES
                     )
             curve = entry["intervention"][network]
-            assert len(curve["agent"]) == len(curve["belief_greedy"]) == len(curve["deltas"])
+            for push in curve["pushes"].values():
+                assert len(push["log_odds"][0]) == len(curve["deltas"])
+            # The DP pulls an arm more as its posterior mean grows.
+            assert curve["reference_slopes"]["bayes_optimal"] > 0
         for network in entry["probe"]["networks"].values():
             for probe in ("linear", "posterior_mean", "reverse", "mlp"):
                 assert {"r2", "r2_per_dim", "mse"} <= set(network[probe])
@@ -252,9 +255,9 @@ def test_run_two_step_quick_writes_stay_probabilities_for_every_agent(tmp_path, 
         assert abs(entry["stay"]["model_free"]["model_based_index"]) < 0.15
         assert entry["stay"]["model_free"]["model_free_index"] > 0.5
         assert len(entry["probe"]["networks"]["trained"]["linear"]["r2_per_dim"]) == 1  # P(A rich)
-        # Belief-greedy acts on P(A rich) > 1/2: pushing the belief up never lowers its choice of A.
-        greedy = entry["intervention"]["trained"]["belief_greedy"]
-        assert greedy == sorted(greedy) and greedy[-1] > 0
+        # The push minimal in the activity's metric moves the decoded P(A rich) by exactly δ.
+        pushed = entry["intervention"]["trained"]["pushes"]["minimum_mahalanobis"]
+        assert abs(pushed["decoded_per_unit"] - 1.0) < 1e-4
     for plot in (
         "learning_curve.png",
         "stay_probabilities.png",
@@ -264,7 +267,7 @@ def test_run_two_step_quick_writes_stay_probabilities_for_every_agent(tmp_path, 
     ):
         assert (out_dir / plot).read_bytes().startswith(b"\x89PNG")
     out = capsys.readouterr().out
-    assert "MB index" in out and "fraction of the belief-greedy response" in out
+    assert "MB index" in out and "causal / observational" in out
 
 
 def test_run_failure_quick_reports_every_test_condition(tmp_path, capsys, typed_results):

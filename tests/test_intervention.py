@@ -1,4 +1,5 @@
-"""The belief intervention: known answers for the shift, the agent's response and the belief policy's."""
+"""The causal test on LSTMs and on a hand-built belief reader: known answers for the trace, the
+observational sensitivity and their ratio; the report, its table and its plot."""
 
 from __future__ import annotations
 
@@ -12,347 +13,292 @@ import numpy as np
 import pytest
 
 import metabelief
-from metabelief import probes
 from metabelief.agents import agent_for
 from metabelief.analysis import intervention
+from metabelief.experiments import plots, protocol, seeds
 from metabelief.experiments.probing import split_sizes
-from metabelief.rollout import lane_moments, replay_jit, rollout, split_lanes
+from metabelief.rollout import replay_jit, rollout, split_lanes
 from metabelief.testing import sample_tasks
 
 NUM_TASKS, HORIZON, HIDDEN = 64, 12, 8
 SIZES = split_sizes(NUM_TASKS)  # (32, 16, 16)
-DELTAS = (-0.3, -0.1, 0.0, 0.1, 0.3)
+DELTAS = (-0.3, -0.1, 0.1, 0.3)
+KEY = jax.random.key(5)
 rollout_jit = jax.jit(rollout, static_argnums=(0, 1))
 
 
-def _setup(family, time_input=False, seed=0):
-    agent = agent_for(family, hidden_size=HIDDEN, time_input=time_input)
-    params = agent.init(jax.random.key(seed))
+def _setup(family, agent, params, seed=0):
     tasks = sample_tasks(family, jax.random.key(seed + 1), NUM_TASKS)
-    history = rollout_jit(family, agent, params, jax.random.key(seed + 2), tasks)
-    return agent, params, history
+    return agent, params, rollout_jit(family, agent, params, jax.random.key(seed + 2), tasks)
 
 
 @pytest.fixture(scope="module")
 def bandit():
     family = metabelief.make("bernoulli_bandit", num_arms=2, horizon=HORIZON)
-    return (family, *_setup(family))
+    agent = agent_for(family, hidden_size=HIDDEN)
+    return (family, *_setup(family, agent, agent.init(jax.random.key(0))))
 
 
 @pytest.fixture(scope="module")
 def two_step():
     family = metabelief.make("two_step", num_trials=HORIZON)
-    return (family, *_setup(family, time_input=True))
+    agent = agent_for(family, hidden_size=HIDDEN, time_input=True)
+    return (family, *_setup(family, agent, agent.init(jax.random.key(0))))
 
 
 def _with_policy(params, kernel, bias):
-    """``params`` with the policy head replaced (the LSTM, hence the replayed hidden states, kept)."""
+    """``params`` with the policy head replaced (the memory, hence the read-out, kept)."""
     inner = dict(params["params"])
     inner["policy"] = {"kernel": jnp.asarray(kernel, jnp.float32), "bias": jnp.asarray(bias, jnp.float32)}
     return {"params": inner}
 
 
-def _test_lanes(array):
-    return np.asarray(split_lanes(array, SIZES)[2], np.float64)
-
-
-# ---------------------------------------------------------------------------------------------
-# The minimum-norm shift
-
-
-@pytest.mark.parametrize("dimension", [0, 2])
-def test_minimum_norm_shift_moves_only_the_target_read_out_and_sees_no_null_direction(dimension):
-    weights = np.random.default_rng(0).standard_normal((7, 3))  # W [H, D]
-    unit = intervention.minimum_norm_shift(weights, dimension)
-    for delta in (-0.3, 0.05, 0.2):
-        expected = np.zeros(3)
-        expected[dimension] = delta
-        np.testing.assert_allclose(weights.T @ (delta * unit), expected, atol=1e-12)
-    # Orthogonal to the null space of W^T (the directions the read-out cannot see): the last
-    # H - D right singular vectors of W^T.
-    null_space = np.linalg.svd(weights.T)[2][3:]
-    np.testing.assert_allclose(null_space @ unit, 0.0, atol=1e-12)
-    # Hence the smallest shift that does the job: adding a null direction only lengthens it.
-    assert np.linalg.norm(unit) < np.linalg.norm(unit + 0.1 * null_space[0])
-
-
-# ---------------------------------------------------------------------------------------------
-# The agent's response, on hand-built policy heads
-
-
-def test_a_policy_reading_the_decoded_mean_responds_as_the_read_out_predicts(bandit):
-    """Logit of arm 0 = beta * (W^T h)_0, arm 1 = 0: a shift delta * u moves the logit by exactly
-    beta * delta, so P(arm 0) moves from sigmoid(beta r) to sigmoid(beta (r + delta))."""
-    family, agent, params, history = bandit
-    replayed = replay_jit(family, agent, params, history)
-    read_out = intervention.fit_read_out(agent, replayed, SIZES, num_means=2)
-    weights = np.asarray(read_out.probe.weights, np.float64)  # [H, 2]
-    beta = 3.0
-    kernel = np.stack([beta * weights[:, 0], np.zeros(HIDDEN)], axis=1)
-    reading = _with_policy(params, kernel, np.zeros(2))
-    target = intervention.bandit_arm_target(family)
-    report = intervention.dose_response(
-        family, agent, {"reading": reading}, history, SIZES, target=target, deltas=DELTAS
-    )["reading"]
-
-    decoded = _test_lanes(replayed.hidden) @ weights[:, 0]  # [T, n_test]: W^T h, no bias
-    sigmoid = lambda x: 1.0 / (1.0 + np.exp(-x))  # noqa: E731
-    expected = [np.mean(sigmoid(beta * (decoded + delta)) - sigmoid(beta * decoded)) for delta in DELTAS]
-    np.testing.assert_allclose(report.agent, expected, atol=2e-6)
-    assert report.agent[-1] > 0.05  # a real push, not a vacuous match
-    np.testing.assert_allclose(report.read_out_per_unit_shift, [1.0, 0.0], atol=1e-5)
-    assert report.shift_norm == pytest.approx(np.linalg.norm(np.linalg.pinv(weights.T)[:, 0]), rel=1e-5)
-    assert report.num_steps == HORIZON * SIZES[2]
-    assert report.num_steps_next == (HORIZON - 1) * SIZES[2]
-    assert report.read_out_r2 == pytest.approx(float(read_out.test.r2))
-
-
-def test_next_step_response_equals_stepping_the_lstm_by_hand_from_the_shifted_carry(two_step):
-    """Two-step (observations and the time input exercised): at every test step but the last,
-    the LSTM is stepped once from (cell, hidden + delta u) on the next input, and compared with
-    the policy the replay had at the next step."""
-    family, agent, params, history = two_step
-    head = np.random.default_rng(1).standard_normal((HIDDEN, 2))
-    params = _with_policy(params, head, np.array([0.2, -0.1]))
-    target = intervention.two_step_target(family)
-    assert target.action == 0 and target.feature == 0  # action 0 commonly leads to A
-    delta = 0.25
-    report = intervention.dose_response(
-        family, agent, {"net": params}, history, SIZES, target=target, deltas=(delta,)
-    )["net"]
-
-    replayed = replay_jit(family, agent, params, history)
-    read_out = intervention.fit_read_out(agent, replayed, SIZES, num_means=1)
-    unit = jnp.asarray(intervention.minimum_norm_shift(read_out.probe.weights, 0), jnp.float32)
-    test = jax.tree.map(lambda leaf: split_lanes(leaf, SIZES)[2], replayed)
-    changes = []
-    for t in range(HORIZON - 1):
-        inputs = agent.inputs(test.obs[t + 1], test.actions[t], test.rewards[t], jnp.asarray(t + 1))
-        _, logits, _ = agent.step(params, (test.memory[t, :, HIDDEN:], test.hidden[t] + delta * unit), inputs)
-        shifted = np.asarray(jax.nn.softmax(logits)[:, 0])
-        changes.append(shifted - np.asarray(jax.nn.softmax(test.logits[t + 1])[:, 0]))
-    assert report.agent_next_step[0] == pytest.approx(np.mean(changes), abs=2e-6)
-    assert abs(np.mean(changes)) > 1e-4  # the shift does reach the next step
-
-
-def test_a_uniform_policy_does_not_respond(bandit):
-    family, agent, params, history = bandit
-    uniform = _with_policy(params, np.zeros((HIDDEN, 2)), np.zeros(2))
-    target = intervention.bandit_arm_target(family)
-    report = intervention.dose_response(
-        family, agent, {"uniform": uniform}, history, SIZES, target=target, deltas=DELTAS
-    )["uniform"]
-    assert report.agent == (0.0,) * len(DELTAS)
-    assert report.agent_next_step == (0.0,) * len(DELTAS)
-    assert report.fraction_of_bayes == 0.0 and report.fraction_of_bayes_next_step == 0.0
-    assert any(value != 0.0 for value in report.belief_greedy)  # the belief policy does respond
-
-
-def test_fraction_of_bayes_is_the_slope_through_the_origin():
-    bayes = [-0.2, -0.1, 0.0, 0.1, 0.2]
-    assert intervention.fraction_of_bayes(bayes, bayes) == pytest.approx(1.0)
-    assert intervention.fraction_of_bayes([0.5 * b for b in bayes], bayes) == pytest.approx(0.5)
-    assert intervention.fraction_of_bayes([-b for b in bayes], bayes) == pytest.approx(-1.0)
-    assert intervention.fraction_of_bayes([0.0] * 5, bayes) == 0.0
-    # Not proportional: (0.1 * 0.2 + 0.3 * 0.2) / (2 * 0.04 + 2 * 0.01) = 0.8.
-    assert intervention.fraction_of_bayes([-0.1, 0.0, 0.0, 0.0, 0.3], bayes) == pytest.approx(0.8)
-    assert intervention.fraction_of_bayes(bayes, [0.0] * 5) is None
-
-
-# ---------------------------------------------------------------------------------------------
-# The belief-greedy ("Bayes") response
-
-
-def _numpy_greedy_change(means, delta):
-    """Mean change of P(arm 0 is the greedy arm), ties split, when arm 0's mean moves by delta."""
-
-    def p_arm0(m0, m1):
-        return np.where(m0 > m1, 1.0, np.where(m0 == m1, 0.5, 0.0))
-
-    m0, m1 = means[..., 0], means[..., 1]
-    return p_arm0(np.clip(m0 + delta, 0.0, 1.0), m1) - p_arm0(m0, m1)
-
-
-def test_belief_greedy_response_is_the_share_of_test_steps_whose_greedy_arm_flips(bandit):
-    family, agent, params, history = bandit
-    target = intervention.bandit_arm_target(family)
-    report = intervention.dose_response(
-        family, agent, {"net": params}, history, SIZES, target=target, deltas=DELTAS
-    )["net"]
-    means = _test_lanes(history.features)[..., :2].astype(np.float32)
-    expected = [float(np.mean(_numpy_greedy_change(means, np.float32(d)))) for d in DELTAS]
-    np.testing.assert_allclose(report.belief_greedy, expected, atol=1e-6)
-    assert report.belief_greedy[0] < 0 < report.belief_greedy[-1]
-    # The test lanes, not the fitting lanes: the same measure there gives other numbers.
-    train_means = np.asarray(split_lanes(history.features, SIZES)[0])[..., :2]
-    on_train = [float(np.mean(_numpy_greedy_change(train_means, np.float32(d)))) for d in DELTAS]
-    assert not np.allclose(on_train, expected)
-
-
-def test_belief_greedy_response_counts_only_the_steps_the_target_marks(bandit):
-    family, agent, params, history = bandit
-    odd_steps = lambda h: (jnp.arange(h.actions.shape[0]) % 2 == 1)[:, None] & (h.actions >= 0)  # noqa: E731
-    target = intervention.InterventionTarget(
-        name="arm 0, odd steps",
-        feature=0,
-        action=0,
-        greedy_prob=intervention.BanditGreedy(num_arms=2, arm=0),
-        decisions=odd_steps,
+def _respond(family, agent, networks, history, target, **options):
+    options = {"deltas": DELTAS, "trace_steps": 2, "num_random": 3} | options
+    return intervention.dose_response(
+        family, agent, networks, history, SIZES, target=target, key=KEY, **options
     )
-    report = intervention.dose_response(
-        family, agent, {"net": params}, history, SIZES, target=target, deltas=DELTAS
-    )["net"]
-    means = _test_lanes(history.features)[1::2, :, :2].astype(np.float32)
-    expected = [float(np.mean(_numpy_greedy_change(means, np.float32(d)))) for d in DELTAS]
-    np.testing.assert_allclose(report.belief_greedy, expected, atol=1e-6)
-    assert report.num_steps == HORIZON // 2 * SIZES[2]
-    assert report.num_steps_next == 0  # no odd step is followed by a counted one
-    assert report.agent_next_step == (None,) * len(DELTAS)
-    assert report.to_dict()["agent_next_step"] == [None] * len(DELTAS)
+
+
+# ---------------------------------------------------------------------------------------------
+# A hand-built agent whose memory holds the exact posterior means: the ratio is 1
 
 
 @dataclasses.dataclass(frozen=True)
-class FeatureItself:
-    """A stand-in "policy" whose P(action) is the belief feature itself, so clipping shows."""
+class MeanReader:
+    """Memory = readout = ``[posterior mean of each arm, pulls of each arm]`` of a Beta(1, 1)
+    bandit, updated exactly from the input; the policy is linear in the memory (``heads``). A pushed
+    mean becomes pseudo-counts in ``carry_from_memory``, so the push persists."""
 
-    def __call__(self, features):
-        return features[..., 0]
+    num_actions: int = 2
+    input_size: int = 3  # one-hot previous action, previous reward
+    hidden_size: int = 4
+    memory_size: int = 4
+
+    def init(self, key):
+        return {"params": {"policy": {"kernel": jnp.zeros((4, 2)), "bias": jnp.zeros(2)}}}
+
+    def initial_carry(self, num_tasks):
+        return jnp.zeros((num_tasks, 2)), jnp.zeros((num_tasks, 2))  # successes, failures
+
+    def inputs(self, obs, prev_action, prev_reward, time):
+        del obs, time
+        return jnp.concatenate([jax.nn.one_hot(prev_action, 2), prev_reward[:, None].astype(jnp.float32)], -1)
+
+    def step(self, params, carry, inputs):
+        successes, failures = carry
+        pulled, reward = inputs[:, :2], inputs[:, 2:]
+        carry = successes + pulled * reward, failures + pulled * (1.0 - reward)
+        logits, value = self.heads(params, self.memory(carry))
+        return carry, logits, value
+
+    def memory(self, carry):
+        successes, failures = carry
+        pulls = successes + failures
+        return jnp.concatenate([(1.0 + successes) / (2.0 + pulls), pulls], -1)
+
+    def carry_from_memory(self, memory):
+        means, pulls = memory[..., :2], memory[..., 2:]
+        successes = means * (2.0 + pulls) - 1.0
+        return successes, pulls - successes
+
+    def heads(self, params, readout):
+        policy = params["params"]["policy"]
+        return readout @ policy["kernel"] + policy["bias"], readout[..., 0] * 0.0
 
 
-def test_shifted_belief_is_clipped_to_the_feature_range(two_step):
-    family, agent, params, history = two_step
-    target = intervention.InterventionTarget(
-        name="P(A rich)", feature=0, action=0, greedy_prob=FeatureItself()
-    )
-    report = intervention.dose_response(
-        family, agent, {"net": params}, history, SIZES, target=target, deltas=DELTAS
-    )["net"]
-    p = _test_lanes(history.features)[..., 0]
-    expected = [np.mean(np.clip(p + d, 0.0, 1.0) - p) for d in DELTAS]
-    np.testing.assert_allclose(report.belief_greedy, expected, atol=1e-6)
-    assert abs(expected[-1]) < 0.3 - 0.01  # some beliefs were clipped
+@pytest.fixture(scope="module")
+def mean_reader():
+    family = metabelief.make("bernoulli_bandit", num_arms=2, horizon=HORIZON)
+    agent = MeanReader()
+    # A fixed policy preferring arm 0 as its mean grows plays the histories.
+    player = _with_policy(agent.init(None), np.array([[2.0, 0.0], [0.0, 2.0], [0, 0], [0, 0]]), np.zeros(2))
+    return (family, *_setup(family, agent, player, seed=3))
 
 
-def test_two_step_belief_greedy_flips_where_p_a_rich_crosses_one_half(two_step):
-    greedy = intervention.two_step_target(two_step[0]).greedy_prob
-    p = jnp.array([[0.2], [0.5], [0.7]])
-    np.testing.assert_array_equal(np.asarray(greedy(p)), [0.0, 0.5, 1.0])
+def test_a_policy_that_reads_the_belief_through_the_read_out_responds_as_its_own_behaviour_says(mean_reader):
+    """log-odds(arm 0) = beta (W' m + c)_0: a push moving the read-out by δ moves the log-odds by beta δ,
+    and since the memory holds the exact means the logistic fit of its behaviour finds beta too."""
+    family, agent, player, history = mean_reader
+    replayed = replay_jit(family, agent, player, history)
+    read_out, _ = intervention.fit_read_out(agent, replayed, SIZES, num_means=2)
+    weights, bias = (np.asarray(v, np.float64) for v in (read_out.probe.weights, read_out.probe.bias))
+    beta = 3.0
+    kernel = np.stack([beta * weights[:, 0], np.zeros(4)], axis=1)
+    reads = _with_policy(player, kernel, [beta * bias[0], 0.0])
+    report = _respond(family, agent, {"reads": reads}, history, intervention.bandit_arm_target(family))[
+        "reads"
+    ]
+    assert report.read_out_r2 > 0.9999  # the memory holds the means exactly
+    assert report.observational_slope == pytest.approx(beta, rel=1e-3)
+    pushed = report.pushes["minimum_mahalanobis"]
+    np.testing.assert_allclose(pushed.log_odds[0], beta * np.asarray(DELTAS), rtol=1e-4)
+    assert pushed.causal_to_observational[0] == pytest.approx(1.0, abs=2e-3)
+    # Per unit of decoded belief every belief push moves the log-odds by beta at the push.
+    for push in report.pushes.values():
+        assert push.log_odds_slope[0] == pytest.approx(beta, rel=1e-3)
+    # A head that reads arm 1's read-out only is not moved by a push that holds it fixed.
+    other = np.stack([beta * weights[:, 1], np.zeros(4)], axis=1)
+    ignores = _respond(family, agent, {"n": _with_policy(player, other, [0.0, 0.0])}, history,
+                       intervention.bandit_arm_target(family))["n"]  # fmt: skip
+    np.testing.assert_allclose(ignores.pushes["minimum_mahalanobis"].log_odds[0], 0.0, atol=1e-4)
+    assert abs(ignores.observational_slope) < 0.01
 
 
 # ---------------------------------------------------------------------------------------------
-# Smoke: two networks, both families
+# The LSTM: the whole memory [h, c] pushed, the trace stepped by hand
+
+
+def test_the_trace_equals_stepping_the_lstm_by_hand_from_the_pushed_whole_memory(two_step):
+    family, agent, params, history = two_step
+    params = _with_policy(params, np.random.default_rng(1).standard_normal((HIDDEN, 2)), [0.2, -0.1])
+    target = intervention.two_step_target(family)
+    report = _respond(family, agent, {"net": params}, history, target)["net"]
+
+    replayed = replay_jit(family, agent, params, history)
+    read_out, moments = intervention.fit_read_out(agent, replayed, SIZES, num_means=1)
+    covariance = intervention.activity_covariance(moments, agent.memory_size)
+    push = intervention.minimum_mahalanobis_push(read_out.probe.weights, covariance, 0)
+    assert np.abs(push[HIDDEN:]).max() > 0.1 * np.abs(push).max()  # the cell state is pushed too
+    test = jax.tree.map(lambda leaf: split_lanes(leaf, SIZES)[2], replayed)
+    delta = DELTAS[-1]
+
+    def log_odds(logits):
+        return np.asarray(logits[..., 0] - logits[..., 1], np.float64)
+
+    for k in (1, 2):
+        changes = []
+        for t in range(HORIZON - k):
+            pushed = agent.carry_from_memory(test.memory[t] + jnp.asarray(delta * push, jnp.float32))
+            for step in range(t + 1, t + k + 1):
+                inputs = agent.inputs(
+                    test.obs[step], test.actions[step - 1], test.rewards[step - 1], jnp.asarray(step)
+                )
+                pushed, logits, _ = agent.step(params, pushed, inputs)
+            changes.append(log_odds(logits) - log_odds(test.logits[t + k]))
+        assert report.pushes["minimum_mahalanobis"].log_odds[k][-1] == pytest.approx(
+            np.mean(changes), abs=2e-4
+        )
+        assert abs(np.mean(changes)) > 1e-3  # the push does reach step k
+    assert report.num_steps == tuple((HORIZON - k) * SIZES[2] for k in range(3))
+
+
+def test_a_uniform_policy_does_not_respond_and_has_no_sensitivity(bandit):
+    family, agent, params, history = bandit
+    uniform = _with_policy(params, np.zeros((HIDDEN, 2)), np.zeros(2))
+    report = _respond(family, agent, {"u": uniform}, history, intervention.bandit_arm_target(family))["u"]
+    for push in report.pushes.values():
+        assert np.all(np.asarray(push.log_odds) == 0.0)
+    assert np.all(np.asarray(report.random.log_odds_mean) == 0.0)
+    assert report.observational_slope == pytest.approx(0.0, abs=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pieces
+
+
+def test_log_odds_of_one_of_three_actions_is_log_p_over_one_minus_p():
+    logits = jnp.array([[0.3, -1.2, 2.0], [5.0, 0.0, -3.0]])
+    p = np.asarray(jax.nn.softmax(logits), np.float64)
+    for action in range(3):
+        expected = np.log(p[:, action] / (1 - p[:, action]))
+        np.testing.assert_allclose(intervention._log_odds(logits, action), expected, rtol=1e-5)
+
+
+def test_observational_slope_recovers_a_logistic_policy_and_refuses_a_step_function():
+    x = jnp.asarray(np.random.default_rng(0).uniform(size=(50, 8, 2)), jnp.float32)
+    mask = jnp.ones((50, 8), bool).at[::3].set(False)
+    probs = jax.nn.sigmoid(0.5 + 4.0 * x[..., 0] - 2.0 * x[..., 1])
+    assert intervention.observational_slope(x, probs, mask, 0) == pytest.approx(4.0, rel=1e-4)
+    assert intervention.observational_slope(x, probs, mask, 1) == pytest.approx(-2.0, rel=1e-4)
+    # The steps outside the mask do not count: there the policy is another one.
+    mixed = jnp.where(mask, probs, jax.nn.sigmoid(-5.0 * x[..., 0]))
+    assert intervention.observational_slope(x, mixed, mask, 0) == pytest.approx(4.0, rel=1e-4)
+    step = (x[..., 0] > 0.5).astype(jnp.float32)  # separable: the slope is unbounded
+    assert intervention.observational_slope(x, step, mask, 0) is None
+
+
+def test_the_bayes_optimal_policy_probabilities_are_its_action_probs_on_the_exact_beliefs(bandit):
+    family, _, _, history = bandit
+    dp = metabelief.baselines.bayes_optimal(family)
+    probs = np.asarray(intervention.belief_policy_probs(family, dp, history, 0))
+    beliefs = metabelief.rollout.replay_beliefs(family, history)
+    for t, lane in ((0, 0), (5, 3), (11, 40)):
+        one = jax.tree.map(lambda leaf, t=t, lane=lane: leaf[t, lane], beliefs)
+        assert probs[t, lane] == pytest.approx(float(dp.action_probs(one)[0]))
+    with pytest.raises(ValueError, match="policy"):
+        intervention.belief_policy_probs(family, metabelief.baselines.random_policy(family), history, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The report, its table and its plot
 
 
 @pytest.mark.parametrize("name", ["bandit", "two_step"])
-def test_trained_vs_untrained_report_is_complete_finite_and_belief_greedy_is_monotone(name, request):
+def test_trained_vs_untrained_report_is_complete_finite_and_prints(name, request, tmp_path):
     family, agent, params, history = request.getfixturevalue(name)
     other = agent.init(jax.random.key(42))
     make_target = intervention.bandit_arm_target if name == "bandit" else intervention.two_step_target
-    deltas = tuple(float(d) for d in np.linspace(-0.3, 0.3, 9))
-    report = intervention.dose_response(
-        family, agent, {"trained": params, "untrained": other}, history, SIZES,
-        target=make_target(family), deltas=deltas,
-    )  # fmt: skip
-    keys = {
-        "target", "deltas", "agent", "agent_next_step", "belief_greedy", "fraction_of_bayes",
-        "fraction_of_bayes_next_step", "read_out_r2", "read_out_r2_target", "ridge",
-        "read_out_per_unit_shift", "shift_norm", "hidden_norm", "num_steps", "num_steps_next", "encoding",
-    }  # fmt: skip
-    assert set(report) == {"trained", "untrained"}
+    references = {}
+    if name == "bandit":
+        dp = metabelief.baselines.bayes_optimal(family)
+        references = {"bayes_optimal": intervention.belief_policy_probs(family, dp, history, 0)}
+    report = _respond(
+        family,
+        agent,
+        {"trained": params, "untrained": other},
+        history,
+        make_target(family),
+        references=references,
+    )
+    per_seed = []
     for typed in report.values():
         result = typed.to_dict()
         assert json.loads(json.dumps(result, allow_nan=False)) == result
-        assert set(result) == keys
-        assert set(result["encoding"]) == {
-            "agent", "agent_next_step", "fraction_of_bayes", "fraction_of_bayes_next_step",
-            "read_out_per_unit_shift", "shift_norm",
-        }  # fmt: skip
-        for key in ("agent", "agent_next_step", "belief_greedy"):
-            assert len(result[key]) == 9 and all(math.isfinite(v) for v in result[key])
-            assert result[key] == list(getattr(typed, key))
-        for key in ("fraction_of_bayes", "fraction_of_bayes_next_step", "read_out_r2", "shift_norm"):
-            assert math.isfinite(result[key]) and result[key] == getattr(typed, key)
-        assert result["deltas"] == list(deltas)
-        assert np.all(np.diff(result["belief_greedy"]) >= 0)
-        assert result["belief_greedy"][0] < 0 < result["belief_greedy"][-1]
-        assert result["agent"][4] == pytest.approx(0.0, abs=1e-6)
-        assert result["encoding"]["shift_norm"] == typed.encoding.shift_norm
-    assert report["trained"].belief_greedy == report["untrained"].belief_greedy
+        assert set(result["pushes"]) == set(intervention.PUSHES)
+        assert set(result["reference_slopes"]) == set(references)
+        for push in result["pushes"].values():
+            assert len(push["log_odds"]) == 3 and all(len(row) == len(DELTAS) for row in push["log_odds"])
+            assert all(math.isfinite(v) for row in push["log_odds"] for v in row)
+            assert push["mahalanobis_norm"] == pytest.approx(result["mahalanobis_per_unit"], rel=1e-6)
+        assert len(result["random"]["log_odds_std"][0]) == len(DELTAS)
+    per_seed = [{n: r.to_dict() for n, r in report.items()}] * 2
+    summary = seeds.summarize(per_seed)
+    table = protocol.intervention_table(summary)
+    assert "causal / observational, k = 2" in table and "random directions" in table
+    assert ("bayes_optimal's" in table) == (name == "bandit")
+    plots.intervention(tmp_path / "intervention.png", per_seed)
+    assert (tmp_path / "intervention.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_bad_arguments_raise_value_errors(bandit, two_step):
     family, agent, params, history = bandit
     target = intervention.bandit_arm_target(family)
-    call = lambda **kw: intervention.dose_response(  # noqa: E731
-        family, agent, {"net": params}, history, kw.pop("sizes", SIZES), **({"target": target} | kw)
-    )
-    with pytest.raises(ValueError, match="sizes"):
-        call(sizes=(10, 10, 10))
-    with pytest.raises(ValueError, match="deltas"):
-        call(deltas=[])
-    with pytest.raises(ValueError, match="deltas"):
-        call(deltas=[0.1, float("nan")])
-    beyond_the_means = intervention.InterventionTarget(
-        name="a posterior std", feature=2, action=0, greedy_prob=target.greedy_prob
-    )
-    with pytest.raises(ValueError, match="target"):
-        call(target=beyond_the_means)
+
+    def call(**options):
+        sizes = options.pop("sizes", SIZES)
+        return intervention.dose_response(
+            family, agent, {"net": params}, history, sizes, **({"target": target, "key": KEY} | options)
+        )
+
+    for options, argument in (
+        ({"sizes": (10, 10, 10)}, "sizes"),
+        ({"deltas": []}, "deltas"),
+        ({"deltas": [0.1, float("nan")]}, "deltas"),
+        ({"deltas": [0.0]}, "deltas"),
+        ({"trace_steps": HORIZON}, "trace_steps"),
+        ({"num_random": 1}, "num_random"),
+        ({"references": {"dp": np.zeros((3, 3))}}, "references"),
+        ({"target": intervention.InterventionTarget(name="a std", feature=2, action=0)}, "target"),
+        ({"target": intervention.InterventionTarget(name="no action", feature=0, action=2)}, "target.action"),
+    ):
+        with pytest.raises(ValueError, match=argument):
+            call(**options)
+    with pytest.raises(ValueError, match="networks"):
+        intervention.dose_response(family, agent, {}, history, SIZES, target=target, key=KEY)
     with pytest.raises(ValueError, match="two_step"):
         intervention.two_step_target(family)
     with pytest.raises(ValueError, match="bandit"):
         intervention.bandit_arm_target(two_step[0])
     with pytest.raises(ValueError, match="arm"):
         intervention.bandit_arm_target(family, arm=2)
-
-
-def test_encoding_direction_is_the_regression_of_hidden_on_the_posterior_means(bandit):
-    """Row d of the ridge regression hidden ~ 1 + means on the train and validation lanes, in NumPy
-    float64 with the strength the probe chose: (S_mm + ridge * tr(S_mm) / D * I)^-1 S_mh."""
-    family, agent, params, history = bandit
-    replayed = replay_jit(family, agent, params, history)
-    got = intervention.encoding_direction(agent, replayed, SIZES, num_means=2, dimension=0)
-
-    moments = lane_moments(replayed.hidden, replayed.features, SIZES)
-    means_block = slice(HIDDEN, HIDDEN + 2)
-    ridge = probes.linear_probe(moments, means_block, slice(0, HIDDEN)).ridge
-    fit_lanes = slice(0, SIZES[0] + SIZES[1])
-    means = np.asarray(replayed.features[:, fit_lanes, :2], np.float64).reshape(-1, 2)
-    hidden = np.asarray(replayed.hidden[:, fit_lanes], np.float64).reshape(-1, HIDDEN)
-    means, hidden = means - means.mean(0), hidden - hidden.mean(0)
-    scatter = means.T @ means
-    coefficients = np.linalg.solve(scatter + ridge * np.trace(scatter) / 2 * np.eye(2), means.T @ hidden)
-    np.testing.assert_allclose(got, coefficients[0], rtol=1e-3, atol=1e-4 * np.abs(coefficients[0]).max())
-
-    report = intervention.dose_response(
-        family, agent, {"net": params}, history, SIZES, target=intervention.bandit_arm_target(family)
-    )["net"].encoding
-    assert report.shift_norm == pytest.approx(np.linalg.norm(got), rel=1e-5)
-    assert len(report.agent) == len(intervention.DEFAULT_DELTAS)
-
-
-def test_plot_draws_every_seed_and_network(tmp_path):
-    from metabelief.experiments import plots
-
-    deltas = [-0.2, 0.0, 0.2]
-
-    def network(scale):
-        return {
-            "target": "posterior mean of arm 0 -> P(arm 0)",
-            "deltas": deltas,
-            "agent": [-scale, 0.0, scale],
-            "agent_next_step": [-scale / 2, 0.0, None],
-            "belief_greedy": [-0.3, 0.0, 0.3],
-            "fraction_of_bayes": scale / 0.3,
-            "encoding": {
-                "agent": [-2 * scale, 0.0, 2 * scale],
-                "agent_next_step": [-scale, 0.0, scale],
-                "fraction_of_bayes": 2 * scale / 0.3,
-            },
-        }
-
-    per_seed = [
-        {"trained": network(0.2), "untrained": network(0.01)},
-        {"trained": network(0.25), "untrained": network(0.0)},
-    ]
-    plots.intervention(tmp_path / "intervention.png", per_seed)
-    assert (tmp_path / "intervention.png").stat().st_size > 0

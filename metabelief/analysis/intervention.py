@@ -1,84 +1,84 @@
-"""A causal test of the decoded belief: push the hidden state along it, does behaviour follow?
+"""A causal test of the decoded belief: push the agent's memory along it, does behaviour follow?
 
-Probes show that the posterior is *decodable* from the LSTM's hidden state; they do not show that
-the agent *uses* it. Here the hidden state is moved so that the decoded belief changes, and the
-agent's policy is compared with what the belief policy does under the same change of belief:
+Probes show that the posterior is *decodable* from the agent's memory; they do not show that the
+agent *uses* it. Here the whole memory is moved so that the decoded belief changes, the agent is
+run on from the pushed memory, and the change of its policy is compared with how much the same
+belief moves its policy in its own, unperturbed behaviour:
 
-1. **Read-out.** Ridge regression ``hidden [H] -> posterior means [D]`` (the first ``D`` belief
-   features, ``D`` = the width of ``history.truth``) is fitted on the train and validation lanes
-   of a held-out history with ``metabelief.probes.linear_probe`` (fit on train, ridge strength
-   chosen on validation, refit on both); its weights are ``W [H, D]`` and its R^2 is scored on
-   the test lanes.
-2. **Minimum-norm shift.** For a target dimension ``d`` the hidden shift that moves read-out
-   ``d`` by ``delta`` and leaves every other read-out dimension unchanged, with the smallest
-   Euclidean norm, is ``dh = delta * u`` with ``u = pinv(W^T) e_d``: the minimum-norm solution of
-   ``W^T u = e_d``, which lies in the column space of ``W`` (orthogonal to the null space of
-   ``W^T``, the directions the read-out cannot see). ``u`` is computed once per network on the
-   host in float64 (``numpy.linalg.pinv`` of ``W^T``; ``W`` is tiny). When ``W`` has full column
-   rank (``D <= H`` and the read-outs are linearly independent) ``W^T u = e_d`` holds exactly.
-   **Encoding direction.** The minimum-norm shift is the smallest push the read-out can see; it
-   need not be a direction the network ever moves in. The second push follows ordinary activity:
-   ``u_enc`` = row ``d`` of the ridge regression posterior means -> hidden (``encoding_direction``),
-   how the hidden state moves on average per unit of mean ``d`` with the other means fixed. Its
-   responses are reported under ``"encoding"`` with the read-out's view of it (``W^T u_enc``).
-3. **Agent response.** On the TEST lanes, at every counted decision (``target.decisions``), with
-   ``h`` the replayed hidden state (the agent's readout) and ``m`` the rest of its memory (the
-   LSTM's cell; ``metabelief.agents``):
+1. **Read-out.** Ridge regression ``memory [M] -> posterior means [D]`` (the whole memory,
+   ``agent.memory``: the LSTM's ``[h, c]``; the first ``D`` belief features, ``D`` = the width of
+   ``history.truth``), fitted on the train and validation lanes with
+   ``metabelief.probes.linear_probe`` (ridge strength chosen on validation, refit on both) and
+   scored on the test lanes; its weights are ``W [M, D]``.
+2. **Metric.** ``Σ``, the covariance of the memory on the same fit lanes (scatter / count), its
+   eigenvalues floored at ``COVARIANCE_FLOOR`` times their mean so a unit that never moves does
+   not make it singular. The size of a push ``v`` is its Mahalanobis norm
+   ``||v||_Σ = sqrt(v' Σ^-1 v)``: 1 is one standard deviation of ordinary activity along ``v``
+   (a memory sample lies at ``sqrt(M)`` from the mean on average).
+3. **Pushes**, per unit ``δ`` of decoded belief ``d`` (``target.feature``), all computed on the
+   host in float64:
 
-   * ``agent``: ``P(target action | policy head(h + dh)) - P(target action | policy head(h))``,
-     the policy head read directly (the immediate effect);
-   * ``agent_next_step``: the agent is stepped once from the shifted carry (``carry_from_memory``
-     of ``[h + dh, m]``, the rest of the memory unchanged) on the history's next input
-     (``obs[t + 1]``, ``actions[t]``, ``rewards[t]``) and the policy at that next decision is
-     compared with the one from the unshifted carry. Steps ``t`` count when both ``t`` and
-     ``t + 1`` are counted decisions within the episode (the last step has no next decision). The
-     shift is applied once, at ``t``; the next step's hidden state is whatever the agent makes of it.
+   * ``minimum_mahalanobis``: ``u = Σ W (W' Σ W)^+ e_d``, the smallest push in the activity's
+     metric that moves read-out ``d`` by 1 and the other read-outs by 0. It lies in the span of
+     ``Σ W``, the span of the encoding directions. Its Mahalanobis norm ``n`` per unit δ
+     (``mahalanobis_per_unit``) sets the size of every push: at dose δ each push has norm ``|δ| n``.
+   * ``minimum_euclidean``: ``(W')^+ e_d``, the smallest push in the Euclidean metric with the
+     same effect on the read-out (mostly off the activity: much larger in ``Σ``'s metric),
+     rescaled to Mahalanobis norm ``n``.
+   * ``encoding``: row ``d`` of the ridge regression posterior means -> memory, how the memory
+     moves with mean ``d`` with the other means fixed (``encoding_direction``), rescaled to ``n``.
+   * ``random``: ``num_random`` directions ``Σ^½ z / ||z|| n`` with ``z ~ N(0, I)``: uniform on
+     the sphere of Mahalanobis radius ``n`` (``random_pushes``), the control every steering
+     result needs: what a push of the same size in no particular direction does.
 
-   Both are averaged over the counted test steps, for each ``delta``.
-4. **Belief-greedy ("Bayes") response.** The exact posterior feature ``d`` is moved by the same
-   ``delta`` (clipped to ``target.feature_range``) and the belief-greedy policy's probability of
-   the target action (``target.greedy_prob``) is recomputed; its mean change over the same test
-   steps is the response a belief policy gives to that change in belief.
-5. **fraction_of_bayes**: the least-squares slope through the origin of the agent's response on
-   the belief policy's response across the ``delta`` grid,
-   ``sum_delta dP_agent * dP_bayes / sum_delta dP_bayes^2``: 1 when the agent's action
-   probability moves as the belief policy's does, 0 when it does not move at all (negative when
-   it moves the other way). ``None`` when the belief policy does not respond at all.
+   Rescaled, a push moves the read-out by ``W' v`` per unit δ (``read_out_per_unit``; ``e_d``
+   for ``minimum_mahalanobis``): pushes of the same size, compared by how much decoded belief
+   they carry and how much behaviour they move.
+4. **Response**, on the TEST lanes, at every counted decision ``t`` (``target.decisions``): the
+   memory at ``t`` is replaced by ``memory + δ v`` (every part of it). Step ``k = 0``: the policy
+   head on the pushed readout (``agent.heads`` of its first ``H`` entries). Steps ``k = 1 ..
+   trace_steps``: the agent is stepped from ``carry_from_memory(memory + δ v)`` on the history's
+   inputs of steps ``t + 1 .. t + k`` (teacher forcing: the recorded actions and outcomes) and its
+   policy at ``t + k`` is read. The measure is the change of the log-odds of the target action,
+   ``log p / (1 - p)``, against the same computation from the unpushed memory, averaged over the
+   pairs ``(t, lane)`` where ``t`` and ``t + k`` are counted decisions in the episode
+   (``num_steps[k]`` of them). ``log_odds_slope[k]``: the least-squares slope through the origin
+   of that mean change on the decoded change ``δ (W' v)_d`` across the δ grid (None for a push
+   that does not move read-out ``d``).
+5. **Observational sensitivity** (``observational_slope``): a logistic regression of the agent's
+   choices of the target action on ``[1, the D exact posterior means]`` over the counted test
+   steps, fitted to its action probabilities (the expected log-likelihood of its choices: no
+   sampling noise): the coefficient of mean ``d``, the change of log-odds per unit of belief
+   ``d`` with the other means fixed, as the pushes hold the other read-outs fixed. The same fit
+   of a reference policy's probabilities (``references``, e.g. the Bayes-optimal DP's on the
+   exact beliefs: ``belief_policy_probs``) gives ``reference_slopes``. None where the fit does not
+   converge (a policy that is a step function of the means, e.g. two-step's belief-greedy = its
+   DP, has an unbounded slope).
+6. **causal_to_observational[k]** = ``log_odds_slope[k] / observational_slope``: 1 when pushing
+   the decoded belief moves the agent's log-odds as much as the belief moves them in its own
+   behaviour, 0 when the agent ignores the push. The observational slope pools every counted
+   step, so what co-varies with the belief across steps (time, counts) enters it; the causal
+   slope holds them fixed.
 
-Targets:
-
-* ``bandit_arm_target(family, arm=0)``: feature = the posterior mean of ``arm``, action = ``arm``;
-  belief-greedy = the arm with the highest posterior mean (ties split evenly). On bandits this
-  myopic policy is *not* Bayes-optimal (it never explores); it is the policy that reads the
-  posterior means and nothing else.
-* ``two_step_target(family)``: feature 0 = P(A rich), action = the first-stage action whose
-  common transition leads to A (action ``STATE_A`` = 0); belief-greedy = that action when
-  P(A rich) > 1/2, the other below, 1/2 at exactly 1/2. In this task the belief-greedy policy is
-  Bayes-optimal: whichever state is rich, a trial moves the log-odds toward it with probability
-  ``p_rich`` whatever the action (the evidence lies in reward x reached state, whose law does not
-  depend on the action), so actions cannot buy information and the myopic choice is optimal.
-  ``two_step`` takes one agent step per trial (the observation is the second-stage state the
-  previous trial reached), so every step is a first-stage decision and the next step is the next
-  trial's first-stage decision, taken after the agent has read this trial's outcome.
-
-A note on size: an LSTM's hidden state lies in (-1, 1) per unit, and ``dh`` need not. The result
-reports ``shift_norm`` (``||u||``, the norm of the shift per unit of ``delta``) beside
-``hidden_norm`` (the mean ``||h||`` over the counted test steps) so a reader can tell a push
-within the range of ordinary activity from one far outside it.
+Targets: ``bandit_arm_target(family, arm=0)`` (feature = the posterior mean of ``arm``, action =
+``arm``) and ``two_step_target(family)`` (feature 0 = P(A rich), action ``STATE_A`` = 0, the
+first-stage action whose common transition leads to A; one agent step per trial, so every step is
+a first-stage decision and step ``k`` is the ``k``-th next trial's).
 
 Usage::
 
     target = bandit_arm_target(family)
+    dp = {"bayes_optimal": belief_policy_probs(family, baselines.bayes_optimal(family), history, 0)}
     report = dose_response(family, agent, {"trained": params, "untrained": initial}, history,
-                           split_sizes(num_tasks), target=target)
-    report["trained"].fraction_of_bayes  # a DoseResponse; .to_dict() is its JSON form
+                           split_sizes(num_tasks), target=target, key=key, references=dp)
+    report["trained"].pushes["minimum_mahalanobis"].causal_to_observational  # per step k
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -87,11 +87,23 @@ import numpy as np
 from metabelief import probes
 from metabelief.agents.base import Agent
 from metabelief.analysis.records import Record
-from metabelief.rollout import Trajectory, lane_moments, replay_jit, split_lanes
+from metabelief.rollout import (
+    Trajectory,
+    history_inputs,
+    lane_moments,
+    replay_beliefs,
+    replay_jit,
+    split_lanes,
+)
 from metabelief.tasks.base import PyTree, TaskFamily
 from metabelief.tasks.two_step import STATE_A, TwoStep
 
 DEFAULT_DELTAS = tuple(round(float(d), 6) for d in np.linspace(-0.3, 0.3, 9))  # -0.3, -0.225, ..., 0.3
+DEFAULT_TRACE_STEPS = 5
+DEFAULT_NUM_RANDOM = 8
+COVARIANCE_FLOOR = 1e-6  # eigenvalues of Σ below this times their mean are raised to it
+PUSHES = ("minimum_mahalanobis", "minimum_euclidean", "encoding")
+LOGISTIC_ITERATIONS = 60
 
 
 # ----------------------------------------------------------------------------- targets
@@ -101,145 +113,213 @@ def every_step(history: Trajectory) -> jax.Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class BanditGreedy:
-    """Belief-greedy P(``arm``): 1 / (number of tied best arms) if ``arm``'s posterior mean is the
-    highest, else 0. ``features [..., F]``, the posterior means first (``num_arms`` of them)."""
-
-    num_arms: int
-    arm: int
-
-    def __call__(self, features: jax.Array) -> jax.Array:
-        means = features[..., : self.num_arms]
-        best = means == means.max(axis=-1, keepdims=True)
-        return best[..., self.arm] / best.sum(axis=-1)
-
-
-@dataclasses.dataclass(frozen=True)
-class ThresholdGreedy:
-    """Belief-greedy P(action) for a binary belief ``p = features[..., feature]``: 1 if p > 1/2,
-    1/2 at exactly 1/2, 0 below."""
-
-    feature: int = 0
-
-    def __call__(self, features: jax.Array) -> jax.Array:
-        p = features[..., self.feature]
-        return jnp.where(p > 0.5, 1.0, jnp.where(p == 0.5, 0.5, 0.0))
-
-
-@dataclasses.dataclass(frozen=True)
 class InterventionTarget:
-    """Which belief feature is pushed and which action probability is watched.
+    """Which belief feature is pushed and which action's log-odds are watched.
 
     Fields:
       name: a description for reports and plots.
       feature: ``d``, the index of a posterior mean in the belief features (``< D``, the read-out
         covers the first ``D`` features).
-      action: the action whose probability is measured.
-      greedy_prob: belief features ``[..., F]`` -> the belief-greedy policy's P(``action``)
-        ``[...]``; jittable and hashable (a frozen dataclass), it is a static jit argument.
-      feature_range: the valid range of feature ``d``; a shifted belief is clipped to it.
+      action: the action whose log-odds are measured.
       decisions: history -> ``bool[T, N]``, the steps where the choice counts.
     """
 
     name: str
     feature: int
     action: int
-    greedy_prob: Callable[[jax.Array], jax.Array]
-    feature_range: tuple[float, float] = (0.0, 1.0)
     decisions: Callable[[Trajectory], jax.Array] = every_step
 
 
 def bandit_arm_target(family: TaskFamily, arm: int = 0) -> InterventionTarget:
-    """Push the posterior mean of ``arm`` (feature ``arm``); watch P(pull ``arm``); belief-greedy
-    pulls the arm with the highest posterior mean (ties split). Every step counts."""
+    """Push the posterior mean of ``arm`` (feature ``arm``); watch the log-odds of pulling ``arm``."""
     num_arms = getattr(family, "num_arms", None)
     if not isinstance(num_arms, int):
         raise ValueError(f"bandit_arm_target needs a bandit family (with num_arms), got {family!r}")
     if not (isinstance(arm, int) and 0 <= arm < num_arms):
         raise ValueError(f"arm must be an arm index in [0, {num_arms}), got {arm!r}")
     return InterventionTarget(
-        name=f"posterior mean of arm {arm} -> P(arm {arm})",
-        feature=arm,
-        action=arm,
-        greedy_prob=BanditGreedy(num_arms=num_arms, arm=arm),
+        name=f"posterior mean of arm {arm} -> log-odds of arm {arm}", feature=arm, action=arm
     )
 
 
 def two_step_target(family: TaskFamily) -> InterventionTarget:
-    """Push P(A rich) (feature 0); watch P(the first-stage action whose common transition leads to
-    A) (action ``STATE_A`` = 0); belief-greedy (Bayes-optimal here) takes it when P(A rich) > 1/2.
-    One agent step per trial, so every step is a first-stage decision."""
+    """Push P(A rich) (feature 0); watch the log-odds of the first-stage action whose common
+    transition leads to A (action ``STATE_A`` = 0). One agent step per trial."""
     if not isinstance(family, TwoStep):
         raise ValueError(f"two_step_target needs a two_step family, got {family!r}")
     return InterventionTarget(
-        name="P(A rich) -> P(action commonly leading to A)",
-        feature=0,
-        action=STATE_A,  # action 0 leads to A with p_common
-        greedy_prob=ThresholdGreedy(feature=0),
+        name="P(A rich) -> log-odds of the action commonly leading to A", feature=0, action=STATE_A
     )
 
 
 # ----------------------------------------------------------------------------- results
 @dataclasses.dataclass(frozen=True)
-class EncodingResponse(Record):
-    """The responses to the push along ``encoding_direction`` (the fields of ``DoseResponse`` of
-    the same names, for that push)."""
+class PushResponse(Record):
+    """The responses to one push direction, at Mahalanobis norm ``|δ| mahalanobis_per_unit``."""
 
-    agent: tuple[float | None, ...]
-    agent_next_step: tuple[float | None, ...]
-    fraction_of_bayes: float | None
-    fraction_of_bayes_next_step: float | None
-    read_out_per_unit_shift: tuple[float | None, ...]
-    shift_norm: float
+    read_out_per_unit: tuple[float, ...]  # W' v per unit δ: e_d for minimum_mahalanobis
+    decoded_per_unit: float  # (W' v)_d: the decoded change of belief d per unit δ
+    euclidean_norm: float  # ||v|| per unit δ
+    mahalanobis_norm: float  # ||v||_Σ per unit δ: mahalanobis_per_unit for every push
+    log_odds: tuple[tuple[float | None, ...], ...]  # [k][δ]: mean change of log-odds k steps after the push
+    log_odds_slope: tuple[float | None, ...]  # [k]: per unit of decoded change δ (W' v)_d
+    causal_to_observational: tuple[float | None, ...]  # [k]: log_odds_slope / observational_slope
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomResponse(Record):
+    """The responses to ``num_directions`` random pushes of the same Mahalanobis norm."""
+
+    num_directions: int
+    log_odds_mean: tuple[tuple[float | None, ...], ...]  # [k][δ]: mean over directions of the mean change
+    log_odds_std: tuple[tuple[float | None, ...], ...]  # [k][δ]: its standard deviation over directions
 
 
 @dataclasses.dataclass(frozen=True)
 class DoseResponse(Record):
-    """One network's responses to a shift of the belief (``dose_response``); the top-level
-    responses are to the minimum-norm shift, ``encoding`` holds those to the encoding direction.
-    ``to_dict()`` is its JSON form (``None`` for a mean over no step)."""
+    """One network's responses to pushes of its memory (``dose_response``). ``to_dict()`` is its
+    JSON form (``None`` for a mean over no step or an undefined slope)."""
 
     target: str  # the target's name
-    deltas: tuple[float, ...]  # the shifts of the belief
-    agent: tuple[float | None, ...]  # per delta: mean change of P(target action), policy head at h + dh
-    agent_next_step: tuple[float | None, ...]  # ... one LSTM step on from the shifted carry
-    belief_greedy: tuple[float | None, ...]  # ... of the belief-greedy policy (the same for every network)
-    fraction_of_bayes: float | None  # slope through the origin of agent on belief_greedy
-    fraction_of_bayes_next_step: float | None  # of agent_next_step on belief_greedy
-    read_out_r2: float | None  # test R^2 of the read-out hidden -> the D posterior means
+    deltas: tuple[float, ...]  # decoded belief shifts of the minimum_mahalanobis push
+    mahalanobis_per_unit: float  # ||u||_Σ of minimum_mahalanobis per unit δ: every push's size
+    num_steps: tuple[int, ...]  # [k]: (t, lane) pairs averaged over, k steps after the push
+    observational_slope: float | None  # the agent's log-odds per unit of exact belief d (logistic fit)
+    reference_slopes: dict[str, float | None]  # the same fit of each reference policy
+    read_out_r2: float | None  # test R^2 of the read-out memory -> the D posterior means
     read_out_r2_target: float | None  # ... of the target dimension d
     ridge: float  # the read-out's ridge strength
-    read_out_per_unit_shift: tuple[float | None, ...]  # W^T u: e_d when the shift is exact
-    shift_norm: float  # ||u||: the norm of the shift per unit delta
-    hidden_norm: float  # mean ||h|| on the counted test steps
-    num_steps: int  # test steps averaged over
-    num_steps_next: int  # ... for the next-step response
-    encoding: EncodingResponse
+    pushes: dict[str, PushResponse]  # minimum_mahalanobis, minimum_euclidean, encoding
+    random: RandomResponse
 
 
-# ----------------------------------------------------------------------------- the shift
-def minimum_norm_shift(weights: np.ndarray | jax.Array, dimension: int) -> np.ndarray:
-    """``u = pinv(W^T) e_d``, float64 ``[H]``: the smallest hidden shift with ``W^T u = e_d``.
+# ----------------------------------------------------------------------------- the pushes
+def activity_covariance(moments: probes.Moments, size: int) -> np.ndarray:
+    """``Σ`` float64 ``[size, size]``: the covariance (scatter / count) of the first ``size``
+    statistics pooled over the train and validation splits, eigenvalues floored at
+    ``COVARIANCE_FLOOR`` times their mean."""
+    pooled = probes.pool(moments, [0, 1])
+    covariance = np.asarray(pooled.scatter, np.float64)[:size, :size] / float(pooled.count)
+    values, vectors = np.linalg.eigh((covariance + covariance.T) / 2)
+    values = np.maximum(values, COVARIANCE_FLOOR * max(values.mean(), 1e-30))
+    return (vectors * values) @ vectors.T
 
-    Moving the hidden state by ``delta * u`` moves read-out ``dimension`` by ``delta`` and the
-    others by 0 (exactly when ``W [H, D]`` has full column rank; else the least-squares best).
-    """
+
+def mahalanobis_norm(push: np.ndarray, covariance: np.ndarray) -> float:
+    """``sqrt(v' Σ^-1 v)``."""
+    push = np.asarray(push, np.float64)
+    return float(np.sqrt(push @ np.linalg.solve(covariance, push)))
+
+
+def minimum_euclidean_push(weights: np.ndarray | jax.Array, dimension: int) -> np.ndarray:
+    """``(W')^+ e_d``, float64 ``[M]``: the smallest push (Euclidean) with ``W' u = e_d`` (exactly
+    when ``W [M, D]`` has full column rank; else the least-squares best)."""
     weights = np.asarray(weights, np.float64)
-    unit = np.zeros(weights.shape[1], np.float64)
-    unit[dimension] = 1.0
-    return np.linalg.pinv(weights.T) @ unit
+    return np.linalg.pinv(weights.T) @ np.eye(weights.shape[1])[dimension]
+
+
+def minimum_mahalanobis_push(
+    weights: np.ndarray | jax.Array, covariance: np.ndarray, dimension: int
+) -> np.ndarray:
+    """``Σ W (W' Σ W)^+ e_d``, float64 ``[M]``: the push of smallest ``||u||_Σ`` with ``W' u = e_d``
+    (the Lagrange solution of minimising ``u' Σ^-1 u`` under that constraint)."""
+    weights = np.asarray(weights, np.float64)
+    spread = covariance @ weights  # [M, D]
+    return spread @ np.linalg.pinv(weights.T @ spread) @ np.eye(weights.shape[1])[dimension]
+
+
+def random_pushes(key: jax.Array, covariance: np.ndarray, num: int, norm: float) -> np.ndarray:
+    """``[num, M]`` float64: ``Σ^½ z / ||z|| norm``, ``z ~ N(0, I)`` drawn from ``key``: uniform on
+    the sphere of Mahalanobis radius ``norm``."""
+    values, vectors = np.linalg.eigh(covariance)
+    root = (vectors * np.sqrt(np.maximum(values, 0.0))) @ vectors.T
+    z = np.asarray(jax.random.normal(key, (num, covariance.shape[0])), np.float64)
+    return (z / np.linalg.norm(z, axis=-1, keepdims=True)) @ root * norm
+
+
+def scaled_to(push: np.ndarray, covariance: np.ndarray, norm: float) -> np.ndarray:
+    """``push`` rescaled to Mahalanobis norm ``norm`` (a zero push stays zero)."""
+    size = mahalanobis_norm(push, covariance)
+    return push * (norm / size) if size > 0 else push
 
 
 def fit_read_out(
     agent: Agent, replayed: Trajectory, sizes: tuple[int, int, int], num_means: int
-) -> probes.LinearProbeResult:
-    """The linear read-out hidden -> the first ``num_means`` belief features (``linear_probe``:
-    fitted on the train and validation lanes, scored on the test lanes).
-    """
-    moments = lane_moments(replayed.hidden, replayed.features, sizes)
-    hidden = slice(0, agent.hidden_size)
-    means = slice(agent.hidden_size, agent.hidden_size + num_means)
-    return probes.linear_probe(moments, hidden, means)
+) -> tuple[probes.LinearProbeResult, probes.Moments]:
+    """The linear read-out whole memory -> the first ``num_means`` belief features
+    (``linear_probe``: fitted on the train and validation lanes, scored on the test lanes), and the
+    lane moments of ``[memory, features]`` it was fitted from."""
+    moments = lane_moments(replayed.memory, replayed.features, sizes)
+    memory = slice(0, agent.memory_size)
+    means = slice(agent.memory_size, agent.memory_size + num_means)
+    return probes.linear_probe(moments, memory, means), moments
+
+
+def encoding_direction(agent: Agent, moments: probes.Moments, num_means: int, dimension: int) -> np.ndarray:
+    """``[M]``: how the memory moves, on average, per unit of posterior mean ``dimension`` with the
+    other means held fixed: row ``dimension`` of the ridge regression posterior means -> memory
+    (fitted on the train and validation lanes of ``moments``, statistics of ``[memory, features]``)."""
+    memory = slice(0, agent.memory_size)
+    means = slice(agent.memory_size, agent.memory_size + num_means)
+    return np.asarray(probes.linear_probe(moments, means, memory).probe.weights[dimension], np.float64)
+
+
+# ----------------------------------------------------------------------------- the comparators
+def observational_slope(features: jax.Array, probs: jax.Array, mask: jax.Array, feature: int) -> float | None:
+    """The coefficient of ``features[..., feature]`` in the logistic regression of choices with
+    probabilities ``probs [...]`` on ``[1, features [..., D]]`` over the steps ``mask``; None when
+    Newton's method does not converge (a separable policy: the slope is unbounded)."""
+    coefficients, converged = _logistic_fit(features, probs, mask)
+    return float(coefficients[1 + feature]) if bool(converged) else None
+
+
+@jax.jit
+def _logistic_fit(features: jax.Array, probs: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Newton's method for ``logit P = [1, x] θ`` fitted to soft labels; ``(θ [1 + D], converged)``."""
+    x = jnp.concatenate([jnp.ones((*features.shape[:-1], 1)), features], -1).reshape(
+        -1, features.shape[-1] + 1
+    )
+    y, w = probs.reshape(-1), mask.reshape(-1).astype(jnp.float32)
+
+    def newton(theta, _):
+        p = jax.nn.sigmoid(x @ theta)
+        gradient = x.T @ (w * (y - p))
+        hessian = (x * (w * p * (1 - p))[:, None]).T @ x + 1e-9 * w.sum() * jnp.eye(x.shape[1])
+        step = jnp.linalg.solve(hessian, gradient)
+        return theta + step, jnp.max(jnp.abs(step))
+
+    theta, steps = jax.lax.scan(newton, jnp.zeros(x.shape[1]), None, length=LOGISTIC_ITERATIONS)
+    converged = (steps[-1] < 1e-4 * (1.0 + jnp.max(jnp.abs(theta)))) & jnp.all(jnp.isfinite(theta))
+    return theta, converged
+
+
+def belief_policy_probs(family: TaskFamily, policy: object, history: Trajectory, action: int) -> jax.Array:
+    """``float32[T, N]``: P(``action``) of a belief policy with ``action_probs(belief)`` (e.g.
+    ``metabelief.baselines.bayes_optimal``) on the exact belief at every step of ``history``."""
+    if not callable(getattr(policy, "action_probs", None)):
+        raise ValueError(f"policy must have action_probs(belief) (e.g. the Bayes-optimal DP), got {policy!r}")
+    return _belief_policy_probs(family, policy, history, action)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 3))
+def _belief_policy_probs(family: TaskFamily, policy: object, history: Trajectory, action: int) -> jax.Array:
+    beliefs = replay_beliefs(family, history)  # leaves [T, N, ...]
+    return jax.vmap(jax.vmap(policy.action_probs))(beliefs)[..., action]
+
+
+def slope_through_origin(response: Sequence[float], dose: Sequence[float]) -> float | None:
+    """``sum response * dose / sum dose^2``; None when the dose is all zero or a response undefined."""
+    response, dose = np.asarray(response, np.float64), np.asarray(dose, np.float64)
+    denominator = float(np.sum(dose**2))
+    slope = float(np.sum(response * dose) / denominator) if denominator > 1e-24 else float("nan")
+    return None if np.isnan(slope) else slope
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """``numerator / denominator``; None when either is undefined or the denominator is 0."""
+    if numerator is None or denominator is None or denominator == 0.0:
+        return None
+    return numerator / denominator
 
 
 # ----------------------------------------------------------------------------- responses
@@ -251,34 +331,251 @@ def dose_response(
     sizes: Sequence[int],
     *,
     target: InterventionTarget,
+    key: jax.Array,
     deltas: Sequence[float] = DEFAULT_DELTAS,
+    trace_steps: int = DEFAULT_TRACE_STEPS,
+    num_random: int = DEFAULT_NUM_RANDOM,
+    references: Mapping[str, jax.Array] | None = None,
 ) -> dict[str, DoseResponse]:
-    """The agent's and the belief-greedy policy's response to a shift of the belief, per network.
+    """The agent's response to pushes of its whole memory along the decoded belief, per network.
 
     Args:
-      family, agent: the task family and the agent's sizes.
+      family, agent: the task family and the agent.
       networks: name -> parameters (e.g. ``{"trained": ..., "untrained": ...}``); each replays
         ``history`` (teacher forcing), so all are tested on the same histories.
       history: a held-out trajectory ``[T, N, ...]`` recorded with beliefs.
       sizes: ``(train, validation, test)`` lanes (``metabelief.experiments.probing.split_sizes``).
       target: ``bandit_arm_target(family)``, ``two_step_target(family)`` or your own.
-      deltas: the shifts of the belief (posterior-mean units), e.g. a symmetric grid.
+      key: draws the random directions (the same for every network).
+      deltas: decoded belief shifts of the minimum-Mahalanobis push (the dose grid).
+      trace_steps: ``K``: responses are read 0 .. K steps after the push.
+      num_random: random directions of the same Mahalanobis norm (at least 2).
+      references: name -> P(target action) ``[T, N]`` of a reference policy on ``history``'s steps
+        (``belief_policy_probs``), for ``reference_slopes``.
 
     Returns:
-      ``{name: DoseResponse}``, for each network: ``target`` (its name), ``deltas``, ``agent`` and
-      ``agent_next_step`` (mean change of P(target action) per delta), ``belief_greedy`` (the
-      belief policy's mean change per delta, the same for every network), ``fraction_of_bayes``
-      and ``fraction_of_bayes_next_step`` (slopes through the origin, None if the belief policy
-      never responds), ``read_out_r2`` (test R^2 over the D posterior means) and
-      ``read_out_r2_target`` (dimension d), ``ridge``, ``read_out_per_unit_shift`` (``W^T u``,
-      ``e_d`` when the shift is exact), ``shift_norm`` (``||u||``), ``hidden_norm`` (mean
-      ``||h||`` on the counted test steps), ``num_steps`` and ``num_steps_next`` (test steps
-      averaged over); ``encoding`` (an ``EncodingResponse``): ``agent``, ``agent_next_step``,
-      ``fraction_of_bayes``, ``fraction_of_bayes_next_step``, ``read_out_per_unit_shift`` and
-      ``shift_norm`` for the push along ``encoding_direction``.
+      ``{name: DoseResponse}`` (see the module docstring and ``DoseResponse``'s fields).
     """
+    sizes, deltas_array = _check(agent, networks, history, sizes, target, deltas, trace_steps, num_random)
+    decisions = jnp.asarray(target.decisions(history), bool)  # [T, N]
+    if decisions.shape != history.actions.shape:
+        raise ValueError(
+            f"target.decisions must give bool{list(history.actions.shape)}, got {decisions.shape}"
+        )
+    references = dict(references or {})
+    for name, probs in references.items():
+        if np.shape(probs) != history.actions.shape:
+            raise ValueError(f"references[{name!r}] must be P(target action) [T, N], got {np.shape(probs)}")
+    masks, test_means, inputs = _prepare(agent, sizes, trace_steps, history, decisions)
+    context = _Context(
+        target=target,
+        sizes=sizes,
+        deltas=deltas_array,
+        masks=masks,
+        test_means=test_means,
+        inputs=inputs,
+        key=key,
+        num_random=num_random,
+    )
+    reference_slopes = {
+        name: observational_slope(
+            test_means, _test_lanes(jnp.asarray(probs, jnp.float32), sizes), masks[0], target.feature
+        )
+        for name, probs in references.items()
+    }
+    return {
+        name: _network_response(family, agent, params, history, context, reference_slopes)
+        for name, params in networks.items()
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class _Context:
+    """What every network's response shares (prepared once by ``dose_response``)."""
+
+    target: InterventionTarget
+    sizes: tuple[int, int, int]
+    deltas: np.ndarray  # [J] float64
+    masks: jax.Array  # bool[K + 1, T, n]: (t, lane) counted k steps after a push at t
+    test_means: jax.Array  # [T, n, D]: the exact posterior means on the test lanes
+    inputs: jax.Array  # [K, T, n, I]: the input k + 1 steps after each step
+    key: jax.Array
+    num_random: int
+
+
+def _network_response(
+    family: TaskFamily,
+    agent: Agent,
+    params: PyTree,
+    history: Trajectory,
+    context: _Context,
+    reference_slopes: dict[str, float | None],
+) -> DoseResponse:
+    """One network's ``DoseResponse``."""
+    target, deltas = context.target, context.deltas
+    num_means = history.truth.shape[-1]
+    replayed = replay_jit(family, agent, params, history)
+    read_out, moments = fit_read_out(agent, replayed, context.sizes, num_means)
+    weights = np.asarray(read_out.probe.weights, np.float64)  # [M, D]
+    covariance = activity_covariance(moments, agent.memory_size)
+    reference = minimum_mahalanobis_push(weights, covariance, target.feature)
+    norm = mahalanobis_norm(reference, covariance)
+    directions = {
+        "minimum_mahalanobis": reference,
+        "minimum_euclidean": scaled_to(minimum_euclidean_push(weights, target.feature), covariance, norm),
+        "encoding": scaled_to(
+            encoding_direction(agent, moments, num_means, target.feature), covariance, norm
+        ),
+    }
+    random = random_pushes(context.key, covariance, context.num_random, norm)
+    every = np.concatenate([np.stack(list(directions.values())), random])  # [P, M]
+    memory, test_logits = _test_lanes(
+        (replayed.memory, replayed.logits), context.sizes
+    )  # [T, n, M], [T, n, A]
+    changes = np.asarray(
+        _mean_log_odds_changes(
+            agent,
+            target.action,
+            params,
+            memory,
+            context.inputs,
+            context.masks,
+            jnp.asarray(deltas[None, :, None] * every[:, None, :], jnp.float32).reshape(-1, every.shape[-1]),
+        ),
+        np.float64,
+    ).reshape(len(every), len(deltas), -1)  # [P, J, K + 1]
+    agent_probs = _softmax_of(test_logits, target.action)
+    slope = observational_slope(context.test_means, agent_probs, context.masks[0], target.feature)
+    pushes = {
+        name: _push_response(direction, changes[index], weights, covariance, deltas, target.feature, slope)
+        for index, (name, direction) in enumerate(directions.items())
+    }
+    random_changes = changes[len(directions) :].transpose(0, 2, 1)  # [R, K + 1, J]
+    scores = read_out.test.to_dict()
+    return DoseResponse(
+        target=target.name,
+        deltas=tuple(float(d) for d in deltas),
+        mahalanobis_per_unit=norm,
+        num_steps=tuple(int(m) for m in np.asarray(context.masks).sum(axis=(1, 2))),
+        observational_slope=slope,
+        reference_slopes=reference_slopes,
+        read_out_r2=scores["r2"],
+        read_out_r2_target=scores["r2_per_dim"][target.feature],
+        ridge=float(read_out.ridge),
+        pushes=pushes,
+        random=RandomResponse(
+            num_directions=len(random),
+            log_odds_mean=_nested(random_changes.mean(axis=0)),
+            log_odds_std=_nested(random_changes.std(axis=0, ddof=1)),
+        ),
+    )
+
+
+def _push_response(direction, changes, weights, covariance, deltas, feature, slope) -> PushResponse:
+    """``PushResponse`` of ``direction [M]`` from its mean changes ``[J, K + 1]`` per dose."""
+    per_unit = weights.T @ direction  # [D]
+    slopes = tuple(
+        slope_through_origin(changes[:, k], deltas * per_unit[feature]) for k in range(changes.shape[1])
+    )
+    return PushResponse(
+        read_out_per_unit=tuple(float(v) for v in per_unit),
+        decoded_per_unit=float(per_unit[feature]),
+        euclidean_norm=float(np.linalg.norm(direction)),
+        mahalanobis_norm=mahalanobis_norm(direction, covariance),
+        log_odds=_nested(changes.T),
+        log_odds_slope=slopes,
+        causal_to_observational=tuple(ratio(s, slope) for s in slopes),
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("agent", "sizes", "trace_steps"))
+def _prepare(
+    agent: Agent, sizes: tuple[int, int, int], trace_steps: int, history: Trajectory, decisions: jax.Array
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """On the test lanes: the trace masks ``bool[K + 1, T, n]``, the exact posterior means
+    ``[T, n, D]`` and the trace inputs ``[K, T, n, I]``."""
+    test = _test_lanes(history, sizes)
+    masks = _trace_masks(_test_lanes(decisions, sizes), trace_steps)
+    inputs = _trace_inputs(history_inputs(agent, test), trace_steps)
+    return masks, test.features[..., : history.truth.shape[-1]], inputs
+
+
+@functools.partial(jax.jit, static_argnames=("sizes",))
+def _test_lanes(tree: PyTree, sizes: tuple[int, int, int]) -> PyTree:
+    """Every leaf ``[T, N, ...]`` of ``tree`` on the test lanes ``[T, n, ...]``."""
+    return jax.tree.map(lambda leaf: split_lanes(leaf, sizes)[2], tree)
+
+
+@functools.partial(jax.jit, static_argnames=("action",))
+def _softmax_of(logits: jax.Array, action: int) -> jax.Array:
+    return jax.nn.softmax(logits)[..., action]
+
+
+def _trace_masks(decisions: jax.Array, trace_steps: int) -> jax.Array:
+    """``bool[K + 1, T, N]``: step t counts at lag k when t and t + k are decisions of the episode."""
+    later = [jnp.concatenate([decisions[k:], jnp.zeros_like(decisions[:k])]) for k in range(trace_steps + 1)]
+    return decisions[None] & jnp.stack(later)
+
+
+def _trace_inputs(inputs: jax.Array, trace_steps: int) -> jax.Array:
+    """``[K, T, n, I]``: entry ``[k - 1, t]`` is the input of step ``t + k`` (the last step's where
+    ``t + k`` is past the episode: those pairs are masked)."""
+    num_steps = inputs.shape[0]
+    steps = jnp.minimum(
+        jnp.arange(num_steps)[None, :] + jnp.arange(1, trace_steps + 1)[:, None], num_steps - 1
+    )
+    return inputs[steps]
+
+
+def _log_odds(logits: jax.Array, action: int) -> jax.Array:
+    """``log p / (1 - p)`` of ``action`` under ``softmax(logits [..., A])``, computed from the logits."""
+    others = jnp.where(jnp.arange(logits.shape[-1]) == action, -jnp.inf, logits)
+    return logits[..., action] - jax.nn.logsumexp(others, axis=-1)
+
+
+@functools.partial(jax.jit, static_argnames=("agent", "action"))
+def _mean_log_odds_changes(
+    agent: Agent,
+    action: int,
+    params: PyTree,
+    memory: jax.Array,  # [T, n, M]
+    inputs: jax.Array,  # [K, T, n, I]
+    masks: jax.Array,  # bool[K + 1, T, n]
+    pushes: jax.Array,  # [Q, M]
+) -> jax.Array:
+    """``[Q, K + 1]``: per push, the mean change of the log-odds of ``action`` k steps after the
+    memory at every step is pushed, against the same computation unpushed."""
+    shape, size = memory.shape[:-1], memory.shape[-1]
+    steps = inputs.reshape(inputs.shape[0], -1, inputs.shape[-1])  # [K, T * n, I]
+
+    def trace(push):  # [K + 1, T, n]: log-odds 0 .. K steps after the push
+        pushed = (memory + push).reshape(-1, size)
+        now = _log_odds(agent.heads(params, pushed[:, : agent.hidden_size])[0], action)
+
+        def one(carry, step_inputs):
+            carry, logits, _ = agent.step(params, carry, step_inputs)
+            return carry, _log_odds(logits, action)
+
+        _, later = jax.lax.scan(one, agent.carry_from_memory(pushed), steps)
+        return jnp.concatenate([now[None], later]).reshape(-1, *shape)
+
+    baseline = trace(jnp.zeros(size, memory.dtype))
+    counts = jnp.maximum(masks.sum(axis=(1, 2)), 1)
+    mean_change = lambda push: jnp.where(masks, trace(push) - baseline, 0.0).sum(axis=(1, 2)) / counts  # noqa: E731
+    changes = jax.lax.map(mean_change, pushes)
+    return jnp.where(masks.any(axis=(1, 2)), changes, jnp.nan)
+
+
+def _nested(values: np.ndarray) -> tuple[tuple[float | None, ...], ...]:
+    return tuple(
+        tuple(None if np.isnan(v) else float(v) for v in row) for row in np.asarray(values, np.float64)
+    )
+
+
+def _check(agent, networks, history, sizes, target, deltas, trace_steps, num_random):
+    """Validated ``(sizes, deltas)``; a ValueError naming the first bad argument."""
     sizes = tuple(int(size) for size in sizes)
-    num_tasks, num_steps = history.actions.shape[1], history.actions.shape[0]
+    num_tasks = history.actions.shape[1]
     if len(sizes) != 3 or sum(sizes) != num_tasks or min(sizes) < 1:
         raise ValueError(f"sizes must be 3 positive lane counts adding up to {num_tasks}, got {sizes}")
     if not networks:
@@ -291,166 +588,15 @@ def dose_response(
         )
     if not 0 <= target.action < agent.num_actions:
         raise ValueError(f"target.action must be one of the {agent.num_actions} actions, got {target.action}")
-    deltas_array = np.asarray(deltas, np.float64)
-    if deltas_array.ndim != 1 or deltas_array.size == 0 or not np.isfinite(deltas_array).all():
-        raise ValueError(f"deltas must be a non-empty 1-D sequence of finite numbers, got {deltas!r}")
-    deltas_jax = jnp.asarray(deltas_array, jnp.float32)
-
-    decisions = jnp.asarray(target.decisions(history), bool)  # [T, N]
-    if decisions.shape != (num_steps, num_tasks):
-        raise ValueError(f"target.decisions must give bool[{num_steps}, {num_tasks}], got {decisions.shape}")
-    # t counts for the next-step response when t and t + 1 are both counted decisions.
-    next_decisions = jnp.concatenate([decisions[:-1] & decisions[1:], jnp.zeros_like(decisions[:1])])
-    mask, next_mask = (split_lanes(m, sizes)[2] for m in (decisions, next_decisions))
-    test = jax.tree.map(lambda leaf: split_lanes(leaf, sizes)[2], history)
-    low, high = (float(v) for v in target.feature_range)
-    greedy = np.asarray(
-        _greedy_response(target.greedy_prob, target.feature, low, high, test.features, mask, deltas_jax)
-    )
-    # The next input: what the agent read at t + 1 in the history (the input of the last step's
-    # "next" is built from obs[T] too, but that step is masked out).
-    times = jnp.broadcast_to(jnp.arange(1, num_steps + 1)[:, None], test.actions.shape)
-    next_inputs = jax.vmap(agent.inputs)(test.obs[1:], test.actions, test.rewards, times)  # [T, n, I]
-
-    report = {}
-    for name, params in networks.items():
-        replayed = replay_jit(family, agent, params, history)
-        read_out = fit_read_out(agent, replayed, sizes, num_means)
-        weights = np.asarray(read_out.probe.weights, np.float64)
-        direction = minimum_norm_shift(weights, target.feature)
-        hidden, memory = (split_lanes(leaf, sizes)[2] for leaf in (replayed.hidden, replayed.memory))
-        encoding = encoding_direction(agent, replayed, sizes, num_means, target.feature)
-        # Mean change of P(target action) per delta along each push: now and one LSTM step later.
-        (now, after), (enc_now, enc_after) = (
-            [
-                np.asarray(response, np.float64)
-                for response in _agent_response(
-                    agent,
-                    target.action,
-                    params,
-                    memory,
-                    next_inputs,
-                    mask,
-                    next_mask,
-                    jnp.asarray(shift, jnp.float32),
-                    deltas_jax,
-                )  # fmt: skip
-            ]
-            for shift in (direction, encoding)
+    deltas = np.asarray(deltas, np.float64)
+    if deltas.ndim != 1 or deltas.size == 0 or not np.isfinite(deltas).all() or not np.any(deltas):
+        raise ValueError(
+            f"deltas must be a non-empty 1-D sequence of finite numbers, not all 0, got {deltas!r}"
         )
-        hidden_norm = _masked_mean(jnp.linalg.norm(hidden, axis=-1), mask)
-        scores = read_out.test.to_dict()
-        report[name] = DoseResponse(
-            target=target.name,
-            deltas=tuple(float(d) for d in deltas_array),
-            agent=_floats(now),
-            agent_next_step=_floats(after),
-            belief_greedy=_floats(greedy),
-            fraction_of_bayes=fraction_of_bayes(now, greedy),
-            fraction_of_bayes_next_step=fraction_of_bayes(after, greedy),
-            read_out_r2=scores["r2"],
-            read_out_r2_target=scores["r2_per_dim"][target.feature],
-            ridge=float(read_out.ridge),
-            read_out_per_unit_shift=_floats(weights.T @ direction),
-            shift_norm=float(np.linalg.norm(direction)),
-            hidden_norm=float(hidden_norm),
-            num_steps=int(mask.sum()),
-            num_steps_next=int(next_mask.sum()),
-            encoding=EncodingResponse(
-                agent=_floats(enc_now),
-                agent_next_step=_floats(enc_after),
-                fraction_of_bayes=fraction_of_bayes(enc_now, greedy),
-                fraction_of_bayes_next_step=fraction_of_bayes(enc_after, greedy),
-                read_out_per_unit_shift=_floats(weights.T @ encoding),
-                shift_norm=float(np.linalg.norm(encoding)),
-            ),
+    if not (isinstance(trace_steps, int) and 0 <= trace_steps < history.actions.shape[0]):
+        raise ValueError(
+            f"trace_steps must be an integer in [0, {history.actions.shape[0]}), got {trace_steps!r}"
         )
-    return report
-
-
-def encoding_direction(
-    agent: Agent, replayed: Trajectory, sizes: tuple[int, int, int], num_means: int, dimension: int
-) -> np.ndarray:
-    """``[H]``: how the hidden state moves, on average, per unit of posterior mean ``dimension`` with
-    the other means held fixed: row ``dimension`` of the ridge regression posterior means -> hidden
-    (fitted on the train and validation lanes). The direction ordinary activity takes when the
-    belief changes, where the minimum-norm shift is the smallest push the read-out can see."""
-    moments = lane_moments(replayed.hidden, replayed.features, sizes)
-    hidden = slice(0, agent.hidden_size)
-    means = slice(agent.hidden_size, agent.hidden_size + num_means)
-    return np.asarray(probes.linear_probe(moments, means, hidden).probe.weights[dimension], np.float64)
-
-
-def fraction_of_bayes(agent: Sequence[float], bayes: Sequence[float]) -> float | None:
-    """Least-squares slope through the origin of ``agent`` on ``bayes`` (responses per delta):
-    ``sum agent * bayes / sum bayes^2``; None when ``bayes`` is all zero."""
-    agent, bayes = np.asarray(agent, np.float64), np.asarray(bayes, np.float64)
-    denominator = float(np.sum(bayes**2))
-    slope = float(np.sum(agent * bayes) / denominator) if denominator > 0.0 else float("nan")
-    return None if np.isnan(slope) else slope
-
-
-@functools.partial(jax.jit, static_argnames=("agent", "action"))
-def _agent_response(
-    agent: Agent,
-    action: int,
-    params: PyTree,
-    memory: jax.Array,  # [T, n, M], the readout first
-    next_inputs: jax.Array,  # [T, n, I]
-    mask: jax.Array,  # bool[T, n]
-    next_mask: jax.Array,  # bool[T, n]
-    direction: jax.Array,  # [H]
-    deltas: jax.Array,  # [K]
-) -> tuple[jax.Array, jax.Array]:
-    """Mean change of P(``action``) per delta, ``([K], [K])``: from the policy head at the shifted
-    hidden state, and at the next step from the agent stepped on from the shifted carry."""
-    hidden = memory[..., : agent.hidden_size]
-    batch = hidden.shape[:-1]
-
-    def now(h):
-        return jax.nn.softmax(agent.heads(params, h)[0])[..., action]
-
-    def next_step(h):
-        shifted = memory.at[..., : agent.hidden_size].set(h)
-        carry = agent.carry_from_memory(shifted.reshape(-1, shifted.shape[-1]))
-        _, logits, _ = agent.step(params, carry, next_inputs.reshape(-1, next_inputs.shape[-1]))
-        return jax.nn.softmax(logits)[..., action].reshape(batch)
-
-    # The unshifted policy is row 0 of the same batched computation (delta = 0 then gives 0 up to
-    # float32 rounding of the softmax, ~1e-9, not a systematic offset between two code paths).
-    shifted = hidden + jnp.concatenate([jnp.zeros((1,)), deltas])[:, None, None, None] * direction
-    probs_now, probs_next = jax.vmap(now)(shifted), jax.vmap(next_step)(shifted)  # [K + 1, T, n]
-    mean_change = jax.vmap(_masked_mean, in_axes=(0, None))
-    changes_now = mean_change(probs_now[1:] - probs_now[0], mask)
-    return changes_now, mean_change(probs_next[1:] - probs_next[0], next_mask)
-
-
-@functools.partial(jax.jit, static_argnames=("greedy_prob", "feature", "low", "high"))
-def _greedy_response(
-    greedy_prob: Callable[[jax.Array], jax.Array],
-    feature: int,
-    low: float,
-    high: float,
-    features: jax.Array,  # [T, n, F]
-    mask: jax.Array,  # bool[T, n]
-    deltas: jax.Array,  # [K]
-) -> jax.Array:
-    """Mean change per delta ``[K]`` of the belief-greedy P(action) when feature ``feature`` is
-    moved by delta (clipped to [low, high])."""
-    base = greedy_prob(features)
-
-    def at(delta):
-        shifted = features.at[..., feature].set(jnp.clip(features[..., feature] + delta, low, high))
-        return _masked_mean(greedy_prob(shifted) - base, mask)
-
-    return jax.vmap(at)(deltas)
-
-
-def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
-    """Mean of ``values`` where ``mask``; NaN where nothing counts."""
-    count = mask.sum()
-    return jnp.where(count > 0, jnp.sum(jnp.where(mask, values, 0.0)) / jnp.maximum(count, 1), jnp.nan)
-
-
-def _floats(values: np.ndarray) -> tuple[float | None, ...]:
-    return tuple(None if np.isnan(v) else float(v) for v in np.asarray(values, np.float64))
+    if not (isinstance(num_random, int) and num_random >= 2):
+        raise ValueError(f"num_random must be an integer >= 2, got {num_random!r}")
+    return sizes, deltas

@@ -134,6 +134,12 @@ def _seed_results(
             evaluation.history,
             split_sizes(config.eval_tasks),
             target=intervention.bandit_arm_target(evaluation.family),
+            key=jax.random.fold_in(evaluation.probe_key, 2),
+            references={  # the exact DP's sensitivity to arm 0's posterior mean, on the same steps
+                "bayes_optimal": intervention.belief_policy_probs(
+                    evaluation.family, bayes, evaluation.history, action=0
+                )
+            },
         ),
         state_machine=state_machine.simulate(
             evaluation.family,

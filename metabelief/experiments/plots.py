@@ -348,101 +348,98 @@ def _style_key(axes, styles: dict[str, str], training_horizon: int) -> None:
 
 # The terms of ``intervention``'s figure, printed under its panels.
 INTERVENTION_TERMS = (
-    "δ: the shift of the belief (the network's: its linear read-out of the hidden state h; "
-    "belief-greedy's: the exact posterior).",
-    "Smallest push: the least-norm Δh with read-out(h + Δh) = read-out(h) + δ.  Encoding direction: "
-    "how h moves on average per unit of the belief (a regression belief → h).",
-    "Now: the policy at h + Δh.  Next step: one network step later, on the recorded next input.  "
-    "Slope: least-squares slope through 0 of the network's change on belief-greedy's.",
-    "Belief-greedy: the policy that takes the action the shifted exact belief favours.",
+    "δ (dose): the shift of the decoded belief (the linear read-out of the whole memory) a push makes.",
+    "Pushes: minimal in the activity's metric (Mahalanobis), minimal in the Euclidean metric, along "
+    "the encoding direction; all of one Mahalanobis norm; random directions of that norm: the control.",
+    "Response: change of the log-odds of the target action. Own sensitivity: a logistic fit of the "
+    "agent's choices on the exact posterior. causal / observational = 1: the push acts as the belief does.",
 )
 
 
 def intervention(path: pathlib.Path, per_seed: list[dict[str, dict]], title: str | None = None) -> Figure:
-    """The belief intervention's dose-response: change of P(target action) against the shift of the
-    belief, two panels: the hidden state pushed by the read-out's minimum-norm shift (left) and
-    along the encoding direction, the way it moves with the belief (right). The first network (e.g.
-    ``trained``) solid, each seed thin and the mean over seeds bold, with its next-step response
-    dash-dotted; other networks (e.g. ``untrained``) dashed; the belief-greedy policy's response to
-    the same shift of the exact belief in black. The terms are defined under the panels.
+    """The causal test (``metabelief.analysis.intervention``), means over seeds. Left: the change
+    of the log-odds of the target action at the push against the dose δ (the decoded belief shift
+    of the push minimal in the activity's metric; every push has its Mahalanobis norm), for each
+    push direction, beside random directions of the same norm (mean ± sd, grey) and what the
+    agent's own observational sensitivity predicts for that belief shift (black). Right: causal /
+    observational slope k steps after the push (1: the push moves behaviour as the belief does).
 
     Args:
-      per_seed: one ``metabelief.analysis.intervention.dose_response`` report per seed, as in
-        ``results.json`` (``{network: DoseResponse.to_dict()}``: ``{"deltas", "agent",
-        "agent_next_step", "belief_greedy", "encoding", ...}``).
-      title: what is pushed, e.g. "push the decoded posterior mean of arm 0 by δ"; by default
-        the target's name.
+      per_seed: one ``dose_response`` report per seed, as in ``results.json``
+        (``{network: DoseResponse.to_dict()}``).
+      title: the figure's title; by default the target's name.
     """
-    figure, (minimum_norm, encoding) = subplots(1, 2, figsize=(13, 6.5), sharey=True, layout="constrained")
-    first = next(iter(per_seed[0].values()))
-    _intervention_panel(
-        minimum_norm, per_seed, lambda result: result, "push Δh: the smallest that moves the read-out by δ"
+    figure, (now, later) = subplots(1, 2, figsize=(13, 6.5), layout="constrained")
+    names = list(per_seed[0])
+    first = per_seed[0][names[0]]
+    deltas = np.asarray(first["deltas"], dtype=float)
+    now.axhline(0.0, color="lightgray", linewidth=0.8, zorder=0)
+    random_mean = _seed_mean([seed[names[0]]["random"]["log_odds_mean"][0] for seed in per_seed])
+    random_std = _seed_mean([seed[names[0]]["random"]["log_odds_std"][0] for seed in per_seed])
+    now.fill_between(
+        deltas, random_mean - random_std, random_mean + random_std, color="0.8",
+        label=f"{names[0]}: random directions, mean ± sd",
+    )  # fmt: skip
+    slopes = [seed[names[0]]["observational_slope"] for seed in per_seed]
+    if any(s is not None for s in slopes):
+        observed = np.mean([s for s in slopes if s is not None])
+        now.plot(
+            deltas,
+            observed * deltas,
+            "k--",
+            linewidth=1.5,
+            label=f"{names[0]}: own sensitivity × δ ({observed:.3g} per unit)",
+        )
+    for index, name in enumerate(names):
+        for push, style in _PUSH_STYLES.items():
+            if index > 0 and push != "minimum_mahalanobis":
+                continue
+            pushes = [seed[name]["pushes"][push] for seed in per_seed]
+            colour = _NETWORK_COLOURS[index % len(_NETWORK_COLOURS)]
+            now.plot(deltas, _seed_mean([p["log_odds"][0] for p in pushes]), style, color=colour,
+                     marker="o", markersize=3, label=f"{name}: {_PUSH_NAMES[push]}")  # fmt: skip
+            ratios = _seed_mean([p["causal_to_observational"] for p in pushes])
+            later.plot(
+                np.arange(len(ratios)),
+                ratios,
+                style,
+                color=colour,
+                marker="o",
+                label=f"{name}: {_PUSH_NAMES[push]}",
+            )
+    norm = np.mean([seed[names[0]]["mahalanobis_per_unit"] for seed in per_seed])
+    now.set(
+        xlabel=f"dose δ: decoded belief shift (Mahalanobis norm {norm:.1f} |δ| for every push)",
+        ylabel="change of log-odds of the target action, at the push",
+        title="at the push: pushes of equal size in the activity's metric",
     )
-    _intervention_panel(
-        encoding, per_seed, lambda result: result["encoding"], "push Δh: along the encoding direction"
+    later.axhline(1.0, color="black", linewidth=0.8, linestyle=":")
+    later.axhline(0.0, color="lightgray", linewidth=0.8, zorder=0)
+    later.set(
+        xlabel="steps k after the push (teacher-forced on the recorded history)",
+        ylabel="causal / observational slope (1 = as the belief moves it)",
+        title="after the push: does the change persist?",
     )
-    minimum_norm.set_ylabel("change in P(target action) from the unpushed state")
-    figure.suptitle(
-        f"Does the agent act on the belief it encodes? {title or first.get('target', 'belief intervention')}"
-    )
+    for axes in (now, later):
+        axes.legend(fontsize="small", loc="best")
+    figure.suptitle(f"{title or first.get('target', 'belief intervention')} ({len(per_seed)} seeds, means)")
     figure.text(0.5, 0.0, "\n".join(INTERVENTION_TERMS), ha="center", va="bottom", fontsize="small")
     figure.get_layout_engine().set(rect=(0.0, 0.1, 1.0, 0.9))  # room for the definitions
     save(figure, path)
     return figure
 
 
-def _intervention_panel(axes, per_seed: list[dict[str, dict]], shifted, label: str) -> None:
-    """One panel of ``intervention``: ``shifted(result)`` holds the agent's curves of one direction."""
+_PUSH_STYLES = {"minimum_mahalanobis": "-", "minimum_euclidean": "--", "encoding": ":"}
+_PUSH_NAMES = {
+    "minimum_mahalanobis": "push minimal in the activity's metric",
+    "minimum_euclidean": "push minimal in the Euclidean metric",
+    "encoding": "encoding direction",
+}
+_NETWORK_COLOURS = ("tab:blue", "tab:orange", "tab:green")
 
-    def curve(values) -> np.ndarray:
-        return np.array([np.nan if v is None else v for v in values], dtype=float)
 
-    def mean_over_seeds(curves: np.ndarray) -> np.ndarray:
-        defined = np.isfinite(curves).sum(axis=0)
-        return np.where(defined > 0, np.nansum(curves, axis=0) / np.maximum(defined, 1), np.nan)
-
-    names = list(per_seed[0])
-    deltas = np.asarray(per_seed[0][names[0]]["deltas"], dtype=float)
-    # The axes' zero lines lie beneath every curve: a response of 0 must stay visible.
-    axes.axhline(0.0, color="lightgray", linewidth=0.8, zorder=0)
-    axes.axvline(0.0, color="lightgray", linewidth=0.8, zorder=0)
-    for index, (name, colour) in enumerate(zip(names, ("tab:blue", "tab:orange", "tab:green"), strict=False)):
-        style = "-" if index == 0 else "--"
-        agent = np.stack([curve(shifted(seed[name])["agent"]) for seed in per_seed])
-        for seed_curve in agent:
-            axes.plot(deltas, seed_curve, style, color=colour, linewidth=0.5, alpha=0.35)
-        slopes = [shifted(seed[name])["fraction_of_bayes"] for seed in per_seed]
-        slopes = [s for s in slopes if s is not None]
-        slope = f", slope {np.mean(slopes):.2f}" if slopes else ""
-        axes.plot(
-            deltas,
-            mean_over_seeds(agent),
-            style,
-            color=colour,
-            linewidth=1.8,
-            marker="o",
-            label=f"{name} network, now (mean of {len(per_seed)} seeds{slope})",
-        )
-        if index == 0:
-            after = np.stack([curve(shifted(seed[name])["agent_next_step"]) for seed in per_seed])
-            axes.plot(
-                deltas,
-                mean_over_seeds(after),
-                "-.",
-                color=colour,
-                linewidth=2.0,
-                marker="x",
-                markersize=8,
-                label=f"{name} network, next step",
-            )
-    greedy = mean_over_seeds(np.stack([curve(seed[names[0]]["belief_greedy"]) for seed in per_seed]))
-    axes.plot(
-        deltas,
-        greedy,
-        color="black",
-        linewidth=1.5,
-        marker="s",
-        label="belief-greedy on the exact belief + δ",
-    )
-    axes.set(xlabel="δ, the shift of the belief", title=label)
-    axes.legend(fontsize="small", loc="upper left")
+def _seed_mean(curves: list) -> np.ndarray:
+    """The mean over seeds of curves with ``None`` for undefined points (NaN where no seed has one)."""
+    values = np.array([[np.nan if v is None else v for v in curve] for curve in curves], dtype=float)
+    defined = np.isfinite(values).sum(axis=0)
+    return np.where(defined > 0, np.nansum(values, axis=0) / np.maximum(defined, 1), np.nan)

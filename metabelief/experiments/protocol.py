@@ -324,39 +324,93 @@ def controls_table(controls: dict, feature_names: Sequence[str] | None = None) -
 
 
 def intervention_table(report: dict) -> str:
-    """The causal test (``metabelief.analysis.intervention``) over seeds: how much of the
-    belief-greedy policy's response to a shift of the belief the network shows when its hidden
-    state is pushed by the same amount of decoded belief (least-squares slope over the shifts:
-    1 = as the belief policy, 0 = none), now and at the next step; pushed by the read-out's
-    minimum-norm shift, and along the encoding direction (how the state moves with the belief)."""
+    """The causal test (``metabelief.analysis.intervention``) over seeds. The whole memory is pushed
+    along the decoded belief; every push has the same size in the activity's metric (Mahalanobis
+    norm). The agent's own sensitivity is the slope of its log-odds of the target action on the
+    exact belief in its unperturbed behaviour (a logistic fit); causal / observational is the
+    push's log-odds slope per unit of decoded belief over that (1: the push moves behaviour as
+    the belief does, 0: not at all), at the push (k = 0) and k steps on. Random directions of the
+    same norm are the control."""
     names = list(report)
+    first = report[names[0]]
+    trace = len(first["num_steps"]) - 1
     rows = [["intervention (held-out)", *names]]
-    for direction, label in (("minimum_norm", "minimum-norm shift"), ("encoding", "encoding direction")):
-        for key, description in (
-            ("fraction_of_bayes", "fraction of the belief-greedy response"),
-            ("fraction_of_bayes_next_step", "  … at the next step"),
-        ):
-            cells = [seeds.format_interval(_direction(report[name], direction)[key], ".2f") for name in names]
-            rows.append([f"{label}: {description}", *cells])
-        cells = [
-            f"{_direction(report[name], direction)['shift_norm']['mean']:.2f} / "
-            f"{report[name]['hidden_norm']['mean']:.2f}"
-            for name in names
-        ]
-        rows.append([f"{label}: ‖shift‖ per unit δ / mean ‖hidden‖", *cells])
+    rows.append(["agent's own sensitivity: Δ log-odds per unit belief", *_cells(report, _observational)])
     rows.append(
         [
-            "read-out R² (the shifted belief)",
-            *(seeds.format_interval(report[n]["read_out_r2_target"]) for n in names),
+            "  causal, k = 0: the same per unit of pushed decoded belief",
+            *_cells(report, _push("minimum_mahalanobis", "log_odds_slope", 0)),
         ]
     )
+    for reference in first["reference_slopes"]:
+        rows.append([f"  {reference}'s (the same fit)", *_cells(report, _reference(reference))])
+    for push, label in PUSH_LABELS.items():
+        rows.append([f"{label}: decoded shift per unit δ", *_cells(report, _push(push, "decoded_per_unit"))])
+        for k in sorted({0, 1, trace}):
+            rows.append(
+                [
+                    f"  causal / observational, k = {k}",
+                    *_cells(report, _push(push, "causal_to_observational", k)),
+                ]
+            )
+    largest = len(first["deltas"]) - 1
+    delta = seeds.means(first["deltas"][largest])
+    rows.append(
+        [
+            f"Δ log-odds at δ = {delta:+.2f}, k = 0: {PUSH_LABELS['minimum_mahalanobis']}",
+            *_cells(report, _push("minimum_mahalanobis", "log_odds", 0, largest)),
+        ]
+    )
+    rows.append(
+        [
+            "  random directions of that norm: mean ± sd over directions",
+            *(
+                f"{report[n]['random']['log_odds_mean'][0][largest]['mean']:+.3f} ± "
+                f"{report[n]['random']['log_odds_std'][0][largest]['mean']:.3f}"
+                for n in names
+            ),
+        ]
+    )
+    rows.append(
+        [
+            "Mahalanobis norm per unit δ (a sample: √M from the mean)",
+            *(f"{report[n]['mahalanobis_per_unit']['mean']:.2f}" for n in names),
+        ]
+    )
+    rows.append(["read-out R² (the pushed belief)", *_cells(report, lambda r: r["read_out_r2_target"])])
     return output.format_table(rows)
 
 
-def _direction(result: dict, direction: str) -> dict:
-    """A network's intervention figures along ``direction``: the minimum-norm shift's are at the top
-    level of its result, the encoding direction's under ``"encoding"``."""
-    return result["encoding"] if direction == "encoding" else result
+PUSH_LABELS = {
+    "minimum_mahalanobis": "push minimal in the activity's metric",
+    "minimum_euclidean": "push minimal in the Euclidean metric",
+    "encoding": "push along the encoding direction",
+}
+
+
+def _cells(report: dict, figure) -> list[str]:
+    """``figure(result)`` (an interval) of each network, formatted."""
+    return [seeds.format_interval(figure(report[name]), ".2f") for name in report]
+
+
+def _observational(result: dict) -> dict:
+    return result["observational_slope"]
+
+
+def _reference(name: str):
+    return lambda result: result["reference_slopes"][name]
+
+
+def _push(push: str, key: str, *indices: int):
+    """The interval ``result["pushes"][push][key][indices...]``."""
+
+    def figure(result: dict) -> dict:
+        value = result["pushes"][push][key]
+        for index in indices:
+            value = value[index]
+        return value
+
+    return figure
 
 
 def header(results: ExperimentResults, description: str) -> str:

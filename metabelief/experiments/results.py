@@ -100,14 +100,21 @@ paper's row, or null) and ``train`` (the row's ``TrainStats`` and ``updates``).
         measure     state_dissimilarity, output_total_variation, output_return_difference,
                     output_return_difference_greedy (0 = the receiver acts as the source)
 
-**intervention** (bandit, two-step; ``analysis.intervention.DoseResponse`` per network)::
+**intervention** (bandit, two-step; ``analysis.intervention.DoseResponse`` per network; the whole
+memory pushed along the decoded belief, every push of Mahalanobis norm ``|δ| mahalanobis_per_unit``
+in the activity's covariance; responses are mean changes of the log-odds of the target action,
+index ``[k][δ]`` = k steps after the push)::
 
-    <network>   target, deltas, agent, agent_next_step, belief_greedy (per delta),
-                fraction_of_bayes, fraction_of_bayes_next_step, read_out_r2, read_out_r2_target,
-                ridge, read_out_per_unit_shift, shift_norm, hidden_norm, num_steps,
-                num_steps_next: the minimum-norm shift;
-                encoding: agent, agent_next_step, fraction_of_bayes, fraction_of_bayes_next_step,
-                read_out_per_unit_shift, shift_norm: the push along the encoding direction
+    <network>   target, deltas, mahalanobis_per_unit, num_steps (per k),
+                observational_slope (the agent's log-odds per unit of exact belief, logistic fit),
+                reference_slopes.<policy> (the same fit of a reference, e.g. bayes_optimal; bandit),
+                read_out_r2, read_out_r2_target, ridge
+      pushes.<minimum_mahalanobis | minimum_euclidean | encoding>
+                read_out_per_unit, decoded_per_unit, euclidean_norm, mahalanobis_norm,
+                log_odds [k][δ], log_odds_slope [k] (per unit of decoded belief),
+                causal_to_observational [k] (log_odds_slope / observational_slope)
+      random    num_directions, log_odds_mean [k][δ], log_odds_std [k][δ] (over random
+                directions of the same Mahalanobis norm)
 
 **conditions.<test condition>** (failure; ``failure.Condition``, the measures are defined in
 ``metabelief.experiments.failure``'s docstring)::

@@ -60,30 +60,47 @@ def test_decoded_belief_figure_has_a_legend_for_its_colours_and_each_r2(tmp_path
     assert (tmp_path / "decoded.png").read_bytes().startswith(b"\x89PNG")
 
 
+def _push(scale: float, ratios: list[float]) -> dict:
+    return {"log_odds": [[-scale, 0.0, scale], [0.0, 0.0, 0.0]], "causal_to_observational": ratios}
+
+
 def test_intervention_figure_defines_its_terms_and_keeps_a_zero_response_visible(tmp_path):
-    network = {
-        "deltas": [-0.2, 0.0, 0.2],
-        "agent": [-0.1, 0.0, 0.1],
-        "agent_next_step": [0.0, 0.0, 0.0],  # a response of exactly zero, on the zero line
-        "belief_greedy": [-0.3, 0.0, 0.3],
-        "fraction_of_bayes": 1 / 3,
-        "encoding": {
-            "agent": [-0.2, 0.0, 0.2],
-            "agent_next_step": [0.0, 0.0, 0.0],
-            "fraction_of_bayes": 2 / 3,
-        },
-    }
-    figure = plots.intervention(tmp_path / "intervention.png", [{"trained": network, "untrained": network}])
+    def network(scale: float) -> dict:
+        return {
+            "target": "arm 0",
+            "deltas": [-0.2, 0.0, 0.2],
+            "mahalanobis_per_unit": 4.0,
+            "observational_slope": 1.5,
+            "random": {"log_odds_mean": [[0.0, 0.0, 0.0]], "log_odds_std": [[0.1, 0.0, 0.1]]},
+            "pushes": {
+                "minimum_mahalanobis": _push(scale, [1.0, 0.0]),  # k = 1: exactly zero, on the zero line
+                "minimum_euclidean": _push(scale / 2, [0.5, 0.0]),
+                "encoding": _push(scale / 4, [0.25, 0.0]),
+            },
+        }
+
+    seeds = [
+        {"trained": network(0.3), "untrained": network(0.0)},
+        {"trained": network(0.1), "untrained": network(0.0)},
+    ]
+    figure = plots.intervention(tmp_path / "intervention.png", seeds)
     for axes in figure.axes:
         zero_lines = [line for line in axes.get_lines() if list(line.get_ydata()) == [0.0, 0.0]]
-        (next_step,) = [line for line in axes.get_lines() if "next step" in line.get_label()]
-        assert zero_lines and max(line.get_zorder() for line in zero_lines) < next_step.get_zorder()
-        assert next_step.get_marker() not in ("None", "", None)  # drawn with markers, not only a dotted line
+        curves = [line for line in axes.get_lines() if not line.get_label().startswith("_")]
+        assert zero_lines and max(line.get_zorder() for line in zero_lines) < min(
+            c.get_zorder() for c in curves
+        )
         legend = axes.get_legend()
         assert min(text.get_fontsize() for text in legend.get_texts()) >= 8  # not "x-small"
-        assert axes.get_xlabel() and axes.get_title()
-    labels = [text.get_text() for text in figure.axes[0].get_legend().get_texts()]
-    assert "trained network, now (mean of 1 seeds, slope 0.33)" in labels
+        assert axes.get_xlabel() and axes.get_ylabel() and axes.get_title()
+    now, later = figure.axes
+    curve = {line.get_label(): line.get_ydata() for line in now.get_lines()}
+    # The mean over seeds of the response at the push: (0.3 + 0.1) / 2 per 0.2 of dose.
+    np.testing.assert_allclose(curve["trained: push minimal in the activity's metric"], [-0.2, 0.0, 0.2])
+    np.testing.assert_allclose(curve["untrained: push minimal in the activity's metric"], [0.0, 0.0, 0.0])
+    np.testing.assert_allclose(curve["trained: own sensitivity × δ (1.5 per unit)"], [-0.3, 0.0, 0.3])
+    ratios = {line.get_label(): line.get_ydata() for line in later.get_lines()}
+    np.testing.assert_allclose(ratios["trained: push minimal in the Euclidean metric"], [0.5, 0.0])
     terms = "\n".join(text.get_text() for text in figure.texts)
-    for term in ("δ:", "Smallest push:", "Encoding direction:", "Next step:", "Slope:", "Belief-greedy:"):
+    for term in ("δ (dose):", "Pushes:", "Response:", "Own sensitivity:", "causal / observational"):
         assert term in terms
