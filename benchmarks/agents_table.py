@@ -12,8 +12,8 @@ with its 95% Student-t interval:
   initial weights, teacher forced on the same histories) and the input-only control (the last k
   inputs and the time step, no network);
 * bandit only, the state-machine simulation (Mikulik et al. 2020), linear maps: the state
-  dissimilarity agent -> Bayes and Bayes -> agent (0 = the map is exact, 1 = no better than the
-  mean).
+  dissimilarity agent -> Bayes and Bayes -> agent on the agent's own histories (0 = the map is
+  exact, 1 = no better than the mean).
 
 Usage: ``python benchmarks/agents_table.py bandit --agents lstm gru rnn lru oracle --seeds 5``.
 Each run's ``results.json`` is kept under ``--out``; ``table.md`` and ``table.json`` beside them.
@@ -70,10 +70,11 @@ def row(experiment: str, results: dict) -> dict:
         "r2_memory": controls["hidden_and_memory"]["trained"]["memory"]["r2_posterior_mean"],
     }
     if "state_machine" in summary:
-        trained = summary["state_machine"]["trained"]
+        trained = summary["state_machine"]["trained"]["agent"]  # on the agent's own histories
         for direction in ("agent_to_bayes", "bayes_to_agent"):
-            out[f"state_{direction}"] = trained[direction]["linear"]["state_dissimilarity"]
-            out[f"output_tv_{direction}"] = trained[direction]["linear"]["output_total_variation"]
+            linear = trained[direction]["linear"]
+            out[f"state_{direction}"] = linear["state_dissimilarity"]
+            out[f"output_tv_{direction}"] = linear["output"]["undiscounted"]["total_variation"]["mapped"]
     return out
 
 

@@ -107,15 +107,15 @@ def test_the_state_machine_simulation_runs_on_the_scratch_family_as_on_the_built
                 family,
                 agent,
                 {"untrained": params},
-                history,
-                baselines.bayes_optimal(family),
+                {"agent": history},
+                {"undiscounted": baselines.bayes_optimal(family)},
                 splits,
                 key=jax.random.key(10),
                 mlp_steps=20,
             )
         )
     assert reports[0] == reports[1]
-    assert set(reports[0]["untrained"].to_dict()) == set(state_machine.DIRECTIONS)
+    assert set(reports[0]["untrained"]["agent"].to_dict()) == {"gamma", *state_machine.DIRECTIONS}
 
 
 # --- Families without a capability get a clear error naming it ------------------------------------

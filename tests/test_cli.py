@@ -88,11 +88,12 @@ def test_run_bandit_quick_writes_results_plots_and_agent(tmp_path, capsys, typed
     for entry in results["seeds"]:
         assert set(entry["return"]) == {"agent", "random", "thompson", "bayes_optimal"}
         for network in ("trained", "untrained"):
-            for direction in ("agent_to_bayes", "bayes_to_agent"):
-                for kind in ("linear", "mlp"):
-                    assert set(entry["state_machine"][network][direction][kind]) == set(
-                        state_machine.MEASURES
-                    )
+            for histories in ("agent", "bayes"):
+                simulation = entry["state_machine"][network][histories]
+                assert simulation["gamma"] == {"undiscounted": 1.0, "training_gamma": 0.9}
+                for direction in ("agent_to_bayes", "bayes_to_agent"):
+                    for kind in ("linear", "mlp"):
+                        assert set(simulation[direction][kind]) == set(state_machine.MEASURES)
             curve = entry["intervention"][network]
             for push in curve["pushes"].values():
                 assert len(push["log_odds"][0]) == len(curve["deltas"])

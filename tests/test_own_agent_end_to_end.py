@@ -181,7 +181,7 @@ def test_the_bandit_experiment_runs_end_to_end_for_other_agents(tmp_path, fields
     summary = results["summary"]
     assert results["config"]["train"]["cell"] == fields["cell"]
     for name in ("trained", "untrained"):
-        simulation = summary["state_machine"][name]["agent_to_bayes"]["linear"]
+        simulation = summary["state_machine"][name]["agent"]["agent_to_bayes"]["linear"]
         assert np.isfinite(simulation["state_dissimilarity"]["mean"])
     r2 = summary["probe"]["networks"]["trained"]["posterior_mean"]["r2"]["mean"]
     assert np.isfinite(r2)

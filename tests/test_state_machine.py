@@ -79,12 +79,8 @@ def test_state_dissimilarity_of_half_the_target_is_its_unexplained_share():
 # the SOURCE agent's actual outputs vs the RECEIVING agent's from the mapped state.
 
 NUM_STEPS, SPLITS = 12, (48, 24, 24)
-MEASURES = {
-    "state_dissimilarity",
-    "output_total_variation",
-    "output_return_difference",
-    "output_return_difference_greedy",
-}
+MEASURES = {"state_dissimilarity", "state_dissimilarity_uncentred", "output"}
+OUTPUTS = ("total_variation", "return_difference", "return_difference_greedy")
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +114,7 @@ def _simulate(bandit, agent_states, agent_policy, mlp_steps=100):
 
     return simulate_states(
         bandit["counts"],
-        bandit["policy"],
+        {"undiscounted": bandit["policy"]},
         agent_states,
         agent_policy,
         bandit["means"],
@@ -126,6 +122,11 @@ def _simulate(bandit, agent_states, agent_policy, mlp_steps=100):
         key=jax.random.key(2),
         mlp_steps=mlp_steps,
     )
+
+
+def _outputs(measures: dict, figure: str = "mapped") -> dict:
+    """``{output measure: figure}`` of one map's JSON measures, for the DP ``"undiscounted"``."""
+    return {name: measures["output"]["undiscounted"][name][figure] for name in OUTPUTS}
 
 
 def _embedding(rng, width: int = 6):
@@ -163,17 +164,19 @@ def test_the_bayes_policy_reads_mapped_counts_as_the_nearest_valid_counts(bandit
 
 def test_the_bayes_agent_simulates_itself_exactly(bandit):
     report = _simulate(bandit, bandit["counts"], bandit["policy"]).to_dict()
-    assert set(report) == {"agent_to_bayes", "bayes_to_agent"}
-    for direction in report.values():
+    assert set(report) == {"gamma", "agent_to_bayes", "bayes_to_agent"}
+    assert report["gamma"] == {"undiscounted": 1.0}  # the DP's discount, read from its policy
+    for direction in (report["agent_to_bayes"], report["bayes_to_agent"]):
         assert set(direction) == {"linear", "mlp"}
         assert set(direction["linear"]) == set(direction["mlp"]) == MEASURES
         linear = direction["linear"]
         assert linear["state_dissimilarity"] < 1e-6
-        for measure in MEASURES - {"state_dissimilarity"}:
-            assert linear[measure] == 0.0, measure
+        assert linear["state_dissimilarity_uncentred"] < 1e-6
+        for figure in ("mapped", "floor", "excess", "normalised"):
+            assert _outputs(linear, figure) == dict.fromkeys(OUTPUTS, 0.0), figure
         # A short-trained MLP is nearly exact; rounding to counts absorbs most of its error.
         assert direction["mlp"]["state_dissimilarity"] < 0.05
-        assert direction["mlp"]["output_total_variation"] < 0.02
+        assert _outputs(direction["mlp"])["total_variation"] < 0.02
 
 
 def test_a_uniform_agent_with_the_bayes_state_differs_by_the_bayes_policys_certainty(bandit):
@@ -198,21 +201,32 @@ def test_a_uniform_agent_with_the_bayes_state_differs_by_the_bayes_policys_certa
         ]
     )
     assert returns > 0.1 and greedy > 0.1
-    for name, direction in report.items():
-        linear = direction["linear"]
+    for name in ("agent_to_bayes", "bayes_to_agent"):
+        linear = report[name]["linear"]
         assert linear["state_dissimilarity"] < 1e-5, name
-        assert linear["output_total_variation"] == pytest.approx(total_variation, abs=1e-6), name
-        assert linear["output_return_difference"] == pytest.approx(returns, rel=1e-5), name
-        assert linear["output_return_difference_greedy"] == pytest.approx(greedy, rel=1e-5), name
+        outputs = _outputs(linear)
+        assert outputs["total_variation"] == pytest.approx(total_variation, abs=1e-6), name
+        assert outputs["return_difference"] == pytest.approx(returns, rel=1e-5), name
+        assert outputs["return_difference_greedy"] == pytest.approx(greedy, rel=1e-5), name
+        # The map is exact, so the mapped figures are the floor's: no excess. And the uniform
+        # agent IS the random policy: 1 in units of the Bayes agent's difference from random.
+        assert _outputs(linear, "floor") == pytest.approx(outputs, rel=1e-5, abs=1e-6), name
+        assert _outputs(linear, "excess") == pytest.approx(dict.fromkeys(OUTPUTS, 0.0), abs=1e-5), name
+        normalised = _outputs(linear, "normalised")
+        assert normalised["total_variation"] == pytest.approx(1.0, rel=1e-5), name
+        assert normalised["return_difference"] == pytest.approx(1.0, rel=1e-5), name
 
 
 def test_an_agent_acting_bayes_optimally_on_its_decoded_state_simulates_the_bayes_agent(bandit):
     embed, decode = _embedding(np.random.default_rng(4))
     policy = lambda states: bandit["policy"](decode(states))  # noqa: E731
     report = _simulate(bandit, embed(bandit["counts"]), policy).to_dict()
-    for name, direction in report.items():
-        for measure, value in direction["linear"].items():
-            assert value == pytest.approx(0.0, abs=1e-5), (name, measure)
+    for name in ("agent_to_bayes", "bayes_to_agent"):
+        linear = report[name]["linear"]
+        assert linear["state_dissimilarity"] == pytest.approx(0.0, abs=1e-5), name
+        assert linear["state_dissimilarity_uncentred"] == pytest.approx(0.0, abs=1e-5), name
+        for figure in ("mapped", "floor", "excess", "normalised"):
+            assert _outputs(linear, figure) == pytest.approx(dict.fromkeys(OUTPUTS, 0.0), abs=1e-5), name
 
 
 def test_directions_map_from_the_source_onto_the_receiver(bandit):
@@ -227,7 +241,8 @@ def test_directions_map_from_the_source_onto_the_receiver(bandit):
     # Bayes -> agent: the source is the Bayes agent at its true counts, the receiver uniform.
     bayes = _test_lanes(bandit["probs"])
     expected = 0.5 * np.abs(bayes - 0.5).sum(-1).mean()
-    assert report.bayes_to_agent.linear.output_total_variation == pytest.approx(expected, abs=1e-6)
+    total_variation = report.bayes_to_agent.linear.output["undiscounted"].total_variation
+    assert total_variation.mapped == pytest.approx(expected, abs=1e-6)
 
 
 def test_return_difference_is_kuos_expected_return_difference_per_episode():
@@ -254,13 +269,13 @@ def test_return_difference_is_kuos_expected_return_difference_per_episode():
     receiver = rng.dirichlet(np.ones(num_arms), size=(num_steps, num_episodes)).astype(np.float32)
     varying = rng.uniform(size=(num_steps, num_episodes, num_arms)).astype(np.float32)
     measures = output_dissimilarities(jnp.asarray(source), jnp.asarray(receiver), jnp.asarray(varying))
-    assert measures["output_return_difference"] == pytest.approx(
+    assert measures["return_difference"] == pytest.approx(
         _numpy_return_difference(source, receiver, varying), rel=1e-5
     )
-    assert measures["output_total_variation"] == pytest.approx(
+    assert measures["total_variation"] == pytest.approx(
         0.5 * np.abs(source - receiver).sum(-1).mean(), rel=1e-5
     )
-    assert measures["output_return_difference_greedy"] == pytest.approx(
+    assert measures["return_difference_greedy"] == pytest.approx(
         _numpy_return_difference(
             np.eye(num_arms)[source.argmax(-1)], np.eye(num_arms)[receiver.argmax(-1)], varying
         ),
@@ -287,18 +302,29 @@ def test_simulate_on_an_untrained_network():
     )
 
     report = simulate(
-        family, agent, {"untrained": params}, history, bayes, SPLITS, key=jax.random.key(10), mlp_steps=100
+        family,
+        agent,
+        {"untrained": params},
+        {"agent": history},
+        {"undiscounted": bayes},
+        SPLITS,
+        key=jax.random.key(10),
+        mlp_steps=100,
     )
-    assert set(report) == {"untrained"}
-    written = report["untrained"].to_dict()
+    assert set(report) == {"untrained"} and set(report["untrained"]) == {"agent"}
+    simulation = report["untrained"]["agent"]
+    written = simulation.to_dict()
+    assert written["gamma"] == {"undiscounted": 1.0}
     for direction in ("agent_to_bayes", "bayes_to_agent"):
         for kind in ("linear", "mlp"):
             entry = written[direction][kind]
             assert set(entry) == MEASURES
-            assert all(isinstance(value, float) and np.isfinite(value) for value in entry.values())
+            for figure in ("mapped", "floor", "excess", "random", "normalised"):
+                values = [entry["state_dissimilarity"], *_outputs(entry, figure).values()]
+                assert all(isinstance(value, float) and np.isfinite(value) for value in values)
     # Its near-uniform policy cannot act as the Bayes agent does, whatever state it is put in.
-    assert report["untrained"].bayes_to_agent.linear.output_total_variation > 0.3
-    assert report["untrained"].bayes_to_agent.mlp.output_total_variation > 0.3
+    assert simulation.bayes_to_agent.linear.output["undiscounted"].total_variation.mapped > 0.3
+    assert simulation.bayes_to_agent.mlp.output["undiscounted"].total_variation.mapped > 0.3
 
 
 # ---------------------------------------------------------------------------------------------
@@ -308,21 +334,28 @@ def test_simulate_on_an_untrained_network():
 def test_the_result_types_write_directions_maps_and_measures_as_keys():
     from metabelief.analysis import state_machine
 
-    values = (0.25, 0.5, float("nan"), 1.0)
-    measures = state_machine.SimulationMeasures(*values)
-    assert measures.to_dict() == {
-        "state_dissimilarity": 0.25,
-        "output_total_variation": 0.5,
-        "output_return_difference": None,  # NaN is written as null
-        "output_return_difference_greedy": 1.0,
-    }
-    assert tuple(measures.to_dict()) == state_machine.MEASURES
-    maps = state_machine.MapMeasures(
-        linear=measures, mlp=state_machine.SimulationMeasures(0.0, 0.0, 0.0, 0.0)
+    figure = state_machine.OutputMeasure(
+        mapped=0.5, floor=0.25, excess=0.25, random=0.5, normalised=float("nan")
     )
-    simulation = state_machine.Simulation(agent_to_bayes=maps, bayes_to_agent=maps)
+    assert figure.to_dict() == {
+        "mapped": 0.5,
+        "floor": 0.25,
+        "excess": 0.25,
+        "random": 0.5,
+        "normalised": None,
+    }
+    assert tuple(figure.to_dict()) == state_machine.FIGURES
+    outputs = state_machine.OutputMeasures(*(figure,) * 3)
+    assert tuple(outputs.to_dict()) == state_machine.OUTPUT_MEASURES == OUTPUTS
+    measures = state_machine.SimulationMeasures(0.25, 0.125, {"undiscounted": outputs})
+    assert tuple(measures.to_dict()) == state_machine.MEASURES
+    assert measures.to_dict()["output"]["undiscounted"]["return_difference"] == figure.to_dict()
+    maps = state_machine.MapMeasures(linear=measures, mlp=measures)
+    simulation = state_machine.Simulation(
+        gamma={"undiscounted": 1.0}, agent_to_bayes=maps, bayes_to_agent=maps
+    )
     written = simulation.to_dict()
-    assert tuple(written) == state_machine.DIRECTIONS == ("agent_to_bayes", "bayes_to_agent")
+    assert tuple(written) == ("gamma", *state_machine.DIRECTIONS)
+    assert state_machine.DIRECTIONS == ("agent_to_bayes", "bayes_to_agent")
     assert tuple(written["bayes_to_agent"]) == state_machine.MAP_KINDS == ("linear", "mlp")
     assert written["agent_to_bayes"]["linear"] == measures.to_dict()
-    assert written["agent_to_bayes"]["mlp"]["state_dissimilarity"] == 0.0

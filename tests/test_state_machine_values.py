@@ -23,6 +23,7 @@ import metabelief
 from metabelief import probes
 from metabelief.agents import agent_for
 from metabelief.analysis import state_machine
+from metabelief.baselines import run_policy
 from metabelief.rollout import UniformActions, lockstep, replay_jit
 from metabelief.tasks.bandit_base import BetaBelief
 from metabelief.tasks.bernoulli_bandit import BernoulliTask
@@ -92,20 +93,49 @@ def _state_dissimilarity(predicted, target) -> float:
     return (((_rows(predicted) - _rows(target)) ** 2).mean(0)[varies] / variance[varies]).mean()
 
 
-def _measures(predicted, target, source_probs, receiver_probs, arm_means) -> dict:
-    """The four measures of one map, from its test predictions and both agents' action
-    probabilities ``[T, n_test, A]`` (the source at its true states, the receiver at the mapped)."""
+def _output_figures(source, receiver, arm_means) -> dict:
+    """The three output measures between two policies' probabilities ``[T, n_test, A]``."""
     greedy = lambda probs: np.eye(probs.shape[-1])[probs.argmax(-1)]  # noqa: E731 -- ties: lowest arm
+    return {
+        "total_variation": 0.5 * np.abs(source - receiver).sum(-1).mean(),
+        "return_difference": _returns(source, receiver, arm_means),
+        "return_difference_greedy": _returns(greedy(source), greedy(receiver), arm_means),
+    }
 
-    def returns(source, receiver):
-        per_episode = ((source - receiver) * arm_means).sum(-1).sum(0)  # [n_test]
-        return np.abs(per_episode).mean()
 
+def _returns(source, receiver, arm_means) -> float:
+    per_episode = ((source - receiver) * arm_means).sum(-1).sum(0)  # [n_test]
+    return np.abs(per_episode).mean()
+
+
+def _measures(predicted, target, source_probs, receiver_probs, arm_means, agent_probs, bayes_probs) -> dict:
+    """The measures of one map, from its test predictions and the action probabilities
+    ``[T, n_test, A]`` of the source at its true states, the receiver at the mapped states, and
+    each agent at its own true states (the floor; the Bayes agent's also against random)."""
+    mapped = _output_figures(source_probs, receiver_probs, arm_means)
+    floor = _output_figures(agent_probs, bayes_probs, arm_means)
+    uniform = np.full_like(bayes_probs, 1.0 / bayes_probs.shape[-1])
+    greedy_bayes = np.eye(bayes_probs.shape[-1])[bayes_probs.argmax(-1)]
+    random = {
+        "total_variation": 0.5 * np.abs(bayes_probs - uniform).sum(-1).mean(),
+        "return_difference": _returns(bayes_probs, uniform, arm_means),
+        "return_difference_greedy": _returns(greedy_bayes, uniform, arm_means),  # not uniform's argmax
+    }
+    output = {
+        name: {
+            "mapped": mapped[name],
+            "floor": floor[name],
+            "excess": mapped[name] - floor[name],
+            "random": random[name],
+            "normalised": mapped[name] / random[name],
+        }
+        for name in mapped
+    }
     return {
         "state_dissimilarity": _state_dissimilarity(predicted, target),
-        "output_total_variation": 0.5 * np.abs(source_probs - receiver_probs).sum(-1).mean(),
-        "output_return_difference": returns(source_probs, receiver_probs),
-        "output_return_difference_greedy": returns(greedy(source_probs), greedy(receiver_probs)),
+        # Kuo et al.'s get_state_dissimilarity: summed squared error over summed squared norm.
+        "state_dissimilarity_uncentred": ((predicted - target) ** 2).sum() / (target**2).sum(),
+        "output": {"undiscounted": output},
     }
 
 
@@ -115,9 +145,10 @@ def _expected(states: dict, policies: dict, arm_means, key, kinds=("linear", "ml
     direction_keys = dict(zip(state_machine.DIRECTIONS, jax.random.split(key, 2), strict=True))
     test_means = _lanes(np.broadcast_to(arm_means, (NUM_STEPS, *np.shape(arm_means)[-2:])), 2)
     report = {}
+    at_true = {name: policies[name](_lanes(states[name], 2)) for name in ("agent", "bayes")}
     for direction, map_key in direction_keys.items():
         source, receiver = direction.split("_to_")
-        source_probs = policies[source](_lanes(states[source], 2))
+        source_probs = at_true[source]
         report[direction] = {}
         for kind in kinds:
             if kind == "linear":
@@ -130,19 +161,23 @@ def _expected(states: dict, policies: dict, arm_means, key, kinds=("linear", "ml
                 source_probs,
                 policies[receiver](predicted),
                 test_means,
+                at_true["agent"],
+                at_true["bayes"],
             )
     return report
 
 
-def _assert_close(written: dict, expected: dict, rel=1e-4, abs=1e-6) -> None:
-    for direction, kinds in expected.items():
-        for kind, measures in kinds.items():
-            for measure, value in measures.items():
-                assert written[direction][kind][measure] == pytest.approx(value, rel=rel, abs=abs), (
-                    direction,
-                    kind,
-                    measure,
-                )
+def _assert_close(written: dict, expected: dict, rel=1e-4, abs=1e-6, path=()) -> None:
+    """Every number of ``expected`` (nested dicts) equals ``written``'s at the same keys."""
+    for key, value in expected.items():
+        if isinstance(value, dict):
+            _assert_close(written[key], value, rel, abs, (*path, key))
+        else:
+            assert written[key] == pytest.approx(value, rel=rel, abs=abs), (*path, key)
+
+
+def _mapped_tv(measures: dict) -> float:
+    return measures["output"]["undiscounted"]["total_variation"]["mapped"]
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -177,7 +212,7 @@ def _hand_built():
     means = rng.uniform(size=(NUM_LANES, NUM_ARMS)).astype(np.float32)
     report = state_machine.simulate_states(
         jnp.asarray(x),
-        lambda states: jax.nn.softmax(states @ jnp.asarray(bayes_logits, jnp.float32)),
+        {"undiscounted": lambda states: jax.nn.softmax(states @ jnp.asarray(bayes_logits, jnp.float32))},
         jnp.asarray(y),
         lambda states: jax.nn.softmax(states @ jnp.asarray(agent_logits, jnp.float32)),
         jnp.asarray(means),
@@ -199,7 +234,7 @@ def test_linear_maps_are_fitted_on_train_chosen_on_validation_and_scored_on_the_
     # Not a degenerate case: the maps are imperfect and the agents act differently.
     for direction in expected.values():
         assert 0.05 < direction["linear"]["state_dissimilarity"] < 1.0
-        assert direction["linear"]["output_total_variation"] > 0.05
+        assert _mapped_tv(direction["linear"]) > 0.05
     _assert_close(report, expected)
 
 
@@ -219,8 +254,8 @@ def test_the_source_acts_at_its_true_state_and_the_receiver_at_the_mapped_one():
         predicted = _ridge_map(states[source], states[receiver])
         at_true = policies[receiver](_lanes(states[receiver], 2))
         receiver_with_itself = 0.5 * np.abs(at_true - policies[receiver](predicted)).sum(-1).mean()
-        written = report[direction]["linear"]["output_total_variation"]
-        assert written == pytest.approx(expected[direction]["linear"]["output_total_variation"], rel=1e-4)
+        written = _mapped_tv(report[direction]["linear"])
+        assert written == pytest.approx(_mapped_tv(expected[direction]["linear"]), rel=1e-4)
         assert written != pytest.approx(receiver_with_itself, rel=1e-2)
 
 
@@ -238,11 +273,16 @@ def _bandit():
     tasks = BernoulliTask(probs=jnp.asarray(probs))
     play = functools.partial(lockstep, family, UniformActions(NUM_ARMS), num_steps=NUM_STEPS)
     history = jax.jit(lambda key, tasks: play(key=key, tasks=tasks).trajectory)(jax.random.key(1), tasks)
+    return family, bayes, history, _numpy_counts(history)
+
+
+def _numpy_counts(history) -> np.ndarray:
+    """``float32[T, N, 2K]``: each arm's successes, then failures, before each decision."""
     pulled = np.eye(NUM_ARMS)[np.asarray(history.actions)]  # [T, N, K]
     rewards = np.asarray(history.rewards, np.float64)[..., None]
     before = lambda x: np.cumsum(x, axis=0) - x  # noqa: E731 -- counts before each decision
     counts = np.concatenate([before(pulled * rewards), before(pulled * (1 - rewards))], axis=-1)
-    return family, bayes, history, counts.astype(np.float32)
+    return counts.astype(np.float32)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -270,7 +310,7 @@ def test_a_memory_that_is_the_bayes_state_simulates_the_bayes_agent_with_dissimi
     assert 0.3 < (bayes_probs.max(-1) == 1.0).mean() < 1.0  # the Bayes agent decides, not always
     report = state_machine.simulate_states(
         jnp.asarray(counts),
-        state_machine.bayes_count_policy(family, bayes),
+        {"undiscounted": state_machine.bayes_count_policy(family, bayes)},
         jnp.asarray(memory),
         lambda states: jnp.asarray(_bayes_probs(family, bayes, decode(states)), jnp.float32),
         history.truth,
@@ -278,13 +318,18 @@ def test_a_memory_that_is_the_bayes_state_simulates_the_bayes_agent_with_dissimi
         key=KEY,
         mlp_steps=MLP_STEPS,
     ).to_dict()
-    for direction in report.values():
+    for direction in (report["agent_to_bayes"], report["bayes_to_agent"]):
         assert direction["linear"]["state_dissimilarity"] < 1e-5
-        for measure in state_machine.MEASURES[1:]:
-            assert direction["linear"][measure] == 0.0, measure
+        assert direction["linear"]["state_dissimilarity_uncentred"] < 1e-5
+        for measure, figures in direction["linear"]["output"]["undiscounted"].items():
+            # Mapped and floor 0: the agent acts as the Bayes agent at the same states.
+            assert {k: figures[k] for k in ("mapped", "floor", "excess", "normalised")} == dict.fromkeys(
+                ("mapped", "floor", "excess", "normalised"), 0.0
+            ), measure
+            assert figures["random"] > 0.05, measure
         # A short-trained MLP is nearly exact too; rounding to counts absorbs its error.
         assert direction["mlp"]["state_dissimilarity"] < 0.05
-        assert direction["mlp"]["output_total_variation"] < 0.05
+        assert _mapped_tv(direction["mlp"]) < 0.05
 
 
 def test_a_memory_of_noise_has_dissimilarity_one_and_acts_unlike_the_bayes_agent():
@@ -294,7 +339,7 @@ def test_a_memory_of_noise_has_dissimilarity_one_and_acts_unlike_the_bayes_agent
     logits = 4.0 * rng.standard_normal((STATE_SIZE, NUM_ARMS))  # sharp: nearly one arm per state
     report = state_machine.simulate_states(
         jnp.asarray(counts),
-        state_machine.bayes_count_policy(family, bayes),
+        {"undiscounted": state_machine.bayes_count_policy(family, bayes)},
         jnp.asarray(noise),
         lambda states: jax.nn.softmax(states @ jnp.asarray(logits, jnp.float32)),
         history.truth,
@@ -309,7 +354,8 @@ def test_a_memory_of_noise_has_dissimilarity_one_and_acts_unlike_the_bayes_agent
     }
     expected = _expected(states, policies, np.asarray(history.truth), KEY, kinds=("linear",))
     _assert_close(report, expected)
-    for direction, written in report.items():
+    for direction in state_machine.DIRECTIONS:
+        written = report[direction]
         # A map from noise predicts about the mean of the lanes it was fitted on: no better than
         # each dimension's mean (the test lanes' own mean scores 1 exactly).
         receiver = states[direction.split("_to_")[1]]
@@ -320,50 +366,63 @@ def test_a_memory_of_noise_has_dissimilarity_one_and_acts_unlike_the_bayes_agent
         assert written["linear"]["state_dissimilarity"] == pytest.approx(constant, abs=0.1)
         assert written["mlp"]["state_dissimilarity"] > 0.95
         for kind in ("linear", "mlp"):
-            assert written[kind]["output_total_variation"] > 0.2, kind
-            assert written[kind]["output_return_difference"] > 0.05, kind
+            outputs = written[kind]["output"]["undiscounted"]
+            assert outputs["total_variation"]["mapped"] > 0.2, kind
+            assert outputs["return_difference"]["mapped"] > 0.05, kind
 
 
 # ---------------------------------------------------------------------------------------------
 # simulate: each network's whole memory (replayed on the history), each network's own key.
 
 
-def test_simulate_maps_each_networks_whole_memory_with_a_key_of_its_own():
+def test_simulate_maps_each_networks_whole_memory_on_each_history_with_a_key_of_its_own():
     family, bayes, history, counts = _bandit()
     agent = agent_for(family, hidden_size=HIDDEN_SIZE)  # an LSTM: memory = [hidden, cell]
     assert agent.memory_size == STATE_SIZE == 2 * HIDDEN_SIZE
     networks = {"first": agent.init(jax.random.key(7)), "second": agent.init(jax.random.key(8))}
-    # The history was played by a third network: its recorded memory is no one's in `networks`.
-    history = replay_jit(family, agent, agent.init(jax.random.key(9)), history)
+    # The agent's history was played by a third network: its recorded memory is no one's in
+    # `networks`; the Bayes agent's is the DP's own rollout on the same tasks (Kuo et al.'s).
+    histories = {
+        "agent": replay_jit(family, agent, agent.init(jax.random.key(9)), history),
+        "bayes": jax.jit(run_policy, static_argnums=(0, 1))(
+            family, bayes, jax.random.key(3), BernoulliTask(probs=history.truth[0])
+        ),
+    }
     report = state_machine.simulate(
-        family, agent, networks, history, bayes, SPLITS, key=KEY, mlp_steps=MLP_STEPS
+        family, agent, networks, histories, {"undiscounted": bayes}, SPLITS, key=KEY, mlp_steps=MLP_STEPS
     )
     assert list(report) == ["first", "second"]
+    assert all(list(report[name]) == ["agent", "bayes"] for name in report)
     key = KEY
     for name, params in networks.items():
-        key, network_key = jax.random.split(key)  # each network in turn: a key of its own
-        memory = np.asarray(replay_jit(family, agent, params, history).memory, np.float64)
-        assert memory.shape == (NUM_STEPS, NUM_LANES, STATE_SIZE)
         policy = jax.tree.map(lambda leaf: np.asarray(leaf, np.float64), params["params"]["policy"])
         policies = {
             "bayes": lambda states: _bayes_probs(family, bayes, states),
             # The policy head reads the readout, the memory's first H entries.
             "agent": lambda states, p=policy: _softmax(states[..., :HIDDEN_SIZE] @ p["kernel"] + p["bias"]),
         }
-        states = {"bayes": counts, "agent": memory}
-        expected = _expected(states, policies, np.asarray(history.truth), network_key, kinds=("linear",))
-        if name == "second":
-            # The MLP of one direction, with that direction's share of the key: the second
-            # network's key follows from the first's, so one check pins both.
-            predicted = _mlp_map(memory, counts, jax.random.split(network_key, 2)[0])
-            expected["agent_to_bayes"]["mlp"] = _measures(
-                predicted,
-                _lanes(counts, 2),
-                policies["agent"](_lanes(memory, 2)),
-                policies["bayes"](predicted),
-                _lanes(np.asarray(history.truth), 2),
-            )
-        _assert_close(report[name].to_dict(), expected, rel=1e-3, abs=1e-5)
+        for played_by, recorded in histories.items():
+            key, simulation_key = jax.random.split(key)  # each network and history in turn
+            memory = np.asarray(replay_jit(family, agent, params, recorded).memory, np.float64)
+            assert memory.shape == (NUM_STEPS, NUM_LANES, STATE_SIZE)
+            counts = _numpy_counts(recorded)
+            states = {"bayes": counts, "agent": memory}
+            truth = np.asarray(recorded.truth)
+            expected = _expected(states, policies, truth, simulation_key, kinds=("linear",))
+            if (name, played_by) == ("second", "bayes"):
+                # The MLP of one direction, with that direction's share of the key: the last
+                # key follows from every earlier one, so one check pins them all.
+                predicted = _mlp_map(memory, counts, jax.random.split(simulation_key, 2)[0])
+                expected["agent_to_bayes"]["mlp"] = _measures(
+                    predicted,
+                    _lanes(counts, 2),
+                    policies["agent"](_lanes(memory, 2)),
+                    policies["bayes"](predicted),
+                    _lanes(truth, 2),
+                    policies["agent"](_lanes(memory, 2)),
+                    policies["bayes"](_lanes(counts, 2)),
+                )
+            _assert_close(report[name][played_by].to_dict(), expected, rel=1e-3, abs=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -396,20 +455,86 @@ def test_output_measures_are_zero_for_the_same_outputs_and_closed_forms_otherwis
 
     rng = np.random.default_rng(4)
     same = rng.dirichlet(np.ones(2), size=(num_steps, 2)).astype(np.float32)
-    assert measures(same, same) == dict.fromkeys(state_machine.MEASURES[1:], 0.0)
+    assert measures(same, same) == dict.fromkeys(state_machine.OUTPUT_MEASURES, 0.0)
     # Arm 0 against arm 1 throughout: disjoint actions, T * gap per episode, averaged over episodes.
     disjoint = measures(arm(0), arm(1))
-    assert disjoint["output_total_variation"] == pytest.approx(1.0)
-    assert disjoint["output_return_difference"] == pytest.approx(num_steps * (0.8 + 0.2) / 2)
-    assert disjoint["output_return_difference_greedy"] == pytest.approx(num_steps * (0.8 + 0.2) / 2)
+    assert disjoint["total_variation"] == pytest.approx(1.0)
+    assert disjoint["return_difference"] == pytest.approx(num_steps * (0.8 + 0.2) / 2)
+    assert disjoint["return_difference_greedy"] == pytest.approx(num_steps * (0.8 + 0.2) / 2)
     # Taking turns: disjoint at every step, yet the same expected return per episode.
     turns = np.where((np.arange(num_steps) % 2 == 0)[:, None, None], arm(0), arm(1))
     alternating = measures(turns, turns[:, :, ::-1])
-    assert alternating["output_total_variation"] == pytest.approx(1.0)
-    assert alternating["output_return_difference"] == pytest.approx(0.0, abs=1e-6)
+    assert alternating["total_variation"] == pytest.approx(1.0)
+    assert alternating["return_difference"] == pytest.approx(0.0, abs=1e-6)
     # A tie goes to the lowest arm: greedily, uniform is arm 0, although it expects less.
     uniform = np.full((num_steps, 2, 2), 0.5, np.float32)
     tie = measures(uniform, arm(0))
-    assert tie["output_total_variation"] == pytest.approx(0.5)
-    assert tie["output_return_difference"] == pytest.approx(num_steps * 0.5 * (0.8 + 0.2) / 2)
-    assert tie["output_return_difference_greedy"] == 0.0
+    assert tie["total_variation"] == pytest.approx(0.5)
+    assert tie["return_difference"] == pytest.approx(num_steps * 0.5 * (0.8 + 0.2) / 2)
+    assert tie["return_difference_greedy"] == 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Floors (each agent at its own true state) and Kuo et al.'s uncentred state dissimilarity.
+
+
+def test_the_floor_is_the_distance_of_the_agents_softmax_from_each_deterministic_bayes_policy():
+    """Hand-built logits: the agent acts by a softmax of its state, each Bayes agent by a one-hot
+    of its own pair of counts; the floor is their distance on the same test steps, whatever the
+    map or direction, and each Bayes agent gets its own."""
+    rng = np.random.default_rng(7)
+    counts = rng.standard_normal((NUM_STEPS, NUM_LANES, 4)).astype(np.float32)
+    logits = (3.0 * rng.standard_normal((NUM_STEPS, NUM_LANES, STATE_SIZE))).astype(np.float32)
+    means = rng.uniform(size=(NUM_LANES, NUM_ARMS)).astype(np.float32)
+    one_hot = lambda states, dims: jax.nn.one_hot(jnp.argmax(states[..., dims], -1), NUM_ARMS)  # noqa: E731
+    report = state_machine.simulate_states(
+        jnp.asarray(counts),
+        {
+            "undiscounted": lambda s: one_hot(s, slice(0, 2)),
+            "training_gamma": lambda s: one_hot(s, slice(2, 4)),
+        },
+        jnp.asarray(logits),
+        lambda states: jax.nn.softmax(states[..., :NUM_ARMS]),
+        jnp.asarray(means),
+        SPLITS,
+        key=KEY,
+        mlp_steps=MLP_STEPS,
+    ).to_dict()
+    assert report["gamma"] == {"undiscounted": None, "training_gamma": None}  # not DPs
+    agent = _softmax(_lanes(logits, 2)[..., :NUM_ARMS])
+    test_means = np.broadcast_to(means[SPLITS[0] + SPLITS[1] :], agent.shape)
+    for name, dims in (("undiscounted", slice(0, 2)), ("training_gamma", slice(2, 4))):
+        bayes = np.eye(NUM_ARMS)[_lanes(counts, 2)[..., dims].argmax(-1)]
+        floor_tv = 0.5 * np.abs(agent - bayes).sum(-1).mean()
+        per_episode = ((agent - bayes) * test_means).sum(-1).sum(0)
+        assert 0.1 < floor_tv < 0.9
+        for direction in state_machine.DIRECTIONS:
+            for kind in state_machine.MAP_KINDS:
+                figures = report[direction][kind]["output"][name]
+                assert figures["total_variation"]["floor"] == pytest.approx(floor_tv, rel=1e-5)
+                assert figures["return_difference"]["floor"] == pytest.approx(
+                    np.abs(per_episode).mean(), rel=1e-5
+                )
+                for measure in state_machine.OUTPUT_MEASURES:
+                    entry = figures[measure]
+                    assert entry["excess"] == pytest.approx(entry["mapped"] - entry["floor"], abs=1e-6)
+                    assert entry["normalised"] == pytest.approx(entry["mapped"] / entry["random"], rel=1e-6)
+
+
+def test_kuos_uncentred_state_dissimilarity_divides_by_the_states_squared_norm():
+    rng = np.random.default_rng(8)
+    target = (5.0 + rng.standard_normal((300, 3))).astype(np.float32)  # far from 0
+    uncentred = lambda predicted: state_machine._uncentred_mse(jnp.asarray(predicted), jnp.asarray(target))  # noqa: E731
+    assert uncentred(target) == 0.0
+    assert uncentred(np.zeros_like(target)) == pytest.approx(1.0, rel=1e-6)  # predicting 0 scores 1
+    # Predicting each dimension's mean: variance over second moment, small for states far from 0,
+    # where the centred measure (1 - R^2) scores 1.
+    mean = np.broadcast_to(target.mean(0), target.shape)
+    target64 = target.astype(np.float64)
+    closed_form = ((target64 - target64.mean(0)) ** 2).sum() / (target64**2).sum()
+    assert uncentred(mean) == pytest.approx(closed_form, rel=1e-4)
+    assert closed_form < 0.05
+    assert state_machine._normalised_mse(jnp.asarray(mean), jnp.asarray(target)) == pytest.approx(
+        1.0, rel=1e-5
+    )
+    assert np.isnan(state_machine._uncentred_mse(jnp.zeros((4, 2)), jnp.zeros((4, 2))))

@@ -5,7 +5,9 @@ belief MDP: undiscounted total reward over the family's horizon, value
 
     V(b) = max_a [ P(r = 1 | b, a) (1 + V(b after a success on a)) + P(r = 0 | b, a) V(b after a failure) ]
 
-and V = 0 once the horizon is used up. Every belief here is a function of integer counts, and the
+and V = 0 once the horizon is used up (with a discount ``gamma`` < 1, the two future values are
+multiplied by ``gamma``: the policy that maximises the discounted return over the horizon, as an
+agent trained at that ``gamma`` does). Every belief here is a function of integer counts, and the
 counts' total is the number of pulls made, so the time is known from the counts and the DP runs
 backward over that total ("level") with NumPy float64, one vectorised step per level.
 
@@ -53,6 +55,7 @@ from metabelief.tasks.base import (
     require_capability,
 )
 from metabelief.tasks.dependent_bandit import support_log_posterior
+from metabelief.tasks.validation import probability
 
 # Table entries (belief states x columns) above which the DP refuses. On one CPU core 4.4M entries
 # (2 arms, horizon 100) take ~2 s; 22M (2 arms, horizon 150) ~12 s and ~1.2 GB.
@@ -104,14 +107,19 @@ class BayesOptimal:
     """
 
     family: TaskFamily
+    gamma: float = 1.0  # the DP's discount: 1 = the undiscounted total reward over the horizon
 
     def __post_init__(self):
-        bayes_optimal_table(self.family)  # raises for an unsupported family, or one too large
+        object.__setattr__(self, "gamma", probability("gamma", self.gamma))
+        self._table()  # raises for an unsupported family, or one too large
 
     @property
     def value(self) -> float:
-        """The expected total reward of this policy from the prior (``bayes_optimal_value``)."""
-        return bayes_optimal_table(self.family).value
+        """The expected (``gamma``-discounted) return of this policy from the prior."""
+        return self._table().value
+
+    def _table(self) -> BayesOptimalTable:
+        return bayes_optimal_table(self.family, self.gamma)
 
     def statistic(self, belief: PyTree) -> BetaBelief | jax.Array:
         """The sufficient statistic the table is keyed on: ``beta_posterior(belief)`` (a
@@ -150,12 +158,12 @@ class BayesOptimal:
 
     def _action_values(self, statistic: BetaBelief | jax.Array, belief: PyTree = None) -> jax.Array:
         index, columns, within = self._locate(statistic)
-        q_values = jnp.asarray(bayes_optimal_table(self.family).q_values, jnp.float32)[index, columns]
+        q_values = jnp.asarray(self._table().q_values, jnp.float32)[index, columns]
         return jnp.where(within, q_values, self._expected_rewards(statistic, belief))
 
     def _action_probs(self, statistic: BetaBelief | jax.Array, belief: PyTree = None) -> jax.Array:
         index, columns, within = self._locate(statistic)
-        optimal = jnp.asarray(bayes_optimal_table(self.family).optimal)[index, columns]
+        optimal = jnp.asarray(self._table().optimal)[index, columns]
         expected = self._expected_rewards(statistic, belief)
         optimal = jnp.where(within, optimal, expected == expected.max())
         return optimal / optimal.sum()
@@ -178,7 +186,7 @@ class BayesOptimal:
 
     def _locate(self, statistic: BetaBelief | jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
         """The statistic's row in the table, the column of each action, and whether n < horizon."""
-        table = bayes_optimal_table(self.family)
+        table = self._table()
         if isinstance(self.family, BetaArms):
             prior = (float(self.family.prior_a), float(self.family.prior_b))
             level, key, columns = _bernoulli_key(*prior, statistic, table.rows.shape[1])
@@ -193,13 +201,14 @@ class BayesOptimal:
         return index, columns, within
 
 
-def bayes_optimal(family: TaskFamily) -> BayesOptimal | BeliefTreePolicy:
-    """The Bayes-optimal policy of ``family`` (its DP table is built once per family and cached):
+def bayes_optimal(family: TaskFamily, gamma: float = 1.0) -> BayesOptimal | BeliefTreePolicy:
+    """The Bayes-optimal policy of ``family`` for the ``gamma``-discounted return over its horizon
+    (default: undiscounted; the DP table is built once per family and ``gamma`` and cached):
     ``BayesOptimal`` over the counts of a ``BetaArms`` or ``DependentArms`` family, else
     ``BeliefTreePolicy`` over the belief tree of a ``FiniteOutcomes`` one."""
     if _by_belief_tree(family):
-        return belief_tree_policy(family)
-    return BayesOptimal(family)
+        return belief_tree_policy(family, gamma)
+    return BayesOptimal(family, gamma)
 
 
 def bayes_optimal_value(family: TaskFamily) -> float:
@@ -224,8 +233,9 @@ def bayes_optimal_table_size(family: TaskFamily) -> int:
     return horizon * (horizon + 1) // 2 * 2
 
 
-def bayes_optimal_table(family: TaskFamily) -> BayesOptimalTable:
-    """The DP table of ``family`` (cached per family); raises ``ValueError`` when too large."""
+def bayes_optimal_table(family: TaskFamily, gamma: float = 1.0) -> BayesOptimalTable:
+    """The DP table of ``family`` for the ``gamma``-discounted return (cached per family and
+    ``gamma``); raises ``ValueError`` when too large."""
     size = bayes_optimal_table_size(family)
     if size > MAX_TABLE_ENTRIES:
         raise ValueError(
@@ -240,8 +250,8 @@ def bayes_optimal_table(family: TaskFamily) -> BayesOptimalTable:
                 f"the Bayes-optimal DP of {family!r} would sort {candidates:.3g} successor entries, more "
                 f"than MAX_SUCCESSOR_ENTRIES = {MAX_SUCCESSOR_ENTRIES:.3g}; use a shorter horizon"
             )
-        return _bernoulli_table(num_arms, horizon, float(family.prior_a), float(family.prior_b))
-    return _dependent_table(int(family.horizon), _support(family))
+        return _bernoulli_table(num_arms, horizon, float(family.prior_a), float(family.prior_b), float(gamma))
+    return _dependent_table(int(family.horizon), _support(family), float(gamma))
 
 
 def _support(family: DependentArms) -> tuple[float, ...] | None:
@@ -290,7 +300,9 @@ def _unique_rows(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=8)
-def _bernoulli_table(num_arms: int, horizon: int, prior_a: float, prior_b: float) -> BayesOptimalTable:
+def _bernoulli_table(
+    num_arms: int, horizon: int, prior_a: float, prior_b: float, gamma: float
+) -> BayesOptimalTable:
     width = min(num_arms, horizon)
     totals = np.repeat(np.arange(horizon), np.arange(1, horizon + 1))  # arm ids with total < horizon
     failures = np.arange(totals.size) - totals * (totals + 1) // 2
@@ -319,7 +331,7 @@ def _bernoulli_table(num_arms: int, horizon: int, prior_a: float, prior_b: float
         q_values = success.copy()
         if next_values is not None:
             after = next_values[successors[level]]  # [M, W, 2]
-            q_values += success * after[..., 0] + (1.0 - success) * after[..., 1]
+            q_values += gamma * (success * after[..., 0] + (1.0 - success) * after[..., 1])
         q_levels[level] = q_values
         next_values = q_values.max(axis=1)
     return _finish_table(levels, q_levels)
@@ -329,7 +341,7 @@ def _bernoulli_table(num_arms: int, horizon: int, prior_a: float, prior_b: float
 
 
 @functools.lru_cache(maxsize=8)
-def _dependent_table(horizon: int, support: tuple[float, ...] | None) -> BayesOptimalTable:
+def _dependent_table(horizon: int, support: tuple[float, ...] | None, gamma: float) -> BayesOptimalTable:
     levels, q_levels = [], [None] * horizon
     next_values = None
     for level in reversed(range(horizon)):
@@ -339,7 +351,7 @@ def _dependent_table(horizon: int, support: tuple[float, ...] | None) -> BayesOp
         if next_values is not None:
             # Arm 0's success and arm 1's failure are both evidence for p (row favour + 1).
             for_p, against_p = next_values[favour + 1], next_values[favour]
-            q_values += (mean * for_p + (1.0 - mean) * against_p)[:, None]
+            q_values += gamma * (mean * for_p + (1.0 - mean) * against_p)[:, None]
         q_levels[level] = q_values
         next_values = q_values.max(axis=1)
     levels = [np.arange(level + 1, dtype=np.int32)[:, None] for level in range(horizon)]

@@ -9,7 +9,8 @@ Alver & Precup (2021) on the two-armed Bernoulli bandit (arm means ~ Beta(1, 1),
    initial weights fed the same histories; every R^2 is on test tasks the probe never saw;
 4. simulate each agent by the other (Mikulik et al. 2020): map the LSTM state to the
    Bayes-optimal agent's state and back, and score both the mapped states and the actions
-   they produce (``metabelief.analysis.state_machine``).
+   they produce (``metabelief.analysis.state_machine``), on the agent's own histories and on
+   the Bayes-optimal agent's (Kuo et al. 2025), against the DP undiscounted and at the training γ.
 
 ``run`` returns ``ExperimentResults`` with one ``BanditSeed`` per seed (``results.json``'s keys:
 ``metabelief.experiments.results``).
@@ -77,24 +78,23 @@ class BanditSeed(SeedResult):
     return_fraction_random_to_thompson: float  # (agent - random) / (thompson - random), returns
     probe: ProbeReport
     intervention: dict[str, intervention.DoseResponse]  # per network
-    state_machine: dict[str, state_machine.Simulation]  # per network
+    state_machine: dict[str, dict[str, state_machine.Simulation]]  # per network, per histories
 
 
 def run(config: BanditConfig, out_dir: pathlib.Path, *, progress: bool = True) -> ExperimentResults:
     """Runs the experiment, writes ``results.json``, the plots and the agents into ``out_dir``."""
     family = config.train.make_family()
-    bayes = baselines.bayes_optimal(family)
     references = {
         "random": baselines.random_policy(family),
         "thompson": baselines.thompson_sampling(family),
-        "bayes_optimal": bayes,
+        "bayes_optimal": baselines.bayes_optimal(family),
     }
     trained, evaluations = protocol.train_and_evaluate(
         config.train, config.eval_tasks, references, out_dir, progress=progress
     )
     per_seed, decoded = [], None
     for evaluation in evaluations:
-        entry, seed_decoded = _seed_results(config, evaluation, bayes)
+        entry, seed_decoded = _seed_results(config, evaluation)
         per_seed.append(entry)
         decoded = decoded or seed_decoded  # the first seed's decoded beliefs are drawn
     results = ExperimentResults.of(NAME, protocol.config_dict(config), trained, per_seed)
@@ -116,9 +116,7 @@ def run(config: BanditConfig, out_dir: pathlib.Path, *, progress: bool = True) -
     return results
 
 
-def _seed_results(
-    config: BanditConfig, evaluation: protocol.Evaluation, bayes: baselines.BeliefPolicy
-) -> tuple[BanditSeed, dict]:
+def _seed_results(config: BanditConfig, evaluation: protocol.Evaluation) -> tuple[BanditSeed, dict]:
     """One seed's entry of ``results.json`` and its decoded beliefs."""
     means = {name: evaluation.mean_return(name) for name in evaluation.returns}
     networks, probe, decoded = protocol.probe_trained_and_untrained(evaluation, config.mlp_steps)
@@ -145,8 +143,8 @@ def _seed_results(
             evaluation.family,
             evaluation.agent,
             networks,
-            evaluation.history,
-            bayes,
+            {"agent": evaluation.history, "bayes": evaluation.references["bayes_optimal"]},
+            state_machine.bayes_agents(evaluation.family, config.train.gamma),
             split_sizes(config.eval_tasks),
             key=jax.random.fold_in(evaluation.probe_key, 1),
             mlp_steps=config.mlp_steps,
@@ -203,27 +201,57 @@ def _r2(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f}"
 
 
-STATE_MACHINE_LABELS = {
-    "state_dissimilarity": "state",
-    "output_total_variation": "output TV",
-    "output_return_difference": "output |Δ return|",
-    "output_return_difference_greedy": "output |Δ return|, greedy",
-}
+HISTORIES_LABELS = {"agent": "agent's histories", "bayes": "Bayes agent's histories"}
+DIRECTION_LABELS = {"agent_to_bayes": "agent → Bayes", "bayes_to_agent": "Bayes → agent"}
+OUTPUT_LABELS = {"total_variation": "TV", "return_difference": "|Δ return|"}
 
 
 def state_machine_table(report: dict) -> str:
-    """Mikulik et al.'s dissimilarities (0 = equivalent), trained vs untrained network, over seeds:
-    the mapped state's error, and the source agent's outputs vs the receiving agent's from the
-    mapped state (total variation; Kuo et al.'s expected-return difference per episode)."""
-    rows = [["state machine (held-out)", "trained", "untrained"]]
-    for direction, label in (("agent_to_bayes", "agent → Bayes"), ("bayes_to_agent", "Bayes → agent")):
-        for kind in state_machine.MAP_KINDS:
-            for measure in state_machine.MEASURES:
-                values = [report[name][direction][kind][measure] for name in ("trained", "untrained")]
+    """Mikulik et al.'s dissimilarities (0 = equivalent), trained vs untrained network, over seeds,
+    on each set of histories: the mapped state's error (1 − R², and Kuo et al.'s uncentred form),
+    then, for each Bayes agent's γ, the source agent's outputs vs the receiving agent's from the
+    mapped state (total variation; Kuo et al.'s expected-return difference per episode) beside
+    their floor (each agent at its own true state), the excess over it, and the mapped figure in
+    units of the Bayes agent's against a random policy (1 = no better than random)."""
+    networks = ("trained", "untrained")
+    tables = [_state_table(report, networks)]
+    for bayes in state_machine.BAYES_AGENTS:
+        gamma = report["trained"][state_machine.HISTORIES[0]]["gamma"][bayes]["mean"]
+        header = f"outputs vs the Bayes DP at γ = {gamma:g}"
+        rows = [[header, "trained", "floor", "excess", "÷ random", "untrained"]]
+        for label, kind, entries in _simulation_rows(report, networks):
+            for measure, name in OUTPUT_LABELS.items():
+                trained, untrained = (entry["output"][bayes][measure] for entry in entries)
+                cells = [trained[figure] for figure in ("mapped", "floor", "excess", "normalised")]
                 rows.append(
                     [
-                        f"{label} {STATE_MACHINE_LABELS[measure]} ({kind})",
-                        *(seeds.format_interval(v) for v in values),
+                        f"{label} {name} ({kind})",
+                        *(seeds.format_interval(cell) for cell in cells),
+                        seeds.format_interval(untrained["mapped"]),
                     ]
                 )
+        tables.append(output.format_table(rows))
+    return "\n\n".join(tables)
+
+
+def _state_table(report: dict, networks: Sequence[str]) -> str:
+    rows = [
+        ["state machine (held-out): state", "1 − R², trained", "untrained", "Kuo's, trained", "untrained"]
+    ]
+    for label, kind, entries in _simulation_rows(report, networks):
+        cells = [
+            seeds.format_interval(entry[measure])
+            for measure in ("state_dissimilarity", "state_dissimilarity_uncentred")
+            for entry in entries
+        ]
+        rows.append([f"{label} ({kind})", *cells])
     return output.format_table(rows)
+
+
+def _simulation_rows(report: dict, networks: Sequence[str]):
+    """(label, map kind, [each network's measures]) for each histories, direction and map."""
+    for histories in state_machine.HISTORIES:
+        for direction in state_machine.DIRECTIONS:
+            label = f"{HISTORIES_LABELS[histories]}, {DIRECTION_LABELS[direction]}"
+            for kind in state_machine.MAP_KINDS:
+                yield label, kind, [report[name][histories][direction][kind] for name in networks]

@@ -92,13 +92,22 @@ paper's row, or null) and ``train`` (the row's ``TrainStats`` and ``updates``).
                                       within_time_trained_minus_untrained,
                                       within_time_trained_minus_input_only (null if not defined)
 
-**state_machine** (bandit; ``analysis.state_machine.Simulation`` per network)::
+**state_machine** (bandit; ``analysis.state_machine.Simulation`` per network and histories)::
 
-    <network>.<direction>.<map>.<measure>
+    <network>.<histories>.gamma.<bayes>       the discount of each Bayes agent's DP
+    <network>.<histories>.<direction>.<map>.<measure>
+        histories   agent (the trained network's own rollout), bayes (the Bayes-optimal DP's
+                    rollout on the same tasks: Kuo et al.'s "bayes_sampled")
         direction   agent_to_bayes (network -> Bayes agent), bayes_to_agent
         map         linear (ridge), mlp
-        measure     state_dissimilarity, output_total_variation, output_return_difference,
-                    output_return_difference_greedy (0 = the receiver acts as the source)
+        measure     state_dissimilarity (1 - R²), state_dissimilarity_uncentred (Kuo et al.'s),
+                    output.<bayes>.<output measure>.<figure>
+        bayes       undiscounted (the DP of the total reward), training_gamma (the DP at the
+                    network's training γ)
+        output measure   total_variation, return_difference, return_difference_greedy
+        figure      mapped (0 = the receiver acts as the source), floor (each agent at its own
+                    true state), excess (mapped - floor), random (the Bayes agent vs a uniformly
+                    random policy), normalised (mapped / random: 1 = no better than random)
 
 **intervention** (bandit, two-step; ``analysis.intervention.DoseResponse`` per network; the whole
 memory pushed along the decoded belief, every push of Mahalanobis norm ``|δ| mahalanobis_per_unit``
