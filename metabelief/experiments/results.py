@@ -82,11 +82,15 @@ paper's row, or null) and ``train`` (the row's ``TrainStats`` and ``updates``).
         truth                         decoding the true task quantity: bayes_minimum (MSE of the
                                       exact posterior mean), prior (of the training tasks' mean),
                                       mse.<network | "input_only">
-        headline                      hidden -> posterior means R²: trained_minus_<untrained |
-                                      input_only | traces | running_sums>, and with time
-                                      partialled out within_time_trained_minus_<...>; MLP R²:
-                                      mlp_trained_minus_<input_only | traces | running_sums>
-                                      (null if not defined)
+        headline                      hidden -> posterior means R²: trained_minus_untrained,
+                                      trained_minus_input_only, trained_minus_traces,
+                                      trained_minus_running_sums; with time partialled out:
+                                      within_time_trained_minus_untrained,
+                                      within_time_trained_minus_input_only,
+                                      within_time_trained_minus_traces,
+                                      within_time_trained_minus_running_sums; MLP R²:
+                                      mlp_trained_minus_input_only, mlp_trained_minus_traces,
+                                      mlp_trained_minus_running_sums (null if not defined)
         trace_time_constants          the time constants (steps) of the exponential traces
         no_learning.<"traces" | "running_sums">   r2, r2_posterior_mean, per_dimension,
                                       within_time (r2, r2_posterior_mean), truth_mse: exponential

@@ -287,7 +287,11 @@ def test_headline_known_answers(trained, untrained, input_only, expected_differe
     pooled = {"trained": trained, "untrained": untrained, controls.INPUT_ONLY: input_only}
     within = {"trained": trained / 2, "untrained": None if untrained is None else untrained / 2}
     within[controls.INPUT_ONLY] = input_only / 2
-    headline = controls._headline(pooled, within, {})
+    mlp = {"trained": trained / 4, controls.INPUT_ONLY: input_only / 4, controls.RUNNING_SUMS: 0.0}
+    headline = controls._headline(pooled, within, mlp)
+    assert headline.mlp_trained_minus_input_only == pytest.approx(expected_differences[1] / 4)
+    assert headline.mlp_trained_minus_running_sums == pytest.approx(trained / 4)
+    assert headline.mlp_trained_minus_traces is None and headline.trained_minus_traces is None
     half = tuple(None if d is None else d / 2 for d in expected_differences)
     assert (headline.trained_minus_untrained, headline.trained_minus_input_only) == pytest.approx(
         expected_differences
@@ -497,3 +501,26 @@ def test_report_no_learning_baselines_equal_a_numpy_ridge_on_hand_built_counts_a
     assert scores.truth_mse != pytest.approx(
         report.no_learning["running_sums"].truth_mse, rel=1e-3
     )  # told apart
+
+
+def test_report_next_outcome_equals_numpy_log_losses_of_the_beta_predictive_and_a_float64_logistic_probe():
+    from tests.experiments.test_next_outcome import numpy_log_loss, numpy_probe_log_loss
+
+    history, report, memory, _ = recorded()
+    actions, rewards = np.asarray(history.actions), np.asarray(history.rewards)
+    outcomes = hand_built_outcomes(actions, rewards)
+    pulls, successes = np.cumsum(outcomes[..., :2], axis=0), np.cumsum(outcomes[..., 3:5], axis=0)
+    exact = np.take_along_axis((1 + successes) / (2 + pulls), actions[..., None], -1)[..., 0]
+    test = slice(SIZES[0] + SIZES[1], None)
+    outcome = report.next_outcome
+    assert outcome.exact == pytest.approx(numpy_log_loss(exact[:, test], rewards[:, test]), rel=1e-5)
+    steps = np.broadcast_to(np.arange(NUM_STEPS)[:, None, None], (NUM_STEPS, NUM_LANES, 1))
+    inputs = {
+        "trained": memory["trained"],
+        "running_sums": np.concatenate([np.cumsum(outcomes, 0), steps], -1),
+    }
+    for name, x in inputs.items():
+        expected = numpy_probe_log_loss(x, actions, rewards, SIZES)
+        assert outcome.log_loss[name] == pytest.approx(expected, abs=5e-4)
+        assert outcome.excess[name] == pytest.approx(expected - outcome.exact, abs=5e-4)
+    assert abs(outcome.excess["trained"] - outcome.excess["running_sums"]) > 5e-3  # told apart
