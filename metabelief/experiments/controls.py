@@ -140,11 +140,21 @@ class NoLearning(Record):
 
 
 @dataclasses.dataclass(frozen=True)
+class MLPHeadline(Record):
+    """Differences of the MLP probes' R^2 (-> all features): the trained network's minus each
+    baseline's; None where a side is missing or undefined."""
+
+    trained_minus_input_only: float | None = None
+    trained_minus_traces: float | None = None
+    trained_minus_running_sums: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Headline(Record):
     """Differences of hidden -> posterior means R^2: the network named ``trained`` minus the one
     named ``untrained``, minus the input-only baseline (the largest k) and minus each no-learning
     baseline, pooled and with time partialled out; and of the MLP probes' R^2 (all features), the
-    trained network's minus each baseline's. None where a side is missing or undefined."""
+    trained network's minus each baseline's (``mlp``). None where a side is missing or undefined."""
 
     trained_minus_untrained: float | None = None
     within_time_trained_minus_untrained: float | None = None
@@ -154,9 +164,7 @@ class Headline(Record):
     within_time_trained_minus_traces: float | None = None
     trained_minus_running_sums: float | None = None
     within_time_trained_minus_running_sums: float | None = None
-    mlp_trained_minus_input_only: float | None = None
-    mlp_trained_minus_traces: float | None = None
-    mlp_trained_minus_running_sums: float | None = None
+    mlp: MLPHeadline = MLPHeadline()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -173,7 +181,7 @@ class ProbeControls(Record):
     headline: Headline
     trace_time_constants: tuple[float, ...]
     no_learning: dict[str, NoLearning]  # TRACES, RUNNING_SUMS
-    mlp_r2: dict[str, float | None]  # networks (given), INPUT_ONLY, TRACES, RUNNING_SUMS
+    mlp: dict[str, float | None]  # R^2 of MLP probes: networks (given), INPUT_ONLY, TRACES, RUNNING_SUMS
     next_outcome: NextOutcome | None
 
 
@@ -236,7 +244,7 @@ def probe_controls(
         with ``within_time`` and ``truth_mse``) of the exponential traces (all time constants
         together) and of the running sums of ``no_learning.outcome_inputs``, each with a one-hot
         of t.
-      - ``mlp_r2[name | "input_only" | "traces" | "running_sums"]``: test R^2 of an MLP probe ->
+      - ``mlp[name | "input_only" | "traces" | "running_sums"]``: test R^2 of an MLP probe ->
         all F features: the networks' as given, the baselines' (each with the step t as one more
         input) fitted here, None without ``key``.
       - ``next_outcome``: ``next_outcome.NextOutcome`` of each network's whole memory and of each
@@ -314,7 +322,7 @@ def probe_controls(
         headline=_headline(pooled, within, mlp_r2),
         trace_time_constants=time_constants,
         no_learning=unlearned,
-        mlp_r2=mlp_r2,
+        mlp=mlp_r2,
         next_outcome=next_outcome(family, history, [memories, timed], sizes),
     )
 
@@ -690,9 +698,11 @@ def _headline(
         within_time_trained_minus_traces=minus(within, TRACES),
         trained_minus_running_sums=minus(pooled, RUNNING_SUMS),
         within_time_trained_minus_running_sums=minus(within, RUNNING_SUMS),
-        mlp_trained_minus_input_only=minus(mlp, INPUT_ONLY),
-        mlp_trained_minus_traces=minus(mlp, TRACES),
-        mlp_trained_minus_running_sums=minus(mlp, RUNNING_SUMS),
+        mlp=MLPHeadline(
+            trained_minus_input_only=minus(mlp, INPUT_ONLY),
+            trained_minus_traces=minus(mlp, TRACES),
+            trained_minus_running_sums=minus(mlp, RUNNING_SUMS),
+        ),
     )
 
 

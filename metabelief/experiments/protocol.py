@@ -324,7 +324,7 @@ def controls_table(controls: dict, feature_names: Sequence[str] | None = None) -
                       for values in per_dimension.values()),
                 ]
             )  # fmt: skip
-    mlp = controls["mlp_r2"]
+    mlp = controls["mlp"]
     rows.append(
         [
             "MLP → belief features (inputs + t for the baselines)",
@@ -359,7 +359,10 @@ def controls_table(controls: dict, feature_names: Sequence[str] | None = None) -
             f"{cell(outcome['exact'], '.4f')}, each action's reward rate (no history) "
             f"{cell(outcome['no_history'], '.4f')}"
         )
-    if any(value["mean"] is not None for value in headline.values()):
+    mlp_headline = headline["mlp"]
+    if any(
+        seeds.is_interval(v) and v["mean"] is not None for v in [*headline.values(), *mlp_headline.values()]
+    ):
         differences = [
             f"{label} {cell(headline[f'trained_minus_{name}'], '+.3f')} (within time "
             f"{cell(headline[f'within_time_trained_minus_{name}'], '+.3f')})"
@@ -373,9 +376,9 @@ def controls_table(controls: dict, feature_names: Sequence[str] | None = None) -
         lines.append("  trained − " + "; − ".join(differences))
         lines.append(
             "  MLP: trained − input only "
-            f"{cell(headline['mlp_trained_minus_input_only'], '+.3f')}; − traces "
-            f"{cell(headline['mlp_trained_minus_traces'], '+.3f')}; − running sums "
-            f"{cell(headline['mlp_trained_minus_running_sums'], '+.3f')}"
+            f"{cell(mlp_headline['trained_minus_input_only'], '+.3f')}; − traces "
+            f"{cell(mlp_headline['trained_minus_traces'], '+.3f')}; − running sums "
+            f"{cell(mlp_headline['trained_minus_running_sums'], '+.3f')}"
         )
     return "\n".join(lines)
 

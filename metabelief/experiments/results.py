@@ -88,15 +88,16 @@ paper's row, or null) and ``train`` (the row's ``TrainStats`` and ``updates``).
                                       within_time_trained_minus_untrained,
                                       within_time_trained_minus_input_only,
                                       within_time_trained_minus_traces,
-                                      within_time_trained_minus_running_sums; MLP R²:
-                                      mlp_trained_minus_input_only, mlp_trained_minus_traces,
-                                      mlp_trained_minus_running_sums (null if not defined)
+                                      within_time_trained_minus_running_sums; and mlp (of the
+                                      MLP probes' R²): trained_minus_input_only,
+                                      trained_minus_traces, trained_minus_running_sums (null if
+                                      not defined)
         trace_time_constants          the time constants (steps) of the exponential traces
         no_learning.<"traces" | "running_sums">   r2, r2_posterior_mean, per_dimension,
                                       within_time (r2, r2_posterior_mean), truth_mse: exponential
                                       traces / running sums of the inputs and the reward-gated
                                       inputs (``no_learning``) and the time step, no network
-        mlp_r2.<network | "input_only" | "traces" | "running_sums">   R² of an MLP probe -> all
+        mlp.<network | "input_only" | "traces" | "running_sums">   R² of an MLP probe -> all
                                       features (the networks' is networks.<network>.mlp.r2)
         next_outcome                  predicting the reward of the action taken (``next_outcome``;
                                       null unless rewards are 0/1 with ExpectedRewards): exact

@@ -372,9 +372,9 @@ def test_probe_controls_report_is_json_numbers_in_the_documented_shape(recorded)
     assert set(report["truth"]["mse"]) == set(report["within_time"])
     assert set(report["truth"]) == {"bayes_minimum", "prior", "mse"}
     assert set(report["no_learning"]) == {"traces", "running_sums"}
-    assert set(report["mlp_r2"]) == {"input_only", "traces", "running_sums"}  # no key: not fitted
-    assert all(value is None for value in report["mlp_r2"].values())
-    assert set(report["next_outcome"]["excess"]) == set(networks) | set(report["mlp_r2"])
+    assert set(report["mlp"]) == {"input_only", "traces", "running_sums"}  # no key: not fitted
+    assert all(value is None for value in report["mlp"].values())
+    assert set(report["next_outcome"]["excess"]) == set(networks) | set(report["mlp"])
     # The untrained network replayed on the trained one's history is what network_scores sees.
     replayed = recorded["replayed"]
     untrained = controls.network_scores(replayed.memory, HIDDEN, history.features, history.truth, SIZES)

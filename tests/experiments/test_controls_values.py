@@ -289,9 +289,9 @@ def test_headline_known_answers(trained, untrained, input_only, expected_differe
     within[controls.INPUT_ONLY] = input_only / 2
     mlp = {"trained": trained / 4, controls.INPUT_ONLY: input_only / 4, controls.RUNNING_SUMS: 0.0}
     headline = controls._headline(pooled, within, mlp)
-    assert headline.mlp_trained_minus_input_only == pytest.approx(expected_differences[1] / 4)
-    assert headline.mlp_trained_minus_running_sums == pytest.approx(trained / 4)
-    assert headline.mlp_trained_minus_traces is None and headline.trained_minus_traces is None
+    assert headline.mlp.trained_minus_input_only == pytest.approx(expected_differences[1] / 4)
+    assert headline.mlp.trained_minus_running_sums == pytest.approx(trained / 4)
+    assert headline.mlp.trained_minus_traces is None and headline.trained_minus_traces is None
     half = tuple(None if d is None else d / 2 for d in expected_differences)
     assert (headline.trained_minus_untrained, headline.trained_minus_input_only) == pytest.approx(
         expected_differences
