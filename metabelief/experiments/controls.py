@@ -42,10 +42,16 @@ import numpy as np
 from metabelief import probes
 from metabelief.agents.base import Agent
 from metabelief.analysis.records import Record
+from metabelief.experiments import no_learning
+from metabelief.experiments.next_outcome import NextOutcome, next_outcome
 from metabelief.rollout import Trajectory, history_inputs, replay_jit, split_lanes
 from metabelief.tasks.base import PyTree, TaskFamily
+from metabelief.tasks.validation import integer_at_least
 
 INPUT_ONLY = "input_only"  # the name of the input-only baseline beside the networks' names
+TRACES = "traces"  # the no-learning baselines' names (``no_learning``)
+RUNNING_SUMS = "running_sums"
+BASELINES = (INPUT_ONLY, TRACES, RUNNING_SUMS)  # names no network may take
 
 
 # ----------------------------------------------------------------------------- results
@@ -111,23 +117,54 @@ class TruthBaselines(Record):
 
 @dataclasses.dataclass(frozen=True)
 class TruthDecoding(TruthBaselines):
-    """``TruthBaselines`` and, per network and ``input_only``, the test MSE of decoding the truth
-    and ``fraction_of_achievable`` of it."""
+    """``TruthBaselines`` and, per network and ``input_only``, the test MSE of decoding the truth.
+
+    No "fraction of the achievable" is derived from it: for any read-out f of the history,
+    ``E[(truth - f)^2] = bayes_minimum + E[(posterior mean - f)^2]``, so in the population that
+    fraction is the R^2 of decoding the posterior mean, not a second test. The second test is
+    ``ProbeControls.next_outcome`` (``metabelief.experiments.next_outcome``)."""
 
     mse: dict[str, float | None]
-    fraction_of_achievable: dict[str, float | None]
+
+
+@dataclasses.dataclass(frozen=True)
+class NoLearning(Record):
+    """One fair no-learning baseline (``metabelief.experiments.no_learning``) and a one-hot of t as
+    probe inputs: the scores of ``InputOnlyScores``."""
+
+    r2: float | None
+    r2_posterior_mean: float | None
+    per_dimension: tuple[float | None, ...]
+    within_time: ControlScores
+    truth_mse: float | None
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPHeadline(Record):
+    """Differences of the MLP probes' R^2 (-> all features): the trained network's minus each
+    baseline's; None where a side is missing or undefined."""
+
+    trained_minus_input_only: float | None = None
+    trained_minus_traces: float | None = None
+    trained_minus_running_sums: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
 class Headline(Record):
     """Differences of hidden -> posterior means R^2: the network named ``trained`` minus the one
-    named ``untrained`` and minus the input-only baseline (the largest k), pooled and with time
-    partialled out; None where a side is missing or undefined."""
+    named ``untrained``, minus the input-only baseline (the largest k) and minus each no-learning
+    baseline, pooled and with time partialled out; and of the MLP probes' R^2 (all features), the
+    trained network's minus each baseline's (``mlp``). None where a side is missing or undefined."""
 
     trained_minus_untrained: float | None = None
     within_time_trained_minus_untrained: float | None = None
     trained_minus_input_only: float | None = None
     within_time_trained_minus_input_only: float | None = None
+    trained_minus_traces: float | None = None
+    within_time_trained_minus_traces: float | None = None
+    trained_minus_running_sums: float | None = None
+    within_time_trained_minus_running_sums: float | None = None
+    mlp: MLPHeadline = MLPHeadline()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,6 +179,10 @@ class ProbeControls(Record):
     hidden_and_memory: dict[str, HiddenAndMemory]
     truth: TruthDecoding
     headline: Headline
+    trace_time_constants: tuple[float, ...]
+    no_learning: dict[str, NoLearning]  # TRACES, RUNNING_SUMS
+    mlp: dict[str, float | None]  # R^2 of MLP probes: networks (given), INPUT_ONLY, TRACES, RUNNING_SUMS
+    next_outcome: NextOutcome | None
 
 
 # Probe statistics are float32 matrix products; keep them at full float32 on accelerators whose
@@ -157,7 +198,11 @@ def probe_controls(
     sizes: Sequence[int],
     *,
     input_lags: Sequence[int] = (1, 5),
+    trace_time_constants: Sequence[float] = no_learning.DEFAULT_TIME_CONSTANTS,
     ridge_grid: Sequence[float] = probes.DEFAULT_RIDGE_GRID,
+    key: jax.Array | None = None,
+    mlp_steps: int = 1000,
+    network_mlp_r2: Mapping[str, float | None] | None = None,
 ) -> ProbeControls:
     """Probes of each network's hidden state for the belief, next to the controls that calibrate them.
 
@@ -170,7 +215,12 @@ def probe_controls(
         means of the truth.
       sizes: ``(train, validation, test)`` numbers of task lanes, consecutive blocks of the N.
       input_lags: the numbers ``k`` of most recent network inputs of the input-only baselines.
+      trace_time_constants: the time constants (steps) of the exponential traces.
       ridge_grid: candidate relative ridge strengths (see ``probes.fit_ridge``).
+      key: for the MLP probes of the input-only baseline (the largest k) and the no-learning
+        baselines (``probes.mlp_probe``, ``mlp_steps`` steps); without it they are not fitted.
+      network_mlp_r2: each network's MLP probe R^2 (hidden -> all features, from
+        ``metabelief.experiments.probing``), reported beside the baselines' and in the headline.
 
     Returns:
       A ``ProbeControls`` (``None`` where a score is undefined, e.g. a target that does not vary;
@@ -186,29 +236,39 @@ def probe_controls(
         ``{"r2", "r2_posterior_mean"}`` with time partialled out.
       - ``hidden_and_memory[name]``: ``{"hidden": {"r2", "r2_posterior_mean"},
         "memory": {"r2", "r2_posterior_mean"}}`` (the whole memory, ``agent.memory``).
-      - ``truth``: ``{"bayes_minimum", "prior", "mse": {name..., "input_only"},
-        "fraction_of_achievable": {name..., "input_only"}}``: test MSE of decoding the truth, the
-        exact posterior mean's MSE, the train-tasks mean's MSE, and
-        ``(prior - mse) / (prior - bayes_minimum)``.
-      - ``headline``: ``trained_minus_untrained`` and ``trained_minus_input_only`` of hidden ->
-        posterior means R^2 (networks named ``trained`` and ``untrained``), and the same two
-        differences ``within_time_...`` with time partialled out; None without such networks.
+      - ``truth``: ``{"bayes_minimum", "prior", "mse": {name..., "input_only"}}``: test MSE of
+        decoding the truth, the exact posterior mean's MSE and the train-tasks mean's MSE.
+      - ``headline``: ``Headline``'s differences (networks named ``trained`` and ``untrained``).
+      - ``trace_time_constants``: as given.
+      - ``no_learning["traces" | "running_sums"]``: ``NoLearning`` scores (as ``input_only``'s,
+        with ``within_time`` and ``truth_mse``) of the exponential traces (all time constants
+        together) and of the running sums of ``no_learning.outcome_inputs``, each with a one-hot
+        of t.
+      - ``mlp[name | "input_only" | "traces" | "running_sums"]``: test R^2 of an MLP probe ->
+        all F features: the networks' as given, the baselines' (each with the step t as one more
+        input) fitted here, None without ``key``.
+      - ``next_outcome``: ``next_outcome.NextOutcome`` of each network's whole memory and of each
+        baseline (with the step t): the log-loss of predicting the reward of the action taken
+        against the exact posterior predictive's; None unless the family has ``ExpectedRewards``
+        and its rewards are 0 or 1.
     """
     num_tasks = history.actions.shape[1]
     sizes = _check_sizes(sizes, num_tasks)
     lags = _check_lags(input_lags)
+    time_constants = no_learning.check_time_constants(trace_time_constants)
+    mlp_steps = integer_at_least("mlp_steps", mlp_steps, 1)
     if not networks:
         raise ValueError("networks must name at least one parameter set, got none")
     for name in networks:
-        if not isinstance(name, str) or name == INPUT_ONLY:
-            raise ValueError(f"networks must be named by strings other than {INPUT_ONLY!r}, got {name!r}")
+        if not isinstance(name, str) or name in BASELINES:
+            raise ValueError(f"networks must be named by strings other than {BASELINES}, got {name!r}")
     _check_targets(history.features, history.truth)
 
-    scores = {}
+    scores, memories = {}, {}
     for name, params in networks.items():
-        replayed = replay_jit(family, agent, params, history)
+        memories[name] = replay_jit(family, agent, params, history).memory
         scores[name] = network_scores(
-            replayed.memory, agent.hidden_size, history.features, history.truth, sizes, ridge_grid=ridge_grid
+            memories[name], agent.hidden_size, history.features, history.truth, sizes, ridge_grid=ridge_grid
         )
     input_only = []
     for lag in lags:  # ascending: the last is the largest k, which also gives the other controls
@@ -222,23 +282,30 @@ def probe_controls(
                 per_dimension=baseline.per_dimension,
             )
         )
+    outcomes = no_learning.outcome_inputs(agent, history)
+    baselines = {
+        INPUT_ONLY: inputs,
+        TRACES: no_learning.exponential_traces(outcomes, time_constants),
+        RUNNING_SUMS: no_learning.running_sums(outcomes),
+    }
+    unlearned = {
+        name: _no_learning_scores(x, history.features, history.truth, sizes, ridge_grid)
+        for name, x in baselines.items()
+        if name != INPUT_ONLY
+    }
     within_time = {name: network.within_time for name, network in scores.items()}
     within_time[INPUT_ONLY] = baseline.within_time
     mse = {name: network.truth_mse for name, network in scores.items()}
     mse[INPUT_ONLY] = baseline.truth_mse
 
-    baselines = truth_baselines(history.features, history.truth, sizes)
-    truth = TruthDecoding(
-        bayes_minimum=baselines.bayes_minimum,
-        prior=baselines.prior,
-        mse=mse,
-        fraction_of_achievable={
-            name: fraction_of_achievable(value, baselines.prior, baselines.bayes_minimum)
-            for name, value in mse.items()
-        },
-    )
+    timed = {name: with_time(x) for name, x in baselines.items()}
+    mlp_r2 = dict(network_mlp_r2 or {}) | _mlp_r2(key, timed, history.features, sizes, mlp_steps)
+    baselines_truth = truth_baselines(history.features, history.truth, sizes)
     pooled = {name: network.hidden.r2_posterior_mean for name, network in scores.items()}
     pooled[INPUT_ONLY] = input_only[-1].r2_posterior_mean
+    within = {name: value.r2_posterior_mean for name, value in within_time.items()}
+    for name, values in unlearned.items():
+        pooled[name], within[name] = values.r2_posterior_mean, values.within_time.r2_posterior_mean
     return ProbeControls(
         split_sizes=sizes,
         input_lags=lags,
@@ -249,9 +316,71 @@ def probe_controls(
             name: HiddenAndMemory(hidden=network.hidden, memory=network.memory)
             for name, network in scores.items()
         },
-        truth=truth,
-        headline=_headline(pooled, {name: value.r2_posterior_mean for name, value in within_time.items()}),
+        truth=TruthDecoding(
+            bayes_minimum=baselines_truth.bayes_minimum, prior=baselines_truth.prior, mse=mse
+        ),
+        headline=_headline(pooled, within, mlp_r2),
+        trace_time_constants=time_constants,
+        no_learning=unlearned,
+        mlp=mlp_r2,
+        next_outcome=next_outcome(family, history, [memories, timed], sizes),
     )
+
+
+def _no_learning_scores(inputs, features, truth, sizes, ridge_grid) -> NoLearning:
+    scores, _ = input_only_scores(inputs, features, truth, sizes, ridge_grid=ridge_grid)
+    return NoLearning(
+        r2=scores.r2,
+        r2_posterior_mean=scores.r2_posterior_mean,
+        per_dimension=scores.per_dimension,
+        within_time=scores.within_time,
+        truth_mse=scores.truth_mse,
+    )
+
+
+def with_time(inputs: jax.Array) -> jax.Array:
+    """``[T, N, d + 1]``: ``inputs [T, N, d]`` and the step t as one more column."""
+    steps = jnp.broadcast_to(
+        jnp.arange(inputs.shape[0], dtype=jnp.float32)[:, None, None], (*inputs.shape[:2], 1)
+    )
+    return jnp.concatenate([inputs.astype(jnp.float32), steps], axis=-1)
+
+
+def _mlp_r2(
+    key: jax.Array | None,
+    inputs: Mapping[str, jax.Array],
+    features: jax.Array,
+    sizes: tuple[int, int, int],
+    steps: int,
+) -> dict[str, float | None]:
+    """Test R^2 of the MLP probe (``probes.mlp_map``) of each named ``[T, N, d]`` input -> all
+    ``features`` (pooled), each with its own key folded from ``key`` (None: not fitted, all None).
+
+    The inputs are padded with zero columns to the widest (a zero column, standardised to zero,
+    adds nothing) and the MLPs fitted side by side in one program, compiled once for them all.
+    """
+    if key is None:
+        return dict.fromkeys(inputs)
+    width = max(x.shape[-1] for x in inputs.values())
+    padded = jnp.stack([jnp.pad(x, ((0, 0), (0, 0), (0, width - x.shape[-1]))) for x in inputs.values()])
+    keys = jnp.stack([jax.random.fold_in(key, index) for index in range(len(inputs))])
+    scores = jax.device_get(_mlp_scores(keys, padded, features, sizes, steps))
+    return {name: _number(r2) for name, r2 in zip(inputs, scores, strict=True)}
+
+
+@jax.jit(static_argnames=("sizes", "steps"))
+def _mlp_scores(keys, inputs, features, sizes, steps):
+    """``[K]``: the test R^2 of ``probes.mlp_map`` on each of the ``inputs [K, T, N, d]``."""
+    train, validation, test = (_rows(y) for y in split_lanes(features, sizes))
+
+    def one(key, x):
+        x_train, x_validation, x_test = (_rows(block) for block in split_lanes(x, sizes))
+        predictions = probes.mlp_map(
+            key, (x_train, train), (x_validation, validation), x_test, num_steps=steps
+        )
+        return probes.score_arrays(predictions, test).r2
+
+    return jax.vmap(one)(keys, inputs)
 
 
 # ----------------------------------------------------------------------------- representations
@@ -369,16 +498,6 @@ def truth_baselines(features: jax.Array, truth: jax.Array, sizes: Sequence[int])
         bayes_minimum=_number(jnp.mean((test - posterior_mean) ** 2)),
         prior=_number(jnp.mean((test - prior_mean) ** 2)),
     )
-
-
-def fraction_of_achievable(
-    mse: float | None, prior: float | None, bayes_minimum: float | None
-) -> float | None:
-    """``(prior - mse) / (prior - bayes_minimum)``: 0 for no information, 1 for the exact posterior
-    mean; ``None`` when a term is undefined or the history can carry no information (no gap)."""
-    if mse is None or prior is None or bayes_minimum is None or not prior > bayes_minimum:
-        return None
-    return float((prior - mse) / (prior - bayes_minimum))
 
 
 # ----------------------------------------------------------------------------- jitted analyses
@@ -561,18 +680,29 @@ def _stack(*moments: probes.Moments) -> probes.Moments:
 
 
 # ----------------------------------------------------------------------------- reporting
-def _headline(pooled: dict[str, float | None], within: dict[str, float | None]) -> Headline:
-    """``Headline`` from hidden -> posterior means R^2 per name (networks and ``INPUT_ONLY``),
-    pooled and within time."""
+def _headline(
+    pooled: dict[str, float | None], within: dict[str, float | None], mlp: dict[str, float | None]
+) -> Headline:
+    """``Headline`` from hidden -> posterior means R^2 per name (networks and ``BASELINES``),
+    pooled and within time, and from the MLP probes' R^2 per name."""
 
-    def difference(scores: dict[str, float | None], other: str) -> float | None:
+    def minus(scores: dict[str, float | None], other: str) -> float | None:
         return _difference(scores.get("trained"), scores.get(other))
 
     return Headline(
-        trained_minus_untrained=difference(pooled, "untrained"),
-        within_time_trained_minus_untrained=difference(within, "untrained"),
-        trained_minus_input_only=difference(pooled, INPUT_ONLY),
-        within_time_trained_minus_input_only=difference(within, INPUT_ONLY),
+        trained_minus_untrained=minus(pooled, "untrained"),
+        within_time_trained_minus_untrained=minus(within, "untrained"),
+        trained_minus_input_only=minus(pooled, INPUT_ONLY),
+        within_time_trained_minus_input_only=minus(within, INPUT_ONLY),
+        trained_minus_traces=minus(pooled, TRACES),
+        within_time_trained_minus_traces=minus(within, TRACES),
+        trained_minus_running_sums=minus(pooled, RUNNING_SUMS),
+        within_time_trained_minus_running_sums=minus(within, RUNNING_SUMS),
+        mlp=MLPHeadline(
+            trained_minus_input_only=minus(mlp, INPUT_ONLY),
+            trained_minus_traces=minus(mlp, TRACES),
+            trained_minus_running_sums=minus(mlp, RUNNING_SUMS),
+        ),
     )
 
 

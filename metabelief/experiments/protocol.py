@@ -35,7 +35,7 @@ class Evaluation:
     history: Trajectory  # the trained agent on the held-out tasks, beliefs in lockstep
     references: dict[str, Trajectory]  # each reference policy on the same tasks (shared by all seeds)
     returns: dict[str, tuple[float, float]]  # "agent" and each reference: mean and s.e. over tasks
-    probe_key: jax.Array  # for the probes of ``history``
+    probe_key: jax.Array  # for the probes of ``history``: this seed's own (``seed_probe_key``)
 
     def mean_return(self, name: str) -> float:
         return self.returns[name][0]
@@ -102,10 +102,16 @@ def train_and_evaluate(
                 history=train.select_seed(histories, index),
                 references=played,
                 returns=returns,
-                probe_key=probe_key,
+                probe_key=seed_probe_key(probe_key, index),
             )
         )
     return trained, evaluations
+
+
+def seed_probe_key(probe_key: jax.Array, index: int) -> jax.Array:
+    """The key of the probes (MLP probes, maps) of the population's ``index``-th seed: each seed's
+    own, so seeds' probe errors are independent draws."""
+    return jax.random.fold_in(probe_key, index)
 
 
 def quick_train(config: train.TrainConfig) -> train.TrainConfig:
@@ -179,7 +185,14 @@ def probe_trained_and_untrained(
         mlp_steps=mlp_steps,
     )
     probe_controls = controls.probe_controls(
-        evaluation.family, evaluation.agent, networks, evaluation.history, report.split_sizes
+        evaluation.family,
+        evaluation.agent,
+        networks,
+        evaluation.history,
+        report.split_sizes,
+        key=jax.random.fold_in(evaluation.probe_key, 2),  # 1 draws the bandit's state-machine maps
+        mlp_steps=mlp_steps,
+        network_mlp_r2={name: network.mlp.r2 for name, network in report.networks.items()},
     )
     return networks, dataclasses.replace(report, controls=probe_controls), decoded
 
@@ -245,32 +258,44 @@ def probe_table(probe: dict) -> str:
 
 def controls_table(controls: dict, feature_names: Sequence[str] | None = None) -> str:
     """The probe controls (``metabelief.experiments.controls``) over seeds: held-out R² of hidden →
-    posterior means for the trained and untrained networks beside the input-only baseline (the
-    last k inputs and the time step, no network), pooled and with time partialled out; the whole
-    memory (the LSTM's [hidden, cell]); each belief feature apart (named by ``feature_names``, else
-    their mean and range); and
-    decoding the true task quantity against the Bayes minimum."""
+    posterior means for the trained and untrained networks beside the baselines that learned
+    nothing (the last k inputs and the time step; exponential traces and running sums of the
+    inputs), pooled and with time partialled out; the whole memory (the LSTM's [hidden, cell]);
+    each belief feature apart (named by ``feature_names``, else their mean and range); the MLP
+    probes; decoding the true task quantity; and the excess log-loss of predicting the next reward
+    over the exact posterior predictive's."""
     names = list(controls["hidden_and_memory"])
     largest = controls["input_only"][-1]  # the largest k (input_lags ascend), as the other controls
-    columns = [*names, f"input only ({largest['lags']['mean']:.0f} inputs)"]
+    unlearned = controls["no_learning"]
+    constants = "/".join(f"{tau['mean']:g}" for tau in controls["trace_time_constants"])
+    columns = [
+        *names,
+        f"input only ({largest['lags']['mean']:.0f} inputs)",
+        f"traces (τ {constants})",
+        "running sums",
+    ]
+    baselines = ["traces", "running_sums"]  # controls.TRACES, controls.RUNNING_SUMS
     cell = seeds.format_interval
 
-    def input_only(key):
-        return largest[key]
+    def baseline_cells(of_input_only, of_no_learning) -> list[str]:
+        return [cell(of_input_only), *(cell(of_no_learning(unlearned[name])) for name in baselines)]
 
     rows = [["probe controls, held-out R² (over seeds)", *columns]]
     rows.append(
         [
             "hidden → posterior means",
             *(cell(controls["hidden_and_memory"][n]["hidden"]["r2_posterior_mean"]) for n in names),
-            cell(input_only("r2_posterior_mean")),
+            *baseline_cells(largest["r2_posterior_mean"], lambda scores: scores["r2_posterior_mean"]),
         ]
     )
     rows.append(
         [
             "  … with time partialled out",
             *(cell(controls["within_time"][n]["r2_posterior_mean"]) for n in names),
-            cell(controls["within_time"]["input_only"]["r2_posterior_mean"]),
+            *baseline_cells(
+                controls["within_time"]["input_only"]["r2_posterior_mean"],
+                lambda scores: scores["within_time"]["r2_posterior_mean"],
+            ),
         ]
     )
     rows.append(
@@ -278,9 +303,15 @@ def controls_table(controls: dict, feature_names: Sequence[str] | None = None) -
             "whole memory → posterior means",
             *(cell(controls["hidden_and_memory"][n]["memory"]["r2_posterior_mean"]) for n in names),
             "",
+            "",
+            "",
         ]
     )
-    per_dimension = {n: controls["per_dimension"][n] for n in names} | {"input": input_only("per_dimension")}
+    per_dimension = (
+        {n: controls["per_dimension"][n] for n in names}
+        | {"input": largest["per_dimension"]}
+        | {name: unlearned[name]["per_dimension"] for name in baselines}
+    )
     if feature_names is not None:
         for index, feature in enumerate(feature_names):
             rows.append([f"hidden → {feature}", *(cell(values[index]) for values in per_dimension.values())])
@@ -293,32 +324,61 @@ def controls_table(controls: dict, feature_names: Sequence[str] | None = None) -
                       for values in per_dimension.values()),
                 ]
             )  # fmt: skip
+    mlp = controls["mlp"]
+    rows.append(
+        [
+            "MLP → belief features (inputs + t for the baselines)",
+            *(cell(mlp[n]) if n in mlp else "" for n in [*names, "input_only", *baselines]),
+        ]
+    )
     truth = controls["truth"]
     rows.append(
         [
-            "decoding the truth: fraction of achievable",
-            *(cell(truth["fraction_of_achievable"][n]) for n in [*names, "input_only"]),
-        ]
-    )
-    rows.append(
-        [
-            "  MSE of that decoding",
+            "decoding the truth: MSE",
             *(cell(truth["mse"][n], ".4f") for n in [*names, "input_only"]),
+            *(cell(unlearned[name]["truth_mse"], ".4f") for name in baselines),
         ]
     )
+    outcome = controls["next_outcome"]
+    if not seeds.is_interval(outcome):  # an interval of nothing where the family has no such test
+        rows.append(
+            [
+                "next reward: excess log-loss over the exact predictive (memory; baselines + t)",
+                *(cell(outcome["excess"][n], ".4f") for n in [*names, "input_only", *baselines]),
+            ]
+        )
     headline = controls["headline"]
     lines = [
         output.format_table(rows),
         f"  Bayes minimum (exact posterior mean) MSE {cell(truth['bayes_minimum'], '.4f')}, "
         f"prior (no history) MSE {cell(truth['prior'], '.4f')}",
     ]
-    if any(value["mean"] is not None for value in headline.values()):
+    if not seeds.is_interval(outcome):
         lines.append(
-            "  trained − untrained "
-            f"{cell(headline['trained_minus_untrained'], '+.3f')} (within time "
-            f"{cell(headline['within_time_trained_minus_untrained'], '+.3f')}); trained − input only "
-            f"{cell(headline['trained_minus_input_only'], '+.3f')} (within time "
-            f"{cell(headline['within_time_trained_minus_input_only'], '+.3f')})"
+            "  next reward log-loss (nats per step): exact posterior predictive "
+            f"{cell(outcome['exact'], '.4f')}, each action's reward rate (no history) "
+            f"{cell(outcome['no_history'], '.4f')}"
+        )
+    mlp_headline = headline["mlp"]
+    if any(
+        seeds.is_interval(v) and v["mean"] is not None for v in [*headline.values(), *mlp_headline.values()]
+    ):
+        differences = [
+            f"{label} {cell(headline[f'trained_minus_{name}'], '+.3f')} (within time "
+            f"{cell(headline[f'within_time_trained_minus_{name}'], '+.3f')})"
+            for name, label in (
+                ("untrained", "untrained"),
+                ("input_only", "input only"),
+                ("traces", "traces"),
+                ("running_sums", "running sums"),
+            )
+        ]
+        lines.append("  trained − " + "; − ".join(differences))
+        lines.append(
+            "  MLP: trained − input only "
+            f"{cell(mlp_headline['trained_minus_input_only'], '+.3f')}; − traces "
+            f"{cell(mlp_headline['trained_minus_traces'], '+.3f')}; − running sums "
+            f"{cell(mlp_headline['trained_minus_running_sums'], '+.3f')}"
         )
     return "\n".join(lines)
 

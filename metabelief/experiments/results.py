@@ -85,12 +85,30 @@ paper's row, or null) and ``train`` (the row's ``TrainStats`` and ``updates``).
                                       LSTM's [hidden, cell]): r2, r2_posterior_mean each
         truth                         decoding the true task quantity: bayes_minimum (MSE of the
                                       exact posterior mean), prior (of the training tasks' mean),
-                                      mse.<network | "input_only">, fraction_of_achievable.<...>
-                                      ((prior - mse) / (prior - bayes_minimum))
+                                      mse.<network | "input_only">
         headline                      hidden -> posterior means R²: trained_minus_untrained,
-                                      trained_minus_input_only; with time partialled out:
+                                      trained_minus_input_only, trained_minus_traces,
+                                      trained_minus_running_sums; with time partialled out:
                                       within_time_trained_minus_untrained,
-                                      within_time_trained_minus_input_only (null if not defined)
+                                      within_time_trained_minus_input_only,
+                                      within_time_trained_minus_traces,
+                                      within_time_trained_minus_running_sums; and mlp (of the
+                                      MLP probes' R²): trained_minus_input_only,
+                                      trained_minus_traces, trained_minus_running_sums (null if
+                                      not defined)
+        trace_time_constants          the time constants (steps) of the exponential traces
+        no_learning.<"traces" | "running_sums">   r2, r2_posterior_mean, per_dimension,
+                                      within_time (r2, r2_posterior_mean), truth_mse: exponential
+                                      traces / running sums of the inputs and the reward-gated
+                                      inputs (``no_learning``) and the time step, no network
+        mlp.<network | "input_only" | "traces" | "running_sums">   R² of an MLP probe -> all
+                                      features (the networks' is networks.<network>.mlp.r2)
+        next_outcome                  predicting the reward of the action taken (``next_outcome``;
+                                      null unless rewards are 0/1 with ExpectedRewards): exact
+                                      (test log-loss of the exact posterior predictive, nats per
+                                      step), no_history, log_loss.<network (its whole memory) |
+                                      "input_only" | "traces" | "running_sums">, excess.<...>
+                                      (log_loss - exact)
 
 **state_machine** (bandit; ``analysis.state_machine.Simulation`` per network and histories)::
 

@@ -7,7 +7,7 @@ chosen on the validation lanes by pooled R^2 or by each column's, refitted on tr
 lanes, scored on the test lanes), time partialled out by subtracting per-step means in NumPy (the
 training lanes' while choosing, the training + validation lanes' for the refit and the test), the
 input-only baseline's lagged inputs built by hand from the recorded actions and rewards, and the
-truth baselines, ``fraction_of_achievable`` and the headline differences from MSEs and R^2s computed
+truth baselines and the headline differences from MSEs and R^2s computed
 here. Hand-built cases pin the selection itself: which strength must win, pooled and per column.
 """
 
@@ -224,19 +224,16 @@ def test_report_within_time_equals_a_ridge_on_per_step_demeaned_arrays_for_netwo
     assert abs(values["input_only"][3]["within"][1] - values["input_only"][1]["within"][1]) > 0.01
 
 
-def test_report_truth_decoding_and_fraction_of_achievable_equal_independent_mses():
+def test_report_truth_decoding_equals_independent_mses():
     _, report, _, _ = recorded()
     values = expected()
     assert report.truth.bayes_minimum == pytest.approx(values["bayes_minimum"], rel=1e-5)
     assert report.truth.prior == pytest.approx(values["prior"], rel=1e-5)
     mse = {name: network["truth_mse"] for name, network in values["network"].items()}
     mse[controls.INPUT_ONLY] = values["input_only"][3]["truth_mse"]
-    assert set(report.truth.mse) == set(report.truth.fraction_of_achievable) == set(mse)
-    gap = values["prior"] - values["bayes_minimum"]
+    assert set(report.truth.mse) == set(mse)
     for name, value in mse.items():
         assert report.truth.mse[name] == pytest.approx(value, rel=1e-4)
-        fraction = (values["prior"] - value) / gap
-        assert report.truth.fraction_of_achievable[name] == pytest.approx(fraction, abs=2e-3)
     # Decoding the truth from the hidden state is not decoding it from the whole memory or from one lag.
     _, _, memory, _ = recorded()
     truth = np.asarray(recorded()[0].truth)
@@ -274,7 +271,8 @@ def test_headline_differences_are_exactly_zero_for_the_same_network_under_both_n
     )
     assert report.headline.trained_minus_untrained == 0.0
     assert report.headline.within_time_trained_minus_untrained == 0.0
-    assert report.truth.fraction_of_achievable["trained"] == report.truth.fraction_of_achievable["untrained"]
+    assert report.truth.mse["trained"] == report.truth.mse["untrained"]
+    assert report.next_outcome.excess["trained"] == report.next_outcome.excess["untrained"]
 
 
 @pytest.mark.parametrize(
@@ -289,7 +287,11 @@ def test_headline_known_answers(trained, untrained, input_only, expected_differe
     pooled = {"trained": trained, "untrained": untrained, controls.INPUT_ONLY: input_only}
     within = {"trained": trained / 2, "untrained": None if untrained is None else untrained / 2}
     within[controls.INPUT_ONLY] = input_only / 2
-    headline = controls._headline(pooled, within)
+    mlp = {"trained": trained / 4, controls.INPUT_ONLY: input_only / 4, controls.RUNNING_SUMS: 0.0}
+    headline = controls._headline(pooled, within, mlp)
+    assert headline.mlp.trained_minus_input_only == pytest.approx(expected_differences[1] / 4)
+    assert headline.mlp.trained_minus_running_sums == pytest.approx(trained / 4)
+    assert headline.mlp.trained_minus_traces is None and headline.trained_minus_traces is None
     half = tuple(None if d is None else d / 2 for d in expected_differences)
     assert (headline.trained_minus_untrained, headline.trained_minus_input_only) == pytest.approx(
         expected_differences
@@ -440,10 +442,85 @@ def test_truth_baselines_are_zero_for_the_truth_itself_and_the_test_variance_abo
     assert shifted.bayes_minimum == pytest.approx(0.0625, rel=1e-5)
 
 
-@pytest.mark.parametrize(
-    "mse, prior, bayes_minimum, fraction",
-    [(0.10, 0.08, 0.01, -2 / 7), (0.0, 0.08, 0.01, 8 / 7), (0.03, 0.05, 0.01, 0.5), (0.03, 0.01, 0.05, None)],
-)
-def test_fraction_of_achievable_closed_form_beyond_zero_and_one(mse, prior, bayes_minimum, fraction):
-    value = controls.fraction_of_achievable(mse, prior, bayes_minimum)
-    assert value == (None if fraction is None else pytest.approx(fraction))
+# ---------------------------------------------------------------------------------------------
+# The no-learning baselines of the report, recomputed from hand-built counts and traces
+
+
+def hand_built_outcomes(actions, rewards, num_actions: int = 2) -> np.ndarray:
+    """``[T, N, 2 (num_actions + 1)]``: u(t) = [one-hot a(t - 1), r(t - 1)] (zeros at t = 0) and
+    r(t - 1) u(t)."""
+    inputs = hand_built_lags(actions, rewards, 1, num_actions)
+    return np.concatenate([inputs, inputs[..., -1:] * inputs], axis=-1)
+
+
+def hand_built_traces(values: np.ndarray, time_constants) -> np.ndarray:
+    """Exponentially weighted means over steps 0..t, written out as sums of weights, float64."""
+    num_steps = values.shape[0]
+    blocks = []
+    for tau in time_constants:
+        traces = np.zeros_like(values)
+        for t in range(num_steps):
+            weights = np.exp(-(t - np.arange(t + 1)) / tau)  # [t + 1]
+            traces[t] = np.tensordot(weights, values[: t + 1], axes=1) / weights.sum()
+        blocks.append(traces)
+    return np.concatenate(blocks, axis=-1)
+
+
+def test_report_no_learning_baselines_equal_a_numpy_ridge_on_hand_built_counts_and_traces():
+    history, report, _, _ = recorded()
+    features, truth = np.asarray(history.features), np.asarray(history.truth)
+    outcomes = hand_built_outcomes(history.actions, history.rewards)
+    inputs = {
+        "running_sums": np.cumsum(outcomes, axis=0),
+        "traces": hand_built_traces(outcomes, report.trace_time_constants),
+    }
+    for name, x in inputs.items():
+        scores = report.no_learning[name]
+        fit = functools.partial(protocol, x, per_step=True)
+        assert scores.r2 == pytest.approx(fit(features)["r2"], abs=ATOL)
+        assert scores.r2_posterior_mean == pytest.approx(fit(features[..., :2])["r2"], abs=ATOL)
+        np.testing.assert_allclose(
+            scores.per_dimension, fit(features, per_column=True)["r2_per_column"], atol=ATOL
+        )
+        within = (fit(features)["within_r2"], fit(features[..., :2])["within_r2"])
+        assert (scores.within_time.r2, scores.within_time.r2_posterior_mean) == pytest.approx(
+            within, abs=ATOL
+        )
+        assert scores.truth_mse == pytest.approx(fit(truth)["mse"], rel=1e-4)
+    headline, pooled = report.headline, report.hidden_and_memory["trained"].hidden.r2_posterior_mean
+    assert headline.trained_minus_running_sums == pytest.approx(
+        pooled - report.no_learning["running_sums"].r2_posterior_mean
+    )
+    assert headline.within_time_trained_minus_traces == pytest.approx(
+        report.within_time["trained"].r2_posterior_mean
+        - report.no_learning["traces"].within_time.r2_posterior_mean
+    )
+    # The counts are the posterior's sufficient statistics: far above five inputs and the step.
+    sums = report.no_learning["running_sums"].r2_posterior_mean
+    assert sums > report.input_only[-1].r2_posterior_mean + 0.2
+    assert scores.truth_mse != pytest.approx(
+        report.no_learning["running_sums"].truth_mse, rel=1e-3
+    )  # told apart
+
+
+def test_report_next_outcome_equals_numpy_log_losses_of_the_beta_predictive_and_a_float64_logistic_probe():
+    from tests.experiments.test_next_outcome import numpy_log_loss, numpy_probe_log_loss
+
+    history, report, memory, _ = recorded()
+    actions, rewards = np.asarray(history.actions), np.asarray(history.rewards)
+    outcomes = hand_built_outcomes(actions, rewards)
+    pulls, successes = np.cumsum(outcomes[..., :2], axis=0), np.cumsum(outcomes[..., 3:5], axis=0)
+    exact = np.take_along_axis((1 + successes) / (2 + pulls), actions[..., None], -1)[..., 0]
+    test = slice(SIZES[0] + SIZES[1], None)
+    outcome = report.next_outcome
+    assert outcome.exact == pytest.approx(numpy_log_loss(exact[:, test], rewards[:, test]), rel=1e-5)
+    steps = np.broadcast_to(np.arange(NUM_STEPS)[:, None, None], (NUM_STEPS, NUM_LANES, 1))
+    inputs = {
+        "trained": memory["trained"],
+        "running_sums": np.concatenate([np.cumsum(outcomes, 0), steps], -1),
+    }
+    for name, x in inputs.items():
+        expected = numpy_probe_log_loss(x, actions, rewards, SIZES)
+        assert outcome.log_loss[name] == pytest.approx(expected, abs=5e-4)
+        assert outcome.excess[name] == pytest.approx(expected - outcome.exact, abs=5e-4)
+    assert abs(outcome.excess["trained"] - outcome.excess["running_sums"]) > 5e-3  # told apart
