@@ -95,6 +95,8 @@ def test_run_bandit_quick_writes_results_plots_and_agent(tmp_path, capsys, typed
                     )
             curve = entry["intervention"][network]
             assert len(curve["agent"]) == len(curve["belief_greedy"]) == len(curve["deltas"])
+            update = entry["counterfactual"][network]
+            assert len(update["outcomes"]) == len(update["slope"]) == len(update["r2"]) == 4  # arm x reward
         for network in entry["probe"]["networks"].values():
             for probe in ("linear", "posterior_mean", "reverse", "mlp"):
                 assert {"r2", "r2_per_dim", "mse"} <= set(network[probe])

@@ -9,7 +9,10 @@ Alver & Precup (2021) on the two-armed Bernoulli bandit (arm means ~ Beta(1, 1),
    initial weights fed the same histories; every R^2 is on test tasks the probe never saw;
 4. simulate each agent by the other (Mikulik et al. 2020): map the LSTM state to the
    Bayes-optimal agent's state and back, and score both the mapped states and the actions
-   they produce (``metabelief.analysis.state_machine``).
+   they produce (``metabelief.analysis.state_machine``);
+5. test the network's transition: from its recorded states, one step on every arm x reward, the
+   decoded posterior means' change against the exact Bayes change
+   (``metabelief.analysis.counterfactual``).
 
 ``run`` returns ``ExperimentResults`` with one ``BanditSeed`` per seed (``results.json``'s keys:
 ``metabelief.experiments.results``).
@@ -24,7 +27,7 @@ from collections.abc import Sequence
 import jax
 
 from metabelief import baselines, train
-from metabelief.analysis import intervention, state_machine
+from metabelief.analysis import counterfactual, intervention, state_machine
 from metabelief.experiments import output, plots, protocol, seeds
 from metabelief.experiments.probing import ProbeReport, split_sizes
 from metabelief.experiments.results import ExperimentResults, SeedResult
@@ -78,6 +81,7 @@ class BanditSeed(SeedResult):
     probe: ProbeReport
     intervention: dict[str, intervention.DoseResponse]  # per network
     state_machine: dict[str, state_machine.Simulation]  # per network
+    counterfactual: dict[str, counterfactual.UpdateTest]  # per network
 
 
 def run(config: BanditConfig, out_dir: pathlib.Path, *, progress: bool = True) -> ExperimentResults:
@@ -145,6 +149,13 @@ def _seed_results(
             key=jax.random.fold_in(evaluation.probe_key, 1),
             mlp_steps=config.mlp_steps,
         ),
+        counterfactual=counterfactual.update_test(
+            evaluation.family,
+            evaluation.agent,
+            networks,
+            evaluation.history,
+            split_sizes(config.eval_tasks),
+        ),
     )
     return entry, decoded
 
@@ -172,6 +183,8 @@ def table(results: ExperimentResults) -> str:
         state_machine_table(summary["state_machine"]),
         "",
         protocol.intervention_table(summary["intervention"]),
+        "",
+        protocol.counterfactual_table(summary["counterfactual"]),
         "",
         seed_table(results.seeds),
     ]

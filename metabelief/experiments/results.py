@@ -30,7 +30,8 @@ condition), never built from strings. This docstring is the one description of t
 and, per experiment:
 
 * ``bandit`` (``bandit.BanditSeed``): ``return_fraction_random_to_thompson`` ((agent - random) /
-  (thompson - random), of the returns), ``probe``, ``intervention``, ``state_machine`` (below).
+  (thompson - random), of the returns), ``probe``, ``intervention``, ``state_machine``,
+  ``counterfactual`` (below).
 * ``gridworld`` (``gridworld.GridworldSeed``): ``return_fraction_random_to_belief_greedy``,
   ``probe``.
 * ``family`` (``family.FamilySeed``): ``return_fraction_random_to_reference`` ((agent - random) /
@@ -104,6 +105,14 @@ paper's row, or null) and ``train`` (the row's ``TrainStats`` and ``updates``).
                 num_steps_next: the minimum-norm shift;
                 encoding: agent, agent_next_step, fraction_of_bayes, fraction_of_bayes_next_step,
                 read_out_per_unit_shift, shift_norm: the push along the encoding direction
+
+**counterfactual** (bandit; ``analysis.counterfactual.UpdateTest`` per network; test lanes)::
+
+    <network>   outcomes (the possible next outcomes: "arm a, reward r"), and per outcome:
+                slope, r2 (the line of the decoded belief's change after one step of the network
+                on that outcome against the exact Bayes change; 1 and 1 = Bayes's update),
+                num_pairs (test step-lanes); slope_all, r2_all (every outcome pooled);
+                read_out_r2 (memory -> posterior means, on the states), ridge
 
 **conditions.<test condition>** (failure; ``failure.Condition``, the measures are defined in
 ``metabelief.experiments.failure``'s docstring)::
