@@ -214,20 +214,24 @@ def test_update_test_equals_a_float64_numpy_replay_step_and_fit(bandit_history):
     penalty = report.ridge * np.trace(x.T @ x) / 3 * np.eye(3)
     weights = np.linalg.solve(x.T @ x + penalty, x.T @ y)
     test_memory, test_counts = memory[:, -SIZES[2] :], counts[:, -SIZES[2] :]
+    # The changes themselves (the fit's intercepts would hide an offset), at these weights.
+    test = lambda tree: jax.tree.map(lambda leaf: split_lanes(leaf, SIZES)[2], tree)  # noqa: E731
+    beliefs = counterfactual.replay_beliefs_jit(BANDIT, bandit_history)
+    decoded_jax, exact_jax = counterfactual.update_changes(
+        BANDIT, agent, counterfactual.PosteriorMeans(BANDIT, 2), params,
+        test(jnp.asarray(memory, jnp.float32)), test(beliefs), test(bandit_history.obs[:-1]),
+        test(counterfactual.candidate_outcomes(BANDIT, beliefs, bandit_history)),
+        jnp.asarray(weights, jnp.float32),
+    )  # fmt: skip
     for k, (arm, reward) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
-        after = (
-            test_memory @ a_matrix
-            + np.stack(
-                [
-                    inputs(np.full(SIZES[2], arm), np.full(SIZES[2], float(reward)), t + 1)
-                    for t in range(HORIZON)
-                ]
-            )
-            @ b_matrix
-        )
-        decoded = ((after - test_memory) @ weights).reshape(-1, 2)
-        exact = _bayes_mean_change_numpy(test_counts, arm, reward).reshape(-1, 2)
-        slope, r2 = _line_numpy(exact, decoded)
+        next_inputs = [
+            inputs(np.full(SIZES[2], arm), np.full(SIZES[2], 1.0 * reward), t + 1) for t in range(HORIZON)
+        ]
+        decoded = (test_memory @ a_matrix + np.stack(next_inputs) @ b_matrix - test_memory) @ weights
+        exact = _bayes_mean_change_numpy(test_counts, arm, reward)
+        np.testing.assert_allclose(decoded_jax[:, :, k], decoded, rtol=1e-3, atol=1e-5)
+        np.testing.assert_allclose(exact_jax[:, :, k], exact, rtol=1e-5, atol=1e-7)
+        slope, r2 = _line_numpy(exact.reshape(-1, 2), decoded.reshape(-1, 2))
         assert report.slope[k] == pytest.approx(slope, rel=2e-3, abs=1e-4), report.outcomes[k]
         assert report.r2[k] == pytest.approx(r2, rel=2e-3, abs=1e-4), report.outcomes[k]
     assert 0.0 < min(report.r2) and max(report.r2) < 0.99  # a case that is neither 0 nor 1
@@ -243,6 +247,14 @@ def test_finite_outcomes_list_each_action_and_outcome_with_positive_probability(
     np.testing.assert_array_equal(outcomes.next_obs[0, 0, :2], np.eye(2))  # heard left / right
     # The prior is 1/2 left: every outcome is possible at the first step.
     assert bool(outcomes.valid[0].all())
+    # The oracle bandit pads a pulled arm's two outcomes with impossible ones: they do not count.
+    # Three candidate arms (3 outcomes each: a pull pays one of 2) and the oracle (3 answers).
+    oracle_bandit = metabelief.make("oracle_bandit", num_arms=4, horizon=2)
+    tasks = sample_tasks(oracle_bandit, jax.random.key(1), 2)
+    history = lockstep(oracle_bandit, UniformActions(4), key=jax.random.key(0), tasks=tasks).trajectory
+    beliefs = counterfactual.replay_beliefs_jit(oracle_bandit, history)
+    valid = counterfactual.candidate_outcomes(oracle_bandit, beliefs, history).valid[0, 0]  # [4 x 3]
+    np.testing.assert_array_equal(valid, [True, True, False] * 3 + [True] * 3)
 
 
 def test_bad_input_raises_naming_the_argument(bandit_history):
