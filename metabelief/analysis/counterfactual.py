@@ -37,12 +37,12 @@ the decoded belief is compared with the exact Bayes update of the same belief.
 
 What it can and cannot show: the read-out is refitted on the network's own states, so a network
 whose state encodes the belief linearly and exactly passes by construction, whatever its
-coordinates (a state that holds c times the counts is read out with 1/c). The test has power where
-the encoding is approximate, as in any trained network: a probe R^2 of 0.9 over states is
-dominated by the spread of beliefs built up over many steps, while one step's update is a small
-difference of two states; decoding errors that are not shared by ``m_t`` and ``m'`` swamp it,
-and a transition that moves the state across the read-out's direction in proportion to the
-evidence keeps it. ``read_out_r2`` (the state probe's test R^2) is reported beside it.
+coordinates (a state that moves c times as far as the belief is read out with gain 1/c). The
+test has power where the encoding is approximate, as in any trained network: a probe R^2 of 0.9
+over states is dominated by the spread of beliefs built up over many steps, while one step's
+update is a small difference of two states; decoding errors that are not shared by ``m_t`` and
+``m'`` swamp it, and a transition that moves the state across the read-out's direction in
+proportion to the evidence keeps it. ``read_out_r2`` (the state probe's test R^2) is reported beside it.
 
 Usage::
 
