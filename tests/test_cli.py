@@ -99,6 +99,8 @@ def test_run_bandit_quick_writes_results_plots_and_agent(tmp_path, capsys, typed
                 assert len(push["log_odds"][0]) == len(curve["deltas"])
             # The DP pulls an arm more as its posterior mean grows.
             assert curve["reference_slopes"]["bayes_optimal"] > 0
+            update = entry["counterfactual"][network]
+            assert len(update["outcomes"]) == len(update["slope"]) == len(update["r2"]) == 4  # arm x reward
         for network in entry["probe"]["networks"].values():
             for probe in ("linear", "posterior_mean", "reverse", "mlp"):
                 assert {"r2", "r2_per_dim", "mse"} <= set(network[probe])

@@ -10,7 +10,10 @@ Alver & Precup (2021) on the two-armed Bernoulli bandit (arm means ~ Beta(1, 1),
 4. simulate each agent by the other (Mikulik et al. 2020): map the LSTM state to the
    Bayes-optimal agent's state and back, and score both the mapped states and the actions
    they produce (``metabelief.analysis.state_machine``), on the agent's own histories and on
-   the Bayes-optimal agent's (Kuo et al. 2025), against the DP undiscounted and at the training γ.
+   the Bayes-optimal agent's (Kuo et al. 2025), against the DP undiscounted and at the training γ;
+5. test the network's transition: from its recorded states, one step on every arm x reward, the
+   decoded posterior means' change against the exact Bayes change
+   (``metabelief.analysis.counterfactual``).
 
 ``run`` returns ``ExperimentResults`` with one ``BanditSeed`` per seed (``results.json``'s keys:
 ``metabelief.experiments.results``).
@@ -25,7 +28,7 @@ from collections.abc import Sequence
 import jax
 
 from metabelief import baselines, train
-from metabelief.analysis import intervention, state_machine
+from metabelief.analysis import counterfactual, intervention, state_machine
 from metabelief.experiments import output, plots, protocol, seeds
 from metabelief.experiments.probing import ProbeReport, split_sizes
 from metabelief.experiments.results import ExperimentResults, SeedResult
@@ -79,6 +82,7 @@ class BanditSeed(SeedResult):
     probe: ProbeReport
     intervention: dict[str, intervention.DoseResponse]  # per network
     state_machine: dict[str, dict[str, state_machine.Simulation]]  # per network, per histories
+    counterfactual: dict[str, counterfactual.UpdateTest]  # per network
 
 
 def run(config: BanditConfig, out_dir: pathlib.Path, *, progress: bool = True) -> ExperimentResults:
@@ -149,6 +153,13 @@ def _seed_results(config: BanditConfig, evaluation: protocol.Evaluation) -> tupl
             key=jax.random.fold_in(evaluation.probe_key, 1),
             mlp_steps=config.mlp_steps,
         ),
+        counterfactual=counterfactual.update_test(
+            evaluation.family,
+            evaluation.agent,
+            networks,
+            evaluation.history,
+            split_sizes(config.eval_tasks),
+        ),
     )
     return entry, decoded
 
@@ -176,6 +187,8 @@ def table(results: ExperimentResults) -> str:
         state_machine_table(summary["state_machine"]),
         "",
         protocol.intervention_table(summary["intervention"]),
+        "",
+        protocol.counterfactual_table(summary["counterfactual"]),
         "",
         seed_table(results.seeds),
     ]

@@ -473,6 +473,35 @@ def _push(push: str, key: str, *indices: int):
     return figure
 
 
+def counterfactual_table(report: dict) -> str:
+    """The counterfactual update test (``metabelief.analysis.counterfactual``) over seeds: for each
+    possible next outcome, one step of the network from its recorded states, the slope and R² of
+    its decoded belief's change against the exact Bayes change (1 and 1: the update is Bayes's;
+    slope 0: it ignores the evidence), beside the read-out's R² on the states themselves."""
+    names = list(report)
+    rows = [
+        ["counterfactual update (held-out)", *(f"{n}: slope" for n in names), *(f"{n}: R²" for n in names)]
+    ]
+    for index, label in enumerate(report[names[0]]["outcomes"]):
+        slopes = [seeds.format_interval(report[n]["slope"][index], ".2f") for n in names]
+        rows.append([label, *slopes, *(seeds.format_interval(report[n]["r2"][index], ".2f") for n in names)])
+    rows.append(
+        [
+            "all outcomes",
+            *(seeds.format_interval(report[n]["slope_all"], ".2f") for n in names),
+            *(seeds.format_interval(report[n]["r2_all"], ".2f") for n in names),
+        ]
+    )
+    rows.append(
+        [
+            "read-out R² (the states)",
+            *("" for _ in names),
+            *(seeds.format_interval(report[n]["read_out_r2"], ".2f") for n in names),
+        ]
+    )
+    return output.format_table(rows)
+
+
 def header(results: ExperimentResults, description: str) -> str:
     """First line of the printed summary: the experiment, seeds, the device and the training speed."""
     train_stats = results.train

@@ -34,7 +34,8 @@ condition), never built from strings. This docstring is the one description of t
 and, per experiment:
 
 * ``bandit`` (``bandit.BanditSeed``): ``return_fraction_random_to_thompson`` ((agent - random) /
-  (thompson - random), of the returns), ``probe``, ``intervention``, ``state_machine`` (below).
+  (thompson - random), of the returns), ``probe``, ``intervention``, ``state_machine``,
+  ``counterfactual`` (below).
 * ``gridworld`` (``gridworld.GridworldSeed``): ``return_fraction_random_to_belief_greedy``,
   ``probe``.
 * ``family`` (``family.FamilySeed``): ``return_fraction_random_to_reference`` ((agent - random) /
@@ -142,6 +143,14 @@ index ``[k][δ]`` = k steps after the push)::
                 causal_to_observational [k] (log_odds_slope / observational_slope)
       random    num_directions, log_odds_mean [k][δ], log_odds_std [k][δ] (over random
                 directions of the same Mahalanobis norm)
+
+**counterfactual** (bandit; ``analysis.counterfactual.UpdateTest`` per network; test lanes)::
+
+    <network>   outcomes (the possible next outcomes: "arm a, reward r"), and per outcome:
+                slope, r2 (the line of the decoded belief's change after one step of the network
+                on that outcome against the exact Bayes change; 1 and 1 = Bayes's update),
+                num_pairs (test step-lanes); slope_all, r2_all (every outcome pooled);
+                read_out_r2 (memory -> posterior means, on the states), ridge
 
 **conditions.<test condition>** (failure; ``failure.Condition``, the measures are defined in
 ``metabelief.experiments.failure``'s docstring)::
