@@ -92,7 +92,12 @@ def _state(probability, se=None):
 
 def _seed(agent, counts, training, test, log_odds, agent_se=0.01):
     states = {"agent": _state(agent, agent_se), "untrained": _state(0.5)}
-    states |= {C: _state(counts), TR: _state(training), TE: _state(test), "training log-odds": _state(log_odds)}
+    states |= {
+        C: _state(counts),
+        TR: _state(training),
+        TE: _state(test),
+        "training log-odds": _state(log_odds),
+    }
     return {"cond": {"states": states}}
 
 
@@ -116,7 +121,9 @@ def test_verdicts_count_the_learning_seeds_verdicts_and_leave_out_the_excluded()
     log_odds = "training log-odds"
     assert row.separates == ((C, TR), (C, log_odds), (TR, TE), (TR, log_odds), (TE, log_odds))
     assert row.agent == seeds.interval([0.95, 0.95, 0.05, 0.80])
-    assert row.controls == pytest.approx({C: 0.0, TR: 1.0, TE: 0.0, "training log-odds": 0.68})  # 5 learning seeds
+    assert row.controls == pytest.approx(
+        {C: 0.0, TR: 1.0, TE: 0.0, "training log-odds": 0.68}
+    )  # 5 learning seeds
     assert row.untrained == 0.5
 
 

@@ -144,7 +144,8 @@ def verdicts(
       hypotheses: the states that embody a hypothesis (the controls).
 
     Returns:
-      One ``Verdict`` per (measure, condition), in the order of ``measures`` then conditions.
+      One ``Verdict`` per (measure, condition) where a learning seed has the agent's figure, in the
+      order of ``measures`` then conditions.
     """
     rows = []
     kept = [seed for seed, keep in zip(per_seed, included, strict=True) if keep]
@@ -152,7 +153,7 @@ def verdicts(
         for condition in per_seed[0]:
             seed_rows = [_seed_verdict(seed[condition]["states"], read, read_se, hypotheses) for seed in kept]
             separates = sorted({pair for row in seed_rows for pair in row[1]}, key=_pair_order(hypotheses))
-            if not separates:
+            if not separates or all(row[0] is None for row in seed_rows):  # no learning agent's figure
                 continue
             decided = iter(row[0] for row in seed_rows)
             per_seed_verdicts = tuple(next(decided) if keep else None for keep in included)
