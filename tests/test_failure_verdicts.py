@@ -42,9 +42,10 @@ def test_overlapping_intervals_leave_the_verdict_undecided():
     # The agent's interval reaches the midpoint 0.5: from 0.6 - 1.96 * 0.06 = 0.48.
     assert decide(Estimate(0.6, 0.06), two) == UNDECIDED
     assert decide(Estimate(0.6, 0.05), two) == TR  # down to 0.502
-    # The controls' own intervals overlap: they are not separated, however far the agent.
-    wide = {C: Estimate(0.0, 0.2), TR: Estimate(0.5, 0.2)}
-    assert decide(Estimate(0.0), wide) == UNDECIDED
+    # The controls' difference 0.5 has the interval 0.5 -+ 1.96 * 0.3, which holds 0: not separated,
+    # however far on one side the agent; with se 0.15 they are, and the agent is named.
+    assert decide(Estimate(-0.5), {C: Estimate(0.0, 0.3), TR: Estimate(0.5)}) == UNDECIDED
+    assert decide(Estimate(-0.5), {C: Estimate(0.0, 0.15), TR: Estimate(0.5)}) == C
     # Controls closer than SEPARATION: not separated, even when exact.
     near = {C: Estimate(0.0), TR: Estimate(SEPARATION - 1e-3)}
     assert decide(Estimate(0.0), near) == UNDECIDED
