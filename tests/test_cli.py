@@ -291,6 +291,7 @@ def test_run_failure_quick_reports_every_test_condition(tmp_path, capsys, typed_
             "counts",
             "training posterior",
             "test posterior",
+            "training log-odds",
         ]
         for state in condition["states"].values():
             assert set(state["r2_posterior_mean"]) == {"training prior", "test prior"}
@@ -310,8 +311,17 @@ def test_run_failure_quick_reports_every_test_condition(tmp_path, capsys, typed_
     assert conditions["in distribution"]["states"]["agent"]["follows_training_prior"]["steps"] == 0
     assert conditions["past the horizon"]["steps"] == 2 * conditions["in distribution"]["steps"]
     assert isinstance(results["verdicts"], list)
+    exclusion = results["exclusion"]
+    assert exclusion["num_excluded"] + exclusion["num_included"] == 2
+    assert exclusion["excluded_seeds"] == [
+        s["seed"] for s in results["seeds"] if not s["learning"]["included"]
+    ]
+    for condition in conditions.values():
+        assert set(condition["choices"]["per_choice"]) == {*condition["states"]} - {"agent", "untrained"} | {
+            "agent policy"
+        }
     assert (out_dir / "failure.png").read_bytes().startswith(b"\x89PNG")
-    assert "which hypothesis the agent scores nearest" in capsys.readouterr().out
+    assert "verdicts per seed, only between hypotheses a measure separates" in capsys.readouterr().out
 
 
 def test_run_rl2_table_quick_prints_every_policy(tmp_path, capsys, typed_results):

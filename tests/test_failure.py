@@ -10,7 +10,6 @@ from metabelief.experiments.failure import (
     compare_readout,
     evidence_counts,
     prefers_training_arm,
-    verdicts,
 )
 from metabelief.rollout import Trajectory
 
@@ -57,8 +56,8 @@ def test_prefers_training_arm_counts_only_steps_where_the_greedy_arms_differ(oth
 def test_prefers_training_arm_reports_no_steps_when_the_rules_agree():
     mean = jnp.linspace(0.05, 0.95, 12).reshape(3, 4)
     got = prefers_training_arm(jnp.zeros((3, 4)), mean, jnp.where(mean > 0.5, 1.0, 0.0))
-    assert got == Preference(steps=0, probability=None)
-    assert got.to_dict() == {"steps": 0, "probability": None}
+    assert got == Preference(steps=0, probability=None, se=None)
+    assert got.to_dict() == {"steps": 0, "probability": None, "se": None}
 
 
 def test_evidence_counts_are_the_outcomes_before_each_step():
@@ -88,47 +87,6 @@ def test_the_training_support_makes_posterior_and_majority_disagree():
         assert differs.any() == disagree
     # e.g. 9 outcomes for p, 11 against: 0.55 is far likelier than 0.1, so E[p] > 1/2.
     assert _posterior_mean(TRAIN_SUPPORT, 9, 11, 0, 0) > 0.5
-
-
-def _summary_condition(agent, counts, training, test, read=lambda x: {"mean": x}):
-    """A condition's figures as ``verdicts`` reads them: summary intervals, or a seed's numbers."""
-    states = {"agent": agent, "untrained": 0.5, "counts": counts, "training posterior": training}
-    states["test posterior"] = test
-    return {
-        "states": {
-            name: {"follows_posterior_not_majority": {"probability": read(value)}}
-            | {"follows_training_prior": {"probability": read(None)}}
-            | {"readout": {"closer_to_training": read(None)}}
-            | {"r2_posterior_mean": {"test prior": {"mlp": read(None)}}}
-            for name, value in states.items()
-        }
-    }
-
-
-def test_verdicts_name_the_nearest_control_only_where_controls_differ():
-    conditions = {
-        "apart": _summary_condition(agent=0.8, counts=0.0, training=1.0, test=1.0),
-        "together": _summary_condition(agent=0.8, counts=0.5, training=0.55, test=0.6),
-    }
-
-    seed = {
-        "apart": _summary_condition(agent=0.1, counts=0.0, training=1.0, test=1.0, read=lambda x: x),
-        "together": _summary_condition(agent=0.1, counts=0.5, training=0.55, test=0.6, read=lambda x: x),
-    }
-
-    (row,) = verdicts(conditions, [seed])
-
-    assert (row.measure, row.condition, row.nearest) == (
-        "follows_posterior_not_majority",
-        "apart",
-        "training posterior",
-    )
-    assert row.nearest_per_seed == ("counts",)
-    assert row.separates == (("counts", "training posterior"), ("counts", "test posterior"))
-    assert row.untrained == 0.5
-    written = row.to_dict()
-    assert written["separates"] == [["counts", "training posterior"], ["counts", "test posterior"]]
-    assert written["agent"] == {"mean": 0.8} and written["controls"] == row.controls
 
 
 def _history(**fields):
@@ -169,7 +127,14 @@ def test_compare_readout_against_numpy():
         np.testing.assert_allclose(got.confidence[prior], np.abs(mean - 0.5).mean(), rtol=1e-5)
     np.testing.assert_allclose(got.confidence["read-out"], np.abs(decoded - 0.5).mean(), rtol=1e-5)
     written = got.to_dict()
-    assert set(written) == {"rmse", "rmse_by_time", "closer_to_training", "differing_pairs", "confidence"}
+    assert set(written) == {
+        "rmse",
+        "rmse_by_time",
+        "closer_to_training",
+        "closer_to_training_se",
+        "differing_pairs",
+        "confidence",
+    }
     assert written["rmse_by_time"]["test prior"] == list(got.rmse_by_time["test prior"])
 
 

@@ -25,15 +25,15 @@ import numpy as np
 import pytest
 
 from metabelief import probes
-from metabelief.experiments import failure
+from metabelief.experiments import failure, seeds
 from metabelief.experiments.failure import (
     HYPOTHESES,
     MEASURES,
-    SEPARATION,
     STATES,
     TRAIN_SUPPORT,
     Condition,
     Disagreement,
+    Exclusion,
     FailureResults,
     FailureSeed,
     Histories,
@@ -45,8 +45,9 @@ from metabelief.experiments.failure import (
     condition_results,
     prefers_training_arm,
     table,
-    verdicts,
 )
+from metabelief.experiments.failure_choices import ChoiceLikelihood, EvidenceWeights
+from metabelief.experiments.failure_verdicts import SEPARATION, Learning, verdicts
 from metabelief.experiments.probing import split_sizes
 from metabelief.experiments.results import SeedTraining, TrainStats, summarize
 from metabelief.rollout import Trajectory
@@ -73,11 +74,25 @@ def _share_disagreeing(first, second):
     return np.mean((first != 0.5) & (second != 0.5) & (first != second))
 
 
+def _lane_ratio_se(numerators, denominators):
+    """Standard error of sum(a) / sum(b) with task lanes as clusters (linearisation); None with
+    fewer than 2 lanes that count."""
+    if np.sum(denominators > 0) < 2:
+        return None
+    ratio = numerators.sum() / denominators.sum()
+    n = numerators.size
+    return np.sqrt(n / (n - 1) * np.sum((numerators - ratio * denominators) ** 2)) / denominators.sum()
+
+
 def _preference(arm_0, training_mean, other_arm_0):
     training_arm_0 = np.where(np.abs(training_mean - 0.5) > 1e-6, _greedy(training_mean - 0.5), 0.5)
     disagree = (training_arm_0 != 0.5) & (other_arm_0 != 0.5) & (training_arm_0 != other_arm_0)
-    chosen = np.where(training_arm_0 == 1.0, arm_0, 1.0 - arm_0)[disagree]
-    return {"steps": int(disagree.sum()), "probability": float(chosen.mean()) if disagree.any() else None}
+    chosen = np.where(training_arm_0 == 1.0, arm_0, 1.0 - arm_0)
+    return {
+        "steps": int(disagree.sum()),
+        "probability": float(chosen[disagree].mean()) if disagree.any() else None,
+        "se": _lane_ratio_se(np.where(disagree, chosen, 0.0).sum(0), disagree.sum(0).astype(float)),
+    }
 
 
 def _readout(decoded, training_mean, test_mean):
@@ -88,6 +103,9 @@ def _readout(decoded, training_mean, test_mean):
         "rmse": {prior: np.sqrt(error.mean()) for prior, error in squared.items()},
         "rmse_by_time": {prior: list(np.sqrt(error.mean(axis=1))) for prior, error in squared.items()},
         "closer_to_training": nearer[differ].mean() if differ.any() else None,
+        "closer_to_training_se": _lane_ratio_se(
+            (differ & nearer).sum(0).astype(float), differ.sum(0).astype(float)
+        ),
         "differing_pairs": int(differ.sum()),
         "confidence": {
             "read-out": np.abs(decoded - 0.5).mean(),
@@ -124,6 +142,12 @@ def _ridge_r2(state, target):
     return r2(pooled, x_test, y_test)
 
 
+def _log_odds(counts):
+    """log P(p = 0.55 | s, f) / P(p = 0.1 | s, f) under the training prior."""
+    s, f = counts[..., 0], counts[..., 1]
+    return np.log(0.55**s * 0.45**f) - np.log(0.1**s * 0.9**f)
+
+
 def _padded_states(scenario) -> dict:
     """Each state of ``STATES``, ``[T, N, WIDTH]``, zero-padded."""
     states = {
@@ -132,6 +156,7 @@ def _padded_states(scenario) -> dict:
         "counts": scenario["counts"],
         "training posterior": scenario["training"][..., None],
         "test posterior": scenario["test"][..., None],
+        "training log-odds": np.stack([_log_odds(scenario["counts"]), scenario["counts"].sum(-1)], -1),
     }
     return {
         name: np.concatenate([state, np.zeros((T, N, WIDTH - state.shape[-1]))], axis=-1)
@@ -148,6 +173,7 @@ def _reference_condition(scenario):
     training, test, counts = scenario["training"], scenario["test"], scenario["counts"]
     majority = _greedy(counts[..., 0] - counts[..., 1])
     widths = {"agent": WIDTH, "untrained": WIDTH, "counts": 2, "training posterior": 1, "test posterior": 1}
+    widths["training log-odds"] = 2
     arms = {
         "agent": 1.0 / (1.0 + np.exp(scenario["logits"][..., 1] - scenario["logits"][..., 0])),
         "untrained": 1.0
@@ -155,6 +181,7 @@ def _reference_condition(scenario):
         "counts": majority,
         "training posterior": _greedy(training - 0.5),
         "test posterior": _greedy(test - 0.5),
+        "training log-odds": _greedy(training - 0.5),
     }
     figures = {}
     for name, padded in _padded_states(scenario).items():
@@ -182,6 +209,59 @@ def _reference_condition(scenario):
             ),
         },
         "states": figures,
+    }
+
+
+def _newton_beta(decision, choice):
+    """float64 maximum-likelihood beta of P(arm 0) = sigmoid(beta * decision), Newton's method."""
+    beta = 0.0
+    for _ in range(100):
+        p = 1.0 / (1.0 + np.exp(-beta * decision))
+        beta += np.sum(decision * (choice - p)) / np.sum(decision**2 * p * (1.0 - p))
+    return beta
+
+
+def _log_likelihood(logit, choice):
+    return np.where(choice == 1.0, -np.logaddexp(0.0, -logit), -np.logaddexp(0.0, logit))
+
+
+def _reference_choices(scenario):
+    """``Condition.choices``: each hypothesis's softmax fitted on the train and validation lanes,
+    the agent's choices (arm 0: action 0) scored on the test lanes."""
+    counts, fit = scenario["counts"], SIZES[0] + SIZES[1]
+    decisions = {
+        "counts": counts[..., 0] - counts[..., 1],
+        "training posterior": 2.0 * scenario["training"] - 1.0,
+        "test posterior": 2.0 * scenario["test"] - 1.0,
+        "training log-odds": _log_odds(counts) - np.log(0.4 / 0.05),  # 0 where E_train[p] = 1/2
+    }
+    choice = (scenario["actions"] == 0).astype(np.float64)
+    betas = {name: _newton_beta(d[:, :fit].ravel(), choice[:, :fit].ravel()) for name, d in decisions.items()}
+    lanes = {
+        name: _log_likelihood(betas[name] * d[:, fit:], choice[:, fit:]).mean(0)
+        for name, d in decisions.items()
+    }
+    logits = scenario["logits"][:, fit:]
+    own = logits - np.logaddexp(logits[..., :1], logits[..., 1:])
+    everything = lanes | {"agent policy": np.where(choice[:, fit:] == 1.0, own[..., 0], own[..., 1]).mean(0)}
+    return {
+        "per_choice": {name: values.mean() for name, values in everything.items()},
+        "se": {name: values.std(ddof=1) / np.sqrt(values.size) for name, values in everything.items()},
+        "inverse_temperature": betas,
+    }, lanes
+
+
+def _reference_evidence_weights(logits, counts):
+    """OLS of the test lanes' policy log-odds on [s, f, 1]: coefficients, ratio and r2."""
+    y = (logits[:, TEST, 0] - logits[:, TEST, 1]).ravel()
+    x = np.concatenate([counts[:, TEST].reshape(-1, 2), np.ones((y.size, 1))], axis=1)
+    (a, b, c), *_ = np.linalg.lstsq(x, y, rcond=None)
+    residuals = y - x @ np.array([a, b, c])
+    return {
+        "successes": a,
+        "failures": b,
+        "ratio": b / a,
+        "r2": 1.0 - residuals @ residuals / np.sum((y - y.mean()) ** 2),
     }
 
 
@@ -238,15 +318,16 @@ def _scenario(kind: str) -> dict:
         "untrained_logits": rng.normal(size=(T, N, 2)),
         "rewards": rewards,
         "optimal": optimal,
+        "actions": rng.integers(0, 2, size=(T, N)),  # drawn last: the other arrays as before
     }
     return {name: _f32(value) for name, value in arrays.items()}
 
 
-def _trajectory(rewards, hidden, logits) -> Trajectory:
+def _trajectory(rewards, hidden, logits, actions=None) -> Trajectory:
     zeros = jnp.zeros((T, N))
     return Trajectory(
         obs=jnp.zeros((T + 1, N, 1)),
-        actions=zeros.astype(jnp.int32),
+        actions=zeros.astype(jnp.int32) if actions is None else jnp.asarray(actions, jnp.int32),
         rewards=jnp.asarray(rewards, jnp.float32),
         dones=zeros.astype(bool),
         features=jnp.zeros((T, N, 2)),
@@ -309,9 +390,12 @@ def _stand_in_score(train, validation, test) -> float:
 def _computed(kind: str) -> tuple[dict, Condition, list]:
     scenario = _scenario(kind)
     histories = Histories(
-        history=_trajectory(scenario["rewards"], scenario["hidden"], scenario["logits"]),
+        history=_trajectory(scenario["rewards"], scenario["hidden"], scenario["logits"], scenario["actions"]),
         untrained=_trajectory(
-            scenario["rewards"], scenario["untrained_hidden"], scenario["untrained_logits"]
+            scenario["rewards"],
+            scenario["untrained_hidden"],
+            scenario["untrained_logits"],
+            scenario["actions"],
         ),
         training_mean=jnp.asarray(scenario["training"], jnp.float32),
         test_mean=jnp.asarray(scenario["test"], jnp.float32),
@@ -345,7 +429,8 @@ def _assert_close(got, want, path="", rtol=1e-5, atol=1e-6):
 
 
 def _without_r2(figures: dict) -> dict:
-    out = {key: value for key, value in figures.items() if key not in ("states", "test_family", "steps")}
+    left_out = ("states", "test_family", "steps", "choices", "evidence_weights")  # their own tests
+    out = {key: value for key, value in figures.items() if key not in left_out}
     out["states"] = {
         name: {key: value for key, value in state.items() if key not in ("r2_posterior_mean", "r2_linear")}
         for name, state in figures["states"].items()
@@ -360,6 +445,34 @@ def test_condition_results_match_numpy_for_every_figure_but_the_refitted_r2(kind
     written = got.to_dict()
     assert (written["test_family"], written["steps"]) == ("hand-built", T)
     _assert_close(_without_r2(written), _without_r2(_reference_condition(scenario)))
+
+
+@pytest.mark.parametrize("kind", ["random", "settled", "opposed"])
+def test_condition_results_choice_likelihood_matches_numpy(kind):
+    scenario, got, _ = _computed(kind)
+    want, lanes = _reference_choices(scenario)
+    written = got.to_dict()["choices"]
+    _assert_close({key: written[key] for key in want}, want, rtol=1e-3, atol=1e-5)
+    # "best": above every other hypothesis by a paired 95% interval over the test lanes.
+    clear = [
+        name
+        for name, values in lanes.items()
+        if all(
+            (d := values - other).mean() - 1.959964 * d.std(ddof=1) / np.sqrt(d.size) > 0
+            for other_name, other in lanes.items()
+            if other_name != name
+        )
+    ]
+    assert written["best"] == (clear[0] if clear else "undecided")
+
+
+def test_condition_results_evidence_weights_are_the_policy_log_odds_on_the_counts():
+    scenario, got, _ = _computed("random")
+    for name, logits in (("agent", scenario["logits"]), ("untrained", scenario["untrained_logits"])):
+        want = _reference_evidence_weights(logits, scenario["counts"])
+        weights = got.evidence_weights[name].to_dict()
+        _assert_close({key: weights[key] for key in want}, want, rtol=1e-3, atol=1e-4, path=name)
+        assert weights["ratio_se"] > 0
 
 
 def test_condition_results_linear_r2_is_the_ridge_probe_refitted_on_each_prior():
@@ -406,12 +519,15 @@ def test_condition_results_mlp_r2_is_the_mlp_probe_of_each_state_on_each_priors_
             for a, b in zip(bounds[:-1], bounds[1:], strict=True)
         ]
         for (x, y), (x_want, y_want) in zip(splits, want, strict=True):
-            # The (x, y) sample rows, in any order.
-            np.testing.assert_array_equal(
+            # The (x, y) sample rows, in any order (the log-odds state rounded in float32).
+            np.testing.assert_allclose(
                 _sorted_rows(np.concatenate([np.asarray(x), np.asarray(y)], axis=1)),
                 _sorted_rows(np.concatenate([x_want, y_want], axis=1)),
+                rtol=1e-6,
             )
-        assert got.states[name].r2_posterior_mean[prior].mlp == _stand_in_score(*want), (name, prior)
+        assert got.states[name].r2_posterior_mean[prior].mlp == pytest.approx(
+            _stand_in_score(*want), rel=1e-9
+        ), (name, prior)
 
 
 def test_known_answers_when_the_agent_is_the_training_posterior_in_distribution():
@@ -421,7 +537,7 @@ def test_known_answers_when_the_agent_is_the_training_posterior_in_distribution(
     for name in STATES:
         figures = got.states[name]
         # Test and training posteriors agree everywhere: no step, no pair to vote on.
-        assert figures.follows_training_prior == Preference(steps=0, probability=None)
+        assert figures.follows_training_prior == Preference(steps=0, probability=None, se=None)
         assert figures.readout.closer_to_training is None and figures.readout.differing_pairs == 0
         assert figures.readout.rmse["training prior"] == figures.readout.rmse["test prior"]
     agent = got.states["agent"]
@@ -465,8 +581,12 @@ def test_prefers_training_arm_counts_a_posterior_more_than_1e_6_from_one_half_an
     other = np.float32([0.0, 0.0, 1.0, 0.0, 1.0, 0.5, 1.0, 0.0])  # index 5: the other rule ties
     arm_0 = np.float32([0.3, 0.3, 0.3, 0.25, 0.25, 0.3, 0.125, 0.75])
     got = prefers_training_arm(*(jnp.asarray(x)[None] for x in (arm_0, training, other)))
-    # Counted: 3 (arm 0 wanted: 0.25), 4 (arm 1: 0.75), 6 (arm 1: 0.875), 7 (arm 0: 0.75).
-    assert got == Preference(steps=4, probability=(0.25 + 0.75 + 0.875 + 0.75) / 4)
+    # Counted: 3 (arm 0 wanted: 0.25), 4 (arm 1: 0.75), 6 (arm 1: 0.875), 7 (arm 0: 0.75); each step
+    # its own lane, 8 lanes: the clustered standard error of a mean over 4 of them.
+    chosen = np.array([0.25, 0.75, 0.875, 0.75])
+    se = np.sqrt(8 / 7 * np.sum((chosen - chosen.mean()) ** 2)) / 4
+    assert (got.steps, got.probability) == (4, chosen.mean())
+    assert got.se == pytest.approx(se, rel=1e-5)
 
 
 @pytest.mark.parametrize(("arm_0", "probability"), [(1.0, 1.0), (0.0, 0.0), (0.5, 0.5)])
@@ -474,7 +594,8 @@ def test_prefers_training_arm_is_one_for_the_training_arm_and_zero_for_the_other
     training = jnp.float32([[0.8, 0.2]])
     other = jnp.float32([[0.0, 1.0]])
     policy = jnp.float32([[arm_0, 1.0 - arm_0]])  # the same preference on both steps
-    assert prefers_training_arm(policy, training, other) == Preference(steps=2, probability=probability)
+    want = Preference(steps=2, probability=probability, se=0.0)  # both lanes agree: no spread
+    assert prefers_training_arm(policy, training, other) == want
 
 
 def test_compare_readout_known_answers_on_a_read_out_equal_to_either_posterior():
@@ -513,32 +634,56 @@ def test_the_test_conditions_are_the_documented_priors_and_lengths():
 
 
 # ----------------------------------------------------------------------------- verdicts, per seed
-# Each case: two seeds' figures per state (None: missing), and the verdict worked out by hand:
-# (nearest, nearest per seed, separated pairs, controls' means, untrained's mean, agent's mean, n).
-A, U, C, TR, TE = "agent", "untrained", "counts", "training posterior", "test posterior"
+# Each case: three seeds' (figure, within-seed se) per state (None: missing); seed 2 is excluded by
+# the learning rule. The answer worked out by hand: (per-seed verdicts, separated pairs) for the
+# measures with a standard error, then for the refit R² (no standard error: figures taken as
+# exact); None: no verdict row.
+A, U, C, TR, TE, LO = (
+    "agent",
+    "untrained",
+    "counts",
+    "training posterior",
+    "test posterior",
+    "training log-odds",
+)
+UND = "undecided"
+NO = (None, None)
 CASES = [
-    (  # counts and training exactly SEPARATION apart: a verdict; the agent's mean is nearest test
-        {A: (0.2, 0.6), U: (0.875, 0.625), C: (0.25, 0.25), TR: (0.5, 0.5), TE: (0.375, 0.375)},
-        (TE, (C, TR), ((C, TR),), {C: 0.25, TR: 0.5, TE: 0.375}, 0.75, 0.4, 2),
+    (  # counts and training exactly SEPARATION apart; seed 1's interval reaches the midpoint 0.375
+        {A: ((0.2, 0.01), (0.4, 0.05), (0.6, 0.01)), U: ((0.75, 0.0), (0.625, 0.0), (0.5, 0.0))}
+        | {C: ((0.25, 0.0),) * 3, TR: ((0.5, 0.0),) * 3, TE: (NO,) * 3, LO: (NO,) * 3},
+        ((C, UND, None), ((C, TR),)),
+        ((C, TR, None), ((C, TR),)),
     ),
-    (  # the controls at most 0.2499 apart: no verdict
-        {A: (0.0, 0.0), U: (1.0, 1.0), C: (0.25, 0.25), TR: (0.4999, 0.4999), TE: (0.3, 0.3)},
+    (  # the controls 0.2499 apart: no verdict
+        {A: ((0.0, 0.01),) * 3, U: ((1.0, 0.0),) * 3}
+        | {C: ((0.25, 0.0),) * 3, TR: ((0.4999, 0.0),) * 3, TE: (NO,) * 3, LO: (NO,) * 3},
+        None,
         None,
     ),
-    (  # missing: counts in every seed, training and the agent in one, untrained in every seed
-        {A: (None, 0.875), U: (None, None), C: (None, None), TR: (1.0, None), TE: (0.0, 0.0)},
-        (TR, (None, TR), ((TR, TE),), {TR: 1.0, TE: 0.0}, None, 0.875, 1),
+    (  # counts and test tie: an agent on their side is undecided, one on training's side is named
+        {A: ((0.05, 0.01), (0.95, 0.01), (0.5, 0.01)), U: ((0.5, 0.0),) * 3}
+        | {C: ((0.0, 0.0),) * 3, TR: ((1.0, 0.0),) * 3, TE: ((0.0, 0.0),) * 3, LO: (NO,) * 3},
+        ((UND, TR, None), ((C, TR), (TR, TE))),
+        ((UND, TR, None), ((C, TR), (TR, TE))),
     ),
-    (  # a three-way tie over seeds and a counts / test tie in seed 0: the first of HYPOTHESES
-        {A: (0.25, 0.75), U: (0.5, 0.5), C: (0.0, 0.0), TR: (1.0, 1.0), TE: (0.0, 0.0)},
-        (C, (C, TR), ((C, TR), (TR, TE)), {C: 0.0, TR: 1.0, TE: 0.0}, 0.5, 0.5, 2),
+    (  # seed 0's controls 0.5 apart with intervals that overlap (se 0.2 each): not separated there
+        {A: ((0.0, 0.0), (0.45, 0.01), (0.1, 0.01)), U: ((0.25, 0.0),) * 3}
+        | {C: ((0.0, 0.2), (0.0, 0.0), (0.0, 0.0)), TR: ((0.5, 0.2), (0.5, 0.0), (0.5, 0.0))}
+        | {TE: (NO,) * 3, LO: (NO,) * 3},
+        ((UND, TR, None), ((C, TR),)),
+        ((C, TR, None), ((C, TR),)),
     ),
-    (  # a training / test tie: training comes first
-        {A: (0.75, 0.75), U: (0.0, 0.5), C: (0.0, 0.0), TR: (1.0, 1.0), TE: (0.5, 0.5)},
-        (TR, (TR, TR), ((C, TR), (C, TE), (TR, TE)), {C: 0.0, TR: 1.0, TE: 0.5}, 0.25, 0.75, 2),
+    (  # counts missing everywhere, the agent in seed 0: seed 1 sides with the log-odds
+        {A: (NO, (0.45, 0.01), (0.9, 0.01)), U: (NO, (0.5, 0.0), (0.5, 0.0))}
+        | {C: (NO,) * 3, TR: ((1.0, 0.0),) * 3, TE: ((0.0, 0.0),) * 3, LO: ((0.5, 0.0),) * 3},
+        ((None, LO, None), ((TR, TE), (TR, LO), (TE, LO))),
+        ((None, LO, None), ((TR, TE), (TR, LO), (TE, LO))),
     ),
-    (  # the controls separate but no seed has the agent's figure: no verdict
-        {A: (None, None), U: (0.5, 0.5), C: (0.0, 0.0), TR: (1.0, 1.0), TE: (0.5, 0.5)},
+    (  # the controls separate but only the excluded seed has the agent's figure: no verdict
+        {A: (NO, NO, (1.0, 0.01)), U: ((0.5, 0.0),) * 3}
+        | {C: ((0.0, 0.0),) * 3, TR: ((1.0, 0.0),) * 3, TE: ((0.5, 0.0),) * 3, LO: (NO,) * 3},
+        None,
         None,
     ),
 ]
@@ -549,6 +694,7 @@ MEASURE_NAMES = [
     "refit_r2_test_prior",
 ]
 CONDITIONS = [f"condition {j}" for j in range(len(CASES))]
+INCLUDED = (True, True, False)
 
 
 def _case(measure_index: int, condition_index: int):
@@ -556,28 +702,46 @@ def _case(measure_index: int, condition_index: int):
     return CASES[(condition_index + measure_index) % len(CASES)]
 
 
+def _answer(measure_index: int, condition_index: int):
+    case = _case(measure_index, condition_index)
+    return case[2] if MEASURE_NAMES[measure_index] == "refit_r2_test_prior" else case[1]
+
+
 def _state_figures(seed: int, state: str, condition_index: int) -> StateFigures:
     value = [_case(k, condition_index)[0][state][seed] for k in range(len(MEASURE_NAMES))]
-    decoy = _case(3, condition_index + 3)[0][state][seed]  # in the fields no measure reads
+    decoy = _case(3, condition_index + 3)[0][state][seed][0]  # in the fields no measure reads
     by_time = (0.25, 0.5)
     return StateFigures(
-        follows_posterior_not_majority=Preference(steps=3, probability=value[0]),
-        follows_training_prior=Preference(steps=2, probability=value[1]),
+        follows_posterior_not_majority=Preference(steps=3, probability=value[0][0], se=value[0][1]),
+        follows_training_prior=Preference(steps=2, probability=value[1][0], se=value[1][1]),
         readout=ReadoutComparison(
             rmse={"training prior": 0.5, "test prior": 0.25},
             rmse_by_time={"training prior": by_time, "test prior": by_time},
-            closer_to_training=value[2],
+            closer_to_training=value[2][0],
+            closer_to_training_se=value[2][1],
             differing_pairs=4,
             confidence={"read-out": 0.25, "training prior": 0.25, "test prior": 0.25},
         ),
         r2_posterior_mean={
             "training prior": RefitR2(linear=decoy, mlp=decoy),
-            "test prior": RefitR2(linear=decoy, mlp=value[3]),
+            "test prior": RefitR2(linear=decoy, mlp=value[3][0]),
         },
     )
 
 
+def _choices(seed: int) -> ChoiceLikelihood:
+    """Log-likelihoods per choice: training posterior above counts by 0.1 + 0.05 seed."""
+    per_choice = {C: -0.6, TR: -0.5 + 0.05 * seed, TE: -0.65, LO: -0.55, "agent policy": -0.4}
+    return ChoiceLikelihood(
+        per_choice=per_choice,
+        se=dict.fromkeys(per_choice, 0.01),
+        inverse_temperature=dict.fromkeys(HYPOTHESES, 1.0),
+        best=TR,
+    )
+
+
 def _seed(seed: int) -> FailureSeed:
+    weights = EvidenceWeights(successes=1.0, failures=-0.5, ratio=-0.5, ratio_se=0.1, r2=0.5)
     conditions = {
         name: Condition(
             return_={"agent": 10.0 + seed, "bayes_optimal": 12.0},
@@ -587,92 +751,139 @@ def _seed(seed: int) -> FailureSeed:
             gap_fraction=(2.0 - seed) / 12.0,
             disagreement=Disagreement(posterior_vs_majority=0.25, training_vs_test=0.125),
             states={state: _state_figures(seed, state, j) for state in STATES},
+            choices=_choices(seed),
+            evidence_weights={"agent": weights, "untrained": weights},
             test_family="hand-built",
             steps=20,
         )
         for j, name in enumerate(CONDITIONS)
     }
-    return FailureSeed(seed=seed, train=SeedTraining(final_training_return=1.0), conditions=conditions)
+    return FailureSeed(
+        seed=seed,
+        train=SeedTraining(final_training_return=1.0),
+        learning=Learning(fraction=0.9 if INCLUDED[seed] else 0.1, included=INCLUDED[seed]),
+        conditions=conditions,
+    )
 
 
 @functools.cache
 def _verdicts():
-    per_seed = [_seed(0), _seed(1)]
+    per_seed = [_seed(0), _seed(1), _seed(2)]
     summary = summarize(per_seed)
+    seed_conditions = [entry.to_dict()["conditions"] for entry in per_seed]
+    included = [entry.learning.included for entry in per_seed]
     return (
         per_seed,
         summary,
-        verdicts(summary["conditions"], [entry.to_dict()["conditions"] for entry in per_seed]),
+        verdicts(seed_conditions, included, MEASURES, HYPOTHESES),
+        failure.paired_differences(seed_conditions, included),
     )
 
 
 def test_verdicts_per_seed_match_the_hand_worked_answers_for_every_measure():
-    assert list(MEASURES) == MEASURE_NAMES and SEPARATION == 0.25 and HYPOTHESES == (C, TR, TE)
-    _, _, got = _verdicts()
+    assert list(MEASURES) == MEASURE_NAMES and SEPARATION == 0.25 and HYPOTHESES == (C, TR, TE, LO)
+    _, _, got, _ = _verdicts()
     want = []
     for k, measure in enumerate(MEASURE_NAMES):
         for j, condition in enumerate(CONDITIONS):
-            answer = _case(k, j)[1]
-            if answer is not None:
-                want.append((measure, condition, *answer))
-    got_rows = [
-        (
-            row.measure,
-            row.condition,
-            row.nearest,
-            row.nearest_per_seed,
-            row.separates,
-            row.controls,
-            row.untrained,
-            row.agent["mean"],
-            row.agent["n"],
-        )
-        for row in got
-    ]
-    assert len(got_rows) == len(want) == 4 * 4
-    for got_row, want_row in zip(got_rows, want, strict=True):
-        assert got_row[:5] == want_row[:5]
-        assert got_row[5] == pytest.approx(want_row[5]) and list(got_row[5]) == list(want_row[5])
-        assert (got_row[6] is None) == (want_row[6] is None)
-        assert got_row[6] == pytest.approx(want_row[6]) and got_row[7] == pytest.approx(want_row[7])
-        assert got_row[8] == want_row[8]
-
-
-def test_verdicts_agent_interval_is_the_summarys_interval_over_defined_seeds():
-    _, summary, got = _verdicts()
+            if _answer(k, j) is not None:
+                want.append((measure, condition, *_answer(k, j)))
+    got_rows = [(row.measure, row.condition, row.per_seed, row.separates) for row in got]
+    assert got_rows == want and len(want) == 4 * 4
     for row in got:
-        k = MEASURE_NAMES.index(row.measure)
-        j = CONDITIONS.index(row.condition)
-        agent_values = [v for v in _case(k, j)[0][A] if v is not None]
-        assert row.agent["mean"] == pytest.approx(np.mean(agent_values))
-        read = MEASURES[row.measure][1]
-        assert row.agent == read(summary["conditions"][row.condition]["states"]["agent"])
-        if len(agent_values) > 1 and np.std(agent_values) > 0:
-            assert row.agent["low"] < row.agent["mean"] < row.agent["high"]
+        assert row.counts == {name: row.per_seed.count(name) for name in (*HYPOTHESES, UND)}
+        assert sum(row.counts.values()) == sum(v is not None for v in row.per_seed)
+        assert row.excluded == 1
 
 
-def test_table_prints_each_verdict_with_its_per_seed_nearest_and_missing_controls_as_dashes():
-    per_seed, summary, found = _verdicts()
+def _learning_mean(figures, state):
+    values = [v for (v, _), keep in zip(figures[state], INCLUDED, strict=True) if keep and v is not None]
+    return np.mean(values) if values else None
+
+
+def test_verdicts_figures_are_means_over_the_learning_seeds():
+    _, _, got, _ = _verdicts()
+    for row in got:
+        k, j = MEASURE_NAMES.index(row.measure), CONDITIONS.index(row.condition)
+        figures = _case(k, j)[0]
+        learning_mean = functools.partial(_learning_mean, figures)
+        assert row.agent["mean"] == pytest.approx(learning_mean(A))
+        assert row.agent["n"] == sum(
+            1 for (v, _), keep in zip(figures[A], INCLUDED, strict=True) if keep and v is not None
+        )
+        assert (row.untrained is None) == (learning_mean(U) is None)
+        assert row.untrained == pytest.approx(learning_mean(U))
+        want_controls = {h: learning_mean(h) for h in HYPOTHESES if learning_mean(h) is not None}
+        assert list(row.controls) == list(want_controls)
+        assert row.controls == pytest.approx(want_controls)
+
+
+def test_paired_differences_are_per_seed_over_the_learning_seeds():
+    _, _, _, got = _verdicts()
+    assert len(got) == len(CONDITIONS) * (len(MEASURES) + len(failure.LIKELIHOOD_PAIRS))
+    by_name = {(row.quantity, row.condition): row for row in got}
+    for k, measure in enumerate(MEASURE_NAMES):
+        for j, condition in enumerate(CONDITIONS):
+            figures = _case(k, j)[0]
+            row = by_name[(f"{measure}: agent - untrained", condition)]
+            want = [
+                None if not keep or a is None or u is None else a - u
+                for (a, _), (u, _), keep in zip(figures[A], figures[U], INCLUDED, strict=True)
+            ]
+            assert row.per_seed == pytest.approx(tuple(want))
+            assert row.interval == pytest.approx(seeds.interval(want))
+    likelihood = by_name[("log-likelihood per choice: training posterior - counts", CONDITIONS[0])]
+    assert likelihood.per_seed == pytest.approx((0.1, 0.15, None))
+    assert likelihood.interval == pytest.approx(seeds.interval([0.1, 0.15]))
+
+
+def test_table_prints_each_verdict_with_its_per_seed_verdicts_and_counts():
+    per_seed, summary, found, differences = _verdicts()
     results = FailureResults(
         experiment="failure",
         config={"train": {"family_args": {"horizon": 20}}, "eval_tasks": 64},
         device="cpu",
-        train=TrainStats(seconds=1.0, compile_seconds=0.5, agent_steps_per_second=10.0, num_seeds=2),
+        train=TrainStats(seconds=1.0, compile_seconds=0.5, agent_steps_per_second=10.0, num_seeds=3),
         summary=summary,
         seeds=tuple(per_seed),
+        exclusion=Exclusion(
+            rule=failure.RULE,
+            min_learning_fraction=0.5,
+            evidence_blind_return=13.5,
+            bayes_optimal_return=14.15,
+            excluded_seeds=(2,),
+            num_excluded=1,
+            num_included=2,
+        ),
         verdicts=tuple(found),
+        paired_differences=tuple(differences),
     )
     lines = table(results).splitlines()
-    verdict_lines = lines[
-        lines.index("which hypothesis the agent scores nearest, where the controls differ:") :
-    ]
-
-    rows = [re.split(r"\s{2,}", line.strip()) for line in verdict_lines[3:]]
+    start = next(i for i, line in enumerate(lines) if line.startswith("verdicts per seed"))
+    assert "1 of 3 seeds excluded" in lines[start] and "evidence-blind 13.50" in lines[start]
+    rows = [re.split(r"\s{2,}", line.strip()) for line in lines[start + 3 : start + 3 + len(found)]]
     # follows_posterior_not_majority holds case j on condition j (cases 0, 2, 3 and 4 give verdicts).
     assert rows[:4] == [
-        [MEASURE_NAMES[0], "condition 0", "0.40 [-2.14, 2.94]", TE, "counts, train", "0.25 / 0.50 / 0.38"],
-        [MEASURE_NAMES[0], "condition 2", "0.88", TR, "–, train", "– / 1.00 / 0.00"],
-        [MEASURE_NAMES[0], "condition 3", "0.50 [-2.68, 3.68]", C, "counts, train", "0.00 / 1.00 / 0.00"],
-        [MEASURE_NAMES[0], "condition 4", "0.75", TR, "train, train", "0.00 / 1.00 / 0.50"],
+        [
+            MEASURE_NAMES[0],
+            "condition 0",
+            "0.30 [-0.97, 1.57]",
+            "1 / 0 / 0 / 0 / 1",
+            "counts, undecided, excl.",
+        ],
+        [
+            MEASURE_NAMES[0],
+            "condition 2",
+            "0.50 [-5.22, 6.22]",
+            "0 / 1 / 0 / 0 / 1",
+            "undecided, train, excl.",
+        ],
+        [
+            MEASURE_NAMES[0],
+            "condition 3",
+            "0.23 [-2.63, 3.08]",
+            "0 / 1 / 0 / 0 / 1",
+            "undecided, train, excl.",
+        ],
+        [MEASURE_NAMES[0], "condition 4", "0.45", "0 / 0 / 0 / 1 / 0", "excl., log-odds, excl."],
     ]
-    assert len(rows) == len(found)

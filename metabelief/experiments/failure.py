@@ -26,7 +26,10 @@ that embody each hypothesis, read on the same histories (the trained agent's, te
 * ``untrained``: the same network at its initial weights (what any random recurrent reservoir gives);
 * ``counts``: the raw evidence counts [s, f]; it acts on the empirical majority (ties: 1/2);
 * ``training posterior``: E[p | history] under the training prior alone; acts greedily on it;
-* ``test posterior``: E[p | history] under the test prior alone; acts greedily on it.
+* ``test posterior``: E[p | history] under the test prior alone; acts greedily on it;
+* ``training log-odds``: [log P(p = 0.55 | history) / P(p = 0.1 | history), t] under the training
+  prior, linear in the counts (an invertible map of [s, f]): the counts, in the training
+  posterior's coordinates; acts greedily on the training posterior.
 
 **Measures** (test lanes, every state):
 
@@ -41,8 +44,21 @@ that embody each hypothesis, read on the same histories (the trained agent's, te
 * ``r2_posterior_mean`` — probes refitted on the test histories, state -> E[p] under each prior
   (held-out R², linear and MLP): what the state holds, whether or not it is used.
 
-Where two hypothesis controls score apart on a measure, that measure separates those hypotheses;
-``verdicts`` says, for each such measure, which control the agent scores nearest.
+The preference and read-out shares carry a within-seed standard error (task lanes as clusters).
+
+**The agent's choices** (``metabelief.experiments.failure_choices``): ``choices``, the held-out
+log-likelihood of the agent's choices under each hypothesis's softmax at a temperature fitted on
+the training lanes (the greedy controls cannot match a stochastic policy near a tie); and
+``evidence_weights``, the agent's (and the untrained network's) policy log-odds regressed on the
+counts (s, f): the ratio of the coefficients is -1 for the majority, -0.41 for the training
+posterior.
+
+**Verdicts** (``metabelief.experiments.failure_verdicts``): seeds that did not learn to use the
+evidence are set aside by a rule fixed in the config (``min_learning_fraction``); each remaining
+seed gets a verdict per measure and condition, a hypothesis only where the measure separates it
+from every other and the agent's interval is on its side, else "undecided"; the summary counts
+them. ``paired_differences`` gives per-seed differences (agent - untrained on every measure,
+log-likelihood of one hypothesis minus another) with intervals over the learning seeds.
 
 ``run`` returns ``FailureResults`` with one ``FailureSeed`` per seed (``results.json``'s keys:
 ``metabelief.experiments.results``).
@@ -52,6 +68,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import pathlib
 
 import jax
@@ -61,8 +78,27 @@ import numpy as np
 from metabelief import baselines, probes, train
 from metabelief.analysis.records import Record
 from metabelief.experiments import output, plots, protocol, seeds
+from metabelief.experiments.failure_choices import (
+    ChoiceLikelihood,
+    EvidenceWeights,
+    choice_likelihood,
+    evidence_weights,
+    log_odds_ratio,
+    ratio_and_se,
+    training_log_odds,
+)
+from metabelief.experiments.failure_verdicts import (
+    RULE,
+    Exclusion,
+    Learning,
+    PairedDifference,
+    Verdict,
+    learning,
+    paired_difference,
+    verdicts,
+)
 from metabelief.experiments.probing import split_sizes
-from metabelief.experiments.results import ExperimentResults, SeedTraining, summarize
+from metabelief.experiments.results import ExperimentResults, SeedTraining
 from metabelief.rollout import (
     Trajectory,
     lane_moments,
@@ -80,10 +116,15 @@ NAME = "failure"
 SUMMARY = "train on p in {0.1, 0.55}; test on other priors: return gap, whose posterior it holds and acts on"
 
 TRAIN_SUPPORT = (0.1, 0.55)
-HYPOTHESES = ("counts", "training posterior", "test posterior")  # the controls that embody one each
+HYPOTHESES = ("counts", "training posterior", "test posterior", "training log-odds")  # a control each
 STATES = ("agent", "untrained", *HYPOTHESES)
-SEPARATION = 0.25  # two hypothesis controls this far apart on a measure: it separates them
-SHORT = {"counts": "counts", "training posterior": "train", "test posterior": "test"}
+SHORT = {
+    "counts": "counts",
+    "training posterior": "train",
+    "test posterior": "test",
+    "training log-odds": "log-odds",
+}
+NETWORKS = ("agent", "untrained")  # the states with a policy of their own
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,6 +144,9 @@ class FailureConfig:
     eval_tasks: int = 4096
     horizon_factor: int = 2  # "past the horizon" runs this many training horizons
     mlp_steps: int = 1000
+    # The exclusion rule, fixed before the run (``failure_verdicts``): a seed's verdicts count if its
+    # in-distribution return is this fraction of the way from evidence-blind to Bayes-optimal.
+    min_learning_fraction: float = 0.5
 
     def __post_init__(self):
         protocol.check_train(self.train, DependentArms, NAME)
@@ -112,6 +156,8 @@ class FailureConfig:
         object.__setattr__(self, "eval_tasks", protocol.check_eval_tasks(self.eval_tasks))
         object.__setattr__(self, "horizon_factor", integer_at_least("horizon_factor", self.horizon_factor, 2))
         object.__setattr__(self, "mlp_steps", integer_at_least("mlp_steps", self.mlp_steps, 1))
+        if not 0.0 <= self.min_learning_fraction <= 1.0:
+            raise ValueError(f"min_learning_fraction must lie in [0, 1], got {self.min_learning_fraction!r}")
 
     @classmethod
     def quick(cls) -> FailureConfig:
@@ -130,6 +176,7 @@ class Preference(Record):
 
     steps: int  # the number of steps where they differ (neither a tie)
     probability: float | None  # the policy's mean probability of the training arm there; None: no step
+    se: float | None  # its standard error, task lanes as clusters; None: fewer than 2 lanes with a step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,6 +186,7 @@ class ReadoutComparison(Record):
     rmse: dict[str, float]  # "training prior", "test prior"
     rmse_by_time: dict[str, tuple[float, ...]]  # the same per step
     closer_to_training: float | None  # share of the differing pairs nearer the training posterior
+    closer_to_training_se: float | None  # its standard error, task lanes as clusters
     differing_pairs: int  # (step, task) pairs where the two posterior means differ by > 1e-3
     confidence: dict[str, float]  # mean |E[p] - 1/2| of the "read-out" and of each posterior
 
@@ -180,6 +228,8 @@ class Condition(Record):
     gap_fraction: float  # gap / bayes_optimal's return
     disagreement: Disagreement
     states: dict[str, StateFigures]  # each of ``STATES``
+    choices: ChoiceLikelihood  # the agent's held-out choices under each hypothesis's softmax
+    evidence_weights: dict[str, EvidenceWeights]  # each of ``NETWORKS``: its policy log-odds on (s, f)
     test_family: str  # the test family's repr
     steps: int  # steps per episode played
 
@@ -190,28 +240,17 @@ class FailureSeed(Record):
 
     seed: int
     train: SeedTraining
+    learning: Learning  # whether the exclusion rule keeps this seed's verdicts
     conditions: dict[str, Condition]  # test condition name -> figures
 
 
 @dataclasses.dataclass(frozen=True)
-class Verdict(Record):
-    """``verdicts``: one measure on one condition where hypothesis controls score apart."""
-
-    measure: str  # a name of ``MEASURES``
-    condition: str
-    agent: dict  # the agent's figure, an interval over seeds
-    untrained: float | None  # the untrained network's mean figure
-    controls: dict[str, float]  # each hypothesis control's mean figure (defined ones)
-    separates: tuple[tuple[str, str], ...]  # pairs of hypotheses SEPARATION or more apart
-    nearest: str  # the hypothesis whose control the agent's mean is nearest
-    nearest_per_seed: tuple[str | None, ...]  # the same for each seed's agent
-
-
-@dataclasses.dataclass(frozen=True)
 class FailureResults(ExperimentResults):
-    """``ExperimentResults`` and the verdicts."""
+    """``ExperimentResults``, the exclusion rule's outcome, the verdicts and paired differences."""
 
+    exclusion: Exclusion
     verdicts: tuple[Verdict, ...]
+    paired_differences: tuple[PairedDifference, ...]
 
 
 def test_conditions(horizon: int, horizon_factor: int) -> dict[str, tuple]:
@@ -252,14 +291,30 @@ class Histories:
         column is standardised away by every probe, and one compiled fit then serves all states)."""
         s, f = self.counts[..., 0], self.counts[..., 1]
         width = self.history.hidden.shape[-1]
+        greedy_on_training = _step(self.training_mean - 0.5)
+        log_odds = jnp.stack([training_log_odds(self.counts, TRAIN_SUPPORT), s + f], axis=-1)
         views = {
             "agent": (self.history.hidden, jax.nn.softmax(self.history.logits)[..., 0]),
             "untrained": (self.untrained.hidden, jax.nn.softmax(self.untrained.logits)[..., 0]),
             "counts": (self.counts, _step(s - f)),
-            "training posterior": (self.training_mean[..., None], _step(self.training_mean - 0.5)),
+            "training posterior": (self.training_mean[..., None], greedy_on_training),
             "test posterior": (self.test_mean[..., None], _step(self.test_mean - 0.5)),
+            "training log-odds": (log_odds, greedy_on_training),
         }
         return {name: StateView(_pad(state, width), arm_0) for name, (state, arm_0) in views.items()}
+
+    def decisions(self) -> dict[str, jax.Array]:
+        """``[T, N]`` per hypothesis: the decision variable its greedy control acts on (arm 0
+        where positive), in its own units: s - f, 2 E[p] - 1 under either prior, and the training
+        log posterior odds less its value where E_train[p] = 1/2."""
+        low, high = TRAIN_SUPPORT
+        return {
+            "counts": self.counts[..., 0] - self.counts[..., 1],
+            "training posterior": 2.0 * self.training_mean - 1.0,
+            "test posterior": 2.0 * self.test_mean - 1.0,
+            "training log-odds": training_log_odds(self.counts, TRAIN_SUPPORT)
+            - math.log((0.5 - low) / (high - 0.5)),
+        }
 
 
 def _pad(state: jax.Array, width: int) -> jax.Array:
@@ -335,22 +390,52 @@ def run(config: FailureConfig, out_dir: pathlib.Path, *, progress: bool = True) 
         del played, per_seed_histories
 
     final_returns = protocol.final_training_return(trained)
+    blind, optimal_value = evidence_blind_return(train_family), baselines.bayes_optimal_value(train_family)
     per_seed = [
         FailureSeed(
             seed=seed,
             train=SeedTraining(final_training_return=float(final)),
+            learning=learning(
+                seed_conditions["in distribution"].return_["agent"],
+                blind,
+                optimal_value,
+                config.min_learning_fraction,
+            ),
             conditions=seed_conditions,
         )
         for seed, final, seed_conditions in zip(config.train.seeds, final_returns, conditions, strict=True)
     ]
-    summary_conditions = summarize(per_seed)["conditions"]
-    found = verdicts(summary_conditions, [entry.to_dict()["conditions"] for entry in per_seed])
-    results = FailureResults.of(NAME, protocol.config_dict(config), trained, per_seed, verdicts=tuple(found))
+    included = [entry.learning.included for entry in per_seed]
+    per_seed_conditions = [entry.to_dict()["conditions"] for entry in per_seed]
+    results = FailureResults.of(
+        NAME,
+        protocol.config_dict(config),
+        trained,
+        per_seed,
+        exclusion=Exclusion(
+            rule=RULE,
+            min_learning_fraction=config.min_learning_fraction,
+            evidence_blind_return=blind,
+            bayes_optimal_return=optimal_value,
+            excluded_seeds=tuple(entry.seed for entry in per_seed if not entry.learning.included),
+            num_excluded=included.count(False),
+            num_included=included.count(True),
+        ),
+        verdicts=tuple(verdicts(per_seed_conditions, included, MEASURES, HYPOTHESES)),
+        paired_differences=tuple(paired_differences(per_seed_conditions, included)),
+    )
     output.write_json(out_dir / "results.json", results.to_dict())
     protocol.plot_learning_curve(out_dir / "learning_curve.png", config.train, trained)
     mean_conditions = seeds.means(results.summary["conditions"])
     plots.failure_summary(out_dir / "failure.png", mean_conditions, per_step, train_family.horizon)
     return results
+
+
+def evidence_blind_return(family) -> float:
+    """The exact expected return of the best policy that ignores the evidence: always the arm
+    better under ``family``'s prior (p uniform on its ``p_support``)."""
+    mean_p = float(np.mean(family.p_support))
+    return family.horizon * max(mean_p, 1.0 - mean_p)
 
 
 def _histories(trained, index, played, train_family, agent) -> Histories:
@@ -426,6 +511,7 @@ def condition_results(
                 )
             },
         )
+    test_counts = test_lanes(histories.counts)
     return Condition(
         return_={"agent": agent_return[0], "bayes_optimal": optimal_return[0]},
         return_se={"agent": agent_return[1], "bayes_optimal": optimal_return[1]},
@@ -437,9 +523,24 @@ def condition_results(
             training_vs_test=_share_disagreeing(_step(training_mean - 0.5), _step(test_mean - 0.5)),
         ),
         states=states,
+        choices=choice_likelihood(
+            histories.decisions(),
+            histories.history.actions == 0,
+            histories.history.logits,
+            sizes[0] + sizes[1],
+        ),
+        evidence_weights={
+            name: evidence_weights(_policy_log_odds(test_lanes(trajectory.logits)), test_counts)
+            for name, trajectory in (("agent", histories.history), ("untrained", histories.untrained))
+        },
         test_family=test_family,
         steps=steps,
     )
+
+
+def _policy_log_odds(logits: jax.Array) -> jax.Array:
+    """``[T, N]``: log P(arm 0) / P(arm 1) of a policy's logits ``[T, N, 2]``."""
+    return logits[..., 0] - logits[..., 1]
 
 
 def _majority_arm_0(counts: jax.Array) -> jax.Array:
@@ -468,20 +569,29 @@ def prefers_training_arm(arm_0: jax.Array, training_mean: jax.Array, other_arm_0
     Returns:
       ``Preference``: ``steps``, the number of disagreeing steps, and ``probability``, the mean
       probability there, None if none (1: the policy acts on the training posterior there; 0: on
-      the other rule).
+      the other rule); ``se``, its standard error with the N task lanes as clusters (a ratio of
+      sums over lanes, ``failure_choices.ratio_and_se``), None with fewer than 2 lanes with a step.
     """
-    steps, total = jax.device_get(_preference_sums(arm_0, training_mean, other_arm_0))
-    return Preference(steps=int(steps), probability=float(total / steps) if steps else None)
+    steps, lanes, total, se = jax.device_get(_preference_sums(arm_0, training_mean, other_arm_0))
+    return Preference(
+        steps=int(steps),
+        probability=float(total / steps) if steps else None,
+        se=float(se) if lanes > 1 else None,
+    )
 
 
 @jax.jit
-def _preference_sums(arm_0, training_mean, other_arm_0) -> tuple[jax.Array, jax.Array]:
-    """The number of disagreeing steps and the sum of the training arm's probability over them."""
+def _preference_sums(arm_0, training_mean, other_arm_0) -> tuple[jax.Array, ...]:
+    """The number of disagreeing steps, of lanes with one, the sum of the training arm's
+    probability over them, and the lane-clustered standard error of its mean."""
     margin = 1e-6  # E[p] within this of 1/2 (in float32, a posterior all but settled on 1/2) is a tie
     training_arm_0 = jnp.where(jnp.abs(training_mean - 0.5) > margin, _step(training_mean - 0.5), 0.5)
     disagree = (training_arm_0 != 0.5) & (other_arm_0 != 0.5) & (training_arm_0 != other_arm_0)
     chosen = jnp.where(training_arm_0 == 1.0, arm_0, 1.0 - arm_0)
-    return disagree.sum(), jnp.sum(jnp.where(disagree, chosen, 0.0))
+    per_lane_steps = disagree.sum(axis=0)  # [N]
+    per_lane_total = jnp.sum(jnp.where(disagree, chosen, 0.0), axis=0)
+    _, se = ratio_and_se(per_lane_total, per_lane_steps.astype(jnp.float32))
+    return per_lane_steps.sum(), jnp.sum(per_lane_steps > 0), per_lane_total.sum(), se
 
 
 def compare_readout(decoded: jax.Array, training_mean: jax.Array, test_mean: jax.Array) -> ReadoutComparison:
@@ -495,7 +605,8 @@ def compare_readout(decoded: jax.Array, training_mean: jax.Array, test_mean: jax
       ``ReadoutComparison``: ``rmse`` and ``rmse_by_time`` against each posterior mean;
       ``closer_to_training``, the share of the (step, task) pairs where the two posteriors differ
       (by more than 1e-3) on which the read-out is nearer the training prior's (None where they
-      never differ); ``differing_pairs``, the number of those pairs;
+      never differ), ``closer_to_training_se`` its standard error (task lanes as clusters; None
+      with fewer than 2 lanes with a pair); ``differing_pairs``, the number of those pairs;
       ``confidence``, mean |E[p] - 1/2| of the read-out and of each posterior (how sure each is).
     """
     stats = jax.device_get(_readout_statistics(decoded, training_mean, test_mean))
@@ -504,6 +615,7 @@ def compare_readout(decoded: jax.Array, training_mean: jax.Array, test_mean: jax
         rmse={prior: float(value) for prior, value in stats["rmse"].items()},
         rmse_by_time={prior: tuple(value.tolist()) for prior, value in stats["rmse_by_time"].items()},
         closer_to_training=float(stats["nearer_training"] / pairs) if pairs else None,
+        closer_to_training_se=float(stats["nearer_training_se"]) if stats["lanes"] > 1 else None,
         differing_pairs=pairs,
         confidence={name: float(value) for name, value in stats["confidence"].items()},
     )
@@ -514,11 +626,17 @@ def _readout_statistics(decoded, training_mean, test_mean) -> dict:
     means = {"training prior": training_mean, "test prior": test_mean}
     squared = {prior: (decoded - mean) ** 2 for prior, mean in means.items()}
     differ = jnp.abs(training_mean - test_mean) > 1e-3
+    nearer_per_lane = jnp.sum(differ & (squared["training prior"] < squared["test prior"]), axis=0)  # [N]
+    pairs_per_lane = differ.sum(axis=0)
     return {
         "rmse": {prior: jnp.sqrt(error.mean()) for prior, error in squared.items()},
         "rmse_by_time": {prior: jnp.sqrt(error.mean(axis=1)) for prior, error in squared.items()},
         "pairs": differ.sum(),
-        "nearer_training": jnp.sum(differ & (squared["training prior"] < squared["test prior"])),
+        "lanes": jnp.sum(pairs_per_lane > 0),
+        "nearer_training": nearer_per_lane.sum(),
+        "nearer_training_se": ratio_and_se(
+            nearer_per_lane.astype(jnp.float32), pairs_per_lane.astype(jnp.float32)
+        )[1],
         "confidence": {
             name: jnp.abs(value - 0.5).mean() for name, value in (("read-out", decoded), *means.items())
         },
@@ -548,73 +666,73 @@ def _flat(array: jax.Array) -> jax.Array:
 
 
 # ----------------------------------------------------------------------------- verdicts
-MEASURES = {  # name -> (label, how to read one state's figure from a condition's summary)
+def _figure(*path):
+    """Reads ``entry[path[0]][path[1]]...`` of one state's entry (a seed's or the summary's)."""
+    return lambda entry: functools.reduce(lambda node, key: node[key], path, entry)
+
+
+def _no_se(entry) -> None:
+    return None
+
+
+MEASURES = {  # name -> (label, one state's figure, its within-seed standard error or None)
     "follows_posterior_not_majority": (
         "P(training-posterior arm) where it and the majority differ",
-        lambda state: state["follows_posterior_not_majority"]["probability"],
+        _figure("follows_posterior_not_majority", "probability"),
+        _figure("follows_posterior_not_majority", "se"),
     ),
     "follows_training_prior": (
         "P(training-posterior arm) where the training and test posteriors differ",
-        lambda state: state["follows_training_prior"]["probability"],
+        _figure("follows_training_prior", "probability"),
+        _figure("follows_training_prior", "se"),
     ),
     "readout_closer_to_training": (
         "frozen read-out nearer the training posterior (share of pairs)",
-        lambda state: state["readout"]["closer_to_training"],
+        _figure("readout", "closer_to_training"),
+        _figure("readout", "closer_to_training_se"),
     ),
     "refit_r2_test_prior": (
         "refitted R² state → test-prior E[p] (MLP)",
-        lambda state: state["r2_posterior_mean"]["test prior"]["mlp"],
+        _figure("r2_posterior_mean", "test prior", "mlp"),
+        _no_se,  # the MLP probe reports no per-sample errors: taken as exact
     ),
 }
+LIKELIHOOD_PAIRS = (  # the held-out log-likelihoods compared seed by seed
+    ("training posterior", "counts"),
+    ("training posterior", "test posterior"),
+    ("training log-odds", "training posterior"),
+)
 
 
-def verdicts(conditions: dict, per_seed: list[dict]) -> list[Verdict]:
-    """For each measure and condition where the hypothesis controls score apart, which one the agent
-    scores nearest, over seeds and seed by seed (seeds can settle on different solutions).
-
-    Args:
-      conditions: the summary's ``conditions`` (intervals over seeds).
-      per_seed: each seed's ``conditions`` as in ``results.json`` (``FailureSeed.to_dict()``).
-
-    Returns:
-      One ``Verdict`` per (measure, condition) that separates at least two hypotheses (their
-      controls' mean figures differ by ``SEPARATION`` or more): ``measure``, ``condition``,
-      ``agent`` (its interval), ``untrained`` and ``controls`` (mean figure of each hypothesis
-      control), ``separates`` (the pairs told apart), ``nearest`` (the hypothesis whose control
-      the agent's mean is nearest) and ``nearest_per_seed`` (the same for each seed's agent).
-    """
+def paired_differences(per_seed: list[dict], included: list[bool]) -> list[PairedDifference]:
+    """Per condition: agent - untrained on every measure, and the held-out log-likelihood per
+    choice of one hypothesis minus another (``LIKELIHOOD_PAIRS``), seed by seed, with intervals
+    over the seeds ``included`` keeps. ``per_seed``: each seed's ``conditions`` (``results.json``)."""
     rows = []
-    for measure, (_, read) in MEASURES.items():
-        for condition, figures in conditions.items():
-            agent = read(figures["states"]["agent"])
-            controls = {h: read(figures["states"][h])["mean"] for h in HYPOTHESES}
-            controls = {h: value for h, value in controls.items() if value is not None}
-            separates = tuple(
-                (first, second)
-                for i, first in enumerate(controls)
-                for second in list(controls)[i + 1 :]
-                if abs(controls[first] - controls[second]) >= SEPARATION
-            )
-            if not separates or agent["mean"] is None:
-                continue
-            seed_values = [read(seed[condition]["states"]["agent"]) for seed in per_seed]
+    for condition in per_seed[0]:
+        for measure, (_, read, _) in MEASURES.items():
+            states = [seed[condition]["states"] for seed in per_seed]
             rows.append(
-                Verdict(
-                    measure=measure,
-                    condition=condition,
-                    agent=agent,
-                    untrained=read(figures["states"]["untrained"])["mean"],
-                    controls=controls,
-                    separates=separates,
-                    nearest=_nearest(controls, agent["mean"]),
-                    nearest_per_seed=tuple(None if v is None else _nearest(controls, v) for v in seed_values),
+                paired_difference(
+                    f"{measure}: agent - untrained",
+                    condition,
+                    [read(state["agent"]) for state in states],
+                    [read(state["untrained"]) for state in states],
+                    included,
+                )
+            )
+        for first, second in LIKELIHOOD_PAIRS:
+            likelihoods = [seed[condition]["choices"]["per_choice"] for seed in per_seed]
+            rows.append(
+                paired_difference(
+                    f"log-likelihood per choice: {first} - {second}",
+                    condition,
+                    [each[first] for each in likelihoods],
+                    [each[second] for each in likelihoods],
+                    included,
                 )
             )
     return rows
-
-
-def _nearest(controls: dict[str, float], value: float) -> str:
-    return min(controls, key=lambda h: abs(controls[h] - value))
 
 
 # ----------------------------------------------------------------------------- the printed summary
@@ -640,34 +758,58 @@ def table(results: FailureResults) -> str:
             ]
         )
     blocks = [_header(results), output.format_table(returns)]
-    for label, read in MEASURES.values():
+    for label, read, _ in MEASURES.values():
         rows = [["test condition", *STATES]]
         for name, c in conditions.items():
             rows.append([name, *(_cell_or_dash(read(c["states"][state])) for state in STATES)])
         blocks.append(f"{label}:\n" + output.format_table(rows))
-    verdict_rows = [
-        [
-            "measure",
-            "condition",
-            "agent",
-            "nearest hypothesis",
-            "per seed",
-            "controls (counts / train / test)",
-        ]
+    blocks += [_choices_table(conditions), _verdict_table(results), _differences_table(results)]
+    return "\n\n".join(blocks)
+
+
+def _choices_table(conditions: dict) -> str:
+    """Held-out log-likelihood per choice under each hypothesis, and the evidence weights' ratio."""
+    cell = seeds.format_interval
+    rows = [["test condition", *HYPOTHESES, "agent policy", *(f"{n}: f / s" for n in NETWORKS)]]
+    for name, c in conditions.items():
+        likelihood = c["choices"]["per_choice"]
+        ratios = [cell(c["evidence_weights"][network]["ratio"], ".2f") for network in NETWORKS]
+        rows.append([name, *(cell(likelihood[h], ".3f") for h in (*HYPOTHESES, "agent policy")), *ratios])
+    low, high = TRAIN_SUPPORT
+    return (
+        "held-out log-likelihood per choice (nats; chance -0.693) under each hypothesis's softmax, "
+        "and the policy log-odds' weight of failures over successes (majority -1, training posterior "
+        f"{log_odds_ratio((low, high)):.2f}):\n" + output.format_table(rows)
+    )
+
+
+def _verdict_table(results: FailureResults) -> str:
+    """Each verdict: the learning seeds' count per hypothesis, and each seed's."""
+    exclusion = results.exclusion
+    rows = [
+        ["measure", "condition", "agent", "seeds: " + " / ".join(SHORT.values()) + " / undecided", "per seed"]
     ]
     for row in results.verdicts:
-        controls = " / ".join(
-            "–" if row.controls.get(h) is None else f"{row.controls[h]:.2f}" for h in HYPOTHESES
-        )
-        per_seed = ", ".join(SHORT.get(h, "–") for h in row.nearest_per_seed)
-        verdict_rows.append(
-            [row.measure, row.condition, cell(row.agent, ".2f"), row.nearest, per_seed, controls]
-        )
-    blocks.append(
-        "which hypothesis the agent scores nearest, where the controls differ:\n"
-        + output.format_table(verdict_rows)
+        counts = " / ".join(str(row.counts[name]) for name in (*HYPOTHESES, "undecided"))
+        per_seed = ", ".join("excl." if v is None else SHORT.get(v, v) for v in row.per_seed)
+        rows.append([row.measure, row.condition, seeds.format_interval(row.agent, ".2f"), counts, per_seed])
+    return (
+        f"verdicts per seed, only between hypotheses a measure separates ({exclusion.num_excluded} of "
+        f"{exclusion.num_excluded + exclusion.num_included} seeds excluded: in-distribution return below "
+        f"{exclusion.min_learning_fraction:.2f} of the way from evidence-blind "
+        f"{exclusion.evidence_blind_return:.2f} to Bayes-optimal {exclusion.bayes_optimal_return:.2f}):\n"
+        + output.format_table(rows)
     )
-    return "\n\n".join(blocks)
+
+
+def _differences_table(results: FailureResults) -> str:
+    rows = [["difference", "condition", "learning seeds"]]
+    for row in results.paired_differences:
+        rows.append([row.quantity, row.condition, seeds.format_interval(row.interval, ".3f")])
+    return (
+        "paired per-seed differences, mean [95% interval over the learning seeds]:\n"
+        + output.format_table(rows)
+    )
 
 
 def _header(results: FailureResults) -> str:

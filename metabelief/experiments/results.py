@@ -53,8 +53,10 @@ and, per experiment:
   family's repr.
 
 **failure** (``failure.FailureResults``): the common part, with seed entries
-(``failure.FailureSeed``) of ``seed``, ``train`` and ``conditions.<test condition>`` (below), and
-at the top level ``verdicts`` (below).
+(``failure.FailureSeed``) of ``seed``, ``train``, ``learning`` (``fraction``: the in-distribution
+return from evidence-blind 0 to Bayes-optimal 1; ``included``: the exclusion rule keeps the seed)
+and ``conditions.<test condition>`` (below), and at the top level ``exclusion``, ``verdicts`` and
+``paired_differences`` (below).
 
 **rl2-table** (``rl2_table.RL2TableResults``): ``experiment``, ``config``, ``device``,
 ``provenance``, ``num_seeds``, ``summary``, ``seeds`` and ``published_source`` (where the paper's values come
@@ -161,20 +163,40 @@ index ``[k][δ]`` = k steps after the push)::
     disagreement              share of test steps where two greedy choices differ:
                               posterior_vs_majority (training posterior vs the evidence majority),
                               training_vs_test (training vs test posterior)
-    states.<state>            agent, untrained, counts, training posterior, test posterior:
+    states.<state>            agent, untrained, counts, training posterior, test posterior,
+                              training log-odds:
         follows_posterior_not_majority, follows_training_prior
                               steps (where the two rules differ), probability (of the training
-                              posterior's arm there; null without such a step)
+                              posterior's arm there; null without such a step), se (task lanes
+                              as clusters)
         readout               the frozen in-distribution read-out of E_train[p]: rmse and
                               rmse_by_time (.training prior, .test prior), closer_to_training,
-                              differing_pairs, confidence (.read-out and each prior)
+                              closer_to_training_se, differing_pairs, confidence (.read-out and
+                              each prior)
         r2_posterior_mean     .training prior, .test prior: linear, mlp (refitted R²)
+    choices                   (``failure_choices.ChoiceLikelihood``) the agent's held-out choices
+                              under each hypothesis's softmax: per_choice and se (.<hypothesis>,
+                              ."agent policy"; nats per choice), inverse_temperature
+                              (.<hypothesis>, fitted on the train lanes), best (a hypothesis or
+                              "undecided")
+    evidence_weights.<agent | untrained>   (``failure_choices.EvidenceWeights``) the policy
+                              log-odds regressed on (s, f): successes, failures, ratio, ratio_se, r2
     test_family, steps        the test family's repr, steps per episode
 
-**verdicts** (failure; ``failure.Verdict`` per measure and condition that separates hypotheses)::
+**exclusion** (failure; ``failure_verdicts.Exclusion``): rule, min_learning_fraction,
+evidence_blind_return, bayes_optimal_return (both exact), excluded_seeds, num_excluded,
+num_included.
 
-    measure, condition, agent (its interval), untrained, controls (mean of each hypothesis
-    control), separates (the pairs told apart), nearest, nearest_per_seed
+**verdicts** (failure; ``failure_verdicts.Verdict`` per measure and condition that separates
+hypotheses in a learning seed; the rule is ``failure_verdicts``' docstring)::
+
+    measure, condition, agent (its interval over the learning seeds), untrained, controls (mean
+    of each hypothesis control over the learning seeds), separates (the pairs told apart),
+    per_seed (each seed's verdict: a hypothesis, "undecided", or null: excluded / no figure),
+    counts (hypothesis or "undecided" -> learning seeds), excluded
+
+**paired_differences** (failure; ``failure_verdicts.PairedDifference``): quantity, condition,
+per_seed (the difference in each seed, null where excluded), interval (over the learning seeds).
 
 The fields' docstrings and comments say what each number means; the modules that compute them
 (``probing``, ``controls``, ``metabelief.analysis.state_machine``,
