@@ -136,10 +136,13 @@ def _seed_results(config: BanditConfig, evaluation: protocol.Evaluation) -> tupl
             evaluation.history,
             split_sizes(config.eval_tasks),
             target=intervention.bandit_arm_target(evaluation.family),
-            key=jax.random.fold_in(evaluation.probe_key, 2),
+            key=jax.random.fold_in(evaluation.probe_key, 3),  # 1: the state-machine maps; 2: the controls
             references={  # the exact DP's sensitivity to arm 0's posterior mean, on the same steps
                 "bayes_optimal": intervention.belief_policy_probs(
-                    evaluation.family, bayes, evaluation.history, action=0
+                    evaluation.family,
+                    baselines.bayes_optimal(evaluation.family),
+                    evaluation.history,
+                    action=0,
                 )
             },
         ),

@@ -190,7 +190,7 @@ def probe_trained_and_untrained(
         networks,
         evaluation.history,
         report.split_sizes,
-        key=jax.random.fold_in(evaluation.probe_key, 2),  # 1 draws the bandit's state-machine maps
+        key=jax.random.fold_in(evaluation.probe_key, 2),  # 1: the state-machine maps; 3: the intervention
         mlp_steps=mlp_steps,
         network_mlp_r2={name: network.mlp.r2 for name, network in report.networks.items()},
     )

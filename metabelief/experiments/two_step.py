@@ -168,7 +168,7 @@ def run(config: TwoStepConfig, out_dir: pathlib.Path, *, progress: bool = True) 
                     evaluation.history,
                     split_sizes(config.eval_tasks),
                     target=intervention.two_step_target(family),
-                    key=jax.random.fold_in(evaluation.probe_key, 2),
+                    key=jax.random.fold_in(evaluation.probe_key, 3),  # 2 draws the controls' probes
                 ),
             )
         )
