@@ -69,7 +69,7 @@ class BanditConfig:
 
     @classmethod
     def quick(cls) -> BanditConfig:
-        """A smoke-test size: seconds, not minutes; the thresholds are not expected to hold."""
+        """A smoke-test size (about a minute on a 2-core CPU); the thresholds are not expected to hold."""
         quick_train = dataclasses.replace(protocol.quick_train(cls().train), family_args=(("horizon", 20),))
         return cls(train=quick_train, eval_tasks=128, mlp_steps=100)
 

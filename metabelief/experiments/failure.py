@@ -161,7 +161,7 @@ class FailureConfig:
 
     @classmethod
     def quick(cls) -> FailureConfig:
-        """A smoke-test size: seconds, not minutes; the findings are not expected to hold."""
+        """A smoke-test size (about a minute on a 2-core CPU); the findings are not expected to hold."""
         base = cls()
         quick_train = dataclasses.replace(
             protocol.quick_train(base.train), family_args=(("horizon", 20), ("support", TRAIN_SUPPORT))

@@ -84,7 +84,7 @@ class FamilyConfig:
 
     @classmethod
     def quick(cls) -> FamilyConfig:
-        """A smoke-test size on the default family: seconds, not minutes."""
+        """A smoke-test size on the default family (about a minute on a 2-core CPU)."""
         return cls.of(cls().train.family, quick=True)
 
 

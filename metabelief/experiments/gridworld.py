@@ -58,7 +58,7 @@ class GridworldConfig:
 
     @classmethod
     def quick(cls) -> GridworldConfig:
-        """A smoke-test size: seconds, not minutes; the thresholds are not expected to hold."""
+        """A smoke-test size (about a minute on a 2-core CPU); the thresholds are not expected to hold."""
         return cls(train=protocol.quick_train(cls().train), eval_tasks=128, mlp_steps=100)
 
 

@@ -115,7 +115,7 @@ def seed_probe_key(probe_key: jax.Array, index: int) -> jax.Array:
 
 
 def quick_train(config: train.TrainConfig) -> train.TrainConfig:
-    """The smoke-test size of an experiment's training: seconds, not minutes; two seeds, so the
+    """The smoke-test size of an experiment's training (about a minute on a 2-core CPU); two seeds, so the
     seed axis and the intervals over it are exercised."""
     return dataclasses.replace(config, num_tasks=128, num_updates=20, updates_per_chunk=10, num_seeds=2)
 

@@ -123,7 +123,7 @@ class RL2TableConfig:
 
     @classmethod
     def quick(cls) -> RL2TableConfig:
-        """A smoke-test size: seconds, not minutes; the thresholds are not expected to hold."""
+        """A smoke-test size (about a minute on a 2-core CPU); the thresholds are not expected to hold."""
         base = cls()
         quick_train = dataclasses.replace(base.train, num_tasks=128, updates_per_chunk=10, num_seeds=2)
         return cls(rows=((5, 10),), train=quick_train, agent_steps=128 * 10 * 20, eval_tasks=128)

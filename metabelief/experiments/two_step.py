@@ -91,7 +91,7 @@ class TwoStepConfig:
 
     @classmethod
     def quick(cls) -> TwoStepConfig:
-        """A smoke-test size: seconds, not minutes; the thresholds are not expected to hold."""
+        """A smoke-test size (about a minute on a 2-core CPU); the thresholds are not expected to hold."""
         return cls(train=protocol.quick_train(cls().train), eval_tasks=128, stay_blocks=4, mlp_steps=100)
 
 
