@@ -84,12 +84,14 @@ def test_every_marked_figure_is_in_the_committed_results(path, line, files, text
         recorded += numbers(json.loads(results.read_text()))
     figures = printed_figures(text)
     assert figures, f"{path.name}:{line}: the marked block shows no figure"
+    rounded: dict[int, set[str]] = {}
     missing = []
     for figure in figures:
         decimals = len(figure.split(".")[1])
-        values = {f"{value:.{decimals}f}" for value in recorded} | {
-            f"{100 * value:.{decimals}f}" for value in recorded
-        }
-        if not is_recorded(figure, values, decimals):
+        if decimals not in rounded:
+            rounded[decimals] = {f"{value:.{decimals}f}" for value in recorded} | {
+                f"{100 * value:.{decimals}f}" for value in recorded
+            }
+        if not is_recorded(figure, rounded[decimals], decimals):
             missing.append(figure)
     assert not missing, f"{path.name}:{line}: figures not in {files}: {missing}"
