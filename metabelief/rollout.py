@@ -476,6 +476,15 @@ def history_inputs(agent: Agent, history: Trajectory) -> jax.Array:
     return jax.vmap(agent.inputs)(history.obs[:-1], prev_actions, prev_rewards, steps)
 
 
+def fit_validate_test(sizes: Sequence[int], num_tasks: int) -> tuple[int, int, int]:
+    """``sizes`` as three positive lane counts (fit, validate, test) adding up to ``num_tasks``;
+    a ``ValueError`` naming ``sizes`` otherwise."""
+    sizes = tuple(int(size) for size in sizes)
+    if len(sizes) != 3 or sum(sizes) != num_tasks or min(sizes) < 1:
+        raise ValueError(f"sizes must be 3 positive lane counts adding up to {num_tasks}, got {sizes}")
+    return sizes
+
+
 def split_lanes(array: jax.Array, sizes: Sequence[int]) -> list[jax.Array]:
     """``[T, N, ...]`` -> a list of ``[T, n_split, ...]``: consecutive blocks of task lanes."""
     return jnp.split(array, np.cumsum(sizes)[:-1], axis=1)

@@ -65,7 +65,14 @@ import numpy as np
 from metabelief import probes
 from metabelief.agents.base import Agent
 from metabelief.analysis.records import Record
-from metabelief.rollout import Trajectory, lane_moments, replay_beliefs, replay_jit, split_lanes
+from metabelief.rollout import (
+    Trajectory,
+    fit_validate_test,
+    lane_moments,
+    replay_beliefs,
+    replay_jit,
+    split_lanes,
+)
 from metabelief.tasks.base import BetaArms, DependentArms, FiniteOutcomes, PyTree, TaskFamily
 
 
@@ -277,10 +284,7 @@ def update_test(
     Returns:
       ``{name: UpdateTest}``.
     """
-    sizes = tuple(int(size) for size in sizes)
-    num_tasks = history.actions.shape[1]
-    if len(sizes) != 3 or sum(sizes) != num_tasks or min(sizes) < 1:
-        raise ValueError(f"sizes must be 3 positive lane counts adding up to {num_tasks}, got {sizes}")
+    sizes = fit_validate_test(sizes, history.actions.shape[1])
     if not networks:
         raise ValueError("networks must name at least one parameter set")
     if history.features.shape[-1] == 0:

@@ -89,6 +89,7 @@ from metabelief.agents.base import Agent
 from metabelief.analysis.records import Record
 from metabelief.rollout import (
     Trajectory,
+    fit_validate_test,
     history_inputs,
     lane_moments,
     replay_beliefs,
@@ -574,10 +575,7 @@ def _nested(values: np.ndarray) -> tuple[tuple[float | None, ...], ...]:
 
 def _check(agent, networks, history, sizes, target, deltas, trace_steps, num_random):
     """Validated ``(sizes, deltas)``; a ValueError naming the first bad argument."""
-    sizes = tuple(int(size) for size in sizes)
-    num_tasks = history.actions.shape[1]
-    if len(sizes) != 3 or sum(sizes) != num_tasks or min(sizes) < 1:
-        raise ValueError(f"sizes must be 3 positive lane counts adding up to {num_tasks}, got {sizes}")
+    sizes = fit_validate_test(sizes, history.actions.shape[1])
     if not networks:
         raise ValueError("networks must name at least one parameter set")
     num_means = history.truth.shape[-1]

@@ -78,7 +78,8 @@ class NetworkScores(Record):
 
 @dataclasses.dataclass(frozen=True)
 class InputOnlyScores(Record):
-    """``input_only_scores``: the last ``k`` inputs and a one-hot of t as probe inputs."""
+    """``input_only_scores``: a baseline's inputs (the last ``k`` inputs, or a no-learning memory:
+    traces, running sums) and a one-hot of t as probe inputs."""
 
     r2: float | None
     r2_posterior_mean: float | None
@@ -128,18 +129,6 @@ class TruthDecoding(TruthBaselines):
 
 
 @dataclasses.dataclass(frozen=True)
-class NoLearning(Record):
-    """One fair no-learning baseline (``metabelief.experiments.no_learning``) and a one-hot of t as
-    probe inputs: the scores of ``InputOnlyScores``."""
-
-    r2: float | None
-    r2_posterior_mean: float | None
-    per_dimension: tuple[float | None, ...]
-    within_time: ControlScores
-    truth_mse: float | None
-
-
-@dataclasses.dataclass(frozen=True)
 class MLPHeadline(Record):
     """Differences of the MLP probes' R^2 (-> all features): the trained network's minus each
     baseline's; None where a side is missing or undefined."""
@@ -180,7 +169,7 @@ class ProbeControls(Record):
     truth: TruthDecoding
     headline: Headline
     trace_time_constants: tuple[float, ...]
-    no_learning: dict[str, NoLearning]  # TRACES, RUNNING_SUMS
+    no_learning: dict[str, InputOnlyScores]  # TRACES, RUNNING_SUMS
     mlp: dict[str, float | None]  # R^2 of MLP probes: networks (given), INPUT_ONLY, TRACES, RUNNING_SUMS
     next_outcome: NextOutcome | None
 
@@ -240,7 +229,7 @@ def probe_controls(
         decoding the truth, the exact posterior mean's MSE and the train-tasks mean's MSE.
       - ``headline``: ``Headline``'s differences (networks named ``trained`` and ``untrained``).
       - ``trace_time_constants``: as given.
-      - ``no_learning["traces" | "running_sums"]``: ``NoLearning`` scores (as ``input_only``'s,
+      - ``no_learning["traces" | "running_sums"]``: ``InputOnlyScores`` (as ``input_only``'s,
         with ``within_time`` and ``truth_mse``) of the exponential traces (all time constants
         together) and of the running sums of ``no_learning.outcome_inputs``, each with a one-hot
         of t.
@@ -289,7 +278,7 @@ def probe_controls(
         RUNNING_SUMS: no_learning.running_sums(outcomes),
     }
     unlearned = {
-        name: _no_learning_scores(x, history.features, history.truth, sizes, ridge_grid)
+        name: input_only_scores(x, history.features, history.truth, sizes, ridge_grid=ridge_grid)[0]
         for name, x in baselines.items()
         if name != INPUT_ONLY
     }
@@ -324,17 +313,6 @@ def probe_controls(
         no_learning=unlearned,
         mlp=mlp_r2,
         next_outcome=next_outcome(family, history, [memories, timed], sizes),
-    )
-
-
-def _no_learning_scores(inputs, features, truth, sizes, ridge_grid) -> NoLearning:
-    scores, _ = input_only_scores(inputs, features, truth, sizes, ridge_grid=ridge_grid)
-    return NoLearning(
-        r2=scores.r2,
-        r2_posterior_mean=scores.r2_posterior_mean,
-        per_dimension=scores.per_dimension,
-        within_time=scores.within_time,
-        truth_mse=scores.truth_mse,
     )
 
 
