@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from metabelief.analysis.records import Record
+from metabelief.experiments import output
 
 Z_95 = 1.959963984540054  # the normal 0.975 quantile: within-seed 95% intervals
 UNDECIDED = "undecided"
@@ -113,7 +114,8 @@ def choice_likelihood(
 
 
 def _se_of_mean(values) -> float:
-    return float(values.std(ddof=1) / math.sqrt(values.shape[0])) if values.shape[0] > 1 else float("nan")
+    """``output.mean_and_se``'s standard error; NaN for fewer than two values."""
+    return output.mean_and_se(values)[1] if values.shape[0] > 1 else float("nan")
 
 
 def best_by_paired_interval(per_lane: dict) -> str:
