@@ -217,6 +217,14 @@ def _linear_probe(moments: Moments, ridge_grid: jax.Array, x_bounds: tuple, y_bo
     }
 
 
+def select_and_score(
+    moments: Moments, x: tuple[int, int], y: tuple[int, int], ridge_grid: Sequence[float] = DEFAULT_RIDGE_GRID
+) -> dict:
+    """``linear_probe`` inside a traced function (no checks, no host values): ``{"probe", "best",
+    "validation", "test"}`` for the blocks ``z[x[0]:x[1]]`` -> ``z[y[0]:y[1]]``."""
+    return _linear_probe(moments, jnp.asarray(ridge_grid, jnp.float32), x, y)
+
+
 def _bounds(name: str, block: slice | range, size: int) -> tuple[int, int]:
     """``(start, stop)`` of a contiguous, non-empty block of ``z`` (hashable, unlike a slice)."""
     start, stop, step = block.start, block.stop, block.step

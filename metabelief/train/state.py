@@ -14,6 +14,7 @@ import optax
 from metabelief import sharding
 from metabelief.tasks.base import PyTree
 from metabelief.train.config import TrainConfig
+from metabelief.train.dynamics import Dynamics
 
 
 @chex.dataclass(frozen=True)
@@ -33,6 +34,7 @@ class TrainResult:
     seconds: float  # wall time of the updates, compilation excluded
     compile_seconds: float
     agent_steps_per_second: float  # over all seeds
+    dynamics: Dynamics | None = None  # the evaluations during training (``train(dynamics=...)``)
 
     @property
     def num_seeds(self) -> int:
