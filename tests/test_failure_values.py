@@ -26,16 +26,15 @@ import pytest
 
 from metabelief import probes
 from metabelief.experiments import failure, seeds
-from metabelief.experiments.failure import (
+from metabelief.experiments.failure import FailureResults, FailureSeed, table
+from metabelief.experiments.failure_choices import ChoiceLikelihood, EvidenceWeights
+from metabelief.experiments.failure_measures import (
     HYPOTHESES,
     MEASURES,
     STATES,
     TRAIN_SUPPORT,
     Condition,
     Disagreement,
-    Exclusion,
-    FailureResults,
-    FailureSeed,
     Histories,
     Preference,
     ReadoutComparison,
@@ -44,10 +43,8 @@ from metabelief.experiments.failure import (
     compare_readout,
     condition_results,
     prefers_training_arm,
-    table,
 )
-from metabelief.experiments.failure_choices import ChoiceLikelihood, EvidenceWeights
-from metabelief.experiments.failure_verdicts import SEPARATION, Learning, verdicts
+from metabelief.experiments.failure_verdicts import SEPARATION, Exclusion, Learning, verdicts
 from metabelief.experiments.probing import split_sizes
 from metabelief.experiments.results import SeedTraining, TrainStats, summarize
 from metabelief.rollout import Trajectory
