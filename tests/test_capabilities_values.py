@@ -30,9 +30,12 @@ from metabelief.testing import FamilyCheckError, random_rollout, sample_tasks
 from metabelief.testing.capabilities import check_capabilities
 
 NUM_TASKS, NUM_STEPS = 256, 8
-BANDIT = BernoulliBandit(num_arms=3, horizon=NUM_STEPS)
-DEPENDENT = DiscreteDependentBandit(horizon=NUM_STEPS, support=(0.2, 0.7))
-TIGER = Tiger(accuracy=0.85, p_stay=0.9, horizon=NUM_STEPS)
+BANDIT_ARGS = dict(num_arms=3, horizon=NUM_STEPS)
+DEPENDENT_ARGS = dict(horizon=NUM_STEPS, support=(0.2, 0.7))
+TIGER_ARGS = dict(accuracy=0.85, p_stay=0.9, horizon=NUM_STEPS)
+BANDIT = BernoulliBandit(**BANDIT_ARGS)
+DEPENDENT = DiscreteDependentBandit(**DEPENDENT_ARGS)
+TIGER = Tiger(**TIGER_ARGS)
 # A wall at (0, 1) makes the breadth-first distances differ from the Manhattan ones; two goals in
 # the corners, so random walks from the centre rule candidates out and find the goal often.
 GRID_ARGS = dict(size=3, walls=((0, 1),), goals=((0, 0), (2, 2)), horizon=12)
@@ -97,15 +100,15 @@ BETA_ARMS_BREAKS = _breaks(
     BANDIT,
     {
         "counts-on-the-wrong-arm": (
-            CountsOnTheNextArm(num_arms=3, horizon=NUM_STEPS),
+            CountsOnTheNextArm(**BANDIT_ARGS),
             "each step must add the reward to alpha",
         ),
         "means-not-opening-features": (
-            MeansInReverse(num_arms=3, horizon=NUM_STEPS),
+            MeansInReverse(**BANDIT_ARGS),
             r"alpha / \(alpha \+ beta\) must open belief_features",
         ),
         "prior-beta-off-by-one": (
-            ExtraFailure(num_arms=3, horizon=NUM_STEPS),
+            ExtraFailure(**BANDIT_ARGS),
             r"must be Beta\(prior_a, prior_b\) = Beta\(1, 1\)",
         ),
     },
@@ -137,12 +140,9 @@ DEPENDENT_ARMS_BREAKS = _breaks(
     "DependentArms",
     DEPENDENT,
     {
-        "wrong-support-mean": (
-            MeanOverTheWrongSupport(horizon=NUM_STEPS, support=(0.2, 0.7)),
-            r"E\[p \| evidence\] must open",
-        ),
+        "wrong-support-mean": (MeanOverTheWrongSupport(**DEPENDENT_ARGS), r"E\[p \| evidence\] must open"),
         "evidence-against-doubled": (
-            AgainstCountedTwice(horizon=NUM_STEPS, support=(0.2, 0.7)),
+            AgainstCountedTwice(**DEPENDENT_ARGS),
             "each step must add 1 to the evidence",
         ),
     },
@@ -174,11 +174,8 @@ EXPECTED_REWARDS_BREAKS = _breaks(
     "ExpectedRewards",
     BANDIT,
     {
-        "off-by-a-constant": (
-            ExpectationsOffByAConstant(num_arms=3, horizon=NUM_STEPS),
-            "the reward after an action is off",
-        ),
-        "non-finite": (ExpectationsNaNAfterAPull(num_arms=3, horizon=NUM_STEPS), "became non-finite"),
+        "off-by-a-constant": (ExpectationsOffByAConstant(**BANDIT_ARGS), "the reward after an action is off"),
+        "non-finite": (ExpectationsNaNAfterAPull(**BANDIT_ARGS), "became non-finite"),
     },
 )
 
@@ -202,9 +199,6 @@ class TigerNeverThere(Tiger):
     def outcomes(self, belief, obs, action):
         probs, rewards, next_obs = super().outcomes(belief, obs, action)
         return jnp.where(action == LISTEN, probs, jnp.array([0.0, 1.0], jnp.float32)), rewards, next_obs
-
-
-TIGER_ARGS = dict(accuracy=0.85, p_stay=0.9, horizon=NUM_STEPS)
 
 
 FINITE_OUTCOMES_BREAKS = _breaks(
@@ -240,13 +234,10 @@ REFERENCE_POLICIES_BREAKS = _breaks(
     BANDIT,
     {
         "negative-action": (
-            NegativeReference(num_arms=3, horizon=NUM_STEPS),
+            NegativeReference(**BANDIT_ARGS),
             r"'negative' chose actions outside \[0, 3\): \[-1\]",
         ),
-        "float-action": (
-            FloatReference(num_arms=3, horizon=NUM_STEPS),
-            r"'float' must return int32\[\] actions",
-        ),
+        "float-action": (FloatReference(**BANDIT_ARGS), r"'float' must return int32\[\] actions"),
     },
 )
 
