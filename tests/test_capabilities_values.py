@@ -30,9 +30,12 @@ from metabelief.testing import FamilyCheckError, random_rollout, sample_tasks
 from metabelief.testing.capabilities import check_capabilities
 
 NUM_TASKS, NUM_STEPS = 256, 8
-BANDIT = BernoulliBandit(num_arms=3, horizon=NUM_STEPS)
-DEPENDENT = DiscreteDependentBandit(horizon=NUM_STEPS, support=(0.2, 0.7))
-TIGER = Tiger(accuracy=0.85, p_stay=0.9, horizon=NUM_STEPS)
+BANDIT_ARGS = dict(num_arms=3, horizon=NUM_STEPS)
+DEPENDENT_ARGS = dict(horizon=NUM_STEPS, support=(0.2, 0.7))
+TIGER_ARGS = dict(accuracy=0.85, p_stay=0.9, horizon=NUM_STEPS)
+BANDIT = BernoulliBandit(**BANDIT_ARGS)
+DEPENDENT = DiscreteDependentBandit(**DEPENDENT_ARGS)
+TIGER = Tiger(**TIGER_ARGS)
 # A wall at (0, 1) makes the breadth-first distances differ from the Manhattan ones; two goals in
 # the corners, so random walks from the centre rule candidates out and find the goal often.
 GRID_ARGS = dict(size=3, walls=((0, 1),), goals=((0, 0), (2, 2)), horizon=12)
@@ -51,6 +54,15 @@ def assert_fails(family, base, capability: str, message: str) -> None:
     """Check 9 fails ``family`` on ``base``'s rollout, naming ``capability`` and ``message``."""
     with pytest.raises(FamilyCheckError, match=rf"\[{capability} capability\]: .*{message}"):
         check_capabilities(family, rollout_of(base, base.horizon))
+
+
+def _breaks(capability: str, base, cases: dict) -> list:
+    """``(family, base, capability, message)`` cases of ``test_each_break_fails_its_capabilitys_check``
+    from ``{id: (broken family, message)}``; each family is checked on ``base``'s rollout."""
+    return [
+        pytest.param(family, base, capability, message, id=f"{capability}-{name}")
+        for name, (family, message) in cases.items()
+    ]
 
 
 # --- BetaArms ------------------------------------------------------------------------------------
@@ -83,20 +95,24 @@ class ExtraFailure(BernoulliBandit):
         return posterior.replace(beta=posterior.beta + 1.0)
 
 
-@pytest.mark.parametrize(
-    ("family", "message"),
-    [
-        (CountsOnTheNextArm(num_arms=3, horizon=NUM_STEPS), "each step must add the reward to alpha"),
-        (
-            MeansInReverse(num_arms=3, horizon=NUM_STEPS),
+BETA_ARMS_BREAKS = _breaks(
+    "BetaArms",
+    BANDIT,
+    {
+        "counts-on-the-wrong-arm": (
+            CountsOnTheNextArm(**BANDIT_ARGS),
+            "each step must add the reward to alpha",
+        ),
+        "means-not-opening-features": (
+            MeansInReverse(**BANDIT_ARGS),
             r"alpha / \(alpha \+ beta\) must open belief_features",
         ),
-        (ExtraFailure(num_arms=3, horizon=NUM_STEPS), r"must be Beta\(prior_a, prior_b\) = Beta\(1, 1\)"),
-    ],
-    ids=["counts-on-the-wrong-arm", "means-not-opening-features", "prior-beta-off-by-one"],
+        "prior-beta-off-by-one": (
+            ExtraFailure(**BANDIT_ARGS),
+            r"must be Beta\(prior_a, prior_b\) = Beta\(1, 1\)",
+        ),
+    },
 )
-def test_broken_beta_arms_fail_the_beta_arms_check(family, message):
-    assert_fails(family, BANDIT, "BetaArms", message)
 
 
 # --- DependentArms -------------------------------------------------------------------------------
@@ -120,16 +136,17 @@ class AgainstCountedTwice(DiscreteDependentBandit):
         return belief.evidence * jnp.array([1.0, 2.0], jnp.float32)
 
 
-@pytest.mark.parametrize(
-    ("family", "message"),
-    [
-        (MeanOverTheWrongSupport(horizon=NUM_STEPS, support=(0.2, 0.7)), r"E\[p \| evidence\] must open"),
-        (AgainstCountedTwice(horizon=NUM_STEPS, support=(0.2, 0.7)), "each step must add 1 to the evidence"),
-    ],
-    ids=["wrong-support-mean", "evidence-against-doubled"],
+DEPENDENT_ARMS_BREAKS = _breaks(
+    "DependentArms",
+    DEPENDENT,
+    {
+        "wrong-support-mean": (MeanOverTheWrongSupport(**DEPENDENT_ARGS), r"E\[p \| evidence\] must open"),
+        "evidence-against-doubled": (
+            AgainstCountedTwice(**DEPENDENT_ARGS),
+            "each step must add 1 to the evidence",
+        ),
+    },
 )
-def test_broken_dependent_arms_fail_the_dependent_arms_check(family, message):
-    assert_fails(family, DEPENDENT, "DependentArms", message)
 
 
 # --- ExpectedRewards -----------------------------------------------------------------------------
@@ -153,16 +170,14 @@ class ExpectationsNaNAfterAPull(BernoulliBandit):
         return jnp.where(pulls >= 2, jnp.nan, expected)
 
 
-@pytest.mark.parametrize(
-    ("family", "message"),
-    [
-        (ExpectationsOffByAConstant(num_arms=3, horizon=NUM_STEPS), "the reward after an action is off"),
-        (ExpectationsNaNAfterAPull(num_arms=3, horizon=NUM_STEPS), "became non-finite"),
-    ],
-    ids=["off-by-a-constant", "non-finite"],
+EXPECTED_REWARDS_BREAKS = _breaks(
+    "ExpectedRewards",
+    BANDIT,
+    {
+        "off-by-a-constant": (ExpectationsOffByAConstant(**BANDIT_ARGS), "the reward after an action is off"),
+        "non-finite": (ExpectationsNaNAfterAPull(**BANDIT_ARGS), "became non-finite"),
+    },
 )
-def test_broken_expected_rewards_fail_the_expected_rewards_check(family, message):
-    assert_fails(family, BANDIT, "ExpectedRewards", message)
 
 
 # --- FiniteOutcomes ------------------------------------------------------------------------------
@@ -186,19 +201,17 @@ class TigerNeverThere(Tiger):
         return jnp.where(action == LISTEN, probs, jnp.array([0.0, 1.0], jnp.float32)), rewards, next_obs
 
 
-TIGER_ARGS = dict(accuracy=0.85, p_stay=0.9, horizon=NUM_STEPS)
-
-
-@pytest.mark.parametrize(
-    ("family", "message"),
-    [
-        (LeakyDoors(**TIGER_ARGS), "sum to 1"),
-        (TigerNeverThere(**TIGER_ARGS), "did not list with positive probability"),
-    ],
-    ids=["leaky-on-doors-only", "realised-outcome-at-probability-zero"],
+FINITE_OUTCOMES_BREAKS = _breaks(
+    "FiniteOutcomes",
+    TIGER,
+    {
+        "leaky-on-doors-only": (LeakyDoors(**TIGER_ARGS), "sum to 1"),
+        "realised-outcome-at-probability-zero": (
+            TigerNeverThere(**TIGER_ARGS),
+            "did not list with positive probability",
+        ),
+    },
 )
-def test_broken_outcomes_fail_the_finite_outcomes_check(family, message):
-    assert_fails(family, TIGER, "FiniteOutcomes", message)
 
 
 # --- ReferencePolicies ---------------------------------------------------------------------------
@@ -216,19 +229,17 @@ class FloatReference(BernoulliBandit):
         return {"float": lambda key, belief, obs: jnp.float32(0.0)}
 
 
-@pytest.mark.parametrize(
-    ("family", "message"),
-    [
-        (
-            NegativeReference(num_arms=3, horizon=NUM_STEPS),
+REFERENCE_POLICIES_BREAKS = _breaks(
+    "ReferencePolicies",
+    BANDIT,
+    {
+        "negative-action": (
+            NegativeReference(**BANDIT_ARGS),
             r"'negative' chose actions outside \[0, 3\): \[-1\]",
         ),
-        (FloatReference(num_arms=3, horizon=NUM_STEPS), r"'float' must return int32\[\] actions"),
-    ],
-    ids=["negative-action", "float-action"],
+        "float-action": (FloatReference(**BANDIT_ARGS), r"'float' must return int32\[\] actions"),
+    },
 )
-def test_broken_reference_policies_fail_the_reference_policies_check(family, message):
-    assert_fails(family, BANDIT, "ReferencePolicies", message)
 
 
 # --- GoalCandidates ------------------------------------------------------------------------------
@@ -293,21 +304,43 @@ def test_the_unbroken_gridworld_passes_and_its_rollout_exercises_every_promise()
     assert not np.array_equal(GRID.distance_table(), ManhattanDistances(**GRID_ARGS).distance_table())
 
 
-@pytest.mark.parametrize(
-    ("family", "message"),
-    [
-        (ManhattanDistances(**GRID_ARGS), r"distance_table\(\) must hold the fewest moves"),
-        (UpDownSwapped(**GRID_ARGS), r"a step without reward must land on move_table\(\)"),
-        (LastTransitionOnlyGrid(**GRID_ARGS), "must never regrow a ruled-out goal"),
-        (EmptiesWhenPinned(**GRID_ARGS), "must never regrow a ruled-out goal nor become empty"),
-    ],
-    ids=["wrong-distances", "wrong-moves", "goal-set-regrows", "possible-goals-empties"],
+GOAL_CANDIDATES_BREAKS = _breaks(
+    "GoalCandidates",
+    GRID,
+    {
+        "wrong-distances": (
+            ManhattanDistances(**GRID_ARGS),
+            r"distance_table\(\) must hold the fewest moves",
+        ),
+        "wrong-moves": (UpDownSwapped(**GRID_ARGS), r"a step without reward must land on move_table\(\)"),
+        "goal-set-regrows": (LastTransitionOnlyGrid(**GRID_ARGS), "must never regrow a ruled-out goal"),
+        "possible-goals-empties": (
+            EmptiesWhenPinned(**GRID_ARGS),
+            "must never regrow a ruled-out goal nor become empty",
+        ),
+    },
 )
-def test_broken_goal_candidates_fail_the_goal_candidates_check(family, message):
-    assert_fails(family, GRID, "GoalCandidates", message)
 
 
 def test_a_reward_paid_off_the_goal_fails_the_goal_candidates_check():
     family = PaysOffTheGoal(**GRID_ARGS)
     assert OFF_GOAL_CELL not in family.goal_cells()
     assert_fails(family, family, "GoalCandidates", "a paid step must enter one of goal_cells")
+
+
+# --- Every break ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("family", "base", "capability", "message"),
+    [
+        *BETA_ARMS_BREAKS,
+        *DEPENDENT_ARMS_BREAKS,
+        *EXPECTED_REWARDS_BREAKS,
+        *FINITE_OUTCOMES_BREAKS,
+        *REFERENCE_POLICIES_BREAKS,
+        *GOAL_CANDIDATES_BREAKS,
+    ],
+)
+def test_each_break_fails_its_capabilitys_check(family, base, capability, message):
+    assert_fails(family, base, capability, message)

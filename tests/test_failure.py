@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metabelief.experiments.failure import (
+from metabelief.experiments.failure_measures import (
     TRAIN_SUPPORT,
     Preference,
     compare_readout,

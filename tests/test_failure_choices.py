@@ -8,7 +8,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from metabelief.experiments.failure import TRAIN_SUPPORT
 from metabelief.experiments.failure_choices import (
     UNDECIDED,
     best_by_paired_interval,
@@ -19,6 +18,7 @@ from metabelief.experiments.failure_choices import (
     ratio_and_se,
     training_log_odds,
 )
+from metabelief.experiments.failure_measures import TRAIN_SUPPORT
 
 T, N, FIT = 30, 60, 40  # steps, task lanes, lanes the temperatures are fitted on
 

@@ -26,16 +26,15 @@ import pytest
 
 from metabelief import probes
 from metabelief.experiments import failure, seeds
-from metabelief.experiments.failure import (
+from metabelief.experiments.failure import FailureResults, FailureSeed, table
+from metabelief.experiments.failure_choices import ChoiceLikelihood, EvidenceWeights
+from metabelief.experiments.failure_measures import (
     HYPOTHESES,
     MEASURES,
     STATES,
     TRAIN_SUPPORT,
     Condition,
     Disagreement,
-    Exclusion,
-    FailureResults,
-    FailureSeed,
     Histories,
     Preference,
     ReadoutComparison,
@@ -43,11 +42,10 @@ from metabelief.experiments.failure import (
     StateFigures,
     compare_readout,
     condition_results,
+    fit_readouts,
     prefers_training_arm,
-    table,
 )
-from metabelief.experiments.failure_choices import ChoiceLikelihood, EvidenceWeights
-from metabelief.experiments.failure_verdicts import SEPARATION, Learning, verdicts
+from metabelief.experiments.failure_verdicts import SEPARATION, Exclusion, Learning, verdicts
 from metabelief.experiments.probing import split_sizes
 from metabelief.experiments.results import SeedTraining, TrainStats, summarize
 from metabelief.rollout import Trajectory
@@ -386,10 +384,8 @@ def _stand_in_score(train, validation, test) -> float:
     )
 
 
-@functools.cache
-def _computed(kind: str) -> tuple[dict, Condition, list]:
-    scenario = _scenario(kind)
-    histories = Histories(
+def _histories(scenario: dict) -> Histories:
+    return Histories(
         history=_trajectory(scenario["rewards"], scenario["hidden"], scenario["logits"], scenario["actions"]),
         untrained=_trajectory(
             scenario["rewards"],
@@ -401,6 +397,12 @@ def _computed(kind: str) -> tuple[dict, Condition, list]:
         test_mean=jnp.asarray(scenario["test"], jnp.float32),
         counts=jnp.asarray(scenario["counts"], jnp.float32),
     )
+
+
+@functools.cache
+def _computed(kind: str) -> tuple[dict, Condition, list]:
+    scenario = _scenario(kind)
+    histories = _histories(scenario)
     optimal = _trajectory(scenario["optimal"], scenario["hidden"], scenario["logits"])
     readouts = {state: _column_0_readout(offset) for state, offset in OFFSETS.items()}
     calls = []
@@ -409,6 +411,33 @@ def _computed(kind: str) -> tuple[dict, Condition, list]:
             histories, optimal, readouts, SIZES, KEY, MLP_STEPS, test_family="hand-built", steps=T
         )
     return scenario, got, calls
+
+
+def test_fit_readouts_fit_each_state_to_the_training_posterior_on_the_fit_lanes_kept_on_validation():
+    """Per state (its own key), the read-out's rows: the fit lanes to fit, the validation lanes to
+    choose the checkpoint; the test lanes are left for the measures."""
+    scenario = _scenario("random")
+    calls = []
+
+    def fit_mlp(key, fit, validation, num_steps):
+        calls.append((key, fit, validation, num_steps))
+        return len(calls) - 1
+
+    with mock.patch.object(probes, "fit_mlp", fit_mlp):
+        readouts = fit_readouts(_histories(scenario), SIZES, KEY, MLP_STEPS)
+    assert readouts == {state: index for index, state in enumerate(STATES)}
+    lanes = {"fit": slice(0, SIZES[0]), "validation": slice(SIZES[0], SIZES[0] + SIZES[1])}
+    keys = jax.random.split(KEY, len(STATES))
+    for state, (key, fit, validation, num_steps) in zip(STATES, calls, strict=True):
+        assert num_steps == MLP_STEPS
+        np.testing.assert_array_equal(
+            jax.random.key_data(key), jax.random.key_data(keys[STATES.index(state)])
+        )
+        for (x, y), split in ((fit, lanes["fit"]), (validation, lanes["validation"])):
+            np.testing.assert_array_equal(np.asarray(y)[:, 0], scenario["training"][:, split].ravel())
+            if state == "agent":
+                np.testing.assert_array_equal(np.asarray(x), scenario["hidden"][:, split].reshape(-1, WIDTH))
+            assert np.asarray(x).shape == (T * (split.stop - split.start), WIDTH)
 
 
 def _assert_close(got, want, path="", rtol=1e-5, atol=1e-6):

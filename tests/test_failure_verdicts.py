@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from metabelief.experiments import seeds
-from metabelief.experiments.failure import HYPOTHESES, MEASURES, evidence_blind_return
+from metabelief.experiments.failure import evidence_blind_return
+from metabelief.experiments.failure_measures import HYPOTHESES, MEASURES
 from metabelief.experiments.failure_verdicts import (
     SEPARATION,
     UNDECIDED,

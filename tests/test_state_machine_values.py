@@ -185,6 +185,29 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(-1, keepdims=True)
 
 
+def _softmax_agent(logits: np.ndarray) -> tuple:
+    """An agent acting by softmax(state @ ``logits``): its policy in float32 JAX for the simulation,
+    and in float64 NumPy for the reference."""
+    return (
+        lambda states: jax.nn.softmax(states @ jnp.asarray(logits, jnp.float32)),
+        lambda states: _softmax(np.asarray(states, np.float64) @ logits),
+    )
+
+
+def _simulate(bayes_states, bayes_policies: dict, agent_states, agent_policy, arm_means) -> dict:
+    """``state_machine.simulate_states`` on these splits, key and MLP steps; its report as a dict."""
+    return state_machine.simulate_states(
+        jnp.asarray(bayes_states),
+        bayes_policies,
+        jnp.asarray(agent_states),
+        agent_policy,
+        jnp.asarray(arm_means),
+        SPLITS,
+        key=KEY,
+        mlp_steps=MLP_STEPS,
+    ).to_dict()
+
+
 # ---------------------------------------------------------------------------------------------
 # The array core on hand-built states: which split fits, chooses and scores each map, the key of
 # each direction, and which agent is the source.
@@ -205,27 +228,11 @@ def _hand_built():
     noise = 0.3 * rng.standard_normal((NUM_STEPS, NUM_LANES, STATE_SIZE))
     y = scale[None, :, None] * np.tanh(2.0 * x @ weights) + noise
     x, y = x.astype(np.float32), y.astype(np.float32)
-    bayes_logits, agent_logits = (
-        rng.standard_normal((4, NUM_ARMS)),
-        rng.standard_normal((STATE_SIZE, NUM_ARMS)),
-    )
+    bayes_simulated, bayes = _softmax_agent(rng.standard_normal((4, NUM_ARMS)))
+    agent_simulated, agent = _softmax_agent(rng.standard_normal((STATE_SIZE, NUM_ARMS)))
     means = rng.uniform(size=(NUM_LANES, NUM_ARMS)).astype(np.float32)
-    report = state_machine.simulate_states(
-        jnp.asarray(x),
-        {"undiscounted": lambda states: jax.nn.softmax(states @ jnp.asarray(bayes_logits, jnp.float32))},
-        jnp.asarray(y),
-        lambda states: jax.nn.softmax(states @ jnp.asarray(agent_logits, jnp.float32)),
-        jnp.asarray(means),
-        SPLITS,
-        key=KEY,
-        mlp_steps=MLP_STEPS,
-    ).to_dict()
-    states = {"bayes": x, "agent": y}
-    policies = {
-        "bayes": lambda states: _softmax(states @ bayes_logits),
-        "agent": lambda states: _softmax(states @ agent_logits),
-    }
-    return report, states, policies, means
+    report = _simulate(x, {"undiscounted": bayes_simulated}, y, agent_simulated, means)
+    return report, {"bayes": x, "agent": y}, {"bayes": bayes, "agent": agent}, means
 
 
 def test_linear_maps_are_fitted_on_train_chosen_on_validation_and_scored_on_the_test_lanes():
@@ -308,16 +315,13 @@ def test_a_memory_that_is_the_bayes_state_simulates_the_bayes_agent_with_dissimi
     memory = (counts @ embedding + offset).astype(np.float32)  # an invertible affine image of the counts
     bayes_probs = _bayes_probs(family, bayes, counts)
     assert 0.3 < (bayes_probs.max(-1) == 1.0).mean() < 1.0  # the Bayes agent decides, not always
-    report = state_machine.simulate_states(
-        jnp.asarray(counts),
+    report = _simulate(
+        counts,
         {"undiscounted": state_machine.bayes_count_policy(family, bayes)},
-        jnp.asarray(memory),
+        memory,
         lambda states: jnp.asarray(_bayes_probs(family, bayes, decode(states)), jnp.float32),
         history.truth,
-        SPLITS,
-        key=KEY,
-        mlp_steps=MLP_STEPS,
-    ).to_dict()
+    )
     for direction in (report["agent_to_bayes"], report["bayes_to_agent"]):
         assert direction["linear"]["state_dissimilarity"] < 1e-5
         assert direction["linear"]["state_dissimilarity_uncentred"] < 1e-5
@@ -336,22 +340,17 @@ def test_a_memory_of_noise_has_dissimilarity_one_and_acts_unlike_the_bayes_agent
     family, bayes, history, counts = _bandit()
     rng = np.random.default_rng(2)
     noise = rng.standard_normal((NUM_STEPS, NUM_LANES, STATE_SIZE)).astype(np.float32)
-    logits = 4.0 * rng.standard_normal((STATE_SIZE, NUM_ARMS))  # sharp: nearly one arm per state
-    report = state_machine.simulate_states(
-        jnp.asarray(counts),
+    # Sharp logits: nearly one arm per state.
+    agent_simulated, agent = _softmax_agent(4.0 * rng.standard_normal((STATE_SIZE, NUM_ARMS)))
+    report = _simulate(
+        counts,
         {"undiscounted": state_machine.bayes_count_policy(family, bayes)},
-        jnp.asarray(noise),
-        lambda states: jax.nn.softmax(states @ jnp.asarray(logits, jnp.float32)),
+        noise,
+        agent_simulated,
         history.truth,
-        SPLITS,
-        key=KEY,
-        mlp_steps=MLP_STEPS,
-    ).to_dict()
+    )
     states = {"bayes": counts, "agent": noise}
-    policies = {
-        "bayes": lambda states: _bayes_probs(family, bayes, states),
-        "agent": lambda states: _softmax(np.asarray(states, np.float64) @ logits),
-    }
+    policies = {"bayes": lambda states: _bayes_probs(family, bayes, states), "agent": agent}
     expected = _expected(states, policies, np.asarray(history.truth), KEY, kinds=("linear",))
     _assert_close(report, expected)
     for direction in state_machine.DIRECTIONS:
@@ -487,19 +486,16 @@ def test_the_floor_is_the_distance_of_the_agents_softmax_from_each_deterministic
     logits = (3.0 * rng.standard_normal((NUM_STEPS, NUM_LANES, STATE_SIZE))).astype(np.float32)
     means = rng.uniform(size=(NUM_LANES, NUM_ARMS)).astype(np.float32)
     one_hot = lambda states, dims: jax.nn.one_hot(jnp.argmax(states[..., dims], -1), NUM_ARMS)  # noqa: E731
-    report = state_machine.simulate_states(
-        jnp.asarray(counts),
+    report = _simulate(
+        counts,
         {
             "undiscounted": lambda s: one_hot(s, slice(0, 2)),
             "training_gamma": lambda s: one_hot(s, slice(2, 4)),
         },
-        jnp.asarray(logits),
+        logits,
         lambda states: jax.nn.softmax(states[..., :NUM_ARMS]),
-        jnp.asarray(means),
-        SPLITS,
-        key=KEY,
-        mlp_steps=MLP_STEPS,
-    ).to_dict()
+        means,
+    )
     assert report["gamma"] == {"undiscounted": None, "training_gamma": None}  # not DPs
     agent = _softmax(_lanes(logits, 2)[..., :NUM_ARMS])
     test_means = np.broadcast_to(means[SPLITS[0] + SPLITS[1] :], agent.shape)

@@ -88,17 +88,18 @@ class BanditSeed(SeedResult):
 def run(config: BanditConfig, out_dir: pathlib.Path, *, progress: bool = True) -> ExperimentResults:
     """Runs the experiment, writes ``results.json``, the plots and the agents into ``out_dir``."""
     family = config.train.make_family()
+    bayes = state_machine.bayes_agents(family, config.train.gamma)  # the DPs, built once for every seed
     references = {
         "random": baselines.random_policy(family),
         "thompson": baselines.thompson_sampling(family),
-        "bayes_optimal": baselines.bayes_optimal(family),
+        "bayes_optimal": bayes["undiscounted"],
     }
     trained, evaluations = protocol.train_and_evaluate(
         config.train, config.eval_tasks, references, out_dir, progress=progress
     )
     per_seed, decoded = [], None
     for evaluation in evaluations:
-        entry, seed_decoded = _seed_results(config, evaluation)
+        entry, seed_decoded = _seed_results(config, evaluation, bayes)
         per_seed.append(entry)
         decoded = decoded or seed_decoded  # the first seed's decoded beliefs are drawn
     results = ExperimentResults.of(NAME, protocol.config_dict(config), trained, per_seed)
@@ -120,8 +121,11 @@ def run(config: BanditConfig, out_dir: pathlib.Path, *, progress: bool = True) -
     return results
 
 
-def _seed_results(config: BanditConfig, evaluation: protocol.Evaluation) -> tuple[BanditSeed, dict]:
-    """One seed's entry of ``results.json`` and its decoded beliefs."""
+def _seed_results(
+    config: BanditConfig, evaluation: protocol.Evaluation, bayes: dict[str, baselines.BayesOptimal]
+) -> tuple[BanditSeed, dict]:
+    """One seed's entry of ``results.json`` and its decoded beliefs; ``bayes``: the Bayes agents
+    (``state_machine.bayes_agents``)."""
     means = {name: evaluation.mean_return(name) for name in evaluation.returns}
     networks, probe, decoded = protocol.probe_trained_and_untrained(evaluation, config.mlp_steps)
     entry = BanditSeed.of(
@@ -140,7 +144,7 @@ def _seed_results(config: BanditConfig, evaluation: protocol.Evaluation) -> tupl
             references={  # the exact DP's sensitivity to arm 0's posterior mean, on the same steps
                 "bayes_optimal": intervention.belief_policy_probs(
                     evaluation.family,
-                    baselines.bayes_optimal(evaluation.family),
+                    bayes["undiscounted"],
                     evaluation.history,
                     action=0,
                 )
@@ -151,7 +155,7 @@ def _seed_results(config: BanditConfig, evaluation: protocol.Evaluation) -> tupl
             evaluation.agent,
             networks,
             {"agent": evaluation.history, "bayes": evaluation.references["bayes_optimal"]},
-            state_machine.bayes_agents(evaluation.family, config.train.gamma),
+            bayes,
             split_sizes(config.eval_tasks),
             key=jax.random.fold_in(evaluation.probe_key, 1),
             mlp_steps=config.mlp_steps,

@@ -154,7 +154,7 @@ index ``[k][δ]`` = k steps after the push)::
                 num_pairs (test step-lanes); slope_all, r2_all (every outcome pooled);
                 read_out_r2 (memory -> posterior means, on the states), ridge
 
-**conditions.<test condition>** (failure; ``failure.Condition``, the measures are defined in
+**conditions.<test condition>** (failure; ``failure_measures.Condition``, the measures are defined in
 ``metabelief.experiments.failure``'s docstring)::
 
     return, return_se         .agent and .bayes_optimal (of the test prior): return per episode

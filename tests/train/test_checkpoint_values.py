@@ -111,53 +111,57 @@ class _Fail(Exception):
 def _fail_at(monkeypatch, where: str, call: int) -> None:
     """Makes the ``call``-th write of a save fail: in ``os.replace``, in the writer before it writes,
     or halfway through writing the file's bytes."""
-    calls = []
     if where == "replace":
-        real = os.replace
-
-        def replace(source, target):
-            calls.append(target)
-            if len(calls) == call:
-                raise _Fail(target)
-            real(source, target)
-
-        monkeypatch.setattr(os, "replace", replace)
+        monkeypatch.setattr(os, "replace", _failing_on_call(os.replace, call))
     elif where == "writer":
-        real = checkpoint._write_atomically
+        monkeypatch.setattr(
+            checkpoint, "_write_atomically", _failing_on_call(checkpoint._write_atomically, call)
+        )
+    else:
+        monkeypatch.setattr(checkpoint, "open", _half_writing_on_call(call), raising=False)
 
-        def writer(path, data):
+
+def _failing_on_call(real, call: int):
+    """``real``, except that its ``call``-th call raises ``_Fail`` instead."""
+    calls = []
+
+    def failing(*args):
+        calls.append(args)
+        if len(calls) == call:
+            raise _Fail(args)
+        return real(*args)
+
+    return failing
+
+
+def _half_writing_on_call(call: int):
+    """``open``, except that the ``call``-th file opened for writing writes half its bytes and fails."""
+    calls = []
+
+    class HalfWriter:
+        def __init__(self, file):
+            self.file = file
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.file.close()
+
+        def write(self, data):
+            self.file.write(data[: len(data) // 2])
+            self.file.flush()
+            raise _Fail("interrupted")
+
+    def opener(path, mode="r", *args, **kwargs):
+        file = open(path, mode, *args, **kwargs)
+        if "w" in mode:
             calls.append(path)
             if len(calls) == call:
-                raise _Fail(path)
-            real(path, data)
+                return HalfWriter(file)
+        return file
 
-        monkeypatch.setattr(checkpoint, "_write_atomically", writer)
-    else:
-
-        class HalfWriter:
-            def __init__(self, file):
-                self.file = file
-
-            def __enter__(self):
-                return self
-
-            def __exit__(self, *exc):
-                self.file.close()
-
-            def write(self, data):
-                self.file.write(data[: len(data) // 2])
-                self.file.flush()
-                raise _Fail("interrupted")
-
-        def opener(path, mode="r", *args, **kwargs):
-            file = open(path, mode, *args, **kwargs)
-            if "w" in mode:
-                calls.append(path)
-                if len(calls) == call:
-                    return HalfWriter(file)
-            return file
-
-        monkeypatch.setattr(checkpoint, "open", opener, raising=False)
+    return opener
 
 
 WHERE = ["replace", "writer", "half_written"]
