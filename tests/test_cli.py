@@ -12,7 +12,7 @@ import pytest
 
 from metabelief import cli, experiments, probes, train
 from metabelief.analysis import state_machine
-from metabelief.experiments import protocol, seeds
+from metabelief.experiments import interval_rules, protocol
 from metabelief.experiments.probing import NetworkProbe, split_sizes
 from metabelief.experiments.results import ExperimentResults, Provenance, RunResults
 from metabelief.rollout import probe_moments, rollout
@@ -51,7 +51,7 @@ def check_results(out_dir: pathlib.Path, typed: list, networks=("trained", "untr
     (returned,) = typed
     assert isinstance(returned, RunResults)
     assert json.loads(json.dumps(returned.to_dict(), allow_nan=False)) == results
-    assert results["summary"] == seeds.summarize(
+    assert results["summary"] == interval_rules.summarize(
         [{key: value for key, value in entry.items() if key != "seed"} for entry in results["seeds"]]
     )
     figures = {key: value for key, value in results.items() if key != "config"}  # not settings (mlp_steps)

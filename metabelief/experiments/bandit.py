@@ -29,7 +29,7 @@ import jax
 
 from metabelief import baselines, train
 from metabelief.analysis import counterfactual, intervention, state_machine
-from metabelief.experiments import output, plots, protocol, seeds
+from metabelief.experiments import fractions, output, plots, protocol, seeds
 from metabelief.experiments.probing import ProbeReport, split_sizes
 from metabelief.experiments.results import ExperimentResults, SeedResult
 from metabelief.tasks import BetaArms
@@ -79,6 +79,9 @@ class BanditSeed(SeedResult):
     """One seed's entry: its returns (``SeedResult``) and what its agent's state holds and does."""
 
     return_fraction_random_to_thompson: float  # (agent - random) / (thompson - random), returns
+    return_fraction_random_to_thompson_se: float  # its s.e. over the held-out tasks (``fractions``)
+    return_fraction_random_to_bayes_optimal: float  # the same between the exact expected returns
+    return_fraction_random_to_bayes_optimal_se: float  # of random play and of the Bayes-optimal DP
     probe: ProbeReport
     intervention: dict[str, intervention.DoseResponse]  # per network
     state_machine: dict[str, dict[str, state_machine.Simulation]]  # per network, per histories
@@ -126,12 +129,10 @@ def _seed_results(
 ) -> tuple[BanditSeed, dict]:
     """One seed's entry of ``results.json`` and its decoded beliefs; ``bayes``: the Bayes agents
     (``state_machine.bayes_agents``)."""
-    means = {name: evaluation.mean_return(name) for name in evaluation.returns}
     networks, probe, decoded = protocol.probe_trained_and_untrained(evaluation, config.mlp_steps)
     entry = BanditSeed.of(
         evaluation,
-        return_fraction_random_to_thompson=(means["agent"] - means["random"])
-        / (means["thompson"] - means["random"]),
+        **return_fractions(evaluation),
         probe=probe,
         intervention=intervention.dose_response(
             evaluation.family,
@@ -171,6 +172,25 @@ def _seed_results(
     return entry, decoded
 
 
+def return_fractions(evaluation: protocol.Evaluation) -> dict[str, float]:
+    """The agent's return from random to Thompson sampling (both played on its held-out tasks)
+    and from random to Bayes-optimal (the exact expected returns from the prior), each with its
+    standard error over the tasks (``metabelief.experiments.fractions``)."""
+    family = evaluation.family
+    to_thompson, to_thompson_se = fractions.between_references(evaluation, "random", "thompson")
+    to_bayes, to_bayes_se = fractions.return_fraction(
+        fractions.per_task_returns(evaluation.history.rewards),
+        fractions.exact_random_return(family),
+        baselines.bayes_optimal_value(family),
+    )
+    return {
+        "return_fraction_random_to_thompson": to_thompson,
+        "return_fraction_random_to_thompson_se": to_thompson_se,
+        "return_fraction_random_to_bayes_optimal": to_bayes,
+        "return_fraction_random_to_bayes_optimal_se": to_bayes_se,
+    }
+
+
 def table(results: ExperimentResults) -> str:
     """The printed summary over seeds: returns, probe R^2 of the trained and untrained network,
     the state-machine simulation, and each seed's acceptance figures."""
@@ -181,8 +201,11 @@ def table(results: ExperimentResults) -> str:
         protocol.header(results, f"{num_arms}-armed Bernoulli, horizon {horizon}"),
         "",
         protocol.returns_table(summary),
-        "agent, % of the way from random to Thompson: "
+        "agent, % of the way from random to Thompson (both on the held-out tasks): "
         + seeds.format_interval(seeds.percent(summary["return_fraction_random_to_thompson"]), ".0f"),
+        "agent, % of the way from random to Bayes-optimal (exact expected returns from the prior): "
+        + seeds.format_interval(seeds.percent(summary["return_fraction_random_to_bayes_optimal"]), ".0f"),
+        "(intervals over seeds and the held-out tasks' sampling error, which every seed shares)",
         "",
         protocol.probe_table(summary["probe"]),
         "",
@@ -204,13 +227,14 @@ def table(results: ExperimentResults) -> str:
 
 def seed_table(per_seed: Sequence[BanditSeed]) -> str:
     """Each seed's acceptance figures: return from random to Thompson, linear R² trained/untrained."""
-    rows = [["seed", "random → Thompson", "R² posterior means: trained", "untrained"]]
+    rows = [["seed", "random → Thompson", "→ Bayes-optimal", "R² posterior means: trained", "untrained"]]
     for entry in per_seed:
         networks = entry.probe.networks
         rows.append(
             [
                 str(entry.seed),
                 f"{entry.return_fraction_random_to_thompson:.0%}",
+                f"{entry.return_fraction_random_to_bayes_optimal:.0%}",
                 *(_r2(networks[name].posterior_mean.r2) for name in ("trained", "untrained")),
             ]
         )

@@ -32,7 +32,7 @@ import importlib
 import pathlib
 
 from metabelief import baselines, train
-from metabelief.experiments import output, plots, protocol, seeds
+from metabelief.experiments import fractions, output, plots, protocol, seeds
 from metabelief.experiments.probing import ProbeReport
 from metabelief.experiments.results import ExperimentResults, SeedResult
 from metabelief.tasks import registry
@@ -120,6 +120,7 @@ class FamilySeed(SeedResult):
     reference, and the probes of its agent's state."""
 
     return_fraction_random_to_reference: float  # (agent - random) / (reference - random)
+    return_fraction_random_to_reference_se: float  # its s.e. over the held-out tasks (``fractions``)
     probe: ProbeReport
 
 
@@ -177,16 +178,15 @@ def run(config: FamilyConfig, out_dir: pathlib.Path, *, progress: bool = True) -
     reference = _reference(evaluations[0], found)
     per_seed, decoded = [], None
     for evaluation in evaluations:
-        means = {name: evaluation.mean_return(name) for name in evaluation.returns}
         _, probe, seed_decoded = protocol.probe_trained_and_untrained(evaluation, config.mlp_steps)
         decoded = decoded or seed_decoded  # the first seed's decoded beliefs are drawn
-        span = means[reference] - means["random"]
+        # NaN where the reference is random play itself
+        fraction, fraction_se = fractions.between_references(evaluation, "random", reference)
         per_seed.append(
             FamilySeed.of(
                 evaluation,
-                return_fraction_random_to_reference=(means["agent"] - means["random"]) / span
-                if span
-                else float("nan"),
+                return_fraction_random_to_reference=fraction,
+                return_fraction_random_to_reference_se=fraction_se,
                 probe=probe,
             )
         )

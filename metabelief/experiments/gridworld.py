@@ -22,7 +22,7 @@ import pathlib
 import numpy as np
 
 from metabelief import baselines, train
-from metabelief.experiments import output, plots, protocol, seeds
+from metabelief.experiments import fractions, output, plots, protocol, seeds
 from metabelief.experiments.probing import ProbeReport, split_sizes
 from metabelief.experiments.results import ExperimentResults, SeedResult
 from metabelief.rollout import split_lanes
@@ -67,6 +67,7 @@ class GridworldSeed(SeedResult):
     """One seed's entry: its returns (``SeedResult``) and the probes of its agent's state."""
 
     return_fraction_random_to_belief_greedy: float  # (agent - random) / (belief_greedy - random)
+    return_fraction_random_to_belief_greedy_se: float  # its s.e. over the held-out tasks (``fractions``)
     probe: ProbeReport
 
 
@@ -82,14 +83,14 @@ def run(config: GridworldConfig, out_dir: pathlib.Path, *, progress: bool = True
     )
     per_seed, decoded = [], None
     for evaluation in evaluations:
-        means = {name: evaluation.mean_return(name) for name in evaluation.returns}
         _, probe, seed_decoded = protocol.probe_trained_and_untrained(evaluation, config.mlp_steps)
         decoded = decoded or seed_decoded  # the first seed's decoded beliefs are drawn
+        fraction, fraction_se = fractions.between_references(evaluation, "random", "belief_greedy")
         per_seed.append(
             GridworldSeed.of(
                 evaluation,
-                return_fraction_random_to_belief_greedy=(means["agent"] - means["random"])
-                / (means["belief_greedy"] - means["random"]),
+                return_fraction_random_to_belief_greedy=fraction,
+                return_fraction_random_to_belief_greedy_se=fraction_se,
                 probe=probe,
             )
         )

@@ -19,9 +19,19 @@ condition), never built from strings. This docstring is the one description of t
                         agent_steps_per_second (all seeds together), num_seeds
     seeds               one entry per seed, in order: seed and the keys a one-seed run writes
     summary             the keys of one entry but "seed", every number replaced by
-                        {"mean", "low", "high", "n"}: the mean over seeds and its 95% Student-t
+                        {"mean", "low", "high", "n", "method"}: the mean over seeds and its 95%
                         interval (``metabelief.experiments.seeds``; lists element by element,
-                        other values kept where every seed agrees)
+                        other values kept where every seed agrees), by the method
+                        ``metabelief.experiments.interval_rules`` declares for the key:
+                        "bootstrap" (expanded percentile, over seeds) for the bounded figures:
+                        every R² (r2, r2_per_dim, r2_by_time, r2_posterior_mean, r2_all,
+                        read_out_r2, read_out_r2_target, controls.per_dimension,
+                        controls.<...>.per_dimension, controls.mlp), MSEs, truth MSEs and
+                        next-outcome log-losses, the state machine's dissimilarities and its
+                        output measures' mapped, floor, random and normalised, and two-step's
+                        stay probabilities; "t+tasks" for the return fractions (return_fraction_*:
+                        Student t over seeds widened by their <key>_se, the error of the
+                        held-out tasks all seeds share); "t" (Student t) for every other number
 
 **One seed's entry** of a protocol experiment (``SeedResult``; bandit, gridworld, two-step, family)::
 
@@ -31,19 +41,24 @@ condition), never built from strings. This docstring is the one description of t
                                   each reference policy (the same tasks for every seed)
     return_se.{...}               the standard error of each over the held-out tasks
 
-and, per experiment:
+and, per experiment (``<fraction>_se``: the fraction's standard error over the held-out tasks, the
+delta method paired by task, ``metabelief.experiments.fractions``):
 
 * ``bandit`` (``bandit.BanditSeed``): ``return_fraction_random_to_thompson`` ((agent - random) /
-  (thompson - random), of the returns), ``probe``, ``intervention``, ``state_machine``,
+  (thompson - random), of the returns on the held-out tasks),
+  ``return_fraction_random_to_bayes_optimal`` (the same between the exact expected returns from
+  the prior of random play, ``fractions.exact_random_return``, and of the Bayes-optimal DP,
+  ``baselines.bayes_optimal_value``), ``return_fraction_random_to_thompson_se`` and
+  ``return_fraction_random_to_bayes_optimal_se``, ``probe``, ``intervention``, ``state_machine``,
   ``counterfactual`` (below).
 * ``gridworld`` (``gridworld.GridworldSeed``): ``return_fraction_random_to_belief_greedy``,
-  ``probe``.
+  ``return_fraction_random_to_belief_greedy_se``, ``probe``.
 * ``family`` (``family.FamilySeed``): ``return_fraction_random_to_reference`` ((agent - random) /
-  (reference - random)), ``probe``. At the top level (``family.FamilyResults``) also ``family``
-  (its repr), ``reference`` (the policy the fraction is measured against: ``bayes_optimal`` where
-  the exact DP runs, else the best other reference), ``bayes_optimal_value`` (the exact
-  Bayes-optimal return from the prior, or null) and ``unavailable`` (reference -> why the
-  family's capabilities did not unlock it).
+  (reference - random)), ``return_fraction_random_to_reference_se``, ``probe``. At the top level
+  (``family.FamilyResults``) also ``family`` (its repr), ``reference`` (the policy the fraction is
+  measured against: ``bayes_optimal`` where the exact DP runs, else the best other reference),
+  ``bayes_optimal_value`` (the exact Bayes-optimal return from the prior, or null) and
+  ``unavailable`` (reference -> why the family's capabilities did not unlock it).
 * ``two-step`` (``two_step.TwoStepSeed``): ``reward_per_trial`` and ``reward_per_trial_se`` (the
   agent and each reference, per trial), ``stay.<agent | reference>`` (``two_step.StayFigures``:
   ``probs`` and ``probs_se``, P(stay) after rewarded_common, rewarded_rare, unrewarded_common,
@@ -215,7 +230,7 @@ from typing import TYPE_CHECKING, Self
 
 from metabelief import train
 from metabelief.analysis.records import Record
-from metabelief.experiments import output, seeds
+from metabelief.experiments import interval_rules, output
 
 if TYPE_CHECKING:
     from metabelief.experiments.protocol import Evaluation
@@ -271,9 +286,10 @@ class SeedResult(Record):
 
 
 def summarize(per_seed: Sequence[Record]) -> dict:
-    """The ``summary`` of seed entries: ``seeds.summarize`` of their ``to_dict()`` less ``seed``."""
+    """The ``summary`` of seed entries: their ``to_dict()`` less ``seed``, summarised with the
+    intervals ``interval_rules`` declares."""
     entries = [entry.to_dict() for entry in per_seed]
-    return seeds.summarize(
+    return interval_rules.summarize(
         [{key: value for key, value in entry.items() if key != "seed"} for entry in entries]
     )
 

@@ -192,6 +192,7 @@ def test_seed_results_and_experiment_results_write_the_common_keys():
         gridworld.GridworldSeed.of(
             _evaluation(seed, agent_return),
             return_fraction_random_to_belief_greedy=fraction,
+            return_fraction_random_to_belief_greedy_se=0.1,
             probe=ProbeReport(split_sizes=(2, 1, 1), networks={}),
         )
         for seed, agent_return, fraction in ((0, 8.0, 0.5), (1, 9.0, 0.75))
@@ -203,6 +204,7 @@ def test_seed_results_and_experiment_results_write_the_common_keys():
         "return": {"agent": 8.0, "random": 5.0},
         "return_se": {"agent": 0.5, "random": 0.25},
         "return_fraction_random_to_belief_greedy": 0.5,
+        "return_fraction_random_to_belief_greedy_se": 0.1,
         "probe": {"split_sizes": [2, 1, 1], "networks": {}, "controls": None},
     }
     experiment = results.ExperimentResults.of("gridworld", {"eval_tasks": 4}, _trained(), per_seed)
@@ -218,6 +220,10 @@ def test_seed_results_and_experiment_results_write_the_common_keys():
     assert "seed" not in written["summary"]
     assert written["summary"]["return"]["agent"]["mean"] == 8.5
     assert written["summary"]["return_fraction_random_to_belief_greedy"]["mean"] == 0.625
+    # The fraction's interval holds the held-out tasks' error beside the seeds' (interval_rules).
+    assert written["summary"]["return_fraction_random_to_belief_greedy"] == seeds.interval(
+        [0.5, 0.75], task_se=[0.1, 0.1]
+    )
     assert json.loads(json.dumps(written, allow_nan=False)) == written
     # An experiment's own top-level keys follow the common ones.
     two_step_results = two_step.TwoStepResults.of(

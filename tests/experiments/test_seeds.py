@@ -43,8 +43,8 @@ def test_interval_by_hand():
 
 def test_interval_leaves_out_undefined_values_and_needs_two():
     assert seeds.interval([None, 1.0, float("nan"), 3.0]) == seeds.interval([1.0, 3.0])
-    assert seeds.interval([4.0]) == {"mean": 4.0, "low": None, "high": None, "n": 1}
-    assert seeds.interval([None, None]) == {"mean": None, "low": None, "high": None, "n": 0}
+    assert seeds.interval([4.0]) == {"mean": 4.0, "low": None, "high": None, "n": 1, "method": "t"}
+    assert seeds.interval([None, None]) == {"mean": None, "low": None, "high": None, "n": 0, "method": "t"}
 
 
 def test_summarize_keeps_the_shape_of_one_seed():
@@ -56,7 +56,7 @@ def test_summarize_keeps_the_shape_of_one_seed():
     assert summary["return"]["agent"]["mean"] == 2.0
     half = 12.706205 * math.sqrt(2.0) / math.sqrt(2)  # sd of (1, 3) is sqrt(2)
     assert summary["return"]["agent"]["high"] == pytest.approx(2.0 + half, abs=1e-5)
-    assert summary["return"]["random"] == {"mean": 0.5, "low": 0.5, "high": 0.5, "n": 2}
+    assert summary["return"]["random"] == {"mean": 0.5, "low": 0.5, "high": 0.5, "n": 2, "method": "t"}
     assert summary["r2_by_time"][0]["mean"] is None and summary["r2_by_time"][1]["mean"] == pytest.approx(0.3)
     assert summary["family"] == "f" and summary["tag"] == ["a", "b"]
     assert seeds.means(summary)["return"] == {"agent": 2.0, "random": 0.5}

@@ -124,7 +124,13 @@ def test_interval_equals_the_numpy_reference(values):
 
 
 def test_interval_of_equal_values_has_zero_width_and_of_spread_values_is_wide():
-    assert seeds.interval([0.4] * 5) == {"mean": pytest.approx(0.4), "low": 0.4, "high": 0.4, "n": 5}
+    assert seeds.interval([0.4] * 5) == {
+        "mean": pytest.approx(0.4),
+        "low": 0.4,
+        "high": 0.4,
+        "n": 5,
+        "method": "t",
+    }
     spread = seeds.interval([0.0, 1.0])  # half-width t(0.975, 1) * sqrt(1/2) / sqrt(2) = 6.353
     assert spread["high"] - spread["mean"] == pytest.approx(t975_closed_form(1) / 2, rel=1e-10)
     assert spread["mean"] - spread["low"] == pytest.approx(spread["high"] - spread["mean"], rel=1e-12)
@@ -139,9 +145,9 @@ def test_interval_leaves_out_none_and_nan_and_counts_only_defined_values():
     assert (result["mean"], result["low"], result["high"]) == pytest.approx(
         (mean, low, high), rel=1e-10, abs=1e-12
     )
-    assert seeds.interval([nan, 2.5, None]) == {"mean": 2.5, "low": None, "high": None, "n": 1}
-    assert seeds.interval([nan, nan]) == {"mean": None, "low": None, "high": None, "n": 0}
-    assert seeds.interval([]) == {"mean": None, "low": None, "high": None, "n": 0}
+    assert seeds.interval([nan, 2.5, None]) == {"mean": 2.5, "low": None, "high": None, "n": 1, "method": "t"}
+    assert seeds.interval([nan, nan]) == {"mean": None, "low": None, "high": None, "n": 0, "method": "t"}
+    assert seeds.interval([]) == {"mean": None, "low": None, "high": None, "n": 0, "method": "t"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,7 +217,7 @@ def test_summarize_numbers_with_none_and_nan_count_only_the_defined_seeds():
     )
     # A figure no seed could compute is an interval without a mean, not a list of Nones.
     assert seeds.summarize([{"r2": None}, {"r2": None}]) == {
-        "r2": {"mean": None, "low": None, "high": None, "n": 0}
+        "r2": {"mean": None, "low": None, "high": None, "n": 0, "method": "t"}
     }
 
 
@@ -234,10 +240,10 @@ def test_summarize_keeps_strings_every_seed_agrees_on_and_lists_the_others():
 def test_summarize_of_one_seed_gives_intervals_without_bounds():
     summary = seeds.summarize([{"x": 0.25, "xs": [1.0, None]}])
     assert summary == {
-        "x": {"mean": 0.25, "low": None, "high": None, "n": 1},
+        "x": {"mean": 0.25, "low": None, "high": None, "n": 1, "method": "t"},
         "xs": [
-            {"mean": 1.0, "low": None, "high": None, "n": 1},
-            {"mean": None, "low": None, "high": None, "n": 0},
+            {"mean": 1.0, "low": None, "high": None, "n": 1, "method": "t"},
+            {"mean": None, "low": None, "high": None, "n": 0, "method": "t"},
         ],
     }
 
@@ -254,8 +260,20 @@ def test_percent_scales_mean_and_bounds_but_not_the_count():
     assert (result["mean"], result["low"], result["high"]) == pytest.approx(
         (100 * mean, 100 * low, 100 * high), abs=1e-10
     )
-    assert seeds.percent(seeds.interval([0.5])) == {"mean": 50.0, "low": None, "high": None, "n": 1}
-    assert seeds.percent(seeds.interval([None])) == {"mean": None, "low": None, "high": None, "n": 0}
+    assert seeds.percent(seeds.interval([0.5])) == {
+        "mean": 50.0,
+        "low": None,
+        "high": None,
+        "n": 1,
+        "method": "t",
+    }
+    assert seeds.percent(seeds.interval([None])) == {
+        "mean": None,
+        "low": None,
+        "high": None,
+        "n": 0,
+        "method": "t",
+    }
 
 
 def test_means_replaces_intervals_in_lists_and_keeps_other_values():
