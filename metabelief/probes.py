@@ -107,16 +107,26 @@ class ProbeScores:
         }
 
 
-def fit_ridge(moments: Moments, x: slice, y: slice, ridge: float | jax.Array) -> LinearProbe:
+def fit_ridge(
+    moments: Moments, x: slice, y: slice, ridge: float | jax.Array, mask: jax.Array | None = None
+) -> LinearProbe:
     """Ridge regression of ``z[y]`` on ``z[x]`` with an unpenalised intercept.
 
     The penalty is ``ridge`` times the mean input variance, so strengths are comparable across
     representations: ``W = (S_xx + ridge * tr(S_xx) / dx * I)^-1 S_xy``.
+
+    ``mask`` (0/1 ``[dx]``, default all 1) keeps only some columns of ``z[x]`` as inputs: the others
+    get zero weights and count neither in ``tr(S_xx)`` nor in ``dx``, so a block padded with
+    masked-out columns gives the probe of the block alone (up to float rounding) in a program
+    whose shapes do not depend on the block's width.
     """
     scatter_xx = moments.scatter[x, x]
-    size = scatter_xx.shape[0]
-    scale = jnp.maximum(jnp.trace(scatter_xx) / size, 1e-30)
-    weights = jnp.linalg.solve(scatter_xx + ridge * scale * jnp.eye(size), moments.scatter[x, y])
+    mask = jnp.ones(scatter_xx.shape[0], scatter_xx.dtype) if mask is None else mask
+    scatter_xx = scatter_xx * mask[:, None] * mask[None, :]
+    scale = jnp.maximum(jnp.trace(scatter_xx) / jnp.sum(mask), 1e-30)
+    # A masked-out column's row is the identity's, with a zero right-hand side: its weight is 0.
+    system = scatter_xx + jnp.diag(ridge * scale * mask + (1.0 - mask))
+    weights = jnp.linalg.solve(system, moments.scatter[x, y] * mask[:, None]) * mask[:, None]
     return LinearProbe(weights=weights, bias=moments.mean[y] - moments.mean[x] @ weights)
 
 

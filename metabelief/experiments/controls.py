@@ -253,16 +253,24 @@ def probe_controls(
             raise ValueError(f"networks must be named by strings other than {BASELINES}, got {name!r}")
     _check_targets(history.features, history.truth)
 
-    scores, memories = {}, {}
-    for name, params in networks.items():
-        memories[name] = replay_jit(family, agent, params, history).memory
-        scores[name] = network_scores(
-            memories[name], agent.hidden_size, history.features, history.truth, sizes, ridge_grid=ridge_grid
-        )
+    memories = {name: replay_jit(family, agent, params, history).memory for name, params in networks.items()}
+    lagged = {lag: lagged_inputs(agent, history, lag) for lag in lags}
+    outcomes = no_learning.outcome_inputs(agent, history)
+    baselines = {
+        INPUT_ONLY: lagged[lags[-1]],  # the largest k, which also gives the other controls
+        TRACES: no_learning.exponential_traces(outcomes, time_constants),
+        RUNNING_SUMS: no_learning.running_sums(outcomes),
+    }
+    # Every probe input padded to the widest, so each probe program is compiled once for them all.
+    width = max(x.shape[-1] for x in (*memories.values(), *lagged.values(), *baselines.values()))
+    arguments = dict(ridge_grid=ridge_grid, width=width)
+    scores = {
+        name: network_scores(memory, agent.hidden_size, history.features, history.truth, sizes, **arguments)
+        for name, memory in memories.items()
+    }
     input_only = []
-    for lag in lags:  # ascending: the last is the largest k, which also gives the other controls
-        inputs = lagged_inputs(agent, history, lag)
-        baseline, _ = input_only_scores(inputs, history.features, history.truth, sizes, ridge_grid=ridge_grid)
+    for lag, inputs in lagged.items():  # ascending: the last is the largest k
+        baseline, _ = input_only_scores(inputs, history.features, history.truth, sizes, **arguments)
         input_only.append(
             InputOnly(
                 lags=lag,
@@ -271,14 +279,8 @@ def probe_controls(
                 per_dimension=baseline.per_dimension,
             )
         )
-    outcomes = no_learning.outcome_inputs(agent, history)
-    baselines = {
-        INPUT_ONLY: inputs,
-        TRACES: no_learning.exponential_traces(outcomes, time_constants),
-        RUNNING_SUMS: no_learning.running_sums(outcomes),
-    }
     unlearned = {
-        name: input_only_scores(x, history.features, history.truth, sizes, ridge_grid=ridge_grid)[0]
+        name: input_only_scores(x, history.features, history.truth, sizes, **arguments)[0]
         for name, x in baselines.items()
         if name != INPUT_ONLY
     }
@@ -370,6 +372,7 @@ def network_scores(
     sizes: Sequence[int],
     *,
     ridge_grid: Sequence[float] = probes.DEFAULT_RIDGE_GRID,
+    width: int | None = None,
 ) -> NetworkScores:
     """Test scores of one network's states as probe inputs: its whole ``memory`` ``[T, N, M]``,
     whose first ``hidden_size`` entries are the readout ``hidden`` (``metabelief.agents``).
@@ -378,6 +381,9 @@ def network_scores(
     belief features (``r2``, pooled) and -> the ``D`` posterior means (``r2_posterior_mean``);
     ``per_dimension``, hidden -> each feature with its own probe; ``within_time``, hidden ->
     features with time partialled out; and ``truth_mse``, the test MSE of hidden -> ``truth``.
+
+    ``width`` (at least M; default M) pads the memory with zero columns, which changes no score:
+    probes of one width share their compiled programs.
     """
     num_tasks = features.shape[1]
     sizes = _check_sizes(sizes, num_tasks)
@@ -390,11 +396,13 @@ def network_scores(
         )
     _check_finite("memory", memory)
     _check_counts(sizes, features.shape[0], memory.shape[-1])
+    width = _check_width(width, memory.shape[-1])
     with jax.default_matmul_precision(_PRECISION):
-        raw, within = _network_moments(memory, features, truth, sizes, hidden_size)
+        raw, within = _network_moments(_padded(memory, width), features, truth, sizes)
         shapes = dict(
             size=hidden_size,
             memory_size=memory.shape[-1],
+            width=width,
             num_features=features.shape[-1],
             num_means=truth.shape[-1],
         )
@@ -416,6 +424,7 @@ def input_only_scores(
     sizes: Sequence[int],
     *,
     ridge_grid: Sequence[float] = probes.DEFAULT_RIDGE_GRID,
+    width: int | None = None,
 ) -> tuple[InputOnlyScores, jax.Array]:
     """Test scores of ``inputs [T, N, dx]`` together with a one-hot of the time step as probe inputs.
 
@@ -424,6 +433,8 @@ def input_only_scores(
       ``r2_posterior_mean``, ``per_dimension`` ``[F]``, ``within_time``, ``truth_mse``, as
       ``network_scores``'s), and ``predictions`` the probe's belief features on the test tasks,
       ``[T, n_test, F]``.
+
+    ``width`` (at least dx; default dx) pads the inputs with zero columns, as ``network_scores``'.
     """
     sizes = _check_sizes(sizes, features.shape[1])
     _check_targets(features, truth)
@@ -431,11 +442,15 @@ def input_only_scores(
         raise ValueError(f"inputs must be [T, N, dx] like features' [T, N], got {inputs.shape}")
     _check_finite("inputs", inputs)
     _check_counts(sizes, features.shape[0], inputs.shape[-1] + features.shape[0])
+    width = _check_width(width, inputs.shape[-1])
     with jax.default_matmul_precision(_PRECISION):
-        select, refit, fit_means = _input_moments(inputs, features, truth, sizes)
-        shapes = dict(size=inputs.shape[-1], num_features=features.shape[-1], num_means=truth.shape[-1])
+        padded = _padded(inputs, width)
+        select, refit, fit_means = _input_moments(padded, features, truth, sizes)
+        shapes = dict(
+            size=inputs.shape[-1], width=width, num_features=features.shape[-1], num_means=truth.shape[-1]
+        )
         linear, within = _input_probes(select, refit, jnp.asarray(ridge_grid, jnp.float32), **shapes)
-        pooled, predictions = _input_predictions(inputs, features, truth, fit_means, linear, sizes)
+        pooled, predictions = _input_predictions(padded, features, truth, fit_means, linear, sizes)
     pooled, within = jax.device_get((pooled, within))
     scores = InputOnlyScores(
         r2=_number(pooled["r2"]),
@@ -479,71 +494,67 @@ def truth_baselines(features: jax.Array, truth: jax.Array, sizes: Sequence[int])
 
 
 # ----------------------------------------------------------------------------- jitted analyses
+# Every probe input is padded with zero columns to a shared width W, laid out as ``z = [inputs,
+# features, truth]``, and its input columns chosen by a 0/1 mask ``[W]`` that the programs read as an
+# array, so the networks' and every baseline's probes, whatever their widths, run one compiled
+# program each (``probe_controls`` pads them all to the widest). The padding is invisible: a
+# masked-out column gets a zero weight and enters neither the ridge penalty's scale (the mean
+# variance of the real inputs) nor any score.
+#
 # The statistics (large matrix products over all samples) and predictions run as jitted programs;
 # the probes on the statistics run as small programs, each batched ridge solve in one of its own.
 # XLA's CPU runtime (jax 0.10.2, 2 cores) wedges a program holding a dozen independent batched
 # LAPACK solves of ~100 x 100 systems (every worker thread idle, the result never ready), so solves
 # are never gathered into one program, nor left in flight together.
-@jax.jit(static_argnames=("sizes", "hidden_size"))
-def _network_moments(memory, features, truth, sizes, hidden_size):
-    """``(raw, within)``: (select, refit) statistics of ``[memory, features, truth]`` per block
-    of lanes, and of ``[hidden, features]`` less their per-step means."""
-    raw = _lane_moments(jnp.concatenate([memory, features, truth], axis=-1).astype(jnp.float32), sizes)
-    hidden = memory[..., :hidden_size]
-    within = _time_moments(jnp.concatenate([hidden, features], axis=-1).astype(jnp.float32), sizes)[:2]
-    return raw, within
+@jax.jit(static_argnames=("sizes",))
+def _network_moments(memory, features, truth, sizes):
+    """``(raw, within)``: (select, refit) statistics of ``z = [memory, features, truth]`` per block
+    of lanes, and of ``z`` less its per-step means."""
+    z = jnp.concatenate([memory, features, truth], axis=-1).astype(jnp.float32)
+    return _lane_moments(z, sizes), _time_moments(z, sizes)[:2]
 
 
-def _network_probes(raw, within, ridge_grid, size, memory_size, num_features, num_means) -> dict:
+def _network_probes(raw, within, ridge_grid, size, memory_size, width, num_features, num_means) -> dict:
     """``{"hidden", "memory", "within_time": (r2, r2 of the means), "per_dimension",
     "truth_mse"}``, arrays (the fields of ``NetworkScores``)."""
-    targets = slice(memory_size, memory_size + num_features + num_means)  # [features, truth]
-    features, means = slice(0, num_features), slice(0, num_means)
 
-    def pair(probe: _Probe) -> tuple[jax.Array, jax.Array]:
-        return probe.scores(features)[1].r2, probe.scores(means)[1].r2
+    def pair(chosen: dict) -> tuple[jax.Array, jax.Array]:
+        return chosen["features"][1].r2, chosen["means"][1].r2
 
-    hidden = _Probe(*raw, ridge_grid, slice(0, size), targets)
+    hidden, memory = _input_mask(size, width), _input_mask(memory_size, width)
+    linear = _probe(*raw, ridge_grid, hidden, num_features, num_means)
     return {
-        "hidden": pair(hidden),
-        "memory": pair(_Probe(*raw, ridge_grid, slice(0, memory_size), targets)),
-        "per_dimension": hidden.scores(features, per_column=True)[1].r2_per_dim,
-        "truth_mse": hidden.scores(slice(num_features, num_features + num_means))[1].mse,
-        "within_time": pair(_Probe(*within, ridge_grid, slice(0, size), slice(size, size + num_features))),
+        "hidden": pair(linear),
+        "memory": pair(_probe(*raw, ridge_grid, memory, num_features, num_means)),
+        "per_dimension": linear["columns"][1].r2_per_dim,
+        "truth_mse": linear["truth"][1].mse,
+        "within_time": pair(_probe(*within, ridge_grid, hidden, num_features, num_means)),
     }
 
 
 @jax.jit(static_argnames=("sizes",))
 def _input_moments(inputs, features, truth, sizes):
-    """``(select, refit, fit_means)`` of ``[inputs, features, truth]`` less their per-step means."""
+    """``(select, refit, fit_means)`` of ``z = [inputs, features, truth]`` less its per-step means."""
     return _time_moments(jnp.concatenate([inputs, features, truth], axis=-1).astype(jnp.float32), sizes)
 
 
-def _input_probes(select, refit, ridge_grid, size, num_features, num_means) -> tuple[dict, dict]:
+def _input_probes(select, refit, ridge_grid, size, width, num_features, num_means) -> tuple[dict, dict]:
     """``(linear, within)``: probes of the features, the means, each feature alone (``columns``) and
     the truth on the residual inputs, and the within-time R^2 of the first two, ``(r2, r2 of the
     means)``."""
-    probe = _Probe(select, refit, ridge_grid, slice(0, size), slice(size, size + num_features + num_means))
-    features, means = slice(0, num_features), slice(0, num_means)
-    linear_features, within_features = probe.scores(features)
-    linear_means, within_means = probe.scores(means)
-    linear = {
-        "features": linear_features,
-        "means": linear_means,
-        "columns": probe.scores(features, per_column=True)[0],
-        "truth": probe.scores(slice(num_features, num_features + num_means))[0],
-    }
-    return linear, (within_features.r2, within_means.r2)
+    chosen = _probe(select, refit, ridge_grid, _input_mask(size, width), num_features, num_means)
+    linear = {kind: probe for kind, (probe, _) in chosen.items()}
+    return linear, (chosen["features"][1].r2, chosen["means"][1].r2)
 
 
 @jax.jit(static_argnames=("sizes",))
 def _input_predictions(inputs, features, truth, fit_means, linear, sizes) -> tuple[dict, jax.Array]:
     """Pooled test scores of the input-only probes: ``mean_y(t) + probe(x - mean_x(t))``."""
-    num_fit, size, num_features = sizes[0] + sizes[1], inputs.shape[-1], features.shape[-1]
+    num_fit, width, num_features = sizes[0] + sizes[1], inputs.shape[-1], features.shape[-1]
     means = features[..., : truth.shape[-1]]
     targets = {"features": features, "means": means, "columns": features, "truth": truth}
-    offsets = {"features": size, "means": size, "columns": size, "truth": size + num_features}
-    residual_inputs = inputs[:, num_fit:].astype(jnp.float32) - fit_means[..., :size]
+    offsets = {"features": width, "means": width, "columns": width, "truth": width + num_features}
+    residual_inputs = inputs[:, num_fit:].astype(jnp.float32) - fit_means[..., :width]
     predictions, scores = {}, {}
     for name, probe in linear.items():
         target = targets[name][:, num_fit:].astype(jnp.float32)
@@ -560,58 +571,78 @@ def _input_predictions(inputs, features, truth, fit_means, linear, sizes) -> tup
     return pooled, predictions["features"]
 
 
-class _Probe:
-    """``probes.linear_probe``'s protocol for targets ``z[y]`` on inputs ``z[x]``, given statistics
-    ``select`` = (train, validation) and ``refit`` = (train + validation, test), stacked ``[2, ...]``.
+def _padded(inputs: jax.Array, width: int) -> jax.Array:
+    """``float32[..., width]``: ``inputs [..., d]`` and ``width - d`` zero columns."""
+    pad = [(0, 0)] * (inputs.ndim - 1) + [(0, width - inputs.shape[-1])]
+    return jnp.pad(inputs.astype(jnp.float32), pad)
+
+
+def _input_mask(size: int, width: int) -> np.ndarray:
+    """``float32[width]``: 1 for the first ``size`` columns (the probe's inputs), 0 after."""
+    return (np.arange(width) < size).astype(np.float32)
+
+
+def _probe(select, refit, ridge_grid, mask, num_features: int, num_means: int) -> dict:
+    """``probes.linear_probe``'s protocol for the targets ``[features, truth]`` of ``z`` on its input
+    columns ``mask``, given statistics ``select`` = (train, validation) and ``refit`` = (train +
+    validation, test), stacked ``[2, ...]``: ``{kind: (probe, test scores)}`` for each kind of
+    ``_kinds``, the probe of its target columns refitted with the strength chosen on validation,
+    as ``linear_probe`` would have for those columns alone.
 
     The ridge solutions for every strength of the grid are computed once for all target columns
-    (a ridge regression fits each column on its own); ``scores`` then selects a strength for any
-    subset of the columns, as ``linear_probe`` would have for that subset alone.
+    (a ridge regression fits each column on its own), then chosen from for each kind.
     """
-
-    def __init__(self, select, refit, ridge_grid, x: slice, y: slice):
-        self.train, self.validation, self.fit, self.test = (
-            jax.tree.map(lambda leaf, i=i: leaf[i], stats) for stats in (select, refit) for i in (0, 1)
-        )
-        self.x, self.y = (x.start, x.stop), (y.start, y.stop)
-        # [R, dx, dy] each; waited for, so no two batched solves are ever in flight together.
-        self.train_weights = jax.block_until_ready(_ridge_path(self.train, ridge_grid, self.x, self.y))
-        self.fit_weights = jax.block_until_ready(_ridge_path(self.fit, ridge_grid, self.x, self.y))
-
-    def scores(
-        self, columns: slice, per_column: bool = False
-    ) -> tuple[probes.LinearProbe, probes.ProbeScores]:
-        """The probe of target ``columns`` (a slice of ``z[y]``'s) refitted with the strength chosen
-        on validation (by pooled R^2, or for each column on its own when ``per_column``), and its
-        test scores."""
-        statistics = (self.train, self.validation, self.fit, self.test)
-        columns = (columns.start, columns.stop)
-        return _choose(*statistics, self.train_weights, self.fit_weights, self.x, self.y, columns, per_column)
+    train, validation, fit, test = (
+        jax.tree.map(lambda leaf, i=i: leaf[i], stats) for stats in (select, refit) for i in (0, 1)
+    )
+    # [R, W, F + D] each; waited for, so no two batched solves are ever in flight together.
+    train_weights = jax.block_until_ready(_ridge_path(train, ridge_grid, mask))
+    fit_weights = jax.block_until_ready(_ridge_path(fit, ridge_grid, mask))
+    return _choose(train, validation, fit, test, train_weights, fit_weights, num_features, num_means)
 
 
-@jax.jit(static_argnames=("x", "y"))
-def _ridge_path(moments: probes.Moments, ridge_grid: jax.Array, x: tuple, y: tuple) -> jax.Array:
-    """``probes.fit_ridge`` weights of ``z[y]`` on ``z[x]`` for each strength, ``[R, dx, dy]``."""
-    return jax.vmap(lambda ridge: probes.fit_ridge(moments, slice(*x), slice(*y), ridge).weights)(ridge_grid)
+@jax.jit
+def _ridge_path(moments: probes.Moments, ridge_grid: jax.Array, mask: jax.Array) -> jax.Array:
+    """``probes.fit_ridge`` weights of the targets (the columns after the ``W`` inputs) on the
+    inputs ``mask [W]`` selects, for each strength, ``[R, W, F + D]``."""
+    inputs, targets = slice(0, mask.shape[0]), slice(mask.shape[0], None)
+    return jax.vmap(lambda ridge: probes.fit_ridge(moments, inputs, targets, ridge, mask).weights)(ridge_grid)
 
 
-@jax.jit(static_argnames=("x", "y", "columns", "per_column"))
-def _choose(train, validation, fit, test, train_weights, fit_weights, x, y, columns, per_column):
-    x, y = slice(*x), slice(y[0] + columns[0], y[0] + columns[1])
-    train_weights, fit_weights = train_weights[..., slice(*columns)], fit_weights[..., slice(*columns)]
+def _kinds(num_features: int, num_means: int) -> dict[str, tuple[tuple[int, int], bool]]:
+    """The probes taken of each input, as (target columns of ``[features, truth]``, chosen per
+    column): all features pooled, the posterior means pooled, each feature alone, the truth."""
+    return {
+        "features": ((0, num_features), False),
+        "means": ((0, num_means), False),
+        "columns": ((0, num_features), True),
+        "truth": ((num_features, num_features + num_means), False),
+    }
 
-    def validate(weights):
-        probe = probes.LinearProbe(weights=weights, bias=train.mean[y] - train.mean[x] @ weights)
-        return probes.score_moments(probe, validation, x, y)
 
-    candidates = jax.vmap(validate)(train_weights)
-    if per_column:
-        r2 = jnp.where(jnp.isnan(candidates.r2_per_dim), -jnp.inf, candidates.r2_per_dim)  # [R, dy]
-        chosen = jnp.take_along_axis(fit_weights, jnp.argmax(r2, axis=0)[None, None, :], axis=0)[0]
-    else:
-        chosen = fit_weights[jnp.nanargmax(candidates.r2)]  # as linear_probe (the last when all are NaN)
-    probe = probes.LinearProbe(weights=chosen, bias=fit.mean[y] - fit.mean[x] @ chosen)
-    return probe, probes.score_moments(probe, test, x, y)
+@jax.jit(static_argnames=("num_features", "num_means"))
+def _choose(train, validation, fit, test, train_weights, fit_weights, num_features, num_means):
+    """``{kind: (probe, test scores)}`` for each kind of ``_kinds``."""
+    width = train_weights.shape[1]
+    x = slice(0, width)
+    chosen = {}
+    for kind, (columns, per_column) in _kinds(num_features, num_means).items():
+        y = slice(width + columns[0], width + columns[1])
+        path, refits = train_weights[..., slice(*columns)], fit_weights[..., slice(*columns)]
+
+        def validate(weights, y=y):
+            probe = probes.LinearProbe(weights=weights, bias=train.mean[y] - train.mean[x] @ weights)
+            return probes.score_moments(probe, validation, x, y)
+
+        candidates = jax.vmap(validate)(path)
+        if per_column:
+            r2 = jnp.where(jnp.isnan(candidates.r2_per_dim), -jnp.inf, candidates.r2_per_dim)  # [R, dy]
+            weights = jnp.take_along_axis(refits, jnp.argmax(r2, axis=0)[None, None, :], axis=0)[0]
+        else:
+            weights = refits[jnp.nanargmax(candidates.r2)]  # as linear_probe (the last when all are NaN)
+        probe = probes.LinearProbe(weights=weights, bias=fit.mean[y] - fit.mean[x] @ weights)
+        chosen[kind] = probe, probes.score_moments(probe, test, x, y)
+    return chosen
 
 
 def _lane_moments(z: jax.Array, sizes: tuple[int, int, int]) -> tuple[probes.Moments, probes.Moments]:
@@ -741,6 +772,12 @@ def _check_targets(features: jax.Array, truth: jax.Array) -> None:
 def _check_finite(name: str, array: jax.Array) -> None:
     if not bool(jnp.isfinite(array).all()):
         raise ValueError(f"probe inputs contain NaN or inf ({name})")
+
+
+def _check_width(width: int | None, size: int) -> int:
+    if width is None:
+        return size
+    return integer_at_least("width", width, size)
 
 
 def _check_counts(sizes: tuple[int, int, int], num_steps: int, num_inputs: int) -> None:

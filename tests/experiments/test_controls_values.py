@@ -328,11 +328,14 @@ def selection_case(seed: int, signal_inputs: int = 9):
     return x.astype(np.float32), y.astype(np.float32)
 
 
-def test_input_only_choices_by_pooled_and_by_each_column_equal_the_numpy_protocol():
+# width: the inputs padded with zero columns (as probe_controls pads every probe input to the widest)
+# score as the inputs alone, against the same float64 protocol on the unpadded inputs.
+@pytest.mark.parametrize("width", [None, 13])
+def test_input_only_choices_by_pooled_and_by_each_column_equal_the_numpy_protocol(width):
     x, y = selection_case(seed=1)
     truth = y[..., :2]
     scores, predictions = controls.input_only_scores(
-        jnp.asarray(x), jnp.asarray(y), jnp.asarray(truth), SIZES, ridge_grid=SELECT_GRID
+        jnp.asarray(x), jnp.asarray(y), jnp.asarray(truth), SIZES, ridge_grid=SELECT_GRID, width=width
     )
     fit = functools.partial(protocol, x, per_step=True, grid=SELECT_GRID)
     by_column = fit(y, per_column=True)
@@ -358,12 +361,13 @@ def test_input_only_choices_by_pooled_and_by_each_column_equal_the_numpy_protoco
     )
 
 
-def test_network_choices_by_pooled_and_by_each_column_equal_the_numpy_protocol():
+@pytest.mark.parametrize("width", [None, 13])
+def test_network_choices_by_pooled_and_by_each_column_equal_the_numpy_protocol(width):
     x, y = selection_case(seed=1, signal_inputs=4)
     memory, hidden = x[..., :8], x[..., :4]  # the readout is the first half of the memory
     truth = y[..., :2]
     scores = controls.network_scores(
-        jnp.asarray(memory), 4, jnp.asarray(y), jnp.asarray(truth), SIZES, ridge_grid=SELECT_GRID
+        jnp.asarray(memory), 4, jnp.asarray(y), jnp.asarray(truth), SIZES, ridge_grid=SELECT_GRID, width=width
     )
     fit = functools.partial(protocol, grid=SELECT_GRID)
     by_column = fit(hidden, y, per_column=True)
@@ -376,6 +380,29 @@ def test_network_choices_by_pooled_and_by_each_column_equal_the_numpy_protocol()
     within = fit(hidden, y, per_step=True)["within_r2"], fit(hidden, truth, per_step=True)["within_r2"]
     assert (scores.within_time.r2, scores.within_time.r2_posterior_mean) == pytest.approx(within, abs=ATOL)
     assert scores.truth_mse == pytest.approx(fit(hidden, truth)["mse"], rel=1e-4)
+
+
+def test_one_report_compiles_each_probe_program_once_for_all_its_input_widths():
+    """The networks' memories (8 wide), the lagged inputs (3 and 9), the traces (24) and the running
+    sums (6) are padded to one width: each probe program is compiled once, not once per width."""
+    programs = [
+        controls._network_moments,
+        controls._input_moments,
+        controls._ridge_path,
+        controls._choose,
+        controls._input_predictions,
+    ]
+    for program in programs:
+        program.clear_cache()
+    history, _, _, params = recorded()
+    controls.probe_controls(FAMILY, AGENT, params, history, SIZES, input_lags=LAGS, ridge_grid=GRID)
+    assert [program._cache_size() for program in programs] == [1] * len(programs)
+
+
+def test_padding_is_checked():
+    x, y = selection_case(seed=1)
+    with pytest.raises(ValueError, match="width"):
+        controls.input_only_scores(jnp.asarray(x), jnp.asarray(y), jnp.asarray(y[..., :2]), SIZES, width=8)
 
 
 # ---------------------------------------------------------------------------------------------
