@@ -130,8 +130,11 @@ def fit_ridge(
     return LinearProbe(weights=weights, bias=moments.mean[y] - moments.mean[x] @ weights)
 
 
-def score_moments(probe: LinearProbe, moments: Moments, x: slice, y: slice) -> ProbeScores:
-    """Scores ``probe`` on the samples summarised by ``moments``, in closed form."""
+def score_moments(
+    probe: LinearProbe, moments: Moments, x: slice, y: slice, mask: jax.Array | None = None
+) -> ProbeScores:
+    """Scores ``probe`` on the samples summarised by ``moments``, in closed form; with ``mask``
+    (0/1 ``[dy]``), the pooled ``r2`` and ``mse`` are over the columns of ``z[y]`` it selects."""
     w = probe.weights
     offset = moments.mean[y] - moments.mean[x] @ w - probe.bias  # mean residual [dy]
     total = jnp.diagonal(moments.scatter[y, y])
@@ -141,7 +144,7 @@ def score_moments(probe: LinearProbe, moments: Moments, x: slice, y: slice) -> P
         + jnp.sum(w * (moments.scatter[x, x] @ w), axis=0)
         + moments.count * offset**2
     )
-    return _scores(jnp.maximum(errors, 0.0), total, moments.count, moments.mean[y])
+    return _scores(jnp.maximum(errors, 0.0), total, moments.count, moments.mean[y], mask)
 
 
 def score_arrays(predictions: jax.Array, targets: jax.Array) -> ProbeScores:
@@ -154,19 +157,20 @@ def score_arrays(predictions: jax.Array, targets: jax.Array) -> ProbeScores:
     return _scores(errors, total, jnp.asarray(targets.shape[0], jnp.float32), mean)
 
 
-def _scores(errors: jax.Array, total: jax.Array, count: jax.Array, mean: jax.Array) -> ProbeScores:
+def _scores(
+    errors: jax.Array, total: jax.Array, count: jax.Array, mean: jax.Array, mask: jax.Array | None = None
+) -> ProbeScores:
+    """Scores from each target column's sum of squared ``errors`` and ``total`` sum of squares;
+    ``r2`` and ``mse`` pooled over the columns ``mask`` selects (default all)."""
     # A target varies when its variance is resolvable in float32 next to its mean: a constant's
     # float32 mean can be an ulp off, which leaves a spurious ~(ulp * mean)^2 scatter.
     varies = total > 1e-10 * count * mean**2 + 1e-30
     r2_per_dim = jnp.where(varies, 1.0 - errors / jnp.where(varies, total, 1.0), jnp.nan)
-    varied_total = jnp.sum(jnp.where(varies, total, 0.0))
-    r2 = jnp.where(varied_total > 0, 1.0 - jnp.sum(jnp.where(varies, errors, 0.0)) / varied_total, jnp.nan)
-    return ProbeScores(
-        r2=r2,
-        r2_per_dim=r2_per_dim,
-        mse=errors.mean() / count,
-        mse_per_dim=errors / count,
-    )
+    pooled = varies if mask is None else varies & (mask > 0)
+    varied_total = jnp.sum(jnp.where(pooled, total, 0.0))
+    r2 = jnp.where(varied_total > 0, 1.0 - jnp.sum(jnp.where(pooled, errors, 0.0)) / varied_total, jnp.nan)
+    mse = errors.mean() if mask is None else jnp.sum(errors * mask) / jnp.sum(mask)
+    return ProbeScores(r2=r2, r2_per_dim=r2_per_dim, mse=mse / count, mse_per_dim=errors / count)
 
 
 def predict(probe: LinearProbe, x: jax.Array) -> jax.Array:
@@ -202,28 +206,36 @@ def linear_probe(
     if max(x_bounds[0], y_bounds[0]) < min(x_bounds[1], y_bounds[1]):
         raise ValueError(f"x and y overlap: {x!r}, {y!r}")
     _validate(moments, minimum_count=x_bounds[1] - x_bounds[0] + 2)
-    result = _linear_probe(moments, jnp.asarray(ridge_grid, jnp.float32), x_bounds, y_bounds)
+    x_mask, y_mask = _block_mask(x_bounds, size), _block_mask(y_bounds, size)
+    result = _linear_probe(moments, jnp.asarray(ridge_grid, jnp.float32), x_mask, y_mask)
+    x, y = slice(*x_bounds), slice(*y_bounds)
     return LinearProbeResult(
-        probe=result["probe"],
+        probe=LinearProbe(weights=result["probe"].weights[x, y], bias=result["probe"].bias[y]),
         ridge=ridge_grid[int(result["best"])],
-        validation=result["validation"],
-        test=result["test"],
+        validation=_columns(result["validation"], y),
+        test=_columns(result["test"], y),
     )
 
 
-@jax.jit(static_argnames=("x_bounds", "y_bounds"))
-def _linear_probe(moments: Moments, ridge_grid: jax.Array, x_bounds: tuple, y_bounds: tuple) -> dict:
-    x, y = slice(*x_bounds), slice(*y_bounds)
+@jax.jit
+def _linear_probe(moments: Moments, ridge_grid: jax.Array, x_mask: jax.Array, y_mask: jax.Array) -> dict:
+    """``linear_probe`` on blocks given as masks over all ``d`` columns of ``z``, so one compiled
+    program serves every pair of blocks: the probe of every column on the ``x`` columns (``[d, d]``),
+    scored over the ``y`` columns; ``linear_probe`` takes the ``[x, y]`` block of its results."""
+    z = slice(0, x_mask.shape[0])
     train, validation, test = (jax.tree.map(lambda leaf, i=i: leaf[i], moments) for i in range(3))
-    fit_and_score = lambda ridge: score_moments(fit_ridge(train, x, y, ridge), validation, x, y)  # noqa: E731
+
+    def fit_and_score(ridge):
+        return score_moments(fit_ridge(train, z, z, ridge, x_mask), validation, z, z, y_mask)
+
     candidates = jax.vmap(fit_and_score)(ridge_grid)
     best = jnp.nanargmax(candidates.r2)
-    probe = fit_ridge(merge(train, validation), x, y, ridge_grid[best])
+    probe = fit_ridge(merge(train, validation), z, z, ridge_grid[best], x_mask)
     return {
         "probe": probe,
         "best": best,
         "validation": jax.tree.map(lambda leaf: leaf[best], candidates),
-        "test": score_moments(probe, test, x, y),
+        "test": score_moments(probe, test, z, z, y_mask),
     }
 
 
@@ -237,6 +249,17 @@ def _bounds(name: str, block: slice | range, size: int) -> tuple[int, int]:
             f"{name} must be a contiguous, non-empty block of the {size} statistics, got {block!r}"
         )
     return start, stop
+
+
+def _columns(scores: ProbeScores, y: slice) -> ProbeScores:
+    """``scores`` with the per-column figures of the columns ``y`` only."""
+    return scores.replace(r2_per_dim=scores.r2_per_dim[y], mse_per_dim=scores.mse_per_dim[y])
+
+
+def _block_mask(bounds: tuple[int, int], size: int) -> np.ndarray:
+    """``float32[size]``: 1 on the columns ``[start, stop)``, 0 elsewhere."""
+    columns = np.arange(size)
+    return ((bounds[0] <= columns) & (columns < bounds[1])).astype(np.float32)
 
 
 def _validate(moments: Moments, minimum_count: int) -> None:

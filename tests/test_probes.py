@@ -142,6 +142,21 @@ def test_fit_ridge_regresses_any_block_on_any_other():
     np.testing.assert_allclose(np.asarray(probe.bias), bias, rtol=1e-4, atol=1e-4 * np.abs(bias).max())
 
 
+@pytest.mark.parametrize("ridge", RIDGES)
+def test_fit_ridge_with_a_mask_is_the_ridge_of_the_kept_columns_alone(ridge):
+    """Columns masked out, here ones that vary and correlate with the rest, get zero weights and
+    change neither the penalty's scale nor the other weights."""
+    z = correlated_samples(8, 300, dx=5)
+    mask = jnp.asarray([1.0, 0.0, 1.0, 1.0, 0.0])
+    probe = probes.fit_ridge(probes.moments_of(jnp.asarray(z)), slice(0, 5), slice(5, 7), ridge, mask)
+    weights, bias = reference_ridge(z[:, [0, 2, 3, 5, 6]], slice(0, 3), slice(3, 5), ridge)
+    assert np.all(np.asarray(probe.weights)[[1, 4]] == 0.0)
+    np.testing.assert_allclose(
+        np.asarray(probe.weights)[[0, 2, 3]], weights, rtol=1e-4, atol=1e-4 * np.abs(weights).max()
+    )
+    np.testing.assert_allclose(np.asarray(probe.bias), bias, rtol=1e-4, atol=1e-4 * np.abs(bias).max())
+
+
 def test_score_arrays_matches_float64_r2_and_mse():
     rng = np.random.default_rng(8)
     targets = rng.standard_normal((200, 3)) * [1.0, 2.0, 0.5] + [0.0, 3.0, -1.0]
@@ -400,3 +415,27 @@ def test_linear_probe_protocol_equals_a_float64_reimplementation(seed):
     assert_scores_equal(result.test, expected["test"], "test")
     # Refitting on training + validation samples is visible: the training fit alone differs.
     assert np.abs(expected["train_only_weights"] - expected["weights"]).max() > 1e-2
+
+
+def test_linear_probe_compiles_once_for_every_pair_of_blocks_of_one_width():
+    """The blocks reach the compiled program as masks: x -> y, y -> x and part of x -> y share it,
+    and each still equals the float64 protocol on its own blocks."""
+    rng = np.random.default_rng(5)
+    sizes = (40, 30, 30)
+    samples = correlated_samples(9, sum(sizes)) + 0.5 * rng.standard_normal((sum(sizes), 5)).astype(
+        np.float32
+    )
+    splits = np.split(samples, np.cumsum(sizes)[:-1])
+    moments = three_splits(samples, sizes)
+    probes._linear_probe.clear_cache()
+    for x, y in ((X, Y), (Y, X), (slice(1, 3), Y)):
+        result = probes.linear_probe(moments, x=x, y=y)
+        expected = reference_protocol(splits, x, y, probes.DEFAULT_RIDGE_GRID)
+        assert result.ridge == probes.DEFAULT_RIDGE_GRID[expected["best"]]
+        np.testing.assert_allclose(
+            np.asarray(result.probe.weights), expected["weights"], rtol=1e-3, atol=1e-4
+        )
+        np.testing.assert_allclose(np.asarray(result.probe.bias), expected["bias"], rtol=1e-3, atol=1e-3)
+        assert_scores_equal(result.validation, expected["validation"], f"{x} -> {y} validation")
+        assert_scores_equal(result.test, expected["test"], f"{x} -> {y} test")
+    assert probes._linear_probe._cache_size() == 1
