@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metabelief import probes
 from metabelief.analysis.records import Record
 from metabelief.rollout import Trajectory, replay_beliefs, split_lanes
 from metabelief.tasks.base import ExpectedRewards, TaskFamily
@@ -134,49 +135,43 @@ def _probe_log_losses(stacked, actions, rewards, grid, sizes, num_actions):
 def _probe_log_loss(train, validation, test, grid, num_actions):
     x_train = train[0]
     mean, scale = x_train.mean(axis=0), x_train.std(axis=0) + 1e-6
-    design = lambda x: jnp.concatenate([(x - mean) / scale, jnp.ones((x.shape[0], 1))], axis=1)  # noqa: E731
-    train, validation, test = ((design(x), a, r) for x, a, r in (train, validation, test))
+    train, validation, test = (((x - mean) / scale, a, r) for x, a, r in (train, validation, test))
 
-    path = _penalty_path(*train, grid, num_actions)  # [R, A, d + 1]
+    path = _penalty_path(*train, grid, num_actions)  # leaves [R, A, ...]
     chosen = jnp.nanargmin(jax.vmap(lambda heads: _mean_log_loss(heads, *validation))(path))
     fit = tuple(jnp.concatenate(parts) for parts in zip(train, validation, strict=True))
-    heads = _newton(*fit, grid[chosen], num_actions, path[chosen], steps=NEWTON_STEPS)
-    return _mean_log_loss(heads, *test)
+    start = jax.tree.map(lambda leaf: leaf[chosen], path)
+    return _mean_log_loss(_fit_heads(*fit, grid[chosen], num_actions, start), *test)
 
 
-def _penalty_path(x, actions, rewards, grid, num_actions):
-    """Heads ``[R, A, d + 1]`` fitted for each penalty of ``grid`` (descending), warm-started."""
+def _penalty_path(x, actions, rewards, grid, num_actions) -> probes.LogisticFit:
+    """Heads (leaves ``[R, A, ...]``) fitted for each penalty of ``grid`` (descending), warm-started."""
 
     def fit(heads, penalty):
-        heads = _newton(x, actions, rewards, penalty, num_actions, heads, steps=NEWTON_STEPS)
+        heads = _fit_heads(x, actions, rewards, penalty, num_actions, heads)
         return heads, heads
 
-    start = jnp.zeros((num_actions, x.shape[1]), jnp.float32)
+    start = probes.LogisticFit(
+        weights=jnp.zeros((num_actions, x.shape[1])),
+        bias=jnp.zeros(num_actions),
+        converged=jnp.zeros(num_actions, bool),
+    )
     return jax.lax.scan(fit, start, grid)[1]
 
 
-def _newton(x, actions, rewards, penalty, num_actions, heads, *, steps):
-    """Newton steps of each action's penalised logistic regression on the rows that took it."""
-    free = jnp.ones(x.shape[1]).at[-1].set(0.0)  # the intercept is not penalised
+def _fit_heads(x, actions, rewards, penalty, num_actions, start) -> probes.LogisticFit:
+    """Each action's penalised logistic regression on the rows that took it (leaves ``[A, ...]``),
+    ``NEWTON_STEPS`` Newton steps of ``probes.fit_logistic`` from ``start``."""
 
-    def head(theta, action):
-        weight = (actions == action).astype(jnp.float32)
-        count = jnp.maximum(weight.sum(), 1.0)
+    def head(action, start):
+        taken = (actions == action).astype(jnp.float32)
+        return probes.fit_logistic(x, rewards, taken, penalty=penalty, steps=NEWTON_STEPS, start=start)
 
-        def step(_, theta):
-            p = jax.nn.sigmoid(x @ theta)
-            gradient = x.T @ (weight * (p - rewards)) / count + penalty * free * theta
-            curvature = (x.T * (weight * p * (1.0 - p))) @ x / count
-            hessian = curvature + jnp.diag(penalty * free + 1e-6)
-            return theta - jnp.linalg.solve(hessian, gradient)
-
-        return jax.lax.fori_loop(0, steps, step, theta)
-
-    return jax.vmap(head)(heads, jnp.arange(num_actions))
+    return jax.vmap(head)(jnp.arange(num_actions), start)
 
 
-def _mean_log_loss(heads, x, actions, rewards):
-    logits = jnp.sum(x * heads[actions], axis=-1)
+def _mean_log_loss(heads: probes.LogisticFit, x, actions, rewards):
+    logits = jnp.sum(x * heads.weights[actions], axis=-1) + heads.bias[actions]
     return jnp.mean(jax.nn.softplus(logits) - rewards * logits)  # -log-likelihood of a Bernoulli
 
 
