@@ -44,7 +44,7 @@ from metabelief.agents.base import Agent
 from metabelief.analysis.records import Record
 from metabelief.experiments import no_learning
 from metabelief.experiments.next_outcome import NextOutcome, next_outcome
-from metabelief.rollout import Trajectory, history_inputs, replay_jit, split_lanes
+from metabelief.rollout import Trajectory, history_inputs, replay_jit, sample_rows, split_lanes
 from metabelief.tasks.base import PyTree, TaskFamily
 from metabelief.tasks.validation import integer_at_least
 
@@ -351,10 +351,10 @@ def _mlp_r2(
 @jax.jit(static_argnames=("sizes", "steps"))
 def _mlp_scores(keys, inputs, features, sizes, steps):
     """``[K]``: the test R^2 of ``probes.mlp_map`` on each of the ``inputs [K, T, N, d]``."""
-    train, validation, test = (_rows(y) for y in split_lanes(features, sizes))
+    train, validation, test = (sample_rows(y) for y in split_lanes(features, sizes))
 
     def one(key, x):
-        x_train, x_validation, x_test = (_rows(block) for block in split_lanes(x, sizes))
+        x_train, x_validation, x_test = (sample_rows(block) for block in split_lanes(x, sizes))
         predictions = probes.mlp_map(
             key, (x_train, train), (x_validation, validation), x_test, num_steps=steps
         )
@@ -647,7 +647,7 @@ def _choose(train, validation, fit, test, train_weights, fit_weights, num_featur
 
 def _lane_moments(z: jax.Array, sizes: tuple[int, int, int]) -> tuple[probes.Moments, probes.Moments]:
     """``(select, refit)`` statistics of the rows of ``z [T, N, d]`` in each block of lanes."""
-    train, validation, test = (probes.moments_of(_rows(block)) for block in split_lanes(z, sizes))
+    train, validation, test = (probes.moments_of(sample_rows(block)) for block in split_lanes(z, sizes))
     return _stack(train, validation), _stack(probes.merge(train, validation), test)
 
 
@@ -665,7 +665,7 @@ def _time_moments(
         z[:, :num_fit] - fit_means,
         z[:, num_fit:] - fit_means,
     )
-    train, validation, fit, test = (probes.moments_of(_rows(block)) for block in blocks)
+    train, validation, fit, test = (probes.moments_of(sample_rows(block)) for block in blocks)
     return _stack(train, validation), _stack(fit, test), fit_means
 
 
@@ -678,10 +678,6 @@ def time_means(z: jax.Array, num_lanes: int) -> jax.Array:
     """
     reference = z[:, :1]
     return reference + (z[:, :num_lanes] - reference).mean(axis=1, keepdims=True)
-
-
-def _rows(array: jax.Array) -> jax.Array:
-    return array.reshape(-1, array.shape[-1])
 
 
 def _stack(*moments: probes.Moments) -> probes.Moments:

@@ -31,7 +31,7 @@ import numpy as np
 
 from metabelief import probes
 from metabelief.analysis.records import Record
-from metabelief.rollout import Trajectory, replay_beliefs, split_lanes
+from metabelief.rollout import Trajectory, replay_beliefs, sample_rows, split_lanes
 from metabelief.tasks.base import ExpectedRewards, TaskFamily
 
 DEFAULT_PENALTY_GRID = (1e-3, 1e-2, 1e-1)
@@ -121,12 +121,14 @@ def probe_log_losses(
 @jax.jit(static_argnums=(4, 5))
 def _probe_log_losses(stacked, actions, rewards, grid, sizes, num_actions):
     targets = [
-        (_rows(a[..., None])[:, 0], _rows(r[..., None])[:, 0])
+        (a.reshape(-1), r.reshape(-1))
         for a, r in zip(split_lanes(actions, sizes), split_lanes(rewards, sizes), strict=True)
     ]
 
     def one(inputs):
-        splits = [(_rows(x), *target) for x, target in zip(split_lanes(inputs, sizes), targets, strict=True)]
+        splits = [
+            (sample_rows(x), *target) for x, target in zip(split_lanes(inputs, sizes), targets, strict=True)
+        ]
         return _probe_log_loss(*splits, grid, num_actions)
 
     return jax.vmap(one)(stacked)
@@ -173,10 +175,6 @@ def _fit_heads(x, actions, rewards, penalty, num_actions, start) -> probes.Logis
 def _mean_log_loss(heads: probes.LogisticFit, x, actions, rewards):
     logits = jnp.sum(x * heads.weights[actions], axis=-1) + heads.bias[actions]
     return jnp.mean(jax.nn.softplus(logits) - rewards * logits)  # -log-likelihood of a Bernoulli
-
-
-def _rows(array: jax.Array) -> jax.Array:
-    return array.reshape(-1, array.shape[-1])
 
 
 @dataclasses.dataclass(frozen=True)
