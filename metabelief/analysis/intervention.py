@@ -99,7 +99,14 @@ from metabelief.rollout import (
 from metabelief.tasks.base import PyTree, TaskFamily
 from metabelief.tasks.two_step import STATE_A, TwoStep
 
-DEFAULT_DELTAS = tuple(round(float(d), 6) for d in np.linspace(-0.3, 0.3, 9))  # -0.3, -0.225, ..., 0.3
+
+def dose_grid(num_doses: int) -> tuple[float, ...]:
+    """``num_doses`` decoded belief shifts evenly from -0.3 to 0.3 (``dose_response``'s ``deltas``)."""
+    return tuple(round(float(d), 6) for d in np.linspace(-0.3, 0.3, num_doses))
+
+
+DEFAULT_NUM_DOSES = 9
+DEFAULT_DELTAS = dose_grid(DEFAULT_NUM_DOSES)  # -0.3, -0.225, ..., 0.3
 DEFAULT_TRACE_STEPS = 5
 DEFAULT_NUM_RANDOM = 8
 COVARIANCE_FLOOR = 1e-6  # eigenvalues of Σ below this times their mean are raised to it
