@@ -107,21 +107,34 @@ class ProbeScores:
         }
 
 
-def fit_ridge(moments: Moments, x: slice, y: slice, ridge: float | jax.Array) -> LinearProbe:
+def fit_ridge(
+    moments: Moments, x: slice, y: slice, ridge: float | jax.Array, mask: jax.Array | None = None
+) -> LinearProbe:
     """Ridge regression of ``z[y]`` on ``z[x]`` with an unpenalised intercept.
 
     The penalty is ``ridge`` times the mean input variance, so strengths are comparable across
     representations: ``W = (S_xx + ridge * tr(S_xx) / dx * I)^-1 S_xy``.
+
+    ``mask`` (0/1 ``[dx]``, default all 1) keeps only some columns of ``z[x]`` as inputs: the others
+    get zero weights and count neither in ``tr(S_xx)`` nor in ``dx``, so a block padded with
+    masked-out columns gives the probe of the block alone (up to float rounding) in a program
+    whose shapes do not depend on the block's width.
     """
     scatter_xx = moments.scatter[x, x]
-    size = scatter_xx.shape[0]
-    scale = jnp.maximum(jnp.trace(scatter_xx) / size, 1e-30)
-    weights = jnp.linalg.solve(scatter_xx + ridge * scale * jnp.eye(size), moments.scatter[x, y])
+    mask = jnp.ones(scatter_xx.shape[0], scatter_xx.dtype) if mask is None else mask
+    scatter_xx = scatter_xx * mask[:, None] * mask[None, :]
+    scale = jnp.maximum(jnp.trace(scatter_xx) / jnp.sum(mask), 1e-30)
+    # A masked-out column's row is the identity's, with a zero right-hand side: its weight is 0.
+    system = scatter_xx + jnp.diag(ridge * scale * mask + (1.0 - mask))
+    weights = jnp.linalg.solve(system, moments.scatter[x, y] * mask[:, None]) * mask[:, None]
     return LinearProbe(weights=weights, bias=moments.mean[y] - moments.mean[x] @ weights)
 
 
-def score_moments(probe: LinearProbe, moments: Moments, x: slice, y: slice) -> ProbeScores:
-    """Scores ``probe`` on the samples summarised by ``moments``, in closed form."""
+def score_moments(
+    probe: LinearProbe, moments: Moments, x: slice, y: slice, mask: jax.Array | None = None
+) -> ProbeScores:
+    """Scores ``probe`` on the samples summarised by ``moments``, in closed form; with ``mask``
+    (0/1 ``[dy]``), the pooled ``r2`` and ``mse`` are over the columns of ``z[y]`` it selects."""
     w = probe.weights
     offset = moments.mean[y] - moments.mean[x] @ w - probe.bias  # mean residual [dy]
     total = jnp.diagonal(moments.scatter[y, y])
@@ -131,7 +144,7 @@ def score_moments(probe: LinearProbe, moments: Moments, x: slice, y: slice) -> P
         + jnp.sum(w * (moments.scatter[x, x] @ w), axis=0)
         + moments.count * offset**2
     )
-    return _scores(jnp.maximum(errors, 0.0), total, moments.count, moments.mean[y])
+    return _scores(jnp.maximum(errors, 0.0), total, moments.count, moments.mean[y], mask)
 
 
 def score_arrays(predictions: jax.Array, targets: jax.Array) -> ProbeScores:
@@ -144,19 +157,20 @@ def score_arrays(predictions: jax.Array, targets: jax.Array) -> ProbeScores:
     return _scores(errors, total, jnp.asarray(targets.shape[0], jnp.float32), mean)
 
 
-def _scores(errors: jax.Array, total: jax.Array, count: jax.Array, mean: jax.Array) -> ProbeScores:
+def _scores(
+    errors: jax.Array, total: jax.Array, count: jax.Array, mean: jax.Array, mask: jax.Array | None = None
+) -> ProbeScores:
+    """Scores from each target column's sum of squared ``errors`` and ``total`` sum of squares;
+    ``r2`` and ``mse`` pooled over the columns ``mask`` selects (default all)."""
     # A target varies when its variance is resolvable in float32 next to its mean: a constant's
     # float32 mean can be an ulp off, which leaves a spurious ~(ulp * mean)^2 scatter.
     varies = total > 1e-10 * count * mean**2 + 1e-30
     r2_per_dim = jnp.where(varies, 1.0 - errors / jnp.where(varies, total, 1.0), jnp.nan)
-    varied_total = jnp.sum(jnp.where(varies, total, 0.0))
-    r2 = jnp.where(varied_total > 0, 1.0 - jnp.sum(jnp.where(varies, errors, 0.0)) / varied_total, jnp.nan)
-    return ProbeScores(
-        r2=r2,
-        r2_per_dim=r2_per_dim,
-        mse=errors.mean() / count,
-        mse_per_dim=errors / count,
-    )
+    pooled = varies if mask is None else varies & (mask > 0)
+    varied_total = jnp.sum(jnp.where(pooled, total, 0.0))
+    r2 = jnp.where(varied_total > 0, 1.0 - jnp.sum(jnp.where(pooled, errors, 0.0)) / varied_total, jnp.nan)
+    mse = errors.mean() if mask is None else jnp.sum(errors * mask) / jnp.sum(mask)
+    return ProbeScores(r2=r2, r2_per_dim=r2_per_dim, mse=mse / count, mse_per_dim=errors / count)
 
 
 def predict(probe: LinearProbe, x: jax.Array) -> jax.Array:
@@ -192,28 +206,36 @@ def linear_probe(
     if max(x_bounds[0], y_bounds[0]) < min(x_bounds[1], y_bounds[1]):
         raise ValueError(f"x and y overlap: {x!r}, {y!r}")
     _validate(moments, minimum_count=x_bounds[1] - x_bounds[0] + 2)
-    result = _linear_probe(moments, jnp.asarray(ridge_grid, jnp.float32), x_bounds, y_bounds)
+    x_mask, y_mask = _block_mask(x_bounds, size), _block_mask(y_bounds, size)
+    result = _linear_probe(moments, jnp.asarray(ridge_grid, jnp.float32), x_mask, y_mask)
+    x, y = slice(*x_bounds), slice(*y_bounds)
     return LinearProbeResult(
-        probe=result["probe"],
+        probe=LinearProbe(weights=result["probe"].weights[x, y], bias=result["probe"].bias[y]),
         ridge=ridge_grid[int(result["best"])],
-        validation=result["validation"],
-        test=result["test"],
+        validation=_columns(result["validation"], y),
+        test=_columns(result["test"], y),
     )
 
 
-@jax.jit(static_argnames=("x_bounds", "y_bounds"))
-def _linear_probe(moments: Moments, ridge_grid: jax.Array, x_bounds: tuple, y_bounds: tuple) -> dict:
-    x, y = slice(*x_bounds), slice(*y_bounds)
+@jax.jit
+def _linear_probe(moments: Moments, ridge_grid: jax.Array, x_mask: jax.Array, y_mask: jax.Array) -> dict:
+    """``linear_probe`` on blocks given as masks over all ``d`` columns of ``z``, so one compiled
+    program serves every pair of blocks: the probe of every column on the ``x`` columns (``[d, d]``),
+    scored over the ``y`` columns; ``linear_probe`` takes the ``[x, y]`` block of its results."""
+    z = slice(0, x_mask.shape[0])
     train, validation, test = (jax.tree.map(lambda leaf, i=i: leaf[i], moments) for i in range(3))
-    fit_and_score = lambda ridge: score_moments(fit_ridge(train, x, y, ridge), validation, x, y)  # noqa: E731
+
+    def fit_and_score(ridge):
+        return score_moments(fit_ridge(train, z, z, ridge, x_mask), validation, z, z, y_mask)
+
     candidates = jax.vmap(fit_and_score)(ridge_grid)
     best = jnp.nanargmax(candidates.r2)
-    probe = fit_ridge(merge(train, validation), x, y, ridge_grid[best])
+    probe = fit_ridge(merge(train, validation), z, z, ridge_grid[best], x_mask)
     return {
         "probe": probe,
         "best": best,
         "validation": jax.tree.map(lambda leaf: leaf[best], candidates),
-        "test": score_moments(probe, test, x, y),
+        "test": score_moments(probe, test, z, z, y_mask),
     }
 
 
@@ -237,6 +259,17 @@ def _bounds(name: str, block: slice | range, size: int) -> tuple[int, int]:
     return start, stop
 
 
+def _columns(scores: ProbeScores, y: slice) -> ProbeScores:
+    """``scores`` with the per-column figures of the columns ``y`` only."""
+    return scores.replace(r2_per_dim=scores.r2_per_dim[y], mse_per_dim=scores.mse_per_dim[y])
+
+
+def _block_mask(bounds: tuple[int, int], size: int) -> np.ndarray:
+    """``float32[size]``: 1 on the columns ``[start, stop)``, 0 elsewhere."""
+    columns = np.arange(size)
+    return ((bounds[0] <= columns) & (columns < bounds[1])).astype(np.float32)
+
+
 def _validate(moments: Moments, minimum_count: int) -> None:
     finite = all(bool(jnp.isfinite(leaf).all()) for leaf in (moments.mean, moments.scatter))
     if not finite:
@@ -246,6 +279,61 @@ def _validate(moments: Moments, minimum_count: int) -> None:
         raise ValueError(
             f"too few samples for a probe: a split has {fewest:.0f}, needs at least {minimum_count}"
         )
+
+
+# ----------------------------------------------------------------------------- logistic probe
+@chex.dataclass(frozen=True)
+class LogisticFit:
+    """``P(y = 1 | x) = sigmoid(x @ weights + bias)``, fitted by ``fit_logistic``."""
+
+    weights: jax.Array  # float32[d]
+    bias: jax.Array  # float32[]
+    converged: jax.Array  # bool[]: the last Newton step was below 1e-4 (1 + max |coefficient|), all finite
+
+
+def fit_logistic(
+    x: jax.Array,
+    y: jax.Array,
+    sample_weights: jax.Array,
+    *,
+    penalty: float | jax.Array = 0.0,
+    steps: int,
+    start: LogisticFit | None = None,
+    damping: float = 1e-6,
+) -> LogisticFit:
+    """Weighted, L2-penalised logistic regression by Newton's method (IRLS); jittable, vmappable.
+
+    Minimises the weighted mean log-loss of labels ``y [n]`` in [0, 1] (soft labels allowed) on
+    inputs ``x [n, d]``, plus an L2 penalty on the weights (the intercept free)::
+
+        L(w, b) = sum_i c_i [softplus(z_i) - y_i z_i] / sum_i c_i + penalty / 2 |w|^2,  z_i = x_i w + b
+
+    with ``sample_weights`` ``c [n] >= 0`` (0 leaves a row out; all 0: only the penalty is left).
+    ``steps`` Newton steps from ``start`` (default all 0), each solving with the Hessian's
+    diagonal raised by ``damping``, which steadies the solve and leaves the minimum unchanged.
+    Without a penalty, labels separable by the inputs have no minimum (the coefficients grow
+    without bound): ``converged`` is then False.
+    """
+    design = jnp.concatenate([jnp.ones((x.shape[0], 1), x.dtype), x], axis=1)  # [n, 1 + d]: bias first
+    total = jnp.sum(sample_weights)
+    share = sample_weights / jnp.where(total > 0, total, 1.0)  # [n], sums to 1 (or all 0)
+    penalised = penalty * jnp.ones(design.shape[1]).at[0].set(0.0)  # [1 + d]
+    theta = (
+        jnp.zeros(design.shape[1], design.dtype)
+        if start is None
+        else jnp.concatenate([start.bias[None], start.weights])
+    )
+
+    def newton(theta, _):
+        p = jax.nn.sigmoid(design @ theta)
+        gradient = design.T @ (share * (p - y)) + penalised * theta
+        hessian = (design.T * (share * p * (1.0 - p))) @ design + jnp.diag(penalised + damping)
+        step = jnp.linalg.solve(hessian, gradient)
+        return theta - step, jnp.max(jnp.abs(step))
+
+    theta, sizes = jax.lax.scan(newton, theta, None, length=steps)
+    converged = (sizes[-1] < 1e-4 * (1.0 + jnp.max(jnp.abs(theta)))) & jnp.all(jnp.isfinite(theta))
+    return LogisticFit(weights=theta[1:], bias=theta[0], converged=converged)
 
 
 # ----------------------------------------------------------------------------- nonlinear probe

@@ -490,6 +490,11 @@ def split_lanes(array: jax.Array, sizes: Sequence[int]) -> list[jax.Array]:
     return jnp.split(array, np.cumsum(sizes)[:-1], axis=1)
 
 
+def sample_rows(array: jax.Array) -> jax.Array:
+    """``[..., d] -> [n, d]``: each entry of the leading axes (e.g. step and lane) one sample row."""
+    return array.reshape(-1, array.shape[-1])
+
+
 def lane_moments(x: jax.Array, y: jax.Array, sizes: Sequence[int]) -> probes.Moments:
     """Probe statistics of ``z = [x, y]`` from stored arrays ``[T, N, dx]`` and ``[T, N, dy]``,
     per block of task lanes (``split_lanes``): the statistics ``probe_moments`` streams, for

@@ -142,6 +142,21 @@ def test_fit_ridge_regresses_any_block_on_any_other():
     np.testing.assert_allclose(np.asarray(probe.bias), bias, rtol=1e-4, atol=1e-4 * np.abs(bias).max())
 
 
+@pytest.mark.parametrize("ridge", RIDGES)
+def test_fit_ridge_with_a_mask_is_the_ridge_of_the_kept_columns_alone(ridge):
+    """Columns masked out, here ones that vary and correlate with the rest, get zero weights and
+    change neither the penalty's scale nor the other weights."""
+    z = correlated_samples(8, 300, dx=5)
+    mask = jnp.asarray([1.0, 0.0, 1.0, 1.0, 0.0])
+    probe = probes.fit_ridge(probes.moments_of(jnp.asarray(z)), slice(0, 5), slice(5, 7), ridge, mask)
+    weights, bias = reference_ridge(z[:, [0, 2, 3, 5, 6]], slice(0, 3), slice(3, 5), ridge)
+    assert np.all(np.asarray(probe.weights)[[1, 4]] == 0.0)
+    np.testing.assert_allclose(
+        np.asarray(probe.weights)[[0, 2, 3]], weights, rtol=1e-4, atol=1e-4 * np.abs(weights).max()
+    )
+    np.testing.assert_allclose(np.asarray(probe.bias), bias, rtol=1e-4, atol=1e-4 * np.abs(bias).max())
+
+
 def test_score_arrays_matches_float64_r2_and_mse():
     rng = np.random.default_rng(8)
     targets = rng.standard_normal((200, 3)) * [1.0, 2.0, 0.5] + [0.0, 3.0, -1.0]
@@ -400,3 +415,97 @@ def test_linear_probe_protocol_equals_a_float64_reimplementation(seed):
     assert_scores_equal(result.test, expected["test"], "test")
     # Refitting on training + validation samples is visible: the training fit alone differs.
     assert np.abs(expected["train_only_weights"] - expected["weights"]).max() > 1e-2
+
+
+def test_linear_probe_compiles_once_for_every_pair_of_blocks_of_one_width():
+    """The blocks reach the compiled program as masks: x -> y, y -> x and part of x -> y share it,
+    and each still equals the float64 protocol on its own blocks."""
+    rng = np.random.default_rng(5)
+    sizes = (40, 30, 30)
+    samples = correlated_samples(9, sum(sizes)) + 0.5 * rng.standard_normal((sum(sizes), 5)).astype(
+        np.float32
+    )
+    splits = np.split(samples, np.cumsum(sizes)[:-1])
+    moments = three_splits(samples, sizes)
+    probes._linear_probe.clear_cache()
+    for x, y in ((X, Y), (Y, X), (slice(1, 3), Y)):
+        result = probes.linear_probe(moments, x=x, y=y)
+        expected = reference_protocol(splits, x, y, probes.DEFAULT_RIDGE_GRID)
+        assert result.ridge == probes.DEFAULT_RIDGE_GRID[expected["best"]]
+        np.testing.assert_allclose(
+            np.asarray(result.probe.weights), expected["weights"], rtol=1e-3, atol=1e-4
+        )
+        np.testing.assert_allclose(np.asarray(result.probe.bias), expected["bias"], rtol=1e-3, atol=1e-3)
+        assert_scores_equal(result.validation, expected["validation"], f"{x} -> {y} validation")
+        assert_scores_equal(result.test, expected["test"], f"{x} -> {y} test")
+    assert probes._linear_probe._cache_size() == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The logistic fitter against a float64 IRLS
+
+
+def reference_logistic(x, y, sample_weights, penalty: float) -> tuple[np.ndarray, float]:
+    """float64 Newton (IRLS) on the weighted mean log-loss + penalty / 2 |w|^2, intercept free;
+    run to convergence, no damping. Returns ``(weights [d], bias)``."""
+    x, y, c = (np.asarray(a, np.float64) for a in (x, y, sample_weights))
+    design = np.hstack([np.ones((len(x), 1)), x])
+    share = c / c.sum()
+    ridge = np.diag([0.0] + [penalty] * x.shape[1])
+    theta = np.zeros(design.shape[1])
+    for _ in range(100):
+        p = 1.0 / (1.0 + np.exp(-design @ theta))
+        gradient = design.T @ (share * (p - y)) + ridge @ theta
+        hessian = design.T @ (design * (share * p * (1 - p))[:, None]) + ridge
+        theta -= np.linalg.solve(hessian, gradient)
+    assert np.abs(gradient).max() < 1e-10  # the reference reached the minimum
+    return theta[1:], float(theta[0])
+
+
+fit_logistic = jax.jit(probes.fit_logistic, static_argnames=("steps",))
+
+
+def logistic_case(seed: int, n: int = 60):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 2)) * [1.0, 3.0] + [0.5, -1.0]
+    labels = (rng.random(n) < 1.0 / (1.0 + np.exp(-(x @ [1.5, -0.4] + 0.3)))).astype(np.float64)
+    weights = rng.uniform(0.0, 2.0, n) * (rng.random(n) < 0.8)  # some rows left out
+    return x, labels, weights
+
+
+@pytest.mark.parametrize("penalty", [0.0, 0.05])
+def test_fit_logistic_equals_a_float64_irls_with_sample_weights_and_a_penalty(penalty):
+    x, labels, weights = logistic_case(seed=3)
+    soft = 0.8 * labels + 0.1  # soft labels as well as hard ones
+    for y in (labels, soft):
+        fit = fit_logistic(*(jnp.asarray(a, jnp.float32) for a in (x, y, weights)), penalty=penalty, steps=30)
+        expected_weights, expected_bias = reference_logistic(x, y, weights, penalty)
+        np.testing.assert_allclose(np.asarray(fit.weights), expected_weights, rtol=1e-4, atol=1e-5)
+        assert float(fit.bias) == pytest.approx(expected_bias, rel=1e-4, abs=1e-5)
+        assert bool(fit.converged)
+    # The weights matter: ignoring them fits another line.
+    unweighted = reference_logistic(x, labels, np.ones(len(x)), penalty)[0]
+    assert np.abs(unweighted - reference_logistic(x, labels, weights, penalty)[0]).max() > 0.05
+
+
+def test_fit_logistic_of_labels_that_ignore_the_inputs_is_the_label_rate_alone():
+    x, _, weights = logistic_case(seed=4)
+    fit = fit_logistic(jnp.asarray(x), jnp.full(len(x), 0.3), jnp.asarray(weights), steps=30)
+    assert np.abs(np.asarray(fit.weights)).max() < 1e-5
+    assert float(fit.bias) == pytest.approx(np.log(0.3 / 0.7), abs=1e-5)
+
+
+def test_fit_logistic_of_separable_labels_does_not_converge_unless_penalised():
+    x, _, weights = logistic_case(seed=5)
+    separable = (x[:, 0] > 0.5).astype(np.float64)
+    arrays = (
+        jnp.asarray(x, jnp.float32),
+        jnp.asarray(separable, jnp.float32),
+        jnp.asarray(weights, jnp.float32),
+    )
+    assert not bool(fit_logistic(*arrays, steps=30).converged)  # the slope grows without bound
+    penalised = fit_logistic(*arrays, penalty=0.1, steps=30)
+    assert bool(penalised.converged)
+    np.testing.assert_allclose(
+        np.asarray(penalised.weights), reference_logistic(x, separable, weights, 0.1)[0], rtol=1e-4, atol=1e-5
+    )

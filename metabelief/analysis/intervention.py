@@ -99,7 +99,14 @@ from metabelief.rollout import (
 from metabelief.tasks.base import PyTree, TaskFamily
 from metabelief.tasks.two_step import STATE_A, TwoStep
 
-DEFAULT_DELTAS = tuple(round(float(d), 6) for d in np.linspace(-0.3, 0.3, 9))  # -0.3, -0.225, ..., 0.3
+
+def dose_grid(num_doses: int) -> tuple[float, ...]:
+    """``num_doses`` decoded belief shifts evenly from -0.3 to 0.3 (``dose_response``'s ``deltas``)."""
+    return tuple(round(float(d), 6) for d in np.linspace(-0.3, 0.3, num_doses))
+
+
+DEFAULT_NUM_DOSES = 9
+DEFAULT_DELTAS = dose_grid(DEFAULT_NUM_DOSES)  # -0.3, -0.225, ..., 0.3
 DEFAULT_TRACE_STEPS = 5
 DEFAULT_NUM_RANDOM = 8
 COVARIANCE_FLOOR = 1e-6  # eigenvalues of Σ below this times their mean are raised to it
@@ -270,28 +277,16 @@ def observational_slope(features: jax.Array, probs: jax.Array, mask: jax.Array, 
     """The coefficient of ``features[..., feature]`` in the logistic regression of choices with
     probabilities ``probs [...]`` on ``[1, features [..., D]]`` over the steps ``mask``; None when
     Newton's method does not converge (a separable policy: the slope is unbounded)."""
-    coefficients, converged = _logistic_fit(features, probs, mask)
-    return float(coefficients[1 + feature]) if bool(converged) else None
+    fit = _logistic_fit(features, probs, mask)
+    return float(fit.weights[feature]) if bool(fit.converged) else None
 
 
 @jax.jit
-def _logistic_fit(features: jax.Array, probs: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Newton's method for ``logit P = [1, x] θ`` fitted to soft labels; ``(θ [1 + D], converged)``."""
-    x = jnp.concatenate([jnp.ones((*features.shape[:-1], 1)), features], -1).reshape(
-        -1, features.shape[-1] + 1
-    )
-    y, w = probs.reshape(-1), mask.reshape(-1).astype(jnp.float32)
-
-    def newton(theta, _):
-        p = jax.nn.sigmoid(x @ theta)
-        gradient = x.T @ (w * (y - p))
-        hessian = (x * (w * p * (1 - p))[:, None]).T @ x + 1e-9 * w.sum() * jnp.eye(x.shape[1])
-        step = jnp.linalg.solve(hessian, gradient)
-        return theta + step, jnp.max(jnp.abs(step))
-
-    theta, steps = jax.lax.scan(newton, jnp.zeros(x.shape[1]), None, length=LOGISTIC_ITERATIONS)
-    converged = (steps[-1] < 1e-4 * (1.0 + jnp.max(jnp.abs(theta)))) & jnp.all(jnp.isfinite(theta))
-    return theta, converged
+def _logistic_fit(features: jax.Array, probs: jax.Array, mask: jax.Array) -> probes.LogisticFit:
+    """``logit P = features @ w + b`` fitted to the soft labels ``probs`` on the steps ``mask``."""
+    rows = features.reshape(-1, features.shape[-1])
+    weights = mask.reshape(-1).astype(jnp.float32)
+    return probes.fit_logistic(rows, probs.reshape(-1), weights, steps=LOGISTIC_ITERATIONS, damping=1e-9)
 
 
 def belief_policy_probs(family: TaskFamily, policy: object, history: Trajectory, action: int) -> jax.Array:

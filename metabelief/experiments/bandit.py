@@ -61,17 +61,22 @@ class BanditConfig:
     )
     eval_tasks: int = 2048  # held-out tasks for returns and probes (1/2 fit, 1/4 validate, 1/4 test)
     mlp_steps: int = 1000
+    intervention_doses: int = intervention.DEFAULT_NUM_DOSES  # pushes from -0.3 to 0.3 (dose_grid)
+    intervention_random: int = intervention.DEFAULT_NUM_RANDOM  # random directions of the same norm
 
     def __post_init__(self):
         protocol.check_train(self.train, BetaArms, NAME)
         object.__setattr__(self, "eval_tasks", protocol.check_eval_tasks(self.eval_tasks))
         object.__setattr__(self, "mlp_steps", integer_at_least("mlp_steps", self.mlp_steps, 1))
+        for name in ("intervention_doses", "intervention_random"):
+            object.__setattr__(self, name, integer_at_least(name, getattr(self, name), 2))
 
     @classmethod
     def quick(cls) -> BanditConfig:
         """A smoke-test size (about a minute on a 2-core CPU); the thresholds are not expected to hold."""
         quick_train = dataclasses.replace(protocol.quick_train(cls().train), family_args=(("horizon", 20),))
-        return cls(train=quick_train, eval_tasks=128, mlp_steps=100)
+        analyses = dict(mlp_steps=100, intervention_doses=3, intervention_random=2)
+        return cls(train=quick_train, eval_tasks=128, **analyses)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,6 +147,8 @@ def _seed_results(
             split_sizes(config.eval_tasks),
             target=intervention.bandit_arm_target(evaluation.family),
             key=jax.random.fold_in(evaluation.probe_key, 3),  # 1: the state-machine maps; 2: the controls
+            deltas=intervention.dose_grid(config.intervention_doses),
+            num_random=config.intervention_random,
             references={  # the exact DP's sensitivity to arm 0's posterior mean, on the same steps
                 "bayes_optimal": intervention.belief_policy_probs(
                     evaluation.family,

@@ -13,21 +13,8 @@ one held-out trajectory:
   (the exact posterior mean, the MSE-optimal predictor given the history) and the prior;
 * the headline differences: trained minus untrained, trained minus input-only.
 
-Every probe is a ridge regression in closed form from sufficient statistics, with the protocol of
-``probes.linear_probe``: fitted on the training tasks for each strength of the grid, the strength
-chosen on the validation tasks, refitted on training + validation tasks, scored on the test tasks.
-R^2 and MSE are ``probes.score_moments`` / ``probes.score_arrays``'s: R^2 pooled over the
-dimensions that vary (``1 - sum of squared errors / total sum of squares``), MSE the mean over
-samples and dimensions.
-
-Time enters a probe as a one-hot of the step t whose coefficients are not penalised. It is fitted
-by Frisch-Waugh-Lovell rather than as 100 more columns: subtract from inputs and targets their
-per-step means over the fitting tasks (the training tasks while choosing the strength, training +
-validation tasks for the refit), ridge-regress the residual targets on the residual inputs, and
-predict ``mean_y(t) + ridge(x - mean_x(t))``. That is exactly ridge regression on ``[x, one-hot(t)]``
-with the time coefficients free, and its linear system has no one-hot columns to condition. The
-same residuals give "within time" scores: R^2 on the test tasks' residuals against the variance of
-those residuals, i.e. of what the time step alone does not explain.
+The probes of each input (a network's states, a baseline's inputs) are
+``metabelief.experiments.control_scores``'s, which states their protocol.
 """
 
 from __future__ import annotations
@@ -37,14 +24,26 @@ from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from metabelief import probes
 from metabelief.agents.base import Agent
 from metabelief.analysis.records import Record
 from metabelief.experiments import no_learning
+from metabelief.experiments.control_scores import (
+    ControlScores,
+    InputOnlyScores,
+    TruthBaselines,
+    check_lags,
+    check_sizes,
+    check_targets,
+    finite_or_none,
+    input_only_scores,
+    lagged_inputs,
+    network_scores,
+    truth_baselines,
+)
 from metabelief.experiments.next_outcome import NextOutcome, next_outcome
-from metabelief.rollout import Trajectory, history_inputs, replay_jit, split_lanes
+from metabelief.rollout import Trajectory, replay_jit, sample_rows, split_lanes
 from metabelief.tasks.base import PyTree, TaskFamily
 from metabelief.tasks.validation import integer_at_least
 
@@ -56,38 +55,6 @@ BASELINES = (INPUT_ONLY, TRACES, RUNNING_SUMS)  # names no network may take
 
 # ----------------------------------------------------------------------------- results
 # Every score is a test-task figure; None where it is undefined (e.g. a target that does not vary).
-@dataclasses.dataclass(frozen=True)
-class ControlScores(Record):
-    """Test R^2 of one probe input -> all ``F`` belief features (pooled) and -> the ``D`` posterior
-    means (pooled)."""
-
-    r2: float | None
-    r2_posterior_mean: float | None
-
-
-@dataclasses.dataclass(frozen=True)
-class NetworkScores(Record):
-    """``network_scores``: one network's states as probe inputs."""
-
-    hidden: ControlScores  # hidden -> features
-    memory: ControlScores  # the whole memory -> features
-    per_dimension: tuple[float | None, ...]  # [F]: hidden -> each feature, a probe each
-    within_time: ControlScores  # hidden -> features, time partialled out
-    truth_mse: float | None  # hidden -> the truth
-
-
-@dataclasses.dataclass(frozen=True)
-class InputOnlyScores(Record):
-    """``input_only_scores``: a baseline's inputs (the last ``k`` inputs, or a no-learning memory:
-    traces, running sums) and a one-hot of t as probe inputs."""
-
-    r2: float | None
-    r2_posterior_mean: float | None
-    per_dimension: tuple[float | None, ...]
-    within_time: ControlScores
-    truth_mse: float | None
-
-
 @dataclasses.dataclass(frozen=True)
 class InputOnly(Record):
     """One input-only baseline of the report: the last ``lags`` inputs and a one-hot of t ->
@@ -105,15 +72,6 @@ class HiddenAndMemory(Record):
 
     hidden: ControlScores
     memory: ControlScores
-
-
-@dataclasses.dataclass(frozen=True)
-class TruthBaselines(Record):
-    """Test MSE of the exact posterior mean (the Bayes minimum) and of the training tasks' mean of
-    the truth (the prior), as predictions of the truth."""
-
-    bayes_minimum: float | None
-    prior: float | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -172,11 +130,6 @@ class ProbeControls(Record):
     no_learning: dict[str, InputOnlyScores]  # TRACES, RUNNING_SUMS
     mlp: dict[str, float | None]  # R^2 of MLP probes: networks (given), INPUT_ONLY, TRACES, RUNNING_SUMS
     next_outcome: NextOutcome | None
-
-
-# Probe statistics are float32 matrix products; keep them at full float32 on accelerators whose
-# default float32 matmul rounds inputs to fewer bits (e.g. TF32 on recent NVIDIA GPUs).
-_PRECISION = "highest"
 
 
 def probe_controls(
@@ -242,8 +195,8 @@ def probe_controls(
         and its rewards are 0 or 1.
     """
     num_tasks = history.actions.shape[1]
-    sizes = _check_sizes(sizes, num_tasks)
-    lags = _check_lags(input_lags)
+    sizes = check_sizes(sizes, num_tasks)
+    lags = check_lags(input_lags)
     time_constants = no_learning.check_time_constants(trace_time_constants)
     mlp_steps = integer_at_least("mlp_steps", mlp_steps, 1)
     if not networks:
@@ -251,18 +204,26 @@ def probe_controls(
     for name in networks:
         if not isinstance(name, str) or name in BASELINES:
             raise ValueError(f"networks must be named by strings other than {BASELINES}, got {name!r}")
-    _check_targets(history.features, history.truth)
+    check_targets(history.features, history.truth)
 
-    scores, memories = {}, {}
-    for name, params in networks.items():
-        memories[name] = replay_jit(family, agent, params, history).memory
-        scores[name] = network_scores(
-            memories[name], agent.hidden_size, history.features, history.truth, sizes, ridge_grid=ridge_grid
-        )
+    memories = {name: replay_jit(family, agent, params, history).memory for name, params in networks.items()}
+    lagged = {lag: lagged_inputs(agent, history, lag) for lag in lags}
+    outcomes = no_learning.outcome_inputs(agent, history)
+    baselines = {
+        INPUT_ONLY: lagged[lags[-1]],  # the largest k, which also gives the other controls
+        TRACES: no_learning.exponential_traces(outcomes, time_constants),
+        RUNNING_SUMS: no_learning.running_sums(outcomes),
+    }
+    # Every probe input padded to the widest, so each probe program is compiled once for them all.
+    width = max(x.shape[-1] for x in (*memories.values(), *lagged.values(), *baselines.values()))
+    arguments = dict(ridge_grid=ridge_grid, width=width)
+    scores = {
+        name: network_scores(memory, agent.hidden_size, history.features, history.truth, sizes, **arguments)
+        for name, memory in memories.items()
+    }
     input_only = []
-    for lag in lags:  # ascending: the last is the largest k, which also gives the other controls
-        inputs = lagged_inputs(agent, history, lag)
-        baseline, _ = input_only_scores(inputs, history.features, history.truth, sizes, ridge_grid=ridge_grid)
+    for lag, inputs in lagged.items():  # ascending: the last is the largest k
+        baseline, _ = input_only_scores(inputs, history.features, history.truth, sizes, **arguments)
         input_only.append(
             InputOnly(
                 lags=lag,
@@ -271,14 +232,8 @@ def probe_controls(
                 per_dimension=baseline.per_dimension,
             )
         )
-    outcomes = no_learning.outcome_inputs(agent, history)
-    baselines = {
-        INPUT_ONLY: inputs,
-        TRACES: no_learning.exponential_traces(outcomes, time_constants),
-        RUNNING_SUMS: no_learning.running_sums(outcomes),
-    }
     unlearned = {
-        name: input_only_scores(x, history.features, history.truth, sizes, ridge_grid=ridge_grid)[0]
+        name: input_only_scores(x, history.features, history.truth, sizes, **arguments)[0]
         for name, x in baselines.items()
         if name != INPUT_ONLY
     }
@@ -343,318 +298,22 @@ def _mlp_r2(
     padded = jnp.stack([jnp.pad(x, ((0, 0), (0, 0), (0, width - x.shape[-1]))) for x in inputs.values()])
     keys = jnp.stack([jax.random.fold_in(key, index) for index in range(len(inputs))])
     scores = jax.device_get(_mlp_scores(keys, padded, features, sizes, steps))
-    return {name: _number(r2) for name, r2 in zip(inputs, scores, strict=True)}
+    return {name: finite_or_none(r2) for name, r2 in zip(inputs, scores, strict=True)}
 
 
 @jax.jit(static_argnames=("sizes", "steps"))
 def _mlp_scores(keys, inputs, features, sizes, steps):
     """``[K]``: the test R^2 of ``probes.mlp_map`` on each of the ``inputs [K, T, N, d]``."""
-    train, validation, test = (_rows(y) for y in split_lanes(features, sizes))
+    train, validation, test = (sample_rows(y) for y in split_lanes(features, sizes))
 
     def one(key, x):
-        x_train, x_validation, x_test = (_rows(block) for block in split_lanes(x, sizes))
+        x_train, x_validation, x_test = (sample_rows(block) for block in split_lanes(x, sizes))
         predictions = probes.mlp_map(
             key, (x_train, train), (x_validation, validation), x_test, num_steps=steps
         )
         return probes.score_arrays(predictions, test).r2
 
     return jax.vmap(one)(keys, inputs)
-
-
-# ----------------------------------------------------------------------------- representations
-def network_scores(
-    memory: jax.Array,
-    hidden_size: int,
-    features: jax.Array,
-    truth: jax.Array,
-    sizes: Sequence[int],
-    *,
-    ridge_grid: Sequence[float] = probes.DEFAULT_RIDGE_GRID,
-) -> NetworkScores:
-    """Test scores of one network's states as probe inputs: its whole ``memory`` ``[T, N, M]``,
-    whose first ``hidden_size`` entries are the readout ``hidden`` (``metabelief.agents``).
-
-    Returns ``NetworkScores``: ``hidden`` (or ``memory``, the whole vector) -> all ``F``
-    belief features (``r2``, pooled) and -> the ``D`` posterior means (``r2_posterior_mean``);
-    ``per_dimension``, hidden -> each feature with its own probe; ``within_time``, hidden ->
-    features with time partialled out; and ``truth_mse``, the test MSE of hidden -> ``truth``.
-    """
-    num_tasks = features.shape[1]
-    sizes = _check_sizes(sizes, num_tasks)
-    _check_targets(features, truth)
-    if memory.ndim != 3 or memory.shape[:2] != features.shape[:2]:
-        raise ValueError(f"memory must be [T, N, M] like features' [T, N], got {memory.shape}")
-    if not 1 <= hidden_size <= memory.shape[-1]:
-        raise ValueError(
-            f"hidden_size must be in [1, {memory.shape[-1]}] (the memory's width), got {hidden_size}"
-        )
-    _check_finite("memory", memory)
-    _check_counts(sizes, features.shape[0], memory.shape[-1])
-    with jax.default_matmul_precision(_PRECISION):
-        raw, within = _network_moments(memory, features, truth, sizes, hidden_size)
-        shapes = dict(
-            size=hidden_size,
-            memory_size=memory.shape[-1],
-            num_features=features.shape[-1],
-            num_means=truth.shape[-1],
-        )
-        scores = _network_probes(raw, within, jnp.asarray(ridge_grid, jnp.float32), **shapes)
-    scores = jax.device_get(scores)
-    return NetworkScores(
-        hidden=_control_scores(*scores["hidden"]),
-        memory=_control_scores(*scores["memory"]),
-        per_dimension=tuple(_number(v) for v in scores["per_dimension"]),
-        within_time=_control_scores(*scores["within_time"]),
-        truth_mse=_number(scores["truth_mse"]),
-    )
-
-
-def input_only_scores(
-    inputs: jax.Array,
-    features: jax.Array,
-    truth: jax.Array,
-    sizes: Sequence[int],
-    *,
-    ridge_grid: Sequence[float] = probes.DEFAULT_RIDGE_GRID,
-) -> tuple[InputOnlyScores, jax.Array]:
-    """Test scores of ``inputs [T, N, dx]`` together with a one-hot of the time step as probe inputs.
-
-    Returns:
-      ``(scores, predictions)``: ``scores`` is an ``InputOnlyScores`` (``r2``,
-      ``r2_posterior_mean``, ``per_dimension`` ``[F]``, ``within_time``, ``truth_mse``, as
-      ``network_scores``'s), and ``predictions`` the probe's belief features on the test tasks,
-      ``[T, n_test, F]``.
-    """
-    sizes = _check_sizes(sizes, features.shape[1])
-    _check_targets(features, truth)
-    if inputs.ndim != 3 or inputs.shape[:2] != features.shape[:2]:
-        raise ValueError(f"inputs must be [T, N, dx] like features' [T, N], got {inputs.shape}")
-    _check_finite("inputs", inputs)
-    _check_counts(sizes, features.shape[0], inputs.shape[-1] + features.shape[0])
-    with jax.default_matmul_precision(_PRECISION):
-        select, refit, fit_means = _input_moments(inputs, features, truth, sizes)
-        shapes = dict(size=inputs.shape[-1], num_features=features.shape[-1], num_means=truth.shape[-1])
-        linear, within = _input_probes(select, refit, jnp.asarray(ridge_grid, jnp.float32), **shapes)
-        pooled, predictions = _input_predictions(inputs, features, truth, fit_means, linear, sizes)
-    pooled, within = jax.device_get((pooled, within))
-    scores = InputOnlyScores(
-        r2=_number(pooled["r2"]),
-        r2_posterior_mean=_number(pooled["r2_posterior_mean"]),
-        per_dimension=tuple(_number(v) for v in pooled["per_dimension"]),
-        within_time=_control_scores(*within),
-        truth_mse=_number(pooled["truth_mse"]),
-    )
-    return scores, predictions
-
-
-def lagged_inputs(agent: Agent, history: Trajectory, lags: int) -> jax.Array:
-    """The last ``lags`` network inputs at each step, ``float32[T, N, lags * input_size]``.
-
-    Block ``j`` (``j = 0 .. lags - 1``) holds ``agent.inputs`` of step ``t - j`` — the vector the
-    agent reads there: ``obs[t - j]``, the action and reward of step ``t - j - 1`` (none before the
-    first) and the time — or zeros when ``t - j < 0``. Block 0 is what the network reads at t.
-    """
-    lags = _check_lags((lags,))[0]
-    num_steps = history.actions.shape[0]
-    inputs = history_inputs(agent, history)  # [T, N, I]
-    padded = jnp.concatenate([jnp.zeros((lags - 1, *inputs.shape[1:]), inputs.dtype), inputs])
-    blocks = [padded[lags - 1 - lag : lags - 1 - lag + num_steps] for lag in range(lags)]
-    return jnp.concatenate(blocks, axis=-1)
-
-
-# ----------------------------------------------------------------------------- truth
-def truth_baselines(features: jax.Array, truth: jax.Array, sizes: Sequence[int]) -> TruthBaselines:
-    """``bayes_minimum`` and ``prior``: test MSE of the exact posterior mean ``features[..., :D]``
-    and of the training tasks' mean of ``truth``, as predictions of ``truth`` ``[T, N, D]``."""
-    sizes = _check_sizes(sizes, features.shape[1])
-    _check_targets(features, truth)
-    num_means = truth.shape[-1]
-    train, _, test = split_lanes(truth.astype(jnp.float32), sizes)
-    posterior_mean = split_lanes(features[..., :num_means].astype(jnp.float32), sizes)[2]
-    prior_mean = train.mean(axis=(0, 1))
-    return TruthBaselines(
-        bayes_minimum=_number(jnp.mean((test - posterior_mean) ** 2)),
-        prior=_number(jnp.mean((test - prior_mean) ** 2)),
-    )
-
-
-# ----------------------------------------------------------------------------- jitted analyses
-# The statistics (large matrix products over all samples) and predictions run as jitted programs;
-# the probes on the statistics run as small programs, each batched ridge solve in one of its own.
-# XLA's CPU runtime (jax 0.10.2, 2 cores) wedges a program holding a dozen independent batched
-# LAPACK solves of ~100 x 100 systems (every worker thread idle, the result never ready), so solves
-# are never gathered into one program, nor left in flight together.
-@jax.jit(static_argnames=("sizes", "hidden_size"))
-def _network_moments(memory, features, truth, sizes, hidden_size):
-    """``(raw, within)``: (select, refit) statistics of ``[memory, features, truth]`` per block
-    of lanes, and of ``[hidden, features]`` less their per-step means."""
-    raw = _lane_moments(jnp.concatenate([memory, features, truth], axis=-1).astype(jnp.float32), sizes)
-    hidden = memory[..., :hidden_size]
-    within = _time_moments(jnp.concatenate([hidden, features], axis=-1).astype(jnp.float32), sizes)[:2]
-    return raw, within
-
-
-def _network_probes(raw, within, ridge_grid, size, memory_size, num_features, num_means) -> dict:
-    """``{"hidden", "memory", "within_time": (r2, r2 of the means), "per_dimension",
-    "truth_mse"}``, arrays (the fields of ``NetworkScores``)."""
-    targets = slice(memory_size, memory_size + num_features + num_means)  # [features, truth]
-    features, means = slice(0, num_features), slice(0, num_means)
-
-    def pair(probe: _Probe) -> tuple[jax.Array, jax.Array]:
-        return probe.scores(features)[1].r2, probe.scores(means)[1].r2
-
-    hidden = _Probe(*raw, ridge_grid, slice(0, size), targets)
-    return {
-        "hidden": pair(hidden),
-        "memory": pair(_Probe(*raw, ridge_grid, slice(0, memory_size), targets)),
-        "per_dimension": hidden.scores(features, per_column=True)[1].r2_per_dim,
-        "truth_mse": hidden.scores(slice(num_features, num_features + num_means))[1].mse,
-        "within_time": pair(_Probe(*within, ridge_grid, slice(0, size), slice(size, size + num_features))),
-    }
-
-
-@jax.jit(static_argnames=("sizes",))
-def _input_moments(inputs, features, truth, sizes):
-    """``(select, refit, fit_means)`` of ``[inputs, features, truth]`` less their per-step means."""
-    return _time_moments(jnp.concatenate([inputs, features, truth], axis=-1).astype(jnp.float32), sizes)
-
-
-def _input_probes(select, refit, ridge_grid, size, num_features, num_means) -> tuple[dict, dict]:
-    """``(linear, within)``: probes of the features, the means, each feature alone (``columns``) and
-    the truth on the residual inputs, and the within-time R^2 of the first two, ``(r2, r2 of the
-    means)``."""
-    probe = _Probe(select, refit, ridge_grid, slice(0, size), slice(size, size + num_features + num_means))
-    features, means = slice(0, num_features), slice(0, num_means)
-    linear_features, within_features = probe.scores(features)
-    linear_means, within_means = probe.scores(means)
-    linear = {
-        "features": linear_features,
-        "means": linear_means,
-        "columns": probe.scores(features, per_column=True)[0],
-        "truth": probe.scores(slice(num_features, num_features + num_means))[0],
-    }
-    return linear, (within_features.r2, within_means.r2)
-
-
-@jax.jit(static_argnames=("sizes",))
-def _input_predictions(inputs, features, truth, fit_means, linear, sizes) -> tuple[dict, jax.Array]:
-    """Pooled test scores of the input-only probes: ``mean_y(t) + probe(x - mean_x(t))``."""
-    num_fit, size, num_features = sizes[0] + sizes[1], inputs.shape[-1], features.shape[-1]
-    means = features[..., : truth.shape[-1]]
-    targets = {"features": features, "means": means, "columns": features, "truth": truth}
-    offsets = {"features": size, "means": size, "columns": size, "truth": size + num_features}
-    residual_inputs = inputs[:, num_fit:].astype(jnp.float32) - fit_means[..., :size]
-    predictions, scores = {}, {}
-    for name, probe in linear.items():
-        target = targets[name][:, num_fit:].astype(jnp.float32)
-        start = offsets[name]
-        mean = fit_means[..., start : start + target.shape[-1]]
-        predictions[name] = mean + probes.predict(probe, residual_inputs)
-        scores[name] = probes.score_arrays(predictions[name], target)
-    pooled = {
-        "r2": scores["features"].r2,
-        "r2_posterior_mean": scores["means"].r2,
-        "per_dimension": scores["columns"].r2_per_dim,
-        "truth_mse": scores["truth"].mse,
-    }
-    return pooled, predictions["features"]
-
-
-class _Probe:
-    """``probes.linear_probe``'s protocol for targets ``z[y]`` on inputs ``z[x]``, given statistics
-    ``select`` = (train, validation) and ``refit`` = (train + validation, test), stacked ``[2, ...]``.
-
-    The ridge solutions for every strength of the grid are computed once for all target columns
-    (a ridge regression fits each column on its own); ``scores`` then selects a strength for any
-    subset of the columns, as ``linear_probe`` would have for that subset alone.
-    """
-
-    def __init__(self, select, refit, ridge_grid, x: slice, y: slice):
-        self.train, self.validation, self.fit, self.test = (
-            jax.tree.map(lambda leaf, i=i: leaf[i], stats) for stats in (select, refit) for i in (0, 1)
-        )
-        self.x, self.y = (x.start, x.stop), (y.start, y.stop)
-        # [R, dx, dy] each; waited for, so no two batched solves are ever in flight together.
-        self.train_weights = jax.block_until_ready(_ridge_path(self.train, ridge_grid, self.x, self.y))
-        self.fit_weights = jax.block_until_ready(_ridge_path(self.fit, ridge_grid, self.x, self.y))
-
-    def scores(
-        self, columns: slice, per_column: bool = False
-    ) -> tuple[probes.LinearProbe, probes.ProbeScores]:
-        """The probe of target ``columns`` (a slice of ``z[y]``'s) refitted with the strength chosen
-        on validation (by pooled R^2, or for each column on its own when ``per_column``), and its
-        test scores."""
-        statistics = (self.train, self.validation, self.fit, self.test)
-        columns = (columns.start, columns.stop)
-        return _choose(*statistics, self.train_weights, self.fit_weights, self.x, self.y, columns, per_column)
-
-
-@jax.jit(static_argnames=("x", "y"))
-def _ridge_path(moments: probes.Moments, ridge_grid: jax.Array, x: tuple, y: tuple) -> jax.Array:
-    """``probes.fit_ridge`` weights of ``z[y]`` on ``z[x]`` for each strength, ``[R, dx, dy]``."""
-    return jax.vmap(lambda ridge: probes.fit_ridge(moments, slice(*x), slice(*y), ridge).weights)(ridge_grid)
-
-
-@jax.jit(static_argnames=("x", "y", "columns", "per_column"))
-def _choose(train, validation, fit, test, train_weights, fit_weights, x, y, columns, per_column):
-    x, y = slice(*x), slice(y[0] + columns[0], y[0] + columns[1])
-    train_weights, fit_weights = train_weights[..., slice(*columns)], fit_weights[..., slice(*columns)]
-
-    def validate(weights):
-        probe = probes.LinearProbe(weights=weights, bias=train.mean[y] - train.mean[x] @ weights)
-        return probes.score_moments(probe, validation, x, y)
-
-    candidates = jax.vmap(validate)(train_weights)
-    if per_column:
-        r2 = jnp.where(jnp.isnan(candidates.r2_per_dim), -jnp.inf, candidates.r2_per_dim)  # [R, dy]
-        chosen = jnp.take_along_axis(fit_weights, jnp.argmax(r2, axis=0)[None, None, :], axis=0)[0]
-    else:
-        chosen = fit_weights[jnp.nanargmax(candidates.r2)]  # as linear_probe (the last when all are NaN)
-    probe = probes.LinearProbe(weights=chosen, bias=fit.mean[y] - fit.mean[x] @ chosen)
-    return probe, probes.score_moments(probe, test, x, y)
-
-
-def _lane_moments(z: jax.Array, sizes: tuple[int, int, int]) -> tuple[probes.Moments, probes.Moments]:
-    """``(select, refit)`` statistics of the rows of ``z [T, N, d]`` in each block of lanes."""
-    train, validation, test = (probes.moments_of(_rows(block)) for block in split_lanes(z, sizes))
-    return _stack(train, validation), _stack(probes.merge(train, validation), test)
-
-
-def _time_moments(
-    z: jax.Array, sizes: tuple[int, int, int]
-) -> tuple[probes.Moments, probes.Moments, jax.Array]:
-    """``(select, refit, fit_means)``: ``_lane_moments`` of ``z`` less its per-step means over the
-    fitting lanes (training lanes for ``select``, training + validation lanes for ``refit``);
-    ``fit_means [T, 1, d]`` are the latter."""
-    num_train, num_fit = sizes[0], sizes[0] + sizes[1]
-    train_means, fit_means = time_means(z, num_train), time_means(z, num_fit)
-    blocks = (
-        z[:, :num_train] - train_means,
-        z[:, num_train:num_fit] - train_means,
-        z[:, :num_fit] - fit_means,
-        z[:, num_fit:] - fit_means,
-    )
-    train, validation, fit, test = (probes.moments_of(_rows(block)) for block in blocks)
-    return _stack(train, validation), _stack(fit, test), fit_means
-
-
-def time_means(z: jax.Array, num_lanes: int) -> jax.Array:
-    """Per-step means of ``z [T, N, d]`` over its first ``num_lanes`` lanes, ``[T, 1, d]``.
-
-    Taken about the first lane's value, so a quantity that is the same in every lane at a step (the
-    prior at t = 0, a function of time alone) has a residual of exactly 0, not a float32 rounding
-    error that would count as variance left to explain.
-    """
-    reference = z[:, :1]
-    return reference + (z[:, :num_lanes] - reference).mean(axis=1, keepdims=True)
-
-
-def _rows(array: jax.Array) -> jax.Array:
-    return array.reshape(-1, array.shape[-1])
-
-
-def _stack(*moments: probes.Moments) -> probes.Moments:
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *moments)
 
 
 # ----------------------------------------------------------------------------- reporting
@@ -686,66 +345,3 @@ def _headline(
 
 def _difference(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else float(a - b)
-
-
-def _number(value) -> float | None:
-    value = float(value)
-    return None if np.isnan(value) else value
-
-
-def _control_scores(r2, r2_posterior_mean) -> ControlScores:
-    return ControlScores(r2=_number(r2), r2_posterior_mean=_number(r2_posterior_mean))
-
-
-# ----------------------------------------------------------------------------- validation
-def _check_sizes(sizes: Sequence[int], num_tasks: int) -> tuple[int, int, int]:
-    try:
-        sizes = tuple(int(size) for size in sizes)
-    except (TypeError, ValueError):
-        raise ValueError(f"sizes must be three numbers of tasks, got {sizes!r}") from None
-    if len(sizes) != 3 or min(sizes) < 1 or sum(sizes) != num_tasks:
-        raise ValueError(
-            f"sizes must be (train, validation, test) numbers of tasks, each at least 1, adding up "
-            f"to the {num_tasks} tasks, got {sizes}"
-        )
-    return sizes
-
-
-def _check_lags(lags: Sequence[int]) -> tuple[int, ...]:
-    if isinstance(lags, (str, bytes)) or not np.iterable(lags) or len(lags) == 0:
-        raise ValueError(f"input_lags must be a non-empty sequence of positive integers, got {lags!r}")
-    checked = []
-    for lag in lags:
-        if isinstance(lag, bool) or not isinstance(lag, (int, np.integer)) or lag < 1:
-            raise ValueError(f"input_lags must be positive integers, got {lags!r}")
-        checked.append(int(lag))
-    if len(set(checked)) != len(checked):
-        raise ValueError(f"input_lags must be distinct, got {lags!r}")
-    return tuple(sorted(checked))
-
-
-def _check_targets(features: jax.Array, truth: jax.Array) -> None:
-    if features.ndim != 3 or truth.ndim != 3 or features.shape[:2] != truth.shape[:2]:
-        raise ValueError(
-            f"features and truth must be [T, N, F] and [T, N, D], got {features.shape} and {truth.shape}"
-        )
-    if not 1 <= truth.shape[-1] <= features.shape[-1]:
-        raise ValueError(
-            f"truth must have 1 to F = {features.shape[-1]} dimensions (the first features are its "
-            f"posterior means), got {truth.shape[-1]}"
-        )
-    _check_finite("features", features)
-    _check_finite("truth", truth)
-
-
-def _check_finite(name: str, array: jax.Array) -> None:
-    if not bool(jnp.isfinite(array).all()):
-        raise ValueError(f"probe inputs contain NaN or inf ({name})")
-
-
-def _check_counts(sizes: tuple[int, int, int], num_steps: int, num_inputs: int) -> None:
-    fewest = min(sizes) * num_steps
-    if fewest < num_inputs + 2:
-        raise ValueError(
-            f"too few samples for a probe: a split has {fewest}, needs at least {num_inputs + 2}"
-        )

@@ -29,8 +29,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from metabelief import probes
 from metabelief.analysis.records import Record
-from metabelief.rollout import Trajectory, replay_beliefs, split_lanes
+from metabelief.rollout import Trajectory, replay_beliefs, sample_rows, split_lanes
 from metabelief.tasks.base import ExpectedRewards, TaskFamily
 
 DEFAULT_PENALTY_GRID = (1e-3, 1e-2, 1e-1)
@@ -120,12 +121,14 @@ def probe_log_losses(
 @jax.jit(static_argnums=(4, 5))
 def _probe_log_losses(stacked, actions, rewards, grid, sizes, num_actions):
     targets = [
-        (_rows(a[..., None])[:, 0], _rows(r[..., None])[:, 0])
+        (a.reshape(-1), r.reshape(-1))
         for a, r in zip(split_lanes(actions, sizes), split_lanes(rewards, sizes), strict=True)
     ]
 
     def one(inputs):
-        splits = [(_rows(x), *target) for x, target in zip(split_lanes(inputs, sizes), targets, strict=True)]
+        splits = [
+            (sample_rows(x), *target) for x, target in zip(split_lanes(inputs, sizes), targets, strict=True)
+        ]
         return _probe_log_loss(*splits, grid, num_actions)
 
     return jax.vmap(one)(stacked)
@@ -134,54 +137,44 @@ def _probe_log_losses(stacked, actions, rewards, grid, sizes, num_actions):
 def _probe_log_loss(train, validation, test, grid, num_actions):
     x_train = train[0]
     mean, scale = x_train.mean(axis=0), x_train.std(axis=0) + 1e-6
-    design = lambda x: jnp.concatenate([(x - mean) / scale, jnp.ones((x.shape[0], 1))], axis=1)  # noqa: E731
-    train, validation, test = ((design(x), a, r) for x, a, r in (train, validation, test))
+    train, validation, test = (((x - mean) / scale, a, r) for x, a, r in (train, validation, test))
 
-    path = _penalty_path(*train, grid, num_actions)  # [R, A, d + 1]
+    path = _penalty_path(*train, grid, num_actions)  # leaves [R, A, ...]
     chosen = jnp.nanargmin(jax.vmap(lambda heads: _mean_log_loss(heads, *validation))(path))
     fit = tuple(jnp.concatenate(parts) for parts in zip(train, validation, strict=True))
-    heads = _newton(*fit, grid[chosen], num_actions, path[chosen], steps=NEWTON_STEPS)
-    return _mean_log_loss(heads, *test)
+    start = jax.tree.map(lambda leaf: leaf[chosen], path)
+    return _mean_log_loss(_fit_heads(*fit, grid[chosen], num_actions, start), *test)
 
 
-def _penalty_path(x, actions, rewards, grid, num_actions):
-    """Heads ``[R, A, d + 1]`` fitted for each penalty of ``grid`` (descending), warm-started."""
+def _penalty_path(x, actions, rewards, grid, num_actions) -> probes.LogisticFit:
+    """Heads (leaves ``[R, A, ...]``) fitted for each penalty of ``grid`` (descending), warm-started."""
 
     def fit(heads, penalty):
-        heads = _newton(x, actions, rewards, penalty, num_actions, heads, steps=NEWTON_STEPS)
+        heads = _fit_heads(x, actions, rewards, penalty, num_actions, heads)
         return heads, heads
 
-    start = jnp.zeros((num_actions, x.shape[1]), jnp.float32)
+    start = probes.LogisticFit(
+        weights=jnp.zeros((num_actions, x.shape[1])),
+        bias=jnp.zeros(num_actions),
+        converged=jnp.zeros(num_actions, bool),
+    )
     return jax.lax.scan(fit, start, grid)[1]
 
 
-def _newton(x, actions, rewards, penalty, num_actions, heads, *, steps):
-    """Newton steps of each action's penalised logistic regression on the rows that took it."""
-    free = jnp.ones(x.shape[1]).at[-1].set(0.0)  # the intercept is not penalised
+def _fit_heads(x, actions, rewards, penalty, num_actions, start) -> probes.LogisticFit:
+    """Each action's penalised logistic regression on the rows that took it (leaves ``[A, ...]``),
+    ``NEWTON_STEPS`` Newton steps of ``probes.fit_logistic`` from ``start``."""
 
-    def head(theta, action):
-        weight = (actions == action).astype(jnp.float32)
-        count = jnp.maximum(weight.sum(), 1.0)
+    def head(action, start):
+        taken = (actions == action).astype(jnp.float32)
+        return probes.fit_logistic(x, rewards, taken, penalty=penalty, steps=NEWTON_STEPS, start=start)
 
-        def step(_, theta):
-            p = jax.nn.sigmoid(x @ theta)
-            gradient = x.T @ (weight * (p - rewards)) / count + penalty * free * theta
-            curvature = (x.T * (weight * p * (1.0 - p))) @ x / count
-            hessian = curvature + jnp.diag(penalty * free + 1e-6)
-            return theta - jnp.linalg.solve(hessian, gradient)
-
-        return jax.lax.fori_loop(0, steps, step, theta)
-
-    return jax.vmap(head)(heads, jnp.arange(num_actions))
+    return jax.vmap(head)(jnp.arange(num_actions), start)
 
 
-def _mean_log_loss(heads, x, actions, rewards):
-    logits = jnp.sum(x * heads[actions], axis=-1)
+def _mean_log_loss(heads: probes.LogisticFit, x, actions, rewards):
+    logits = jnp.sum(x * heads.weights[actions], axis=-1) + heads.bias[actions]
     return jnp.mean(jax.nn.softplus(logits) - rewards * logits)  # -log-likelihood of a Bernoulli
-
-
-def _rows(array: jax.Array) -> jax.Array:
-    return array.reshape(-1, array.shape[-1])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -67,6 +67,8 @@ class TwoStepConfig:
     model_free_learning_rate: float = 1.0
     model_free_inverse_temperature: float = 5.0
     mlp_steps: int = 2000
+    intervention_doses: int = intervention.DEFAULT_NUM_DOSES  # pushes from -0.3 to 0.3 (dose_grid)
+    intervention_random: int = intervention.DEFAULT_NUM_RANDOM  # random directions of the same norm
 
     def __post_init__(self):
         protocol.check_train(self.train, TwoStep, NAME)
@@ -86,13 +88,22 @@ class TwoStepConfig:
             ("model_free_learning_rate", learning_rate),
             ("model_free_inverse_temperature", inverse_temperature),
             ("mlp_steps", integer_at_least("mlp_steps", self.mlp_steps, 1)),
+            ("intervention_doses", integer_at_least("intervention_doses", self.intervention_doses, 2)),
+            ("intervention_random", integer_at_least("intervention_random", self.intervention_random, 2)),
         ):
             object.__setattr__(self, name, value)
 
     @classmethod
     def quick(cls) -> TwoStepConfig:
         """A smoke-test size (about a minute on a 2-core CPU); the thresholds are not expected to hold."""
-        return cls(train=protocol.quick_train(cls().train), eval_tasks=128, stay_blocks=4, mlp_steps=100)
+        return cls(
+            train=protocol.quick_train(cls().train),
+            eval_tasks=128,
+            stay_blocks=4,
+            mlp_steps=100,
+            intervention_doses=3,
+            intervention_random=2,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -169,6 +180,8 @@ def run(config: TwoStepConfig, out_dir: pathlib.Path, *, progress: bool = True) 
                     split_sizes(config.eval_tasks),
                     target=intervention.two_step_target(family),
                     key=jax.random.fold_in(evaluation.probe_key, 3),  # 2 draws the controls' probes
+                    deltas=intervention.dose_grid(config.intervention_doses),
+                    num_random=config.intervention_random,
                 ),
             )
         )

@@ -32,6 +32,10 @@ def _cases():
         yield pytest.param(config, dict(eval_tasks=8), "eval_tasks", id=f"{name}-eval_tasks=8")
         for value in (0, 2.5, NAN, INF, "100", False):
             yield pytest.param(config, dict(mlp_steps=value), "mlp_steps", id=f"{name}-mlp_steps={value}")
+    for config in (BanditConfig, TwoStepConfig):  # the intervention's dose grid and random directions
+        for field in ("intervention_doses", "intervention_random"):
+            for value in (1, 2.5, NAN, "8", True):
+                yield pytest.param(config, {field: value}, field, id=f"{config.__name__}-{field}={value}")
     # The family each experiment is built on (inconsistent: its run needs that family's attributes).
     wrong_family = {
         BanditConfig: TrainConfig(family="gridworld"),

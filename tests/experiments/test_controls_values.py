@@ -22,7 +22,7 @@ import pytest
 
 import metabelief
 from metabelief.agents import agent_for
-from metabelief.experiments import controls
+from metabelief.experiments import control_scores, controls
 from metabelief.rollout import replay_jit, rollout
 
 FAMILY = metabelief.make("bernoulli_bandit", num_arms=2, horizon=10)  # features: 2 means, 2 stds; truth: 2
@@ -328,11 +328,14 @@ def selection_case(seed: int, signal_inputs: int = 9):
     return x.astype(np.float32), y.astype(np.float32)
 
 
-def test_input_only_choices_by_pooled_and_by_each_column_equal_the_numpy_protocol():
+# width: the inputs padded with zero columns (as probe_controls pads every probe input to the widest)
+# score as the inputs alone, against the same float64 protocol on the unpadded inputs.
+@pytest.mark.parametrize("width", [None, 13])
+def test_input_only_choices_by_pooled_and_by_each_column_equal_the_numpy_protocol(width):
     x, y = selection_case(seed=1)
     truth = y[..., :2]
-    scores, predictions = controls.input_only_scores(
-        jnp.asarray(x), jnp.asarray(y), jnp.asarray(truth), SIZES, ridge_grid=SELECT_GRID
+    scores, predictions = control_scores.input_only_scores(
+        jnp.asarray(x), jnp.asarray(y), jnp.asarray(truth), SIZES, ridge_grid=SELECT_GRID, width=width
     )
     fit = functools.partial(protocol, x, per_step=True, grid=SELECT_GRID)
     by_column = fit(y, per_column=True)
@@ -358,12 +361,13 @@ def test_input_only_choices_by_pooled_and_by_each_column_equal_the_numpy_protoco
     )
 
 
-def test_network_choices_by_pooled_and_by_each_column_equal_the_numpy_protocol():
+@pytest.mark.parametrize("width", [None, 13])
+def test_network_choices_by_pooled_and_by_each_column_equal_the_numpy_protocol(width):
     x, y = selection_case(seed=1, signal_inputs=4)
     memory, hidden = x[..., :8], x[..., :4]  # the readout is the first half of the memory
     truth = y[..., :2]
-    scores = controls.network_scores(
-        jnp.asarray(memory), 4, jnp.asarray(y), jnp.asarray(truth), SIZES, ridge_grid=SELECT_GRID
+    scores = control_scores.network_scores(
+        jnp.asarray(memory), 4, jnp.asarray(y), jnp.asarray(truth), SIZES, ridge_grid=SELECT_GRID, width=width
     )
     fit = functools.partial(protocol, grid=SELECT_GRID)
     by_column = fit(hidden, y, per_column=True)
@@ -376,6 +380,31 @@ def test_network_choices_by_pooled_and_by_each_column_equal_the_numpy_protocol()
     within = fit(hidden, y, per_step=True)["within_r2"], fit(hidden, truth, per_step=True)["within_r2"]
     assert (scores.within_time.r2, scores.within_time.r2_posterior_mean) == pytest.approx(within, abs=ATOL)
     assert scores.truth_mse == pytest.approx(fit(hidden, truth)["mse"], rel=1e-4)
+
+
+def test_one_report_compiles_each_probe_program_once_for_all_its_input_widths():
+    """The networks' memories (8 wide), the lagged inputs (3 and 9), the traces (24) and the running
+    sums (6) are padded to one width: each probe program is compiled once, not once per width."""
+    programs = [
+        control_scores._network_moments,
+        control_scores._input_moments,
+        control_scores._ridge_path,
+        control_scores._choose,
+        control_scores._input_predictions,
+    ]
+    for program in programs:
+        program.clear_cache()
+    history, _, _, params = recorded()
+    controls.probe_controls(FAMILY, AGENT, params, history, SIZES, input_lags=LAGS, ridge_grid=GRID)
+    assert [program._cache_size() for program in programs] == [1] * len(programs)
+
+
+def test_padding_is_checked():
+    x, y = selection_case(seed=1)
+    with pytest.raises(ValueError, match="width"):
+        control_scores.input_only_scores(
+            jnp.asarray(x), jnp.asarray(y), jnp.asarray(y[..., :2]), SIZES, width=8
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -391,7 +420,7 @@ def test_input_only_r2_is_one_for_targets_linear_in_the_inputs_and_near_zero_wit
     grid = (1e-6,) * len(GRID)
     for means, others in ((signal, unrelated), (unrelated, signal)):
         features = np.concatenate([means, others], axis=-1).astype(np.float32)
-        scores, _ = controls.input_only_scores(
+        scores, _ = control_scores.input_only_scores(
             jnp.asarray(x), jnp.asarray(features), jnp.asarray(features[..., :2]), SIZES, ridge_grid=grid
         )
         reference = protocol(x, features[..., :2], per_step=True, grid=grid)
@@ -414,10 +443,10 @@ def test_targets_the_same_in_every_lane_at_each_step_leave_nothing_to_explain_wi
     features = np.concatenate([of_time, y[..., 2:]], axis=-1)  # the posterior means are time alone
     truth = y[..., :2]
     hidden = x[..., :4]
-    network = controls.network_scores(
+    network = control_scores.network_scores(
         jnp.asarray(x[..., :8]), 4, jnp.asarray(features), jnp.asarray(truth), SIZES, ridge_grid=SELECT_GRID
     )
-    inputs, _ = controls.input_only_scores(
+    inputs, _ = control_scores.input_only_scores(
         jnp.asarray(x), jnp.asarray(features), jnp.asarray(truth), SIZES, ridge_grid=SELECT_GRID
     )
     for scores, states in ((network, hidden), (inputs, x)):
@@ -433,12 +462,12 @@ def test_truth_baselines_are_zero_for_the_truth_itself_and_the_test_variance_abo
     truth[:, :4] += 1.0  # the training lanes' mean is off the test lanes' by about 1
     features = np.concatenate([truth, rng.uniform(size=(5, 12, 1))], axis=-1).astype(np.float32)
     sizes = (4, 3, 5)
-    baselines = controls.truth_baselines(jnp.asarray(features), jnp.asarray(truth), sizes)
+    baselines = control_scores.truth_baselines(jnp.asarray(features), jnp.asarray(truth), sizes)
     assert baselines.bayes_minimum == 0.0
     train, _, test = lanes(truth, sizes)
     assert baselines.prior == pytest.approx(np.mean((test - train.mean(axis=(0, 1))) ** 2), rel=1e-5)
     assert baselines.prior > 1.0
-    shifted = controls.truth_baselines(jnp.asarray(features + 0.25), jnp.asarray(truth), sizes)
+    shifted = control_scores.truth_baselines(jnp.asarray(features + 0.25), jnp.asarray(truth), sizes)
     assert shifted.bayes_minimum == pytest.approx(0.0625, rel=1e-5)
 
 
