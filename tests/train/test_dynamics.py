@@ -26,13 +26,13 @@ from metabelief.train import TrainConfig, train
 from metabelief.train.dynamics import SERIES, Dynamics, DynamicsSchedule, evaluator, reached
 from metabelief.train.loop import chunks
 
-# 4 updates cut into chunks [1, 2, 1] by the checkpoint at 1 (chunks of 3 otherwise: [3, 1]).
+# 4 updates in chunks [1, 1, 2]: the checkpoint at 1 cuts the first chunk of 2 (without it: [2, 2]).
 CONFIG = TrainConfig(
     family_args=(("horizon", 12),),
     hidden_size=6,
     num_tasks=32,
     num_updates=4,
-    updates_per_chunk=3,
+    updates_per_chunk=2,
     num_seeds=2,
     learning_rate=0.05,  # large, so 4 updates move the agent away from its initialisation
 )
@@ -122,6 +122,7 @@ def _r2_per_dim(weights, bias, x, y) -> np.ndarray:
 
 
 def _pooled_r2(weights, bias, x, y) -> float:
+    """1 - SSE / SST summed over the target columns that vary on these rows."""
     varies = np.ptp(y, axis=0) > 0
     errors = ((y - x @ weights - bias) ** 2).sum(axis=0)[varies]
     total = ((y - y.mean(axis=0)) ** 2).sum(axis=0)[varies]
@@ -200,8 +201,8 @@ def test_series_match_a_float64_reference_before_and_after_training(runs):
 
 def test_training_is_the_same_with_and_without_the_evaluations(runs):
     probed, plain, _ = runs
-    assert chunks(CONFIG.num_updates, CONFIG.updates_per_chunk, SCHEDULE.updates) == [1, 2, 1]
-    assert chunks(CONFIG.num_updates, CONFIG.updates_per_chunk) == [3, 1]
+    assert chunks(CONFIG.num_updates, CONFIG.updates_per_chunk, SCHEDULE.updates) == [1, 1, 2]
+    assert chunks(CONFIG.num_updates, CONFIG.updates_per_chunk) == [2, 2]
     jax.tree.map(
         lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6), probed.params, plain.params
     )
@@ -240,6 +241,7 @@ UPDATES = np.array([0, 10, 20, 30, 40])
         ([0.0, 1.0, 3.0, 1.0, 0.0], np.nan),  # back where it began
         ([0.0, np.nan, 0.5, 0.95, 1.0], np.nan),  # a NaN on the way
         ([0.2, 0.2, 0.2, 0.2, 0.3], 40.0),  # moves only at the end
+        ([0.0, 0.95, 0.5, 0.8, 1.0], 10.0),  # past 90%, back below, past again: the first crossing
     ],
 )
 def test_reached_known_answers(values, expected):
@@ -327,14 +329,22 @@ def test_train_rejects_checkpoints_past_the_last_update():
         train(CONFIG, progress=False, dynamics=schedule)
 
 
-def test_evaluator_rejects_too_few_tasks_for_the_widest_probe(runs):
-    # The widest probe reads the input-only block: 2 lags x 3 inputs + 12 one-hot steps = 18
-    # columns, so each quarter of the tasks needs 20 steps: 2 tasks of 12 steps, 8 tasks in all.
+@pytest.mark.parametrize(
+    "num_tasks, input_lags, widest, enough",
+    [
+        # The widest probe reads the input-only block: lags x 3 inputs + 12 one-hot steps, and a
+        # probe needs 2 samples more than it reads inputs in each quarter of the tasks (12 steps each).
+        (7, 2, 18, 8),  # 18 inputs: 20 steps, 2 tasks a quarter; 7 tasks leave 1
+        (8, 4, 24, 12),  # 24 inputs: 26 steps, 3 tasks a quarter; 8 tasks leave 2 (24 steps)
+    ],
+)
+def test_evaluator_rejects_too_few_tasks_for_the_widest_probe(runs, num_tasks, input_lags, widest, enough):
     family, agent = CONFIG.make_family(), CONFIG.make_agent()
-    params = runs[0].initial_params
     assert agent.input_size == 3 and agent.memory_size == 12 and family.horizon == 12
-    schedule = DynamicsSchedule(updates=(0,), num_tasks=7, input_lags=2)
-    with pytest.raises(ValueError, match=r"num_tasks \(7\) is too small.*reads 18 inputs; use at least 8"):
+    params = runs[0].initial_params
+    schedule = DynamicsSchedule(updates=(0,), num_tasks=num_tasks, input_lags=input_lags)
+    message = rf"num_tasks \({num_tasks}\) is too small.*reads {widest} inputs; use at least {enough}"
+    with pytest.raises(ValueError, match=message):
         evaluator(family, agent, schedule, CONFIG.seed, params, params)
 
 
