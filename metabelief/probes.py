@@ -239,27 +239,6 @@ def _linear_probe(moments: Moments, ridge_grid: jax.Array, x_mask: jax.Array, y_
     }
 
 
-def select_and_score(
-    moments: Moments, x: tuple[int, int], y: tuple[int, int], ridge_grid: Sequence[float] = DEFAULT_RIDGE_GRID
-) -> dict:
-    """``linear_probe``'s fit, selection and scores inside a traced function (no checks, no host
-    values), on the blocks themselves (``z[x[0]:x[1]]`` -> ``z[y[0]:y[1]]``, static): ``{"probe",
-    "best", "validation", "test"}``. For a caller that compiles its blocks into one program anyway,
-    it solves only the ``x`` block, not every column of ``z``."""
-    x, y = slice(*x), slice(*y)
-    train, validation, test = (jax.tree.map(lambda leaf, i=i: leaf[i], moments) for i in range(3))
-    grid = jnp.asarray(ridge_grid, jnp.float32)
-    candidates = jax.vmap(lambda ridge: score_moments(fit_ridge(train, x, y, ridge), validation, x, y))(grid)
-    best = jnp.nanargmax(candidates.r2)
-    probe = fit_ridge(merge(train, validation), x, y, grid[best])
-    return {
-        "probe": probe,
-        "best": best,
-        "validation": jax.tree.map(lambda leaf: leaf[best], candidates),
-        "test": score_moments(probe, test, x, y),
-    }
-
-
 def _bounds(name: str, block: slice | range, size: int) -> tuple[int, int]:
     """``(start, stop)`` of a contiguous, non-empty block of ``z`` (hashable, unlike a slice)."""
     start, stop, step = block.start, block.stop, block.step

@@ -55,6 +55,7 @@ class BanditConfig:
         num_tasks=1024,
         num_updates=600,
         updates_per_chunk=25,
+        checkpoints=11,  # evaluations during training (results.json: seeds[i].train.dynamics)
         learning_rate=5e-3,
         anneal_learning_rate=True,
         num_seeds=3,

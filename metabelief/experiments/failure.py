@@ -125,6 +125,7 @@ class FailureConfig:
         num_tasks=1024,
         num_updates=400,
         updates_per_chunk=25,
+        checkpoints=11,  # evaluations during training (results.json: seeds[i].train.dynamics)
         learning_rate=5e-3,
         anneal_learning_rate=True,
         num_seeds=3,
@@ -245,12 +246,11 @@ def run(config: FailureConfig, out_dir: pathlib.Path, *, progress: bool = True) 
         )
         del played, per_seed_histories
 
-    final_returns = protocol.final_training_return(trained)
     blind, optimal_value = evidence_blind_return(train_family), baselines.bayes_optimal_value(train_family)
     per_seed = [
         FailureSeed(
             seed=seed,
-            train=SeedTraining(final_training_return=float(final)),
+            train=SeedTraining.of(trained, index),
             learning=learning(
                 seed_conditions["in distribution"].return_["agent"],
                 blind,
@@ -259,7 +259,7 @@ def run(config: FailureConfig, out_dir: pathlib.Path, *, progress: bool = True) 
             ),
             conditions=seed_conditions,
         )
-        for seed, final, seed_conditions in zip(config.train.seeds, final_returns, conditions, strict=True)
+        for index, (seed, seed_conditions) in enumerate(zip(config.train.seeds, conditions, strict=True))
     ]
     included = [entry.learning.included for entry in per_seed]
     per_seed_conditions = [entry.to_dict()["conditions"] for entry in per_seed]

@@ -60,7 +60,7 @@ PRESETS: dict[str, dict] = {
 class FamilyConfig:
     """The experiment; ``train`` holds the family, the agent and the training settings."""
 
-    train: train.TrainConfig = train.TrainConfig(family="oracle_bandit", num_seeds=5)
+    train: train.TrainConfig = train.TrainConfig(family="oracle_bandit", num_seeds=5, checkpoints=11)
     eval_tasks: int = 2048  # held-out tasks for returns and probes (1/2 fit, 1/4 validate, 1/4 test)
     mlp_steps: int = 1000
 

@@ -59,6 +59,9 @@ SUPPORTS: dict[str, seeds.Support] = {
     "state_machine.*.return_difference*.floor": NON_NEGATIVE,
     "state_machine.*.return_difference*.random": NON_NEGATIVE,
     "state_machine.*.return_difference*.normalised": NON_NEGATIVE,
+    # train.dynamics: the evaluations during training (results.SeedDynamics)
+    "train.dynamics.series.r2_*": R2,
+    "train.dynamics.series.dissimilarity_*": NON_NEGATIVE,
     # two_step.StayFigures: P(stay) after each kind of trial
     "stay.*.probs": PROBABILITY,
 }

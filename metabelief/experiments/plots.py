@@ -14,6 +14,9 @@ import matplotlib.ticker as ticker
 import numpy as np
 from matplotlib.figure import Figure
 
+from metabelief.experiments import seeds
+from metabelief.train.dynamics import Dynamics
+
 
 def learning_curve(
     path: pathlib.Path, steps: np.ndarray, returns: np.ndarray, references: dict[str, float]
@@ -38,6 +41,49 @@ def learning_curve(
         title="Training: the agent's return against reference policies",
     )
     axes.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), fontsize="small")
+    save(figure, path)
+    return figure
+
+
+def dynamics(path: pathlib.Path, evaluated: Dynamics, title: str = "") -> Figure:
+    """Return, decodability of the belief and state dissimilarity against updates, each seed thin and
+    the mean bold, with each seed's update of reaching 90% of its way (markers) and the mean lag
+    between decodability and return with its 95% interval over seeds (``metabelief.train.dynamics``)."""
+    updates = np.asarray(evaluated.updates)
+    panels = (
+        ("return", ("return",), "mean return per episode (held-out tasks)"),
+        ("r2_trained", ("r2_trained", "r2_untrained", "r2_input_only"), "held-out R², posterior means"),
+        (
+            "dissimilarity_agent_to_bayes",
+            ("dissimilarity_agent_to_bayes", "dissimilarity_bayes_to_agent"),
+            "linear state dissimilarity",
+        ),
+    )
+    colours = ("black", "tab:orange", "tab:green")
+    figure, axes_row = subplots(1, 3, figsize=(14, 4.2), layout="constrained")
+    for axes, (marked, names, ylabel) in zip(axes_row, panels, strict=True):
+        for name, colour in zip(names, colours, strict=False):
+            values = evaluated.series[name]
+            for seed_values in values:
+                axes.plot(updates, seed_values, color=colour, linewidth=0.5, alpha=0.35)
+            axes.plot(updates, np.nanmean(values, axis=0), color=colour, linewidth=1.5, label=name)
+        reached = evaluated.reached(marked)
+        seed_rows = np.arange(len(reached))
+        at = [
+            np.interp(u, updates, evaluated.series[marked][i])
+            for i, u in zip(seed_rows, reached, strict=True)
+        ]
+        axes.plot(reached, at, "v", color="tab:red", label="90% of the way (each seed)")
+        axes.set(xlabel="updates", ylabel=ylabel)
+        axes.legend(fontsize="x-small")
+    lag = seeds.interval(evaluated.reached("r2_trained") - evaluated.reached("return"))
+    lag_text = "no lag: a series did not move" if lag["mean"] is None else f"{lag['mean']:+.0f} updates"
+    if lag["low"] is not None:
+        lag_text += f" [{lag['low']:+.0f}, {lag['high']:+.0f}]"
+    figure.suptitle(
+        f"{title}: during training, {len(seed_rows)} seeds (thin: each seed; bold: mean). "
+        f"Decodability reaches 90% of its rise {lag_text} after the return (95% interval over seeds)"
+    )
     save(figure, path)
     return figure
 

@@ -16,7 +16,7 @@ from metabelief import baselines, train
 from metabelief.agents.base import Agent
 from metabelief.experiments import controls, output, plots, seeds
 from metabelief.experiments.probing import ProbeReport, probe_networks
-from metabelief.experiments.results import ExperimentResults
+from metabelief.experiments.results import ExperimentResults, SeedTraining
 from metabelief.rollout import Trajectory, rollout_population_jit, sample_tasks
 from metabelief.tasks.base import PyTree, TaskFamily, describe_capability
 from metabelief.tasks.validation import integer_at_least
@@ -29,7 +29,7 @@ class Evaluation:
     family: TaskFamily
     agent: Agent
     seed: int  # the agent's training seed
-    final_training_return: float  # its mean training return over the last 10 updates
+    training: SeedTraining  # its final training return and its evaluations during training
     params: PyTree  # its trained parameters
     initial_params: PyTree  # the same network before training (the untrained baseline)
     history: Trajectory  # the trained agent on the held-out tasks, beliefs in lockstep
@@ -47,17 +47,14 @@ def train_and_save(
     """Trains the population of ``config`` and saves it in ``agent_dir``; returns the ``TrainResult``."""
     trained = train.train(config, progress=progress)
     train.save_agent(agent_dir, trained.params, config)
+    if trained.dynamics is not None:
+        plots.dynamics(agent_dir.parent / "dynamics.png", trained.dynamics, config.family_name)
     return trained
 
 
 def held_out_key(config: train.TrainConfig) -> jax.Array:
     """The key of the held-out tasks: derived from the first seed, never used by training."""
     return jax.random.fold_in(jax.random.key(config.seed), 1)
-
-
-def final_training_return(trained: train.TrainResult) -> np.ndarray:
-    """``[S]``: each seed's mean training return over its last 10 updates."""
-    return np.mean(trained.metrics["episode_return"][:, -10:], axis=1)
 
 
 def train_and_evaluate(
@@ -87,7 +84,6 @@ def train_and_evaluate(
     }
     reference_returns = {name: output.mean_and_se(run.rewards.sum(axis=0)) for name, run in played.items()}
     agent_returns = np.asarray(histories.rewards.sum(axis=1))  # [S, N]
-    final_returns = final_training_return(trained)
     evaluations = []
     for index, seed in enumerate(config.seeds):
         returns = {"agent": output.mean_and_se(agent_returns[index])} | reference_returns
@@ -96,7 +92,7 @@ def train_and_evaluate(
                 family=family,
                 agent=agent,
                 seed=seed,
-                final_training_return=float(final_returns[index]),
+                training=SeedTraining.of(trained, index),
                 params=trained.seed_params(index),
                 initial_params=trained.seed_initial_params(index),
                 history=train.select_seed(histories, index),
@@ -117,7 +113,14 @@ def seed_probe_key(probe_key: jax.Array, index: int) -> jax.Array:
 def quick_train(config: train.TrainConfig) -> train.TrainConfig:
     """The smoke-test size of an experiment's training (about a minute on a 2-core CPU); two seeds, so the
     seed axis and the intervals over it are exercised."""
-    return dataclasses.replace(config, num_tasks=128, num_updates=20, updates_per_chunk=10, num_seeds=2)
+    return dataclasses.replace(
+        config,
+        num_tasks=128,
+        num_updates=20,
+        updates_per_chunk=10,
+        num_seeds=2,
+        checkpoints=min(config.checkpoints, 2),
+    )
 
 
 def check_eval_tasks(eval_tasks: object) -> int:

@@ -222,15 +222,19 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import math
 import pathlib
 import platform
 import subprocess
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Self
 
+import numpy as np
+
 from metabelief import train
 from metabelief.analysis.records import Record
 from metabelief.experiments import interval_rules, output
+from metabelief.train.dynamics import Dynamics
 
 if TYPE_CHECKING:
     from metabelief.experiments.protocol import Evaluation
@@ -238,22 +242,62 @@ if TYPE_CHECKING:
 
 @dataclasses.dataclass(frozen=True)
 class TrainStats(Record):
-    """How long training a population took and how fast it ran."""
+    """How long training a population took and how fast it ran, and what its evaluations during
+    training cost (None without them)."""
 
     seconds: float
     compile_seconds: float
     agent_steps_per_second: float  # all seeds together
     num_seeds: int
+    dynamics_seconds_per_checkpoint: float | None = dataclasses.field(default=None, kw_only=True)
+    dynamics_compile_seconds: float | None = dataclasses.field(default=None, kw_only=True)
 
     @classmethod
     def of(cls, trained: train.TrainResult, **extra) -> Self:
+        dynamics = trained.dynamics
         return cls(
             seconds=trained.seconds,
             compile_seconds=trained.compile_seconds,
             agent_steps_per_second=trained.agent_steps_per_second,
             num_seeds=trained.num_seeds,
+            dynamics_seconds_per_checkpoint=None if dynamics is None else dynamics.seconds_per_checkpoint,
+            dynamics_compile_seconds=None if dynamics is None else dynamics.compile_seconds,
             **extra,
         )
+
+
+@dataclasses.dataclass(frozen=True)
+class SeedDynamics(Record):
+    """One seed's evaluations during training (``metabelief.train.dynamics``)."""
+
+    updates: tuple[int, ...]  # the updates done at each checkpoint
+    series: dict[str, tuple[float | None, ...]]  # each of ``dynamics.SERIES``, one value per checkpoint
+    reached: dict[str, float | None]  # series -> the update at which it covered 90% of its way
+    lag: float | None  # reached["r2_trained"] - reached["return"]: > 0, decodable after the return rose
+
+    @classmethod
+    def of(cls, dynamics: Dynamics, index: int) -> Self:
+        """Seed ``index``'s entry of a population's ``Dynamics``."""
+        reached = {name: _number(dynamics.reached(name)[index]) for name in REACHED_SERIES}
+        lag = None
+        if reached["r2_trained"] is not None and reached["return"] is not None:
+            lag = reached["r2_trained"] - reached["return"]
+        return cls(
+            updates=tuple(int(update) for update in dynamics.updates),
+            series={
+                name: tuple(_number(v) for v in values[index]) for name, values in dynamics.series.items()
+            },
+            reached=reached,
+            lag=lag,
+        )
+
+
+# The series whose 90% update each seed's entry gives: the return, decodability, dissimilarity.
+REACHED_SERIES = ("return", "r2_trained", "dissimilarity_agent_to_bayes")
+
+
+def _number(value: float) -> float | None:
+    return None if math.isnan(float(value)) else float(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,6 +305,14 @@ class SeedTraining(Record):
     """One seed's training."""
 
     final_training_return: float  # its mean training return over the last 10 updates
+    dynamics: SeedDynamics | None = None  # its evaluations during training, when there were any
+
+    @classmethod
+    def of(cls, trained: train.TrainResult, index: int) -> Self:
+        """Seed ``index`` of a trained population."""
+        final = float(np.mean(trained.metrics["episode_return"][index, -10:]))
+        dynamics = None if trained.dynamics is None else SeedDynamics.of(trained.dynamics, index)
+        return cls(final_training_return=final, dynamics=dynamics)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -278,7 +330,7 @@ class SeedResult(Record):
         """The entry of ``evaluation`` with the experiment's ``figures`` (the subclass's fields)."""
         return cls(
             seed=evaluation.seed,
-            train=SeedTraining(final_training_return=evaluation.final_training_return),
+            train=evaluation.training,
             return_={name: mean for name, (mean, _) in evaluation.returns.items()},
             return_se={name: se for name, (_, se) in evaluation.returns.items()},
             **figures,

@@ -98,6 +98,7 @@ class RL2TableConfig:
         num_tasks=256,
         num_updates=4000,  # replaced per row from agent_steps
         updates_per_chunk=50,
+        checkpoints=11,  # evaluations during training (results.json: seeds[i].train.dynamics)
         learning_rate=5e-3,
         anneal_learning_rate=False,
         entropy_coef=0.01,

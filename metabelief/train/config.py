@@ -70,6 +70,7 @@ class TrainConfig:
     num_tasks: int = 1024  # tasks (episodes) per update
     num_updates: int | None = None  # None: the algorithm's default (DEFAULTS)
     updates_per_chunk: int = 20  # updates per jitted call between progress-bar refreshes
+    checkpoints: int = 0  # evaluations during training (metabelief.train.dynamics), 0: none, else >= 2
     learning_rate: float | None = None  # None: the algorithm's default (DEFAULTS)
     anneal_learning_rate: bool = True  # decay linearly to 0 over the updates (purejaxrl's ANNEAL_LR)
     max_grad_norm: float = 1.0
@@ -115,6 +116,9 @@ class TrainConfig:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
         if self.agent is not None:
             check_agent(self.agent)
+        checked("checkpoints", integer_at_least, 0)
+        if self.checkpoints == 1:
+            raise ValueError("checkpoints must be 0 (no evaluation during training) or >= 2, got 1")
         checked("predictive_coef", non_negative_float)
         checked("ppo_clip", positive_float)
         checked("gae_lambda", probability)

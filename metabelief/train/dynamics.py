@@ -8,8 +8,9 @@ streams the probe statistics of
     z = [trained memory (M) | untrained readout (H) | last k inputs, one-hot time
          | Bayes state (B) | belief features (F)]
 
-and ridge probes (``probes.fit_ridge``, the strength chosen on validation tasks, scored on test
-tasks; tasks cut 1/2 fit, 1/4 validate, 1/4 test) are fitted from those statistics on device. At
+and ridge probes (``probes.linear_probe``'s protocol: the strength chosen on validation tasks, the
+probe refitted and scored on test tasks; tasks cut 1/2 fit, 1/4 validate, 1/4 test) are fitted
+from those statistics, in float64 on the host (the solves are d x d, d the width of ``z``). At
 each checkpoint and for each seed (``SERIES``):
 
 * ``return``: the agent's mean return per episode on the held-out tasks (its own actions);
@@ -27,14 +28,15 @@ each checkpoint and for each seed (``SERIES``):
   family's exact belief pytree as stored, flattened (Beta counts for a bandit, the candidate mask of
   the oracle bandit, Tiger's log-odds), so every family has it.
 
-``Dynamics.reached`` gives, per seed, the first checkpoint at which a series has covered 90% of
-its way from its value before training to its final value: "when the return rises" and "when the
+``Dynamics.reached`` gives, per seed, the checkpoint from which a series stays at least 90% of its
+way from its value before training to its final value: "when the return rises" and "when the
 belief becomes decodable", and their lag.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 
 import jax
@@ -91,10 +93,27 @@ class DynamicsSchedule:
         return cls(updates=tuple(sorted({*range(0, num_updates, every), num_updates})), **fields)
 
     @classmethod
-    def evenly(cls, num_checkpoints: int, num_updates: int, **fields) -> DynamicsSchedule:
-        """About ``num_checkpoints`` checkpoints spread evenly from 0 to ``num_updates``."""
+    def evenly(
+        cls, num_checkpoints: int, num_updates: int, multiple_of: int = 1, **fields
+    ) -> DynamicsSchedule:
+        """About ``num_checkpoints`` checkpoints spread evenly from 0 to ``num_updates``, each a
+        multiple of ``multiple_of`` where that leaves at least two (so chunks of that many updates
+        need no cutting) but the last, which is ``num_updates``."""
         num_checkpoints = integer_at_least("num_checkpoints", num_checkpoints, 2)
-        return cls.every(max(1, num_updates // (num_checkpoints - 1)), num_updates, **fields)
+        every = max(1, num_updates // (num_checkpoints - 1))
+        if every >= multiple_of:
+            every -= every % multiple_of
+        return cls.every(every, num_updates, **fields)
+
+    @classmethod
+    def of(cls, config) -> DynamicsSchedule:
+        """The schedule of a ``TrainConfig`` with ``checkpoints`` > 0: that many evenly spaced
+        checkpoints on chunk boundaries, on the fewest held-out tasks (at least 256) the probes need."""
+        family, agent = config.make_family(), config.make_agent()
+        num_tasks = max(256, minimum_tasks(family, agent, cls.input_lags))
+        return cls.evenly(
+            config.checkpoints, config.num_updates, config.updates_per_chunk, num_tasks=num_tasks
+        )
 
     def check(self, num_updates: int) -> None:
         if self.updates[-1] > num_updates:
@@ -124,14 +143,16 @@ class Dynamics:
 
 
 def reached(updates: np.ndarray, values: np.ndarray, fraction: float = REACHED_FRACTION) -> np.ndarray:
-    """``[S]``: for each row of ``values`` ``[S, C]``, the first ``updates[c]`` with
-    ``(values[c] - values[0]) / (values[-1] - values[0]) >= fraction``; NaN for a row whose last
-    value equals its first (or holds a NaN)."""
+    """``[S]``: for each row of ``values`` ``[S, C]``, the first ``updates[c]`` from which on every
+    ``(values[k] - values[0]) / (values[-1] - values[0]) >= fraction`` (``k >= c``: a series that
+    passes the bar on a noisy evaluation and falls back has not reached it); NaN for a row whose
+    last value equals its first (or holds a NaN)."""
     values = np.asarray(values, np.float64)
     span = values[:, -1] - values[:, 0]
     with np.errstate(invalid="ignore", divide="ignore"):
         covered = (values - values[:, :1]) / span[:, None]
-    first = np.argmax(covered >= fraction, axis=1)
+    stays = np.flip(np.minimum.accumulate(np.flip(covered, axis=1), axis=1), axis=1) >= fraction
+    first = np.argmax(stays, axis=1)
     moved = np.isfinite(covered).all(axis=1) & (span != 0)
     return np.where(moved, np.asarray(updates, np.float64)[first], np.nan)
 
@@ -236,23 +257,69 @@ def probe_statistics(
     return run.moments, run.last.memory["returns"].mean()
 
 
-def series(moments: probes.Moments, mean_return: jax.Array, layout: _Layout) -> dict[str, jax.Array]:
-    """Every series of ``SERIES`` (scalars) from one agent's ``probe_statistics``."""
+def series(moments: probes.Moments, mean_return: float, layout: _Layout) -> dict[str, float]:
+    """Every series of ``SERIES`` from one agent's ``probe_statistics`` (host arrays), in float64."""
 
-    def r2(x: tuple[int, int], y: tuple[int, int]) -> jax.Array:
-        return probes.select_and_score(moments, x, y)["test"].r2
+    def r2_per_dim(x: tuple[int, int], y: tuple[int, int]) -> np.ndarray:
+        return _ridge_test_r2(moments, slice(*x), slice(*y))
 
-    def dissimilarity(x: tuple[int, int], y: tuple[int, int]) -> jax.Array:
-        return jnp.nanmean(1.0 - probes.select_and_score(moments, x, y)["test"].r2_per_dim)
+    def r2(x: tuple[int, int], y: tuple[int, int]) -> float:
+        return r2_per_dim(x, y)[1]
+
+    def dissimilarity(x: tuple[int, int], y: tuple[int, int]) -> float:
+        per_dim, _ = r2_per_dim(x, y)
+        varying = per_dim[np.isfinite(per_dim)]
+        return float(np.mean(1.0 - varying)) if varying.size else math.nan
 
     return {
-        "return": mean_return,
+        "return": float(mean_return),
         "r2_trained": r2(layout.readout, layout.posterior_means),
         "r2_untrained": r2(layout.untrained, layout.posterior_means),
         "r2_input_only": r2(layout.input_only, layout.posterior_means),
         "dissimilarity_agent_to_bayes": dissimilarity(layout.memory, layout.bayes),
         "dissimilarity_bayes_to_agent": dissimilarity(layout.bayes, layout.memory),
     }
+
+
+def _ridge_test_r2(moments: probes.Moments, x: slice, y: slice) -> tuple[np.ndarray, float]:
+    """``probes.linear_probe``'s protocol in float64 on the host: ridge of ``z[y]`` on ``z[x]``
+    (penalty ``ridge * tr(S_xx) / dx``, intercept free) for each strength of the default grid, the
+    one with the best pooled R^2 on the validation split refitted on fit + validation; its test
+    R^2 per target dimension (NaN where the target does not vary) and pooled."""
+    count, mean, scatter = (
+        np.asarray(leaf, np.float64) for leaf in (moments.count, moments.mean, moments.scatter)
+    )
+    splits = [(count[i], mean[i], scatter[i]) for i in range(3)]
+
+    def fit(split, ridge):
+        n, m, s = split
+        s_xx = s[x, x]
+        scale = max(np.trace(s_xx) / s_xx.shape[0], 1e-30)
+        weights = np.linalg.solve(s_xx + ridge * scale * np.eye(s_xx.shape[0]), s[x, y])
+        return weights, m[y] - m[x] @ weights
+
+    def score(probe, split):
+        (weights, bias), (n, m, s) = probe, split
+        offset = m[y] - m[x] @ weights - bias
+        total = np.diagonal(s[y, y])
+        errors = total - 2 * np.sum(weights * s[x, y], axis=0) + np.sum(weights * (s[x, x] @ weights), axis=0)
+        errors = np.maximum(errors + n * offset**2, 0.0)
+        varies = total > 1e-10 * n * m[y] ** 2 + 1e-30
+        per_dim = np.where(varies, 1.0 - errors / np.where(varies, total, 1.0), np.nan)
+        pooled = 1.0 - errors[varies].sum() / total[varies].sum() if varies.any() else math.nan
+        return per_dim, pooled
+
+    validation = [score(fit(splits[0], ridge), splits[1])[1] for ridge in probes.DEFAULT_RIDGE_GRID]
+    best = probes.DEFAULT_RIDGE_GRID[int(np.nanargmax(validation))]
+    return score(fit(_merged(splits[0], splits[1]), best), splits[2])
+
+
+def _merged(a: tuple, b: tuple) -> tuple:
+    """``(count, mean, scatter)`` of the union of two sample sets (``probes.merge`` in float64)."""
+    (n_a, m_a, s_a), (n_b, m_b, s_b) = a, b
+    n = n_a + n_b
+    delta = m_b - m_a
+    return n, m_a + (n_b / n) * delta, s_a + s_b + (n_a * n_b / n) * np.outer(delta, delta)
 
 
 def _target_widths(family: TaskFamily, key: jax.Array, tasks: PyTree) -> tuple[int, int]:
@@ -276,10 +343,10 @@ def _population_statistics(family, agent, params, initial_params, key, tasks, sp
     return jax.vmap(one)(params, initial_params)
 
 
-# Two programs, not one: XLA's CPU runtime (jaxlib 0.10.2) was seen to deadlock, every thread
-# waiting, on a single program holding both the lockstep scan and the probes' solves.
+# The statistics on device, the small solves on the host in float64: XLA's CPU runtime (jaxlib
+# 0.10.2) was seen to deadlock, every thread waiting, on a program holding the six probes' solves
+# side by side (with or without the lockstep scan in it, whatever OPENBLAS_NUM_THREADS).
 population_statistics = jax.jit(_population_statistics, static_argnums=(0, 1, 6, 7))
-population_series = jax.jit(jax.vmap(series, in_axes=(0, 0, None)), static_argnums=2)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -288,13 +355,33 @@ class Evaluator:
     a key training never uses), and what compiling it took."""
 
     statistics: object  # (params [S, ...], initial_params [S, ...]) -> (Moments, returns) [S, ...]
-    series: object  # (Moments, returns) -> name -> [S]
+    layout: _Layout
     compile_seconds: float
 
     def __call__(self, params: PyTree, initial_params: PyTree) -> dict[str, np.ndarray]:
-        statistics = jax.block_until_ready(self.statistics(params, initial_params))
-        values = self.series(*statistics)
-        return {name: np.asarray(value, np.float64) for name, value in values.items()}
+        moments, returns = jax.device_get(self.statistics(params, initial_params))
+        per_seed = [
+            series(jax.tree.map(lambda leaf, i=i: leaf[i], moments), returns[i], self.layout)
+            for i in range(len(returns))
+        ]
+        return {name: np.array([seed[name] for seed in per_seed]) for name in SERIES}
+
+
+def minimum_tasks(family: TaskFamily, agent: Agent, input_lags: int) -> int:
+    """The fewest held-out tasks (a multiple of 4) whose quarter has more steps than the widest
+    probe has inputs."""
+    widest = _widest_probe(family, agent, input_lags)
+    return 4 * -(-(widest + 2) // family.horizon)
+
+
+def _widest_probe(family: TaskFamily, agent: Agent, input_lags: int) -> int:
+    tasks = jax.vmap(family.sample_task)(jax.random.split(jax.random.key(0), 1))
+    layout = _layout(
+        agent,
+        input_lags * agent.input_size + family.horizon,
+        *_target_widths(family, jax.random.key(0), tasks),
+    )
+    return max(stop - start for start, stop in dataclasses.astuple(layout))
 
 
 def evaluator(
@@ -312,21 +399,19 @@ def evaluator(
     tasks = jax.vmap(family.sample_task)(jax.random.split(task_key, schedule.num_tasks))
     bayes_width, num_means = _target_widths(family, action_key, tasks)
     layout = _layout(agent, schedule.input_lags * agent.input_size + family.horizon, bayes_width, num_means)
-    widest = max(stop - start for start, stop in dataclasses.astuple(layout))
-    fewest = min(schedule.split_sizes) * family.horizon
-    if fewest < widest + 2:
+    widest = _widest_probe(family, agent, schedule.input_lags)
+    if min(schedule.split_sizes) * family.horizon < widest + 2:
         raise ValueError(
-            f"dynamics num_tasks ({schedule.num_tasks}) is too small: a quarter of them has {fewest} steps, "
-            f"the widest probe reads {widest} inputs; use at least {4 * -(-(widest + 2) // family.horizon)}"
+            f"dynamics num_tasks ({schedule.num_tasks}) is too small: a quarter of them has "
+            f"{min(schedule.split_sizes) * family.horizon} steps, the widest probe reads {widest} inputs; "
+            f"use at least {minimum_tasks(family, agent, schedule.input_lags)}"
         )
     start = time.perf_counter()
     statistics = population_statistics.lower(
         family, agent, params, initial_params, action_key, tasks, schedule.split_sizes, schedule.input_lags
     ).compile()
-    shapes = statistics.out_info  # ShapeDtypeStructs of (Moments, returns)
-    to_series = population_series.lower(*shapes, layout).compile()
     return Evaluator(
         statistics=lambda p, i: statistics(p, i, action_key, tasks),
-        series=to_series,
+        layout=layout,
         compile_seconds=time.perf_counter() - start,
     )

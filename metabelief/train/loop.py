@@ -65,8 +65,10 @@ def train(
     """Trains the ``config.num_seeds`` agents of ``config`` together, showing steps (all seeds), the
     mean return over seeds and steps per second.
 
-    With ``dynamics``, every seed is also evaluated at the schedule's checkpoints (after that many
-    updates; ``metabelief.train.dynamics``); its time is kept apart from the training's.
+    With ``dynamics`` (default: ``DynamicsSchedule.of(config)`` when ``config.checkpoints`` > 0),
+    every seed is also evaluated at the schedule's checkpoints (after that many updates;
+    ``metabelief.train.dynamics``); its time is kept apart from the training's, and evaluating
+    changes no update.
 
     Returns:
       A ``TrainResult`` with the final and the initial parameters (``[S, ...]``), per-seed,
@@ -74,6 +76,8 @@ def train(
       device whatever ``config.devices``, so the code that evaluates them runs as after a one-device
       run (not replicated on every device).
     """
+    if dynamics is None and config.checkpoints:
+        dynamics = DynamicsSchedule.of(config)
     if dynamics is not None:
         dynamics.check(config.num_updates)
     state = init_population(config)
