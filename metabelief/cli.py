@@ -46,6 +46,7 @@ _TRAIN_FLAGS = {
     "devices": "devices",
     "cell": "cell",
     "predictive": "predictive_coef",
+    "checkpoints": "checkpoints",
 }
 # Config field -> the `metabelief run` flag that sets it, to name the flag when a value is rejected.
 _RUN_FLAG_NAMES = {field: "--" + flag.replace("_", "-") for flag, field in _TRAIN_FLAGS.items()} | {
@@ -126,6 +127,14 @@ def _run(args: argparse.Namespace) -> None:
             "(agent_steps / (tasks x pulls) updates, at most max_updates)"
         )
     is_family = config_type is experiments.family.FamilyConfig
+    is_study = config_type is experiments.study.StudyConfig
+    if args.grid is not None and not is_study:
+        raise ValueError(f"--grid applies to study, not to {args.experiment}")
+    train_flags = [f"--{flag}" for flag in (*_TRAIN_FLAGS, "algorithm") if getattr(args, flag) is not None]
+    if is_study and train_flags:
+        raise ValueError(
+            f"study sets its training per cell of its grid (--grid); {', '.join(train_flags)} do not apply"
+        )
     if args.target and not is_family:
         raise ValueError(f"{args.experiment} takes no family; only 'run family NAME [ARG=VALUE ...]' does")
     if is_family and not args.target:
@@ -137,6 +146,8 @@ def _run(args: argparse.Namespace) -> None:
         if is_family:
             family_args = _parse_family_args(args.target[1:])
             config = config_type.of(args.target[0], quick=args.quick, **family_args)
+        elif is_study:
+            config = config_type(grid="quick" if args.quick else (args.grid or "default"))
         else:
             config = config_type.quick() if args.quick else config_type()
         overrides = {
@@ -231,6 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--devices", type=int, help="devices to split each training update's tasks over (default 1)"
     )
     run.add_argument("--rows", help="rl2-table only: 'small', 'all' or KxN pairs like 5x10,10x100")
+    run.add_argument(
+        "--grid",
+        help="study only: 'quick', 'default' (the 2-core CPU in about half an hour) or 'gpu' (the full grid)",
+    )
+    run.add_argument(
+        "--checkpoints",
+        type=int,
+        help="evaluations during training, evenly spaced (results.json: seeds[i].train.dynamics; default 11)",
+    )
     run.add_argument("--quick", action="store_true", help=QUICK_HELP)
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.set_defaults(handler=_run)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from metabelief.experiments import bandit, failure, family, gridworld, rl2_table, two_step
+from metabelief.experiments import bandit, failure, family, gridworld, rl2_table, study, two_step
 
 EXPERIMENTS: dict[str, tuple[ModuleType, type]] = {
     bandit.NAME: (bandit, bandit.BanditConfig),
@@ -20,6 +20,7 @@ EXPERIMENTS: dict[str, tuple[ModuleType, type]] = {
     failure.NAME: (failure, failure.FailureConfig),
     rl2_table.NAME: (rl2_table, rl2_table.RL2TableConfig),
     family.NAME: (family, family.FamilyConfig),
+    study.NAME: (study, study.StudyConfig),
 }
 
 

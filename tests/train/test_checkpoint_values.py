@@ -541,6 +541,7 @@ def test_to_dict_writes_every_field_and_from_dict_reads_it_back():
         "num_tasks": 1024,
         "num_updates": 600,
         "updates_per_chunk": 20,
+        "checkpoints": 0,
         "learning_rate": 5e-3,
         "anneal_learning_rate": True,
         "max_grad_norm": 1.0,
