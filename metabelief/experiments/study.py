@@ -103,7 +103,7 @@ def _width_cells(models: Sequence[str], widths: Sequence[int]) -> tuple[Cell, ..
 
 GRIDS: dict[str, Grid] = {
     "quick": Grid(
-        cells=_objective_cells(("bandit", "tiger"), ("a2c",), 8) + _width_cells(("gru", "lru"), (2, 8)),
+        cells=_objective_cells(("tiger",), ("a2c",), 8) + _width_cells(("gru",), (2, 4)),
         num_seeds=2,
         num_tasks=64,
         num_updates={task: 10 for task in TASKS},
