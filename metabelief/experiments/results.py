@@ -16,7 +16,9 @@ condition), never built from strings. This docstring is the one description of t
                         (whether tracked files differed from that commit, null without a commit),
                         and the versions of python, numpy, jax, jaxlib, flax and optax
     train               the population's training (TrainStats): seconds, compile_seconds,
-                        agent_steps_per_second (all seeds together), num_seeds
+                        agent_steps_per_second (all seeds together), num_seeds,
+                        dynamics_seconds_per_checkpoint and dynamics_compile_seconds (what the
+                        evaluations during training cost; null without them)
     seeds               one entry per seed, in order: seed and the keys a one-seed run writes
     summary             the keys of one entry but "seed", every number replaced by
                         {"mean", "low", "high", "n", "method"}: the mean over seeds and its 95%
@@ -37,6 +39,14 @@ condition), never built from strings. This docstring is the one description of t
 
     seed                the seed the agent was trained with
     train.final_training_return   its mean training return over the last 10 updates
+    train.dynamics                its evaluations during training (``SeedDynamics``; null with
+                                  ``checkpoints=0``): ``updates`` (per checkpoint), ``series.<name>``
+                                  (``metabelief.train.dynamics.SERIES``: return, r2_trained,
+                                  r2_untrained, r2_input_only, dissimilarity_agent_to_bayes,
+                                  dissimilarity_bayes_to_agent; one value per checkpoint),
+                                  ``reached.<return | r2_trained | dissimilarity_agent_to_bayes>``
+                                  (the update from which it stays past 90% of its rise) and ``lag``
+                                  (reached r2_trained - reached return)
     return.{agent, <policy>...}   mean return per episode on the held-out tasks: the agent and
                                   each reference policy (the same tasks for every seed)
     return_se.{...}               the standard error of each over the held-out tasks
@@ -72,6 +82,20 @@ delta method paired by task, ``metabelief.experiments.fractions``):
 return from evidence-blind 0 to Bayes-optimal 1; ``included``: the exclusion rule keeps the seed)
 and ``conditions.<test condition>`` (below), and at the top level ``exclusion``, ``verdicts`` and
 ``paired_differences`` (below).
+
+**study** (``study.StudyResults``): ``experiment``, ``config`` (the grid's name, seed and cells),
+``device``, ``provenance``, ``references.<task>`` (``random``, ``reference``, ``reference_policy``:
+the anchors of every cell of that task on its held-out tasks), ``cells`` (one ``study.CellResult``
+each: the cell's ``question``, ``task``, ``cell``, ``width``, ``objective``, ``algorithm``, its
+training's ``train_seconds``, ``compile_seconds``, ``agent_steps_per_second``,
+``machine_fraction``, ``seeds`` (``seed``, ``return_fraction``, ``dynamics`` as above) and
+``summary`` (intervals over seeds of return_fraction, the final r2_trained, r2_untrained,
+r2_input_only and dissimilarity_agent_to_bayes, reached_<series> and lag)), ``speed``
+(``study.Speed``: ``grid_seconds`` (the whole run), ``train_seconds``, ``agent_steps`` (every
+seed of every cell), ``agent_steps_per_second``, ``one_seed_cell`` (the cell trained alone with one
+seed in the same run), ``one_seed_steps_per_second``, ``one_by_one_seconds`` (the grid's steps at
+that rate)), ``smallest_widths.<model>.{return, decodability}`` and
+``objective_differences.<task algorithm>.<figure>`` (predictive - RL², Welch interval).
 
 **rl2-table** (``rl2_table.RL2TableResults``): ``experiment``, ``config``, ``device``,
 ``provenance``, ``num_seeds``, ``summary``, ``seeds`` and ``published_source`` (where the paper's values come

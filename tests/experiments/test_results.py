@@ -19,7 +19,7 @@ from metabelief import probes
 from metabelief.agents import agent_for
 from metabelief.analysis import intervention, state_machine
 from metabelief.analysis.records import Record, json_key, json_ready
-from metabelief.experiments import bandit, failure, gridworld, results, rl2_table, seeds, two_step
+from metabelief.experiments import bandit, failure, gridworld, results, rl2_table, seeds, study, two_step
 from metabelief.experiments.probing import (
     NetworkProbe,
     ProbeReport,
@@ -176,14 +176,14 @@ def test_probe_report_with_controls_is_json_and_summarizes_over_seeds(probed):
 def _evaluation(seed: int, agent_return: float):
     return types.SimpleNamespace(
         seed=seed,
-        final_training_return=10.0 + seed,
+        training=results.SeedTraining(final_training_return=10.0 + seed),
         returns={"agent": (agent_return, 0.5), "random": (5.0, 0.25)},
     )
 
 
 def _trained(num_seeds: int = 2):
     return types.SimpleNamespace(
-        seconds=3.0, compile_seconds=1.0, agent_steps_per_second=2e6, num_seeds=num_seeds
+        seconds=3.0, compile_seconds=1.0, agent_steps_per_second=2e6, num_seeds=num_seeds, dynamics=None
     )
 
 
@@ -200,7 +200,7 @@ def test_seed_results_and_experiment_results_write_the_common_keys():
     entry = per_seed[0].to_dict()
     assert entry == {
         "seed": 0,
-        "train": {"final_training_return": 10.0},
+        "train": {"final_training_return": 10.0, "dynamics": None},
         "return": {"agent": 8.0, "random": 5.0},
         "return_se": {"agent": 0.5, "random": 0.25},
         "return_fraction_random_to_belief_greedy": 0.5,
@@ -215,6 +215,8 @@ def test_seed_results_and_experiment_results_write_the_common_keys():
         "compile_seconds": 1.0,
         "agent_steps_per_second": 2e6,
         "num_seeds": 2,
+        "dynamics_seconds_per_checkpoint": None,
+        "dynamics_compile_seconds": None,
     }
     assert written["seeds"] == [seed.to_dict() for seed in per_seed]
     assert "seed" not in written["summary"]
@@ -244,6 +246,7 @@ ROOTS = (
     failure.FailureResults,
     rl2_table.RL2TableResults,
     rl2_table.RL2Seed,
+    study.StudyResults,
 )
 
 
