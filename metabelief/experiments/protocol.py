@@ -48,7 +48,10 @@ def train_and_save(
     trained = train.train(config, progress=progress)
     train.save_agent(agent_dir, trained.params, config)
     if trained.dynamics is not None:
-        plots.dynamics(agent_dir.parent / "dynamics.png", trained.dynamics, config.family_name)
+        name = (
+            "dynamics" + agent_dir.name.removeprefix("agent") + ".png"
+        )  # agent-k5-n10 -> dynamics-k5-n10.png
+        plots.dynamics(agent_dir.parent / name, trained.dynamics, config.family_name)
     return trained
 
 

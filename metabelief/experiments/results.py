@@ -102,7 +102,8 @@ that rate)), ``smallest_widths.<model>.{return, decodability}`` and
 from). A seed entry (``rl2_table.RL2Seed``) is ``seed`` and ``rows``, one ``rl2_table.RowResult``
 per (k, n): ``arms``, ``pulls``, ``return`` and ``return_se`` (``lstm`` and each policy: total
 reward per episode and its s.e. over held-out tasks), ``lstm_over_gittins``, ``published`` (the
-paper's row, or null) and ``train`` (the row's ``TrainStats`` and ``updates``).
+paper's row, or null), ``train`` (the row's ``TrainStats`` and ``updates``) and ``dynamics``
+(this seed's evaluations during the row's training, as ``train.dynamics`` above).
 
 **probe** (``probing.ProbeReport``; every score on the held-out test tasks)::
 

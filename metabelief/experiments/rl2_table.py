@@ -27,7 +27,7 @@ import jax
 from metabelief import baselines, train
 from metabelief.analysis.records import Record
 from metabelief.experiments import output, protocol, seeds
-from metabelief.experiments.results import RunResults, TrainStats, summarize
+from metabelief.experiments.results import RunResults, SeedDynamics, SeedTraining, TrainStats, summarize
 from metabelief.rollout import rollout_population_jit, sample_tasks
 from metabelief.tasks import BernoulliBandit, BetaArms, ExpectedRewards
 from metabelief.tasks.validation import integer_at_least
@@ -164,6 +164,7 @@ class RowResult(Record):
     lstm_over_gittins: float
     published: dict[str, float] | None  # the paper's values (``PUBLISHED_COLUMNS``), None without a row
     train: RowTrainStats
+    dynamics: SeedDynamics | None  # this seed's evaluations during the row's training
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,7 +219,7 @@ def run(config: RL2TableConfig, out_dir: pathlib.Path, *, progress: bool = True)
         for index, (name, policy) in enumerate(reference_policies(family).items()):
             played = run_policy(family, policy, jax.random.fold_in(policy_key, index), tasks)
             references[name] = output.mean_and_se(played.rewards.sum(axis=0))
-        for seed_rows, seed_returns in zip(rows_by_seed, lstm_returns, strict=True):
+        for index, (seed_rows, seed_returns) in enumerate(zip(rows_by_seed, lstm_returns, strict=True)):
             returns = {"lstm": output.mean_and_se(seed_returns)} | references
             seed_rows.append(
                 RowResult(
@@ -229,6 +230,7 @@ def run(config: RL2TableConfig, out_dir: pathlib.Path, *, progress: bool = True)
                     lstm_over_gittins=returns["lstm"][0] / returns["gittins"][0],
                     published=published(arms, pulls),
                     train=RowTrainStats.of(trained, updates=row_config.num_updates),
+                    dynamics=SeedTraining.of(trained, index).dynamics,
                 )
             )
         if progress:
