@@ -262,11 +262,17 @@ def run(config: StudyConfig, out_dir: pathlib.Path, *, progress: bool = True) ->
         smallest_widths=smallest_widths(results),
         objective_differences=objective_differences(results),
     )
-    output.write_json(out_dir / "results.json", study.to_dict())
-    plots_study.objective(out_dir / "study_objective.png", study)
-    plots_study.width(out_dir / "study_width.png", study)
-    plots_study.dynamics(out_dir / "study_dynamics.png", study)
+    written = study.to_dict()
+    output.write_json(out_dir / "results.json", written)
+    draw(written, out_dir)
     return study
+
+
+def draw(results: dict, out_dir: pathlib.Path) -> None:
+    """The three figures of a study's ``results.json`` dict into ``out_dir``."""
+    plots_study.objective(out_dir / "study_objective.png", results)
+    plots_study.width(out_dir / "study_width.png", results)
+    plots_study.dynamics(out_dir / "study_dynamics.png", results)
 
 
 def _references(config: StudyConfig, task: str) -> TaskReference:
