@@ -88,7 +88,7 @@ def test_experiment_config_rejects_bad_fields(config, fields, argument):
         config(**fields)
 
 
-@pytest.mark.parametrize("name", sorted(experiments.EXPERIMENTS))
+@pytest.mark.parametrize("name", sorted(set(experiments.EXPERIMENTS) - {"study"}))  # study: a grid, no train
 def test_default_quick_and_replaced_configs_still_construct(name):
     _, config = experiments.EXPERIMENTS[name]
     for built in (config(), config.quick()):

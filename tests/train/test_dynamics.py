@@ -374,3 +374,20 @@ def test_every_and_evenly_pass_fields_through_and_reject_bad_counts():
         DynamicsSchedule.every(2, 0)
     with pytest.raises(ValueError, match="num_checkpoints"):
         DynamicsSchedule.evenly(1, 10)
+
+
+def test_a_seeds_entry_holds_its_series_reached_updates_and_their_lag():
+    from metabelief.experiments.results import SeedDynamics
+
+    updates = (0, 10, 20, 30)
+    series = {name: np.zeros((2, 4)) for name in SERIES}
+    series["return"] = np.array([[0.0, 0.95, 1.0, 1.0], [0.0, 0.5, 0.8, 1.0]])  # reached at 10, at 30
+    series["r2_trained"] = np.array([[0.2, 0.2, 0.6, 0.6], [0.2, 0.3, 0.3, 0.3]])  # at 20, at 10
+    series["dissimilarity_agent_to_bayes"] = np.array([[1.0, 0.5, 0.0, 0.0], [0.4, 0.4, 0.4, 0.4]])
+    dynamics = Dynamics(updates=updates, series=series, seconds_per_checkpoint=0.1, compile_seconds=1.0)
+    first, second = (SeedDynamics.of(dynamics, index) for index in range(2))
+    assert first.reached == {"return": 10.0, "r2_trained": 20.0, "dissimilarity_agent_to_bayes": 20.0}
+    assert first.lag == 10.0
+    assert second.reached == {"return": 30.0, "r2_trained": 10.0, "dissimilarity_agent_to_bayes": None}
+    assert second.lag == -20.0
+    assert second.series["r2_trained"] == (0.2, 0.3, 0.3, 0.3) and second.updates == updates
