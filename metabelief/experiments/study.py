@@ -46,6 +46,7 @@ from metabelief.experiments import family as family_experiment
 from metabelief.experiments import interval_rules, output, plots_study, seeds
 from metabelief.experiments.results import RunResults, SeedDynamics
 from metabelief.rollout import sample_tasks
+from metabelief.tasks.validation import integer_at_least
 from metabelief.train.dynamics import REACHED_FRACTION, DynamicsSchedule
 
 NAME = "study"
@@ -139,6 +140,7 @@ class StudyConfig:
     def __post_init__(self):
         if self.grid not in GRIDS:
             raise ValueError(f"grid must be one of {', '.join(GRIDS)}, got {self.grid!r}")
+        object.__setattr__(self, "seed", integer_at_least("seed", self.seed, 0))
 
     @classmethod
     def quick(cls) -> StudyConfig:
@@ -319,7 +321,7 @@ def _run_cell(config: StudyConfig, cell: Cell, reference: TaskReference, progres
     for name in FINAL_FIGURES:
         support = interval_rules.R2 if name.startswith("r2") else interval_rules.NON_NEGATIVE
         summary[name] = seeds.interval([s.dynamics.series[name][-1] for s in per_seed], support=support)
-    for name, _ in per_seed[0].dynamics.reached.items():
+    for name in per_seed[0].dynamics.reached:
         summary[f"reached_{name}"] = seeds.interval([s.dynamics.reached[name] for s in per_seed])
     summary["lag"] = seeds.interval([s.dynamics.lag for s in per_seed])
     return CellResult(

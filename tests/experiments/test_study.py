@@ -127,6 +127,7 @@ def test_smallest_widths_known_answers():
         (["run", "study", "--seeds", "3"], "--seeds do not apply"),
         (["run", "bandit", "--grid", "quick"], "--grid applies to study"),
         (["run", "study", "--grid", "huge"], "grid must be one of quick, default, gpu"),
+        (["run", "study", "--seed", "-1"], "--seed do not apply"),
     ],
 )
 def test_study_flags_are_checked(argv, message, capsys):
