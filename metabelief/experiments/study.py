@@ -45,9 +45,8 @@ from metabelief.analysis.records import Record
 from metabelief.experiments import family as family_experiment
 from metabelief.experiments import interval_rules, output, plots_study, seeds
 from metabelief.experiments.results import RunResults, SeedDynamics
-from metabelief.rollout import sample_tasks
 from metabelief.tasks.validation import integer_at_least
-from metabelief.train.dynamics import REACHED_FRACTION, DynamicsSchedule
+from metabelief.train.dynamics import REACHED_FRACTION, DynamicsSchedule, held_out_tasks
 
 NAME = "study"
 SUMMARY = "grid of memory model x width x objective x algorithm: who carries the belief, at what size, when"
@@ -283,8 +282,7 @@ def _references(config: StudyConfig, task: str) -> TaskReference:
     family = train_config.make_family()
     found = family_experiment.references(family)
     schedule = DynamicsSchedule.of(train_config)
-    task_key, action_key = jax.random.split(jax.random.fold_in(jax.random.key(config.seed), 3))
-    tasks = sample_tasks(family, task_key, schedule.num_tasks)
+    tasks, action_key = held_out_tasks(family, schedule.num_tasks, config.seed)  # the cells' own
     run_policy = jax.jit(baselines.run_policy, static_argnums=(0, 1))
     means = {
         name: float(np.asarray(run_policy(family, policy, action_key, tasks).rewards).sum(axis=0).mean())

@@ -45,7 +45,7 @@ import numpy as np
 
 from metabelief import probes
 from metabelief.agents.base import Agent
-from metabelief.rollout import Carry, NetworkActor, fit_validate_test, lockstep
+from metabelief.rollout import Carry, NetworkActor, fit_validate_test, lockstep, sample_tasks
 from metabelief.tasks.base import PyTree, TaskFamily
 from metabelief.tasks.validation import integer_at_least
 
@@ -370,18 +370,30 @@ class Evaluator:
 def minimum_tasks(family: TaskFamily, agent: Agent, input_lags: int) -> int:
     """The fewest held-out tasks (a multiple of 4) whose quarter has more steps than the widest
     probe has inputs."""
-    widest = _widest_probe(family, agent, input_lags)
-    return 4 * -(-(widest + 2) // family.horizon)
+    return _minimum_tasks(family, _layout_of(family, agent, input_lags))
 
 
-def _widest_probe(family: TaskFamily, agent: Agent, input_lags: int) -> int:
-    tasks = jax.vmap(family.sample_task)(jax.random.split(jax.random.key(0), 1))
-    layout = _layout(
-        agent,
-        input_lags * agent.input_size + family.horizon,
-        *_target_widths(family, jax.random.key(0), tasks),
-    )
+def _minimum_tasks(family: TaskFamily, layout: _Layout) -> int:
+    return 4 * -(-(_widest(layout) + 2) // family.horizon)
+
+
+def _widest(layout: _Layout) -> int:
     return max(stop - start for start, stop in dataclasses.astuple(layout))
+
+
+def _layout_of(family: TaskFamily, agent: Agent, input_lags: int) -> _Layout:
+    """Where each block of ``z`` lies for ``family`` and ``agent`` (it depends on no task's values)."""
+    key = jax.random.key(0)
+    tasks = jax.vmap(family.sample_task)(jax.random.split(key, 1))
+    return _layout(agent, input_lags * agent.input_size + family.horizon, *_target_widths(family, key, tasks))
+
+
+def held_out_tasks(family: TaskFamily, num_tasks: int, seed: int) -> tuple[PyTree, jax.Array]:
+    """``(tasks, action_key)``: the held-out tasks of the evaluations during training of a
+    population whose first seed is ``seed`` (its key folded with 3, which training never uses), and
+    the key of the agents' actions on them."""
+    task_key, action_key = jax.random.split(jax.random.fold_in(jax.random.key(seed), 3))
+    return sample_tasks(family, task_key, num_tasks), action_key
 
 
 def evaluator(
@@ -392,20 +404,17 @@ def evaluator(
     params: PyTree,
     initial_params: PyTree,
 ) -> Evaluator:
-    """Draws the held-out tasks of ``schedule`` (key: ``seed``'s, folded with 3) and compiles the
-    evaluation for a population shaped like ``params``; a ``ValueError`` when a quarter of the
-    tasks has fewer steps than the widest probe has inputs."""
-    task_key, action_key = jax.random.split(jax.random.fold_in(jax.random.key(seed), 3))
-    tasks = jax.vmap(family.sample_task)(jax.random.split(task_key, schedule.num_tasks))
-    bayes_width, num_means = _target_widths(family, action_key, tasks)
-    layout = _layout(agent, schedule.input_lags * agent.input_size + family.horizon, bayes_width, num_means)
-    widest = _widest_probe(family, agent, schedule.input_lags)
-    if min(schedule.split_sizes) * family.horizon < widest + 2:
+    """Draws the held-out tasks of ``schedule`` (``held_out_tasks``) and compiles the evaluation
+    for a population shaped like ``params``; a ``ValueError`` when a quarter of the tasks has fewer
+    steps than the widest probe has inputs."""
+    layout = _layout_of(family, agent, schedule.input_lags)
+    if min(schedule.split_sizes) * family.horizon < _widest(layout) + 2:
         raise ValueError(
             f"dynamics num_tasks ({schedule.num_tasks}) is too small: a quarter of them has "
-            f"{min(schedule.split_sizes) * family.horizon} steps, the widest probe reads {widest} inputs; "
-            f"use at least {minimum_tasks(family, agent, schedule.input_lags)}"
+            f"{min(schedule.split_sizes) * family.horizon} steps, the widest probe reads {_widest(layout)} "
+            f"inputs; use at least {_minimum_tasks(family, layout)}"
         )
+    tasks, action_key = held_out_tasks(family, schedule.num_tasks, seed)
     start = time.perf_counter()
     statistics = population_statistics.lower(
         family, agent, params, initial_params, action_key, tasks, schedule.split_sizes, schedule.input_lags
