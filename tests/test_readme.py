@@ -1,15 +1,21 @@
-"""Every Python example in the README runs as written, in order, in one namespace."""
+"""Every Python example in the README (and in docs/) runs as written, in order, in one namespace."""
 
 import pathlib
 import re
 
 import metabelief
 
-README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+
+
+def _python_blocks(path: pathlib.Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.DOTALL)
 
 
 def test_readme_python_examples_run(clean_registry, capsys):
-    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    blocks = _python_blocks(README)
     assert len(blocks) >= 3
     namespace: dict = {}
     for block in blocks:
@@ -30,3 +36,13 @@ def test_readme_lists_every_registered_family():
     text = README.read_text()
     for name in metabelief.families():
         assert f"`{name}(" in text
+
+
+def test_docs_python_examples_run(capsys):
+    documents = [path for path in DOCS if _python_blocks(path)]
+    assert documents, "docs/agents.md shows how to train other agents from Python"
+    for path in documents:
+        namespace: dict = {}
+        for block in _python_blocks(path):
+            exec(compile(block, str(path), "exec"), namespace)
+    assert "16 48" in capsys.readouterr().out  # docs/agents.md: the LRU's readout and memory widths
