@@ -4,7 +4,8 @@ For every agent (``--agents``, each ``cell[:algorithm[:predictive_coef]]``, e.g.
 ``gru:ppo``, ``lstm:a2c:0.5``) runs ``metabelief run bandit`` or ``two-step`` with that agent and
 the experiment's own settings otherwise (``--seeds``, ``--updates`` and ``--num-tasks`` override
 them alike for every row), then prints one markdown row per agent, each figure the mean over seeds
-with its 95% Student-t interval:
+with its 95% interval from the run's ``summary`` (``metabelief.experiments.interval_rules``;
+two-step's return fraction: Student's t):
 
 * return: % of the way from random to the reference (Thompson on the bandit, belief-greedy, which
   is Bayes-optimal there, on two-step);

@@ -2,7 +2,8 @@
 
 Runs ``metabelief run family NAME`` (its defaults: LSTM, A2C, 5 seeds) for every family given,
 keeps each run's ``results.json`` under ``--out``, and prints one markdown row per family, each
-agent figure the mean over seeds with its 95% Student-t interval:
+agent figure the mean over seeds with its 95% interval from the run's ``summary`` (Student's t
+for returns, the bootstrap for R², ``metabelief.experiments.interval_rules``):
 
 * return per episode: the agent's, then each reference policy's on the same held-out tasks
   (random, belief-greedy, the family's own references, the Bayes-optimal policy where the exact
