@@ -88,7 +88,7 @@ from metabelief import probes
 from metabelief.agents.base import Agent
 from metabelief.analysis.records import Record
 from metabelief.baselines.bayes_optimal import BayesOptimal, bayes_optimal
-from metabelief.rollout import Trajectory, replay_beliefs, replay_jit, split_lanes
+from metabelief.rollout import Trajectory, replay_beliefs, replay_jit, sample_rows, split_lanes
 from metabelief.tasks.bandit_base import BetaBelief, observed_counts
 from metabelief.tasks.base import BetaArms, TaskFamily, require_capability
 
@@ -341,8 +341,8 @@ def simulate_states(
     directions = {}
     for direction, map_key in zip(DIRECTIONS, jax.random.split(key, len(DIRECTIONS)), strict=True):
         source, receiver = direction.split("_to_")
-        inputs = [_flat(part) for part in splits[source]]
-        targets = [_flat(part) for part in splits[receiver]]
+        inputs = [sample_rows(part) for part in splits[source]]
+        targets = [sample_rows(part) for part in splits[receiver]]
         mapped = {
             "linear": _linear_map(inputs, targets),
             "mlp": _mlp_map(map_key, inputs, targets, mlp_steps),
@@ -468,7 +468,3 @@ def _uncentred_mse(predicted: jax.Array, target: jax.Array) -> float:
     over the rows (``get_state_dissimilarity``); NaN for an all-zero target."""
     norm = float((target**2).sum())
     return float(((predicted - target) ** 2).sum()) / norm if norm > 0 else math.nan
-
-
-def _flat(array: jax.Array) -> jax.Array:
-    return array.reshape(-1, array.shape[-1])

@@ -26,7 +26,14 @@ from metabelief.experiments.failure_choices import (
     ratio_and_se,
     training_log_odds,
 )
-from metabelief.rollout import Trajectory, lane_moments, replay_beliefs, replay_jit, split_lanes
+from metabelief.rollout import (
+    Trajectory,
+    lane_moments,
+    replay_beliefs,
+    replay_jit,
+    sample_rows,
+    split_lanes,
+)
 from metabelief.tasks.dependent_bandit import evidence_for_p
 
 TRAIN_SUPPORT = (0.1, 0.55)
@@ -230,7 +237,7 @@ def condition_results(
     views = histories.views()
     for (name, view), state_key in zip(views.items(), jax.random.split(key, len(views)), strict=True):
         state = test_lanes(view.state)
-        decoded = probes.apply_mlp(readouts[name], _flat(state)).reshape(state.shape[:2])
+        decoded = probes.apply_mlp(readouts[name], sample_rows(state)).reshape(state.shape[:2])
         arm_0 = test_lanes(view.arm_0)
         states[name] = StateFigures(
             follows_posterior_not_majority=prefers_training_arm(arm_0, training_mean, majority),
@@ -390,13 +397,9 @@ def _refit_r2(state: jax.Array, target: jax.Array, sizes, key: jax.Array, mlp_st
 def _samples(state: jax.Array, target: jax.Array, sizes) -> list[tuple[jax.Array, jax.Array]]:
     """``(x [n * T, d], y [n * T, 1])`` sample rows per split of task lanes."""
     return [
-        (_flat(x), _flat(y))
+        (sample_rows(x), sample_rows(y))
         for x, y in zip(split_lanes(state, sizes), split_lanes(target, sizes), strict=True)
     ]
-
-
-def _flat(array: jax.Array) -> jax.Array:
-    return array.reshape(-1, array.shape[-1])
 
 
 # ----------------------------------------------------------------------------- the measures' catalogue

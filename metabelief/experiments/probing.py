@@ -18,7 +18,7 @@ from metabelief import probes
 from metabelief.agents.base import Agent
 from metabelief.analysis.records import Record
 from metabelief.experiments.controls import ProbeControls
-from metabelief.rollout import Trajectory, lane_moments, replay_jit, split_lanes
+from metabelief.rollout import Trajectory, lane_moments, replay_jit, sample_rows, split_lanes
 from metabelief.tasks.base import PyTree, TaskFamily
 
 
@@ -136,8 +136,4 @@ def split_samples(trajectory: Trajectory, sizes: tuple[int, ...]) -> list[tuple[
     """``(hidden, features)`` sample rows ``([n * T, H], [n * T, F])`` per split of task lanes,
     for the MLP probe."""
     by_split = split_lanes(trajectory.hidden, sizes), split_lanes(trajectory.features, sizes)
-    return [(_flat(h), _flat(f)) for h, f in zip(*by_split, strict=True)]
-
-
-def _flat(array: jax.Array) -> jax.Array:
-    return array.reshape(-1, array.shape[-1])
+    return [(sample_rows(h), sample_rows(f)) for h, f in zip(*by_split, strict=True)]
