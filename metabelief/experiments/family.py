@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pathlib
+from collections.abc import Callable
 
 from metabelief import baselines, train
 from metabelief.experiments import fractions, output, plots, protocol, seeds
@@ -175,7 +176,7 @@ def run(config: FamilyConfig, out_dir: pathlib.Path, *, progress: bool = True) -
     trained, evaluations = protocol.train_and_evaluate(
         config.train, config.eval_tasks, found.policies, out_dir, progress=progress
     )
-    reference = _reference(evaluations[0], found)
+    reference = reference_policy(found, evaluations[0].mean_return)
     per_seed, decoded = [], None
     for evaluation in evaluations:
         _, probe, seed_decoded = protocol.probe_trained_and_untrained(evaluation, config.mlp_steps)
@@ -213,14 +214,15 @@ def run(config: FamilyConfig, out_dir: pathlib.Path, *, progress: bool = True) -
     return results
 
 
-def _reference(evaluation: protocol.Evaluation, found: References) -> str:
-    """The Bayes-optimal policy where it exists, else the reference with the highest held-out return."""
+def reference_policy(found: References, mean_return: Callable[[str], float]) -> str:
+    """The Bayes-optimal policy where it exists, else the reference with the highest held-out
+    return (``mean_return(name)``); random where there is no other."""
     if "bayes_optimal" in found.policies:
         return "bayes_optimal"
     others = [name for name in found.policies if name != "random"]
     if not others:
         return "random"
-    return max(others, key=evaluation.mean_return)
+    return max(others, key=mean_return)
 
 
 def table(results: FamilyResults) -> str:

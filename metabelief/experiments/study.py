@@ -240,10 +240,8 @@ def run(config: StudyConfig, out_dir: pathlib.Path, *, progress: bool = True) ->
             print(f"[{index + 1}/{len(grid.cells)}] {cell.label}", flush=True)
         results.append(_run_cell(config, cell, references[cell.task], progress))
     grid_seconds = time.perf_counter() - start
-    steps = sum(
-        config.train_config(cell).steps_per_update * grid.num_seeds * config.train_config(cell).num_updates
-        for cell in grid.cells
-    )
+    trained = [config.train_config(cell) for cell in grid.cells]
+    steps = sum(cell.steps_per_update * grid.num_seeds * cell.num_updates for cell in trained)
     train_seconds = sum(result.train_seconds for result in results)
     study = StudyResults(
         experiment=NAME,
@@ -288,10 +286,7 @@ def _references(config: StudyConfig, task: str) -> TaskReference:
         name: float(np.asarray(run_policy(family, policy, action_key, tasks).rewards).sum(axis=0).mean())
         for name, policy in found.policies.items()
     }
-    if "bayes_optimal" in means:
-        name = "bayes_optimal"
-    else:
-        name = max((n for n in means if n != "random"), key=means.get)
+    name = family_experiment.reference_policy(found, means.get)
     value = (
         found.bayes_optimal_value if name == "bayes_optimal" and found.bayes_optimal_value else means[name]
     )

@@ -36,6 +36,20 @@ def test_references_follow_the_capabilities(name, args, expected, missing):
     assert (found.bayes_optimal_value is None) == ("bayes_optimal" not in expected)
 
 
+@pytest.mark.parametrize(
+    ("policies", "expected"),
+    [
+        (("random", "belief_greedy", "map_greedy", "bayes_optimal"), "bayes_optimal"),  # even if lower
+        (("random", "belief_greedy", "map_greedy"), "map_greedy"),  # the best held-out return
+        (("random",), "random"),
+    ],
+)
+def test_the_reference_is_bayes_optimal_else_the_best_other_policy(policies, expected):
+    returns = {"random": 9.0, "belief_greedy": 2.0, "map_greedy": 3.0, "bayes_optimal": 1.0}
+    found = family_experiment.References(dict.fromkeys(policies), None, {})
+    assert family_experiment.reference_policy(found, returns.get) == expected
+
+
 def test_the_markov_tiger_says_why_it_has_no_dp():
     found = family_experiment.references(metabelief.make("tiger", horizon=30, p_stay=0.9))
     assert "keep splitting" in found.unavailable["bayes_optimal"]
