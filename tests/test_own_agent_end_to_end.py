@@ -22,16 +22,9 @@ import pytest
 
 from metabelief import agents, train
 from metabelief.experiments import bandit
+from tests import shared_runs
 
-TINY = train.TrainConfig(
-    family_args=(("num_arms", 2), ("horizon", 10)),
-    num_tasks=32,
-    num_updates=4,
-    updates_per_chunk=2,
-    hidden_size=8,
-    learning_rate=5e-3,
-    num_seeds=2,
-)
+TINY = shared_runs.TINY_TRAIN
 
 
 class _GRUCellFromEquations(nn.Module):
@@ -114,10 +107,6 @@ class ScratchGRU:
 SCRATCH = ScratchGRU(num_actions=2, obs_size=0, hidden_size=TINY.hidden_size)
 
 
-def _config(**fields) -> bandit.BanditConfig:
-    return bandit.BanditConfig(train=dataclasses.replace(TINY, **fields), eval_tasks=64, mlp_steps=20)
-
-
 def _figures(results: dict) -> dict:
     """Everything the experiment measured: not what ran (config), where (device) or how fast (train)."""
     return {key: value for key, value in results.items() if key not in ("config", "device", "train")}
@@ -125,11 +114,15 @@ def _figures(results: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    out = {}
-    for name, fields in (("scratch", dict(agent=SCRATCH)), ("built_in", dict(cell="gru"))):
-        folder = tmp_path_factory.mktemp(name)
-        out[name] = (bandit.run(_config(**fields), folder, progress=False), folder)
-    return out
+    """name -> (results.json, folder) of the bandit experiment's run; the built-in GRU's is also
+    ``test_own_family_end_to_end``'s, run once for both (``shared_runs``)."""
+    configs = {
+        "scratch": shared_runs.tiny_bandit(agent=SCRATCH),
+        "built_in": shared_runs.tiny_bandit(cell="gru"),
+    }
+    return {
+        name: shared_runs.run_once(tmp_path_factory, bandit.run, config) for name, config in configs.items()
+    }
 
 
 def test_the_scratch_gru_meets_the_protocol_and_steps_as_the_built_in_gru():
@@ -146,7 +139,7 @@ def test_the_scratch_gru_meets_the_protocol_and_steps_as_the_built_in_gru():
 
 
 def test_every_figure_of_the_bandit_experiment_equals_the_built_in_grus(runs):
-    scratch, built_in = (_figures(runs[name][0].to_dict()) for name in ("scratch", "built_in"))
+    scratch, built_in = (_figures(runs[name][0]) for name in ("scratch", "built_in"))
     assert scratch == built_in
     summary = scratch["summary"]
     assert "state_machine" in summary and "controls" in summary["probe"] and "intervention" in summary
@@ -177,7 +170,7 @@ def test_an_agent_missing_a_member_of_the_protocol_is_refused_by_name():
     ids=["lru-ppo-predictive", "oracle"],
 )
 def test_the_bandit_experiment_runs_end_to_end_for_other_agents(tmp_path, fields):
-    results = bandit.run(_config(**fields), tmp_path, progress=False).to_dict()
+    results = bandit.run(shared_runs.tiny_bandit(**fields), tmp_path, progress=False).to_dict()
     summary = results["summary"]
     assert results["config"]["train"]["cell"] == fields["cell"]
     for name in ("trained", "untrained"):

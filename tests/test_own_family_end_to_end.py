@@ -3,12 +3,11 @@ registered), trained with ``TrainConfig(family=instance)``, saved and reloaded w
 ``load_agent(path, family=instance)``, and run through the whole bandit experiment (Thompson, the
 exact DP, Gittins, the state-machine simulation, probes, controls, intervention). It samples and
 steps as the built-in ``bernoulli_bandit`` does, so under the same keys every figure equals the
-built-in's.
+built-in's. The agent is the built-in GRU: the built-in family's run is then the very run
+``test_own_agent_end_to_end`` compares its own GRU with, run once for both (``shared_runs``).
 """
 
 from __future__ import annotations
-
-import dataclasses
 
 import jax
 import numpy as np
@@ -18,17 +17,15 @@ import metabelief
 from metabelief import baselines, train
 from metabelief.experiments import bandit
 from metabelief.rollout import rollout, sample_tasks
+from tests import shared_runs
 from tests.scratch_family import ScratchBetaBandit
 
 SCRATCH = ScratchBetaBandit(num_arms=2, horizon=10, prior_a=1.0, prior_b=1.0)
 BUILT_IN = metabelief.make("bernoulli_bandit", num_arms=2, horizon=10)
-TINY = train.TrainConfig(
-    num_tasks=32, num_updates=4, updates_per_chunk=2, hidden_size=8, learning_rate=5e-3, num_seeds=2
-)
-
-
-def _config(family) -> bandit.BanditConfig:
-    return bandit.BanditConfig(train=dataclasses.replace(TINY, family=family), eval_tasks=64, mlp_steps=20)
+CONFIGS = {
+    "scratch": shared_runs.tiny_bandit(family=SCRATCH, family_args=(), cell="gru"),
+    "built_in": shared_runs.tiny_bandit(cell="gru"),  # BUILT_IN by its registered name
+}
 
 
 def _figures(results: dict) -> dict:
@@ -38,15 +35,15 @@ def _figures(results: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    out = {}
-    for name, family in (("scratch", SCRATCH), ("built_in", BUILT_IN)):
-        folder = tmp_path_factory.mktemp(name)
-        out[name] = (bandit.run(_config(family), folder, progress=False), folder)
-    return out
+    """name -> (results.json, folder) of the bandit experiment's run."""
+    return {
+        name: shared_runs.run_once(tmp_path_factory, bandit.run, config) for name, config in CONFIGS.items()
+    }
 
 
 def test_every_figure_of_the_bandit_experiment_equals_the_built_in_families(runs):
-    scratch, built_in = (_figures(runs[name][0].to_dict()) for name in ("scratch", "built_in"))
+    assert CONFIGS["built_in"].train.make_family() == BUILT_IN
+    scratch, built_in = (_figures(runs[name][0]) for name in ("scratch", "built_in"))
     assert scratch == built_in
     # ... and they are figures: the references, probes and the state machine all ran.
     summary = scratch["summary"]
