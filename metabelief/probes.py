@@ -24,6 +24,7 @@ import numpy as np
 import optax
 
 DEFAULT_RIDGE_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+_CONSTANT_COLUMN_STD = 1e-6  # an MLP input column varying less than this in training is constant
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -354,7 +355,8 @@ def mlp_probe(
     """A two-hidden-layer MLP probe (Adam, minibatches), kept at its best validation score.
 
     Each split is ``(x [n, dx], y [n, dy])`` of samples from disjoint tasks; inputs and targets
-    are standardised with the training statistics. Returns the test scores.
+    are standardised with the training statistics (an input column constant in training is set
+    to 0 everywhere: nothing was learnt about it). Returns the test scores.
     """
     for name, (inputs, targets) in {"train": train, "validation": validation, "test": test}.items():
         if not (bool(jnp.isfinite(inputs).all()) and bool(jnp.isfinite(targets).all())):
@@ -423,6 +425,15 @@ def apply_mlp(readout: MLPReadout, inputs: jax.Array) -> jax.Array:
     )
 
 
+def _input_scale(x_train: jax.Array) -> jax.Array:
+    """Each input column's standard deviation over the training rows; infinite for a column that
+    does not vary there, so that it standardises to 0 wherever it is applied: the network never
+    saw it move and cannot have learned what a move means (a tiny scale instead would blow a value
+    it never took in training up by a million, e.g. an action no training history contains)."""
+    std = x_train.std(0)
+    return jnp.where(std > _CONSTANT_COLUMN_STD, std, jnp.inf)
+
+
 @jax.jit(static_argnums=(4, 5, 6, 7))
 def _mlp_fit_predict(key, train, validation, inputs, width, num_steps, batch_size, learning_rate):
     return apply_mlp(_mlp_fit(key, train, validation, width, num_steps, batch_size, learning_rate), inputs)
@@ -435,7 +446,7 @@ def _mlp_fit(key, train, validation, width, num_steps, batch_size, learning_rate
     standard = MLPReadout(
         params={},
         x_mean=x_train.mean(0),
-        x_std=x_train.std(0) + 1e-6,
+        x_std=_input_scale(x_train),
         y_mean=y_train.mean(0),
         y_std=y_train.std(0) + 1e-6,
     )

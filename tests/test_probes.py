@@ -312,6 +312,21 @@ def test_mlp_probe_fits_a_nonlinear_map_a_linear_probe_cannot():
     assert float(linear_scores.r2) < 0.1
 
 
+def test_an_input_column_constant_in_training_moves_no_mlp_prediction():
+    # Column 1 never moves in training (an action no training history took): whatever value it
+    # takes later, the frozen MLP cannot have learnt what it means and must predict as if it were
+    # still at its training value. A tiny standardising scale instead multiplied it by 1e6.
+    x = jax.random.normal(jax.random.key(0), (256, 2)).at[:, 1].set(0.0)
+    y = jnp.sin(2.0 * x[:, :1])
+    readout = probes.fit_mlp(jax.random.key(1), (x, y), (x, y), width=16, num_steps=1000, batch_size=64)
+    moved = x.at[:, 1].set(1.0)
+    np.testing.assert_array_equal(probes.apply_mlp(readout, moved), probes.apply_mlp(readout, x))
+    scores = probes.mlp_probe(
+        jax.random.key(1), (x, y), (x, y), (moved, y), width=16, num_steps=1000, batch_size=64
+    )
+    assert scores.r2 > 0.5  # the varying column still carries the fit
+
+
 @pytest.mark.parametrize("split", [0, 1, 2])
 def test_mlp_probe_rejects_nan_in_any_split(split):
     splits = square_splits(19, (20, 10, 10))
