@@ -24,6 +24,9 @@ import numpy as np
 import optax
 
 DEFAULT_RIDGE_GRID = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+# The smallest ridge penalty, relative to tr(S_xx) >= lambda_max: two float32 epsilons, four times
+# the rounding seen in a scatter matrix summed in float32 (-0.5 eps lambda_max; ``fit_ridge``).
+ROUNDING_FLOOR = 2 * float(np.finfo(np.float32).eps)
 _CONSTANT_COLUMN_STD = 1e-6  # an MLP input column varying less than this in training is constant
 
 
@@ -114,7 +117,13 @@ def fit_ridge(
     """Ridge regression of ``z[y]`` on ``z[x]`` with an unpenalised intercept.
 
     The penalty is ``ridge`` times the mean input variance, so strengths are comparable across
-    representations: ``W = (S_xx + ridge * tr(S_xx) / dx * I)^-1 S_xy``.
+    representations: ``W = (S_xx + ridge * tr(S_xx) / dx * I)^-1 S_xy``, and at least
+    ``ROUNDING_FLOOR * tr(S_xx)``: statistics summed in float32 give a scatter matrix that is
+    positive semidefinite only up to its rounding (eigenvalues down to about ``-eps * lambda_max``
+    along directions the inputs barely move in), and a smaller penalty leaves the system indefinite
+    and the weights unbounded along them. (A trained Tiger agent's readout: an eigenvalue of
+    -0.0021 beside a penalty of 0.0015 at ``ridge`` 1e-6 gave weights 7x too large and a test R^2 of
+    -0.52 where the same probe in float64 scores 0.81.)
 
     ``mask`` (0/1 ``[dx]``, default all 1) keeps only some columns of ``z[x]`` as inputs: the others
     get zero weights and count neither in ``tr(S_xx)`` nor in ``dx``, so a block padded with
@@ -125,8 +134,9 @@ def fit_ridge(
     mask = jnp.ones(scatter_xx.shape[0], scatter_xx.dtype) if mask is None else mask
     scatter_xx = scatter_xx * mask[:, None] * mask[None, :]
     scale = jnp.maximum(jnp.trace(scatter_xx) / jnp.sum(mask), 1e-30)
+    penalty = jnp.maximum(ridge, ROUNDING_FLOOR * jnp.sum(mask)) * scale  # >= ROUNDING_FLOOR * trace
     # A masked-out column's row is the identity's, with a zero right-hand side: its weight is 0.
-    system = scatter_xx + jnp.diag(ridge * scale * mask + (1.0 - mask))
+    system = scatter_xx + jnp.diag(penalty * mask + (1.0 - mask))
     weights = jnp.linalg.solve(system, moments.scatter[x, y] * mask[:, None]) * mask[:, None]
     return LinearProbe(weights=weights, bias=moments.mean[y] - moments.mean[x] @ weights)
 

@@ -33,7 +33,7 @@ from scipy import optimize
 
 import metabelief
 from metabelief.analysis import intervention
-from metabelief.probes import DEFAULT_RIDGE_GRID
+from metabelief.probes import DEFAULT_RIDGE_GRID, ROUNDING_FLOOR
 from metabelief.rollout import replay_jit, rollout, sample_tasks
 
 HIDDEN, EXTRA, HORIZON, NUM_TASKS = 5, 2, 8, 40
@@ -174,9 +174,11 @@ def _rows(array, lanes):
 
 
 def _ridge(x, y, ridge):
-    """Ridge of y on x with an unpenalised intercept, penalty ridge * mean input variance."""
+    """Ridge of y on x with an unpenalised intercept, penalty ridge * mean input variance (at
+    least ``ROUNDING_FLOOR`` * the trace, as ``probes.fit_ridge`` documents)."""
     xc, yc = x - x.mean(0), y - y.mean(0)
     scatter = xc.T @ xc
+    ridge = max(ridge, ROUNDING_FLOOR * x.shape[1])
     penalty = ridge * np.trace(scatter) / x.shape[1] * np.eye(x.shape[1])
     weights = np.linalg.solve(scatter + penalty, xc.T @ yc)
     return weights, y.mean(0) - x.mean(0) @ weights

@@ -107,13 +107,14 @@ def test_pool_merges_the_chosen_splits_only():
 def reference_ridge(z: np.ndarray, x: slice, y: slice, ridge: float) -> tuple[np.ndarray, np.ndarray]:
     """float64 ridge with an unpenalised intercept, from the augmented normal equations [X 1].
 
-    The penalty is ``ridge * tr(S_xx) / dx`` with ``S_xx`` the centred scatter of the inputs.
+    The penalty is ``ridge * tr(S_xx) / dx`` with ``S_xx`` the centred scatter of the inputs, at
+    least ``ROUNDING_FLOOR * tr(S_xx)``.
     """
     z = np.asarray(z, np.float64)
     inputs, targets = z[:, x], z[:, y]
     dx = inputs.shape[1]
     centred = inputs - inputs.mean(axis=0)
-    penalty = ridge * np.trace(centred.T @ centred) / dx
+    penalty = max(ridge, probes.ROUNDING_FLOOR * dx) * np.trace(centred.T @ centred) / dx
     design = np.concatenate([inputs, np.ones((z.shape[0], 1))], axis=1)
     solution = np.linalg.solve(design.T @ design + np.diag([penalty] * dx + [0.0]), design.T @ targets)
     return solution[:dx], solution[dx]
@@ -312,6 +313,29 @@ def test_mlp_probe_fits_a_nonlinear_map_a_linear_probe_cannot():
     assert float(linear_scores.r2) < 0.1
 
 
+def test_a_scatter_rounded_below_zero_gets_a_penalty_that_keeps_the_weights_bounded():
+    # A float32 scatter matrix is positive semidefinite only up to its rounding: along a direction
+    # the inputs barely move in, an eigenvalue of -0.5 eps lambda_max (what a trained Tiger agent's
+    # readout gave). The smallest grid strength, 1e-6 of the mean variance, is below that, so the
+    # system (S + penalty I) would be indefinite and the weight along that direction huge.
+    eps = float(np.finfo(np.float32).eps)
+    dx, rotation = 48, np.linalg.qr(np.random.default_rng(0).normal(size=(48, 48)))[0]
+    eigenvalues = np.array([1000.0] + [1e-3] * (dx - 2) + [-0.5 * eps * 1000.0])
+    scatter_xx = rotation @ np.diag(eigenvalues) @ rotation.T
+    scatter_xy = rotation @ np.r_[100.0, [1e-3] * (dx - 1)][:, None]  # a little along the null too
+    scatter = np.block([[scatter_xx, scatter_xy], [scatter_xy.T, np.array([[20.0]])]])
+    moments = probes.Moments(
+        count=jnp.float32(1000.0), mean=jnp.zeros(dx + 1), scatter=jnp.asarray(scatter, jnp.float32)
+    )
+    probe = probes.fit_ridge(moments, slice(0, dx), slice(dx, dx + 1), 1e-6)
+    along_null = float(np.asarray(probe.weights)[:, 0] @ rotation[:, -1])
+    # The floor: penalty >= ROUNDING_FLOOR * tr(S_xx), so the null direction's weight is at most
+    # 1e-3 / (ROUNDING_FLOOR * tr - 0.5 eps lambda_max), about 6 (float32 solve: 10% slack).
+    trace = eigenvalues.sum()
+    bound = 1e-3 / (probes.ROUNDING_FLOOR * trace - 0.5 * eps * 1000.0)
+    assert abs(along_null) <= 1.1 * bound  # without the floor: 1e-3 / (2.1e-5 - 6e-5), about -26
+
+
 def test_an_input_column_constant_in_training_moves_no_mlp_prediction():
     # Column 1 never moves in training (an action no training history took): whatever value it
     # takes later, the frozen MLP cannot have learnt what it means and must predict as if it were
@@ -358,7 +382,8 @@ def reference_protocol(splits: list[np.ndarray], x: slice, y: slice, grid) -> di
     """float64 NumPy, from the protocol's definition: fit each ridge strength on the training
     samples, pick the best validation R^2, refit on training + validation, score on the test set.
 
-    A fit centres inputs and targets and solves ``(S_xx + ridge tr(S_xx) / dx I) W = S_xy``; the
+    A fit centres inputs and targets and solves ``(S_xx + ridge tr(S_xx) / dx I) W = S_xy`` (ridge
+    at least ``ROUNDING_FLOOR * dx``); the
     intercept, unpenalised, carries the means. R^2 pools the target dims that vary.
     """
 
@@ -367,7 +392,7 @@ def reference_protocol(splits: list[np.ndarray], x: slice, y: slice, grid) -> di
         centred_x, centred_y = inputs - inputs.mean(axis=0), targets - targets.mean(axis=0)
         scatter = centred_x.T @ centred_x
         size = scatter.shape[0]
-        penalty = ridge * np.trace(scatter) / size * np.eye(size)
+        penalty = max(ridge, probes.ROUNDING_FLOOR * size) * np.trace(scatter) / size * np.eye(size)
         weights = np.linalg.solve(scatter + penalty, centred_x.T @ centred_y)
         return weights, targets.mean(axis=0) - inputs.mean(axis=0) @ weights
 

@@ -283,9 +283,10 @@ def series(moments: probes.Moments, mean_return: float, layout: _Layout) -> dict
 
 def _ridge_test_r2(moments: probes.Moments, x: slice, y: slice) -> tuple[np.ndarray, float]:
     """``probes.linear_probe``'s protocol in float64 on the host: ridge of ``z[y]`` on ``z[x]``
-    (penalty ``ridge * tr(S_xx) / dx``, intercept free) for each strength of the default grid, the
-    one with the best pooled R^2 on the validation split refitted on fit + validation; its test
-    R^2 per target dimension (NaN where the target does not vary) and pooled."""
+    (penalty ``ridge * tr(S_xx) / dx``, at least ``probes.ROUNDING_FLOOR * tr(S_xx)`` since the
+    statistics are float32; intercept free) for each strength of the default grid, the one with
+    the best pooled R^2 on the validation split refitted on fit + validation; its test R^2 per
+    target dimension (NaN where the target does not vary) and pooled."""
     count, mean, scatter = (
         np.asarray(leaf, np.float64) for leaf in (moments.count, moments.mean, moments.scatter)
     )
@@ -295,7 +296,8 @@ def _ridge_test_r2(moments: probes.Moments, x: slice, y: slice) -> tuple[np.ndar
         n, m, s = split
         s_xx = s[x, x]
         scale = max(np.trace(s_xx) / s_xx.shape[0], 1e-30)
-        weights = np.linalg.solve(s_xx + ridge * scale * np.eye(s_xx.shape[0]), s[x, y])
+        penalty = max(ridge, probes.ROUNDING_FLOOR * s_xx.shape[0]) * scale
+        weights = np.linalg.solve(s_xx + penalty * np.eye(s_xx.shape[0]), s[x, y])
         return weights, m[y] - m[x] @ weights
 
     def score(probe, split):
