@@ -123,7 +123,7 @@ def fit_ridge(
     along directions the inputs barely move in), and a smaller penalty leaves the system indefinite
     and the weights unbounded along them. (A trained Tiger agent's readout: an eigenvalue of
     -0.0021 beside a penalty of 0.0015 at ``ridge`` 1e-6 gave weights 7x too large and a test R^2 of
-    -0.52 where the same probe in float64 scores 0.81.)
+    -0.52 where the same probe in float64 scores 0.84.)
 
     ``mask`` (0/1 ``[dx]``, default all 1) keeps only some columns of ``z[x]`` as inputs: the others
     get zero weights and count neither in ``tr(S_xx)`` nor in ``dx``, so a block padded with
