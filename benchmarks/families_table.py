@@ -1,7 +1,7 @@
 """The README's table of the literature's families: ``metabelief run family`` on each, one row each.
 
-Runs ``metabelief run family NAME`` (its defaults: LSTM, A2C, 5 seeds; ``--seeds N``) for every family given,
-keeps each run's ``results.json`` under ``--out``, and prints one markdown row per family, each
+Runs ``metabelief run family NAME`` (its defaults: LSTM, A2C, 5 seeds; ``--seeds N``) for every
+family given, keeps each run's ``results.json`` under ``--out``, and prints one markdown row per family, each
 agent figure the mean over seeds with its 95% interval from the run's ``summary`` (Student's t
 for returns, the bootstrap for R², ``metabelief.experiments.interval_rules``):
 
@@ -71,9 +71,11 @@ def main() -> None:
         if not args.from_runs:
             config = family.FamilyConfig.of(name)
             trained = with_algorithm(config.train, args.algorithm)
-            seeds_asked = {"num_seeds": args.seeds} if args.seeds else {}
             config = dataclasses.replace(
-                config, train=dataclasses.replace(trained, predictive_coef=args.predictive, **seeds_asked)
+                config,
+                train=dataclasses.replace(
+                    trained, predictive_coef=args.predictive, num_seeds=args.seeds or trained.num_seeds
+                ),
             )
             print(family.table(family.run(config, run_dir)))
         rows.append(row(name, json.loads((run_dir / "results.json").read_text())))

@@ -240,8 +240,8 @@ def run(config: StudyConfig, out_dir: pathlib.Path, *, progress: bool = True) ->
             print(f"[{index + 1}/{len(grid.cells)}] {cell.label}", flush=True)
         results.append(_run_cell(config, cell, references[cell.task], progress))
     grid_seconds = time.perf_counter() - start
-    trained = [config.train_config(cell) for cell in grid.cells]
-    steps = sum(cell.steps_per_update * grid.num_seeds * cell.num_updates for cell in trained)
+    train_configs = [config.train_config(cell) for cell in grid.cells]
+    steps = sum(each.steps_per_update * grid.num_seeds * each.num_updates for each in train_configs)
     train_seconds = sum(result.train_seconds for result in results)
     study = StudyResults(
         experiment=NAME,
